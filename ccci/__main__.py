@@ -1,0 +1,4 @@
+"""``python -m ccci`` is ``ccci``."""
+from ccci.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Builtin backends, registered through ``ccci_register_backends`` like any plugin."""

@@ -1,0 +1,120 @@
+"""The backend interface: how to launch, resume and read one kind of agent CLI.
+
+Backends are registered by plugins through the ``ccci_register_backends`` hook; the
+builtin ones (``scripted``, ``claude``) use the same hook a third party would.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ccci import patterns as patterns_mod
+from ccci.model import AgentSpec, AgentState, ScreenAnalysis
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ccci.config import FleetConfig
+
+
+@dataclass
+class LaunchPlan:
+    """How to start an agent in a pane.
+
+    Attributes:
+        argv: program and arguments, executed directly by tmux (no shell).
+        env: environment additions (never logged: may hold API keys).
+        cwd: working directory.
+        conversation_id: the id the agent will use (persisted for resumes).
+    """
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    conversation_id: str = ""
+
+
+class Backend:
+    """Base class; subclass and override what differs.
+
+    Class attributes:
+        name: backend name used in ``ccci.toml`` (``backend = "claude"``).
+        process_names: names the agent's process has (``psutil`` ``name()``), used to
+            find hand-launched agents and to tell the agent from a shell in the pane.
+        exits_at_turn_end: the CLI exits when the model ends its turn (``opencode run``):
+            a dead process is then resumed promptly, not treated as a crash.
+        supports_resume: the CLI can continue a conversation by id.
+        compact_command: text that compacts the context (``/compact``), or ``""``.
+        nudge_text: what a stall nudge types into the agent.
+        cli_version: pattern version to use (``None``: newest shipped).
+    """
+
+    name: str = ""
+    process_names: tuple[str, ...] = ()
+    exits_at_turn_end: bool = False
+    supports_resume: bool = True
+    compact_command: str = "/compact"
+    nudge_text: str = (
+        "ccci: no progress seen for a while. Continue your loop; if you are waiting, end "
+        "your turn with WAITING-UNTIL: <ISO-8601 UTC>."
+    )
+    cli_version: str | None = None
+
+    def __init__(self) -> None:
+        self._patterns: patterns_mod.PatternSet | None = None
+        self._overrides: list[dict[str, Any]] = []
+        self._override_origin = ""
+
+    # ------------------------------------------------------------------ patterns
+    @property
+    def patterns(self) -> patterns_mod.PatternSet:
+        """The :class:`ccci.patterns.PatternSet` in force (shipped data + overrides)."""
+        if self._patterns is None:
+            ps = patterns_mod.load_for(self.name, self.cli_version)
+            if self._overrides:
+                ps = ps.with_overrides(self._overrides, self._override_origin)
+            self._patterns = ps
+        return self._patterns
+
+    def set_overrides(self, rules: list[dict[str, Any]], origin: str) -> None:
+        """Install user rules from ``ccci.toml`` ``[patterns.<name>]``.
+
+        :raises ccci.patterns.PatternError: when a rule is malformed.
+        """
+        self._overrides = list(rules)
+        self._override_origin = origin
+        self._patterns = None
+        _ = self.patterns  # validate now, at config load
+
+    def analyse(self, screen: str, title: str = "") -> ScreenAnalysis:
+        """Read a pane capture; see :meth:`ccci.patterns.PatternSet.analyse`."""
+        return self.patterns.analyse(screen, title)
+
+    def is_ready_for_input(self, analysis: ScreenAnalysis) -> bool:
+        """True when typing a message now will not interrupt a turn."""
+        return analysis.state in (AgentState.IDLE,)
+
+    # ------------------------------------------------------------------ launching
+    def new_conversation_id(self) -> str:
+        """A fresh conversation id (UUID4 string)."""
+        return str(uuid.uuid4())
+
+    def launch(
+        self,
+        spec: AgentSpec,
+        config: "FleetConfig",
+        conversation_id: str,
+        resume: bool,
+        prompt: str,
+    ) -> LaunchPlan:
+        """The command that starts (``resume=False``) or resumes the agent.
+
+        :param spec: the agent.
+        :param config: the fleet config (state dir, origin...).
+        :param conversation_id: the id to start with or to resume.
+        :param resume: continue ``conversation_id`` instead of starting fresh.
+        :param prompt: the initial prompt (phase preamble + role prompt) for a fresh
+            start; passed as an argument, never piped.
+        :raises NotImplementedError: in the base class.
+        """
+        raise NotImplementedError

@@ -1,0 +1,51 @@
+"""The ``scripted`` backend: ccci's own stand-in agent (:mod:`ccci.scripted_agent`).
+
+Registered through ``ccci_register_backends`` like any third-party backend. Agent
+options (``[agents.options]`` in ``ccci.toml``): ``turn_seconds`` (float, busy time of a
+turn, default 2), ``wait_seconds`` (declared wait after a turn, default 600).
+"""
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from ccci.backends.base import Backend, LaunchPlan
+from ccci.hookspecs import hookimpl
+from ccci.model import AgentSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ccci.config import FleetConfig
+
+
+class ScriptedBackend(Backend):
+    name = "scripted"
+    process_names = ("python3", "python", "ccci-scripted-agent")
+    compact_command = "/compact"
+
+    def control_file(self, config: "FleetConfig", agent: str):
+        """Path of the agent's fault-cue file (see :mod:`ccci.scripted_agent`)."""
+        return config.state_dir / "scripted" / f"{agent}.control"
+
+    def launch(self, spec: AgentSpec, config: "FleetConfig", conversation_id: str, resume: bool, prompt: str) -> LaunchPlan:
+        opts = spec.options
+        argv = [
+            sys.executable, "-m", "ccci.scripted_agent",
+            "--name", spec.name,
+            "--role", spec.handoff_role or spec.role.value,
+            "--conversation", conversation_id,
+            "--state-dir", str(config.state_dir / "scripted" / "conversations"),
+            "--workdir", str(spec.workdir),
+            "--control", str(self.control_file(config, spec.name)),
+            "--turn-seconds", str(opts.get("turn_seconds", 2)),
+            "--wait-seconds", str(opts.get("wait_seconds", 600)),
+        ]
+        if resume:
+            argv.append("--resume")
+        if prompt:
+            argv += ["--", prompt]
+        return LaunchPlan(argv=argv, env={"PYTHONUNBUFFERED": "1"}, cwd=spec.workdir, conversation_id=conversation_id)
+
+
+@hookimpl
+def ccci_register_backends():
+    return [ScriptedBackend()]

@@ -1,0 +1,28 @@
+"""API error left on screen after the CLI's own retries (Claude Code 2.1.197 retries a
+429/529 ten times over about 200 s, then prints ``● API Error: ...``). Remedy: back off
+``api_error_backoff`` seconds, then send ``continue``.
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from ccci.hookspecs import hookimpl
+from ccci.model import AgentState, Finding, Remedy
+
+CHECK = "api_error"
+
+
+@hookimpl
+def ccci_check_agent(agent, analysis):
+    if analysis.state != AgentState.API_ERROR:
+        return None
+    m = analysis.first(AgentState.API_ERROR)
+    return Finding(CHECK, agent.name, "API error after the CLI's retries", evidence=m.line if m else "")
+
+
+@hookimpl
+def ccci_choose_remedy(finding, agent, settings, now):
+    if finding.check != CHECK or agent is None:
+        return None
+    return Remedy("wait", agent.name, finding, not_before=now + timedelta(seconds=float(settings["api_error_backoff"])),
+                  data={"then": "send", "text": "continue"})

@@ -1,0 +1,27 @@
+"""Fatal API error: the 400 "`thinking` or `redacted_thinking` blocks ... cannot be
+modified" (Claude Code 2.1.197 renders it as ``● API Error: 400 messages.N.content.N: ...``).
+It repeats every turn while the session lives: only a fresh session fixes it, never a
+resume. The pattern lives in the backend's pattern data (state ``fatal_error``).
+"""
+from __future__ import annotations
+
+from ccci.hookspecs import hookimpl
+from ccci.model import AgentState, Finding, Remedy
+
+CHECK = "fatal_error"
+
+
+@hookimpl
+def ccci_check_agent(agent, analysis):
+    if analysis.state != AgentState.FATAL_ERROR:
+        return None
+    m = analysis.first(AgentState.FATAL_ERROR)
+    return Finding(CHECK, agent.name, "fatal API error on screen; a resume would repeat it",
+                   evidence=m.line if m else "", data={"rule": m.rule if m else ""})
+
+
+@hookimpl
+def ccci_choose_remedy(finding, agent):
+    if finding.check != CHECK or agent is None:
+        return None
+    return Remedy("fresh", agent.name, finding)

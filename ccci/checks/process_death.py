@@ -1,0 +1,38 @@
+"""Process death: the agent's tmux session is gone, its pane is dead, or its process
+is not alive. Detected directly each tick (tmux ``pane_dead`` + psutil), not from a log's
+mtime, which freezes when a process dies (the fleet ccci replaces needed 15 min).
+
+Essential: cannot be disabled with ``CCCI_DISABLE_PLUGINS``.
+"""
+from __future__ import annotations
+
+from ccci.hookspecs import hookimpl
+from ccci.model import Finding
+
+CHECK = "process_death"
+
+
+@hookimpl
+def ccci_check_agent(agent, pane, process):
+    if pane is None:
+        return Finding(CHECK, agent.name, "tmux session is gone", evidence=f"no session {agent.session}", immediate=True,
+                       data={"mode": "restart"})
+    if pane.dead:
+        how = f"signal {pane.dead_signal}" if pane.dead_signal else f"exit status {pane.dead_status}"
+        return Finding(CHECK, agent.name, f"agent process exited ({how})", evidence=f"pane {pane.pane_id} dead: {how}",
+                       immediate=True, data={"exit_status": pane.dead_status, "signal": pane.dead_signal})
+    if not process.alive:
+        return Finding(CHECK, agent.name, "agent process is not alive", evidence=f"pid {process.pid} gone or zombie",
+                       immediate=True)
+    return None
+
+
+@hookimpl(trylast=True)
+def ccci_choose_remedy(finding, agent):
+    if finding.check != CHECK or agent is None:
+        return None
+    from ccci.model import Remedy
+
+    # backends that exit at every turn end are resumed promptly; others are restarted
+    # (continuing the conversation where the backend can)
+    return Remedy("restart", agent.name, finding)

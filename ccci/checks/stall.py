@@ -1,0 +1,74 @@
+"""Stall: the agent makes no progress and has not declared a wait.
+
+* With a declared wait (the turn ended with ``WAITING-UNTIL: <ISO-8601 UTC>``): act only
+  when that time is past by more than ``stall_grace`` (default 180 s: a healthy loop's
+  self-wake was seen 37 s late). The deadline is tracked on both clocks (wall and
+  monotonic from when it was first seen); it counts as passed only when both agree, so a
+  wall-clock jump forward or back triggers nothing.
+* Without one: no screen change for ``stall_idle`` seconds (default 300). While the
+  agent is busy any change counts (a ticking timer is life; a frozen screen is a wedged
+  process); while idle only a real change counts (timers normalised away).
+
+Remedy: a nudge message (``nudges_before_restart`` times), then a restart that resumes
+the conversation.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from ccci.clock import iso
+from ccci.hookspecs import hookimpl
+from ccci.model import AgentState, Finding, Remedy
+
+CHECK = "stall"
+QUIET_STATES = (AgentState.IDLE, AgentState.UNKNOWN, AgentState.UNSENT_INPUT)
+OTHER_CHECKS_STATES = (
+    AgentState.FATAL_ERROR, AgentState.CONTEXT_LIMIT, AgentState.USAGE_LIMIT, AgentState.API_ERROR,
+    AgentState.WAITING_INPUT, AgentState.EXITED,
+)
+
+# agent session -> (declared deadline, wall time first seen, mono first seen)
+_seen: dict[str, tuple[datetime, datetime, float]] = {}
+
+
+@hookimpl
+def ccci_check_agent(agent, analysis, settings, now, mono):
+    if analysis.state in OTHER_CHECKS_STATES:
+        return None
+    grace = float(settings["stall_grace"])
+    idle_limit = float(settings["stall_idle"])
+    deadline = analysis.waiting_until
+    if deadline is not None and analysis.state in QUIET_STATES:
+        prev = _seen.get(agent.session)
+        if prev is None or prev[0] != deadline:
+            prev = (deadline, now, mono)
+            _seen[agent.session] = prev
+        _, seen_wall, seen_mono = prev
+        by_wall = (now - deadline).total_seconds()
+        by_mono = mono - (seen_mono + (deadline - seen_wall).total_seconds())
+        overdue = min(by_wall, by_mono)
+        if overdue > grace:
+            return Finding(CHECK, agent.name,
+                           f"declared WAITING-UNTIL {iso(deadline)} passed {overdue:.0f}s ago (grace {grace:.0f}s)",
+                           evidence=f"WAITING-UNTIL: {iso(deadline)}; overdue {overdue:.0f}s",
+                           data={"kind": "missed_wait", "overdue_s": round(overdue, 1)})
+        return None
+    if analysis.state in QUIET_STATES:
+        quiet = mono - max(agent.content_changed_mono, agent.started_mono)
+    else:
+        quiet = mono - max(agent.screen_changed_mono, agent.started_mono)
+    if quiet >= idle_limit:
+        return Finding(CHECK, agent.name,
+                       f"no progress for {quiet:.0f}s and no declared wait (stall_idle {idle_limit:.0f}s)",
+                       evidence=f"state {analysis.state.value}; screen unchanged {quiet:.0f}s",
+                       data={"kind": "no_progress", "quiet_s": round(quiet, 1)})
+    return None
+
+
+@hookimpl
+def ccci_choose_remedy(finding, agent, settings):
+    if finding.check != CHECK or agent is None:
+        return None
+    if agent.nudges < int(settings["nudges_before_restart"]):
+        return Remedy("send", agent.name, finding, text=agent.backend.nudge_text, data={"now": True, "nudge": True})
+    return Remedy("restart", agent.name, finding)

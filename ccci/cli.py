@@ -1,0 +1,430 @@
+"""The ``ccci`` command line (click + rich).
+
+Every command that works on a fleet finds ``ccci.toml`` in ``--fleet DIR`` (or
+``$CCCI_FLEET``, or the current directory and its parents). Errors are one line on
+stderr with exit status 2 (bad input) or 3 (another watcher holds the fleet).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ccci import config as config_mod
+from ccci.clock import UTC
+from ccci.config import ConfigError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(msg: str, code: int = 2) -> None:
+    err_console.print(f"[red]ccci:[/red] {msg}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def load_config(fleet: str | None) -> config_mod.FleetConfig:
+    try:
+        return config_mod.load(config_mod.find_config(Path(fleet) if fleet else None))
+    except ConfigError as exc:
+        fail(str(exc))
+        raise  # unreachable
+
+
+def build(cfg: config_mod.FleetConfig, echo_errors: bool = True):
+    """Plugin manager, store, tmux and supervisor for ``cfg``."""
+    from ccci.patterns import PatternError
+    from ccci.plugins import get_plugin_manager
+    from ccci.state import StateStore
+    from ccci.supervisor import Supervisor
+    from ccci.tmux import Tmux
+
+    pm = get_plugin_manager(cfg.root)
+    if echo_errors:
+        for line in pm.load_errors:
+            err_console.print(f"[yellow]ccci:[/yellow] {line}", highlight=False, soft_wrap=True)
+    try:
+        store = StateStore(cfg.state_dir)
+    except Exception as exc:  # noqa: BLE001
+        fail(f"{cfg.state_dir}: cannot open the state database ({exc}); check the directory's permissions and free space")
+    try:
+        sup = Supervisor(cfg, pm, store, Tmux(cfg.tmux_socket or None))
+    except (ValueError, PatternError) as exc:
+        fail(str(exc))
+    return sup
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--fleet", envvar="CCCI_FLEET", default=None, metavar="DIR",
+              help="Fleet directory (holds ccci.toml). Default: the current directory or a parent.")
+@click.version_option(package_name="ccci")
+@click.pass_context
+def main(ctx: click.Context, fleet: str | None) -> None:
+    """ccci: keep autonomous AI coding agents working unattended in tmux."""
+    ctx.obj = {"fleet": fleet}
+
+
+# ---------------------------------------------------------------------------- init
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--origin", default=None, help="Existing git origin (URL or path). Default: create DIR/origin.git.")
+@click.option("--branch", default="main", show_default=True)
+@click.option("--backend", default="scripted", show_default=True, help="Default backend (scripted, claude, ...).")
+@click.option("--name", default=None, help="Fleet name (default: the directory's name).")
+def init(directory: Path, origin: str | None, branch: str, backend: str, name: str | None) -> None:
+    """Scaffold a fleet (builder + adversary) that `ccci start` and `ccci watch` run as is."""
+    from ccci.fleet import InitError, init_fleet
+
+    try:
+        cfg = init_fleet(directory, origin=origin, branch=branch, backend=backend, name=name)
+    except InitError as exc:
+        fail(str(exc))
+    console.print(f"created {cfg}\nnext: ccci --fleet {directory} watch   (starts the agents and supervises them)")
+
+
+# ---------------------------------------------------------------------------- start/stop
+@main.command()
+@click.argument("agents", nargs=-1)
+@click.pass_context
+def start(ctx: click.Context, agents: tuple[str, ...]) -> None:
+    """Start agents (all by default). Idempotent: a live agent is left alone.
+
+    When a watcher supervises the fleet, it is asked to start them (one writer).
+    """
+    from ccci.lock import FleetLock, LockHeld
+
+    cfg = load_config(ctx.obj["fleet"])
+    names = _agent_names(cfg, agents)
+    sup = build(cfg)
+    lock = FleetLock(cfg.state_dir)
+    try:
+        lock.acquire(wait=False)
+    except LockHeld:
+        for n in names:
+            sup.store.update_agent(n, stopped=0, given_up=0)
+        console.print(f"watcher running: it will start {', '.join(names)} within a tick")
+        return
+    try:
+        panes = sup.tmux.list_panes()
+        for n in names:
+            rt = sup.agents[n]
+            pane = panes.get(rt.session)
+            sup.store.update_agent(n, stopped=0, given_up=0)
+            if pane is not None and not pane.dead:
+                console.print(f"{n}: already running (pid {pane.pid}); left alone")
+                continue
+            res = sup.launch_agent(n, "start", reason="ccci start")
+            console.print(f"{n}: {res.detail}")
+            if not res.ok:
+                sys.exit(1)
+    finally:
+        lock.release()
+
+
+@main.command()
+@click.argument("agents", nargs=-1)
+@click.pass_context
+def stop(ctx: click.Context, agents: tuple[str, ...]) -> None:
+    """Stop agents (all by default); the watcher leaves them stopped until `ccci start`."""
+    cfg = load_config(ctx.obj["fleet"])
+    sup = build(cfg)
+    for n in _agent_names(cfg, agents):
+        sup.store.update_agent(n, stopped=1)
+        sup.stop_agent(n)
+        console.print(f"{n}: stopped")
+
+
+def _agent_names(cfg: config_mod.FleetConfig, agents: tuple[str, ...]) -> list[str]:
+    known = [a.name for a in cfg.agents]
+    for a in agents:
+        if a not in known:
+            fail(f"{cfg.path}: no agent {a!r}; agents are: {', '.join(known)}")
+    return list(agents) or known
+
+
+# ---------------------------------------------------------------------------- status
+def status_rows(sup) -> list[dict]:
+    """One dict per agent: name, backend, state, pid, uptime_s, restarts, resumes,
+    conversation_id, last_event, session."""
+    panes = sup.tmux.list_panes()
+    live = {n: panes.get(rt.session) for n, rt in sup.agents.items()}
+    ids = [p.pane_id for p in live.values() if p is not None and not p.dead]
+    screens = sup.tmux.capture(ids) if ids else {}
+    rows = []
+    now = datetime.now(UTC)
+    for n, rt in sup.agents.items():
+        rec = sup.store.agent(n)
+        pane = live[n]
+        if rec.stopped:
+            state = "stopped"
+        elif rec.given_up:
+            state = "given_up"
+        elif pane is None or pane.dead:
+            state = "exited"
+        else:
+            state = rt.backend.analyse(screens.get(pane.pane_id, ""), pane.title).state.value
+        alive = pane is not None and not pane.dead
+        uptime = (now - rec.started_at).total_seconds() if (alive and rec.started_at) else None
+        rows.append({
+            "name": n, "backend": rt.spec.backend, "role": rt.spec.role.value, "state": state,
+            "pid": pane.pid if alive else None, "uptime_s": round(uptime, 1) if uptime is not None else None,
+            "restarts": rec.restarts, "resumes": rec.resumes, "conversation_id": rec.conversation_id or None,
+            "session": rt.session, "last_event": rec.last_event,
+        })
+    return rows
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per agent, in a list.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Agents with backend, state, pid, uptime, restarts and last event."""
+    from ccci.lock import FleetLock
+
+    cfg = load_config(ctx.obj["fleet"])
+    sup = build(cfg, echo_errors=not as_json)
+    rows = status_rows(sup)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    held = FleetLock(cfg.state_dir)
+    t = Table(title=f"fleet {cfg.name} — watcher {'running (pid %s)' % held.holder() if held.is_held() else 'NOT running'}")
+    for col in ("agent", "backend", "state", "pid", "uptime", "restarts", "last event"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        up = _dur(r["uptime_s"]) if r["uptime_s"] is not None else "-"
+        t.add_row(r["name"], r["backend"], r["state"], str(r["pid"] or "-"), up, str(r["restarts"]), r["last_event"][:70])
+    console.print(t)
+
+
+def _dur(s: float) -> str:
+    s = int(s)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+# ---------------------------------------------------------------------------- logs/events
+@main.command()
+@click.argument("agent")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new output.")
+@click.option("-n", "--lines", default=100, show_default=True, help="Lines of history to print first.")
+@click.pass_context
+def logs(ctx: click.Context, agent: str, follow: bool, lines: int) -> None:
+    """The agent's pane output (kept with tmux pipe-pane in <state_dir>/logs/)."""
+    cfg = load_config(ctx.obj["fleet"])
+    _agent_names(cfg, (agent,))
+    path = cfg.state_dir / "logs" / f"{agent}.log"
+    if not path.exists():
+        fail(f"{path}: no log yet; the agent has not been started by ccci")
+    with open(path, "rb") as fh:
+        data = fh.read()
+        tail = b"\n".join(data.split(b"\n")[-lines:])
+        sys.stdout.buffer.write(tail)
+        sys.stdout.flush()
+        while follow:
+            chunk = fh.read()
+            if chunk:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.3)
+
+
+@main.command()
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new events.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--agent", default=None, help="Only this agent's events.")
+@click.option("-n", "--last", default=50, show_default=True, help="How many past events to print.")
+@click.pass_context
+def events(ctx: click.Context, follow: bool, as_json: bool, agent: str | None, last: int) -> None:
+    """The append-only event log (what ccci saw and did)."""
+    from ccci.state import StateStore
+
+    cfg = load_config(ctx.obj["fleet"])
+    store = StateStore(cfg.state_dir)
+    after = max(0, store.last_event_id() - last)
+    while True:
+        for e in store.events(after_id=after, agent=agent):
+            after = e["id"]
+            if as_json:
+                click.echo(json.dumps(e))
+            else:
+                who = f" [{e['agent']}]" if e["agent"] else ""
+                click.echo(f"{e['at']} {e['kind']}{who} {e['message']}")
+        if not follow:
+            break
+        time.sleep(0.5)
+
+
+# ---------------------------------------------------------------------------- watch
+@main.command()
+@click.option("--standby", is_flag=True, help="If another watcher holds the fleet, wait and take over when it stops.")
+@click.option("--quiet", is_flag=True, help="Do not print events (they are still logged).")
+@click.option("--ticks", type=int, default=None, hidden=True, help="Stop after N ticks (tests).")
+@click.pass_context
+def watch(ctx: click.Context, standby: bool, quiet: bool, ticks: int | None) -> None:
+    """The daemon: supervise the fleet, tick by tick, until SIGTERM or Ctrl-C."""
+    from ccci.hooks import eventlog
+    from ccci.lock import FleetLock, LockHeld
+
+    cfg = load_config(ctx.obj["fleet"])
+    lock = FleetLock(cfg.state_dir)
+    stop_waiting = {"flag": False}
+
+    def _stop_wait(*_):
+        stop_waiting["flag"] = True
+
+    signal.signal(signal.SIGTERM, _stop_wait)
+    try:
+        if standby and lock.is_held():
+            err_console.print(f"ccci: standing by; watcher pid {lock.holder()} holds {cfg.name}", highlight=False)
+        lock.acquire(wait=standby, should_stop=lambda: stop_waiting["flag"])
+    except LockHeld as exc:
+        fail(str(exc), code=3)
+    if stop_waiting["flag"]:
+        return
+    sup = build(cfg)
+    for line in sup.pm.load_errors:
+        sup.emit("plugin_skipped", line)
+    eventlog.echo = not quiet
+    signal.signal(signal.SIGTERM, sup.request_stop)
+    signal.signal(signal.SIGINT, sup.request_stop)
+    sup.emit("watcher_started", f"watching fleet {cfg.name} (pid {os.getpid()}, tick {cfg.tick_seconds}s)", pid=os.getpid())
+    try:
+        sup.run(ticks=ticks)
+    finally:
+        sup.emit("watcher_stopped", f"watcher pid {os.getpid()} stopped")
+        lock.release()
+
+
+# ---------------------------------------------------------------------------- send
+@main.command()
+@click.argument("agent")
+@click.argument("text")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for delivery.")
+@click.pass_context
+def send(ctx: click.Context, agent: str, text: str, timeout: float) -> None:
+    """Deliver TEXT to AGENT's input box, once the agent is idle, and verify it was submitted."""
+    from ccci.lock import FleetLock
+
+    cfg = load_config(ctx.obj["fleet"])
+    _agent_names(cfg, (agent,))
+    sup = build(cfg)
+    mid = sup.queue_message(agent, text)
+    lock = FleetLock(cfg.state_dir)
+    deadline = time.monotonic() + timeout
+    if not lock.is_held():
+        # no watcher: deliver ourselves, waiting for the agent to be ready
+        while time.monotonic() < deadline:
+            sup.observe()
+            sup.deliver_pending()
+            row = sup.store.db.execute("SELECT status, detail FROM messages WHERE id=?", (mid,)).fetchone()
+            if row["status"] != "queued":
+                break
+            time.sleep(0.5)
+    while time.monotonic() < deadline:
+        row = sup.store.db.execute("SELECT status, detail FROM messages WHERE id=?", (mid,)).fetchone()
+        if row["status"] in ("delivered", "failed"):
+            break
+        time.sleep(0.3)
+    row = sup.store.db.execute("SELECT status, detail FROM messages WHERE id=?", (mid,)).fetchone()
+    if row["status"] == "delivered":
+        console.print(f"delivered to {agent}: {row['detail']}")
+        return
+    fail(f"message {mid} to {agent} is {row['status']} after {timeout:.0f}s: {row['detail'] or 'agent not idle'}", code=1)
+
+
+# ---------------------------------------------------------------------------- diagnose
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--backend", required=True, help="Backend whose patterns read the screen (claude, scripted, ...).")
+@click.option("--title", default="", help="Pane title at capture time, if known.")
+@click.option("--json", "as_json", is_flag=True, help="Print the conclusion as JSON.")
+def diagnose(file: Path, backend: str, title: str, as_json: bool) -> None:
+    """Run every check on a saved pane capture (tmux capture-pane -p) and print the conclusion."""
+    from ccci.diagnose import DiagnoseError
+    from ccci.diagnose import diagnose as run_diagnose
+    from ccci.patterns import PatternError
+    from ccci.plugins import get_plugin_manager
+
+    pm = get_plugin_manager(fleet_root=_fleet_root_or_none())
+    raw = file.read_bytes()[: 8 * 1024 * 1024]
+    try:
+        result = run_diagnose(pm, raw.decode("utf-8", "replace"), backend, title)
+    except (DiagnoseError, PatternError) as exc:
+        fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    console.print(f"[bold]{file}[/bold]: [bold]{result['state']}[/bold] (patterns {result['patterns']})", highlight=False)
+    if result["reset_at"]:
+        console.print(f"  reset_at {result['reset_at']}")
+    for m in result["matches"]:
+        console.print(f"  rule {m['rule']} -> {m['state']}: {m['line'][:120]!r}", highlight=False)
+    for f in result["findings"]:
+        console.print(f"  finding {f['check']}: {f['summary']} | {f['evidence'][:120]}", highlight=False)
+    for e in result["errors"]:
+        console.print(f"  [yellow]check error[/yellow] {e}", highlight=False)
+
+
+def _fleet_root_or_none() -> Path | None:
+    try:
+        return config_mod.find_config().parent
+    except ConfigError:
+        return None
+
+
+# ---------------------------------------------------------------------------- plugins
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def plugins(as_json: bool) -> None:
+    """List plugins: name, where each came from, the hooks it implements; and skipped ones."""
+    from ccci.plugins import get_plugin_manager
+
+    pm = get_plugin_manager(fleet_root=_fleet_root_or_none())
+    infos = pm.describe()
+    if as_json:
+        click.echo(json.dumps({"plugins": [i.__dict__ for i in infos], "errors": pm.load_errors}, indent=2))
+        return
+    t = Table(title="ccci plugins")
+    t.add_column("plugin")
+    t.add_column("source")
+    t.add_column("hooks", overflow="fold")
+    for i in infos:
+        t.add_row(i.name, i.source, ", ".join(h.removeprefix("ccci_") for h in i.hooks))
+    console.print(t)
+    for line in pm.load_errors:
+        err_console.print(f"[yellow]ccci:[/yellow] {line}", highlight=False, soft_wrap=True)
+
+
+# ---------------------------------------------------------------------------- demo
+@main.command()
+@click.option("--keep", is_flag=True, help="Keep the demo fleet directory and tmux server afterwards.")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to build the demo fleet (default: a temporary directory).")
+def demo(keep: bool, directory: Path | None) -> None:
+    """Build a throwaway fleet of scripted agents, inject every fault, show what ccci did.
+
+    Exits 0 only if every injected fault was detected and healed.
+    """
+    from ccci.demo import run_demo
+
+    ok = run_demo(console, keep=keep, directory=directory)
+    sys.exit(0 if ok else 1)
+
+
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

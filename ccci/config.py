@@ -1,0 +1,355 @@
+"""``ccci.toml``: the fleet's configuration, validated on load.
+
+Every error is one line naming the file, the key and the fix, e.g.::
+
+    ccci.toml: agents[1].role: 'lop' is not a role; use one of loop, orchestrator, job
+
+See the README's configuration reference for every key. ``CCCI_BACKEND`` and
+``CCCI_MODEL`` in the environment override ``[defaults] backend`` / ``model`` (agents
+that name their own backend or model keep it).
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ccci.model import AgentSpec, Role
+
+CONFIG_NAME = "ccci.toml"
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+
+#: Check thresholds and runner limits; seconds for durations. Where the number comes
+#: from is noted: the fleet ccci replaces, Kubernetes, OTP, systemd.
+DEFAULT_CHECKS: dict[str, float | int] = {
+    "stall_idle": 300,  # s without screen change, commit or declared wait (field incident)
+    "stall_grace": 180,  # s past a WAITING-UNTIL before acting (a self-wake was 37 s late)
+    "startup_grace": 15,  # s after a (re)start during which only process death counts
+    "failure_threshold": 2,  # consecutive failing ticks before acting (k8s uses 3)
+    "max_resumes": 20,  # resumes of one conversation before escalating
+    "restart_intensity": 5,  # restarts allowed per restart_period (OTP intensity/period)
+    "restart_period": 600,  # s
+    "backoff_initial": 2,  # s before the 2nd restart; doubles each time
+    "backoff_max": 300,  # s cap (Kubernetes CrashLoopBackOff caps at 300 s)
+    "backoff_reset": 600,  # s healthy after which the backoff resets (Kubernetes: 10 min)
+    "breaker_min_agents": 3,  # the fleet breaker needs at least this many failing agents
+    "breaker_fraction": 0.5,  # ... and at least this fraction of the fleet
+    "breaker_window": 60,  # s window in which those failures count
+    "breaker_cooldown": 300,  # s the breaker stays open
+    "nudges_before_restart": 1,  # stall: nudges before a restart
+    "send_retries": 3,  # Enter re-sends when verifying delivery
+    "send_enter_delay": 0.2,  # s between the text and Enter (agent-cli-facts: 0.05-0.2 s)
+    "check_budget": 2.0,  # s a single check may take before it is reported as slow
+    "api_error_backoff": 60,  # s to wait after an API error before sending 'continue'
+}
+
+
+class ConfigError(ValueError):
+    """A config problem; ``str()`` is the one-line message (file: key: problem; fix)."""
+
+
+@dataclass(frozen=True)
+class GitSettings:
+    """``[git]``: the fleet's origin.
+
+    Attributes:
+        origin: URL or path of the origin repository ("" = no git handoffs).
+        branch: branch the agents push to.
+        fetch_interval: seconds between ``ls-remote`` checks (default 10).
+    """
+
+    origin: str = ""
+    branch: str = "main"
+    fetch_interval: float = 10.0
+
+
+@dataclass(frozen=True)
+class HandoffRule:
+    """One ``[[handoff]]`` rule: a new commit on origin whose subject starts with
+    ``prefix`` pings the agent(s) whose ``handoff_role`` or name is ``to``.
+
+    ``message`` is a template with ``{sha}``, ``{short}``, ``{subject}``, ``{author}``,
+    ``{branch}``.
+    """
+
+    prefix: str
+    to: str
+    message: str
+
+
+DEFAULT_HANDOFFS = (
+    HandoffRule(
+        "claim(",
+        "adversary",
+        "ccci: new claim pushed to origin/{branch}: {short} {subject}. Verify it adversarially "
+        "and push review(...) with your verdict.",
+    ),
+    HandoffRule(
+        "review(",
+        "builder",
+        "ccci: new review pushed to origin/{branch}: {short} {subject}. Read it and proceed.",
+    ),
+)
+
+
+@dataclass
+class FleetConfig:
+    """A loaded ``ccci.toml``.
+
+    Attributes:
+        path: the config file.
+        root: the fleet directory (the file's parent).
+        name: fleet name (``[fleet] name``).
+        state_dir: absolute state directory (default ``<root>/.ccci``), mode 0700.
+        tmux_socket: ``tmux -L`` socket name, ``""`` for the default server.
+        tick_seconds: runner tick (default 1.0 s).
+        git: :class:`GitSettings`.
+        checks: thresholds (:data:`DEFAULT_CHECKS` merged with ``[checks]``).
+        agents: the agents, in file order.
+        handoffs: handoff rules (``[[handoff]]`` or the builtin claim/review pair).
+        patterns: user pattern overrides by backend name (``[patterns.NAME] rules``).
+        raw: the parsed TOML, for plugins that read their own tables.
+    """
+
+    path: Path
+    root: Path
+    name: str
+    state_dir: Path
+    tmux_socket: str = ""
+    tick_seconds: float = 1.0
+    git: GitSettings = field(default_factory=GitSettings)
+    checks: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_CHECKS))
+    agents: list[AgentSpec] = field(default_factory=list)
+    agent_checks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    handoffs: tuple[HandoffRule, ...] = DEFAULT_HANDOFFS
+    patterns: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def agent(self, name: str) -> AgentSpec:
+        """The agent called ``name``.
+
+        :raises ConfigError: naming the file and the known agents.
+        """
+        for a in self.agents:
+            if a.name == name:
+                return a
+        known = ", ".join(a.name for a in self.agents) or "none"
+        raise ConfigError(f"{self.path}: no agent {name!r}; agents are: {known}")
+
+    def settings_for(self, agent: str | None) -> dict[str, Any]:
+        """Thresholds for ``agent``: fleet ``[checks]`` with the agent's overrides."""
+        merged = dict(self.checks)
+        if agent:
+            merged.update(self.agent_checks.get(agent, {}))
+        return merged
+
+    def session_name(self, agent: str) -> str:
+        """The tmux session of ``agent``: ``ccci-<fleet>-<agent>``."""
+        return f"ccci-{self.name}-{agent}"
+
+    def tmux_args(self) -> list[str]:
+        """``["-L", socket]`` or ``[]``."""
+        return ["-L", self.tmux_socket] if self.tmux_socket else []
+
+
+def find_config(start: Path | None = None) -> Path:
+    """Find ``ccci.toml`` in ``start`` (default ``$CCCI_FLEET`` or the cwd) or a parent.
+
+    :raises ConfigError: when none is found.
+    """
+    here = Path(start or os.environ.get("CCCI_FLEET") or Path.cwd()).resolve()
+    if here.is_file():
+        return here
+    for d in (here, *here.parents):
+        if (d / CONFIG_NAME).is_file():
+            return d / CONFIG_NAME
+    raise ConfigError(f"{here}: no {CONFIG_NAME} here or above; run 'ccci init DIR' or pass --fleet DIR")
+
+
+def load(path: Path | str, environ: dict[str, str] | None = None) -> FleetConfig:
+    """Load and validate a fleet config.
+
+    :param path: the ``ccci.toml`` file or its directory.
+    :param environ: environment for ``CCCI_BACKEND``/``CCCI_MODEL`` (default os.environ).
+    :raises ConfigError: one line: file, key, problem and fix.
+    """
+    env = os.environ if environ is None else environ
+    p = Path(path)
+    if p.is_dir():
+        p = p / CONFIG_NAME
+    p = p.resolve()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: file not found; run 'ccci init {p.parent}' to create one") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text; save it as UTF-8") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML ({exc}); fix the syntax there") from None
+    return _build(raw, p, env)
+
+
+def _err(path: Path, key: str, msg: str) -> ConfigError:
+    return ConfigError(f"{path}: {key}: {msg}")
+
+
+def _table(raw: dict, key: str, path: Path) -> dict:
+    val = raw.get(key, {})
+    if not isinstance(val, dict):
+        raise _err(path, key, f"expected a table [{key}], got {type(val).__name__}")
+    return val
+
+
+def _num(val: Any, path: Path, key: str, minimum: float = 0.0) -> float:
+    if isinstance(val, bool) or not isinstance(val, (int, float)):
+        raise _err(path, key, f"expected a number, got {val!r}")
+    if val < minimum:
+        raise _err(path, key, f"must be >= {minimum}, got {val}")
+    return val
+
+
+def _str(val: Any, path: Path, key: str) -> str:
+    if not isinstance(val, str):
+        raise _err(path, key, f"expected a string, got {val!r}")
+    return val
+
+
+KNOWN_TOP = {"fleet", "git", "checks", "agents", "handoff", "patterns", "defaults", "notify", "phases", "plugins"}
+KNOWN_AGENT = {"name", "role", "backend", "model", "workdir", "prompt_file", "handoff_role", "env", "options", "checks"}
+
+
+def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
+    root = path.parent
+    for key in raw:
+        if key not in KNOWN_TOP:
+            raise _err(path, key, f"unknown top-level key; known: {', '.join(sorted(KNOWN_TOP))}")
+    fleet = _table(raw, "fleet", path)
+    name = fleet.get("name", root.name.lower())
+    name = _str(name, path, "fleet.name")
+    if not NAME_RE.match(name):
+        raise _err(path, "fleet.name", f"{name!r} must match [a-z0-9][a-z0-9_-]* (max 40); rename it")
+    state_dir = Path(_str(fleet.get("state_dir", ".ccci"), path, "fleet.state_dir"))
+    if not state_dir.is_absolute():
+        state_dir = root / state_dir
+    tick = _num(fleet.get("tick_seconds", 1.0), path, "fleet.tick_seconds", 0.05)
+    sock = _str(fleet.get("tmux_socket", ""), path, "fleet.tmux_socket")
+
+    g = _table(raw, "git", path)
+    origin = _str(g.get("origin", ""), path, "git.origin")
+    if origin and "://" not in origin and ":" not in origin.split("/")[0] and not Path(origin).is_absolute():
+        origin = str((root / origin).resolve())
+    git = GitSettings(
+        origin=origin,
+        branch=_str(g.get("branch", "main"), path, "git.branch"),
+        fetch_interval=_num(g.get("fetch_interval", 10.0), path, "git.fetch_interval", 0.2),
+    )
+
+    checks = dict(DEFAULT_CHECKS)
+    for k, v in _table(raw, "checks", path).items():
+        if k not in DEFAULT_CHECKS:
+            raise _err(path, f"checks.{k}", f"unknown threshold; known: {', '.join(sorted(DEFAULT_CHECKS))}")
+        checks[k] = _num(v, path, f"checks.{k}")
+
+    defaults = _table(raw, "defaults", path)
+    default_backend = env.get("CCCI_BACKEND") or _str(defaults.get("backend", "claude"), path, "defaults.backend")
+    default_model = env.get("CCCI_MODEL") or _str(defaults.get("model", ""), path, "defaults.model")
+
+    agents_raw = raw.get("agents", [])
+    if not isinstance(agents_raw, list):
+        raise _err(path, "agents", "expected an array of tables [[agents]]")
+    agents: list[AgentSpec] = []
+    agent_checks: dict[str, dict[str, Any]] = {}
+    seen: set[str] = set()
+    for i, a in enumerate(agents_raw):
+        where = f"agents[{i}]"
+        if not isinstance(a, dict):
+            raise _err(path, where, "expected a table")
+        for k in a:
+            if k not in KNOWN_AGENT:
+                raise _err(path, f"{where}.{k}", f"unknown key; known: {', '.join(sorted(KNOWN_AGENT))}")
+        if "name" not in a:
+            raise _err(path, f"{where}.name", "missing; every agent needs a name")
+        aname = _str(a["name"], path, f"{where}.name")
+        if not NAME_RE.match(aname):
+            raise _err(path, f"{where}.name", f"{aname!r} must match [a-z0-9][a-z0-9_-]* (max 40)")
+        if aname in seen:
+            raise _err(path, f"{where}.name", f"duplicate agent {aname!r}; names must be unique")
+        seen.add(aname)
+        role_s = a.get("role", "loop")
+        try:
+            role = Role(role_s)
+        except ValueError:
+            raise _err(path, f"{where}.role", f"{role_s!r} is not a role; use one of loop, orchestrator, job") from None
+        workdir = Path(_str(a.get("workdir", f"work/{aname}"), path, f"{where}.workdir"))
+        if not workdir.is_absolute():
+            workdir = root / workdir
+        prompt_file = None
+        if "prompt_file" in a:
+            prompt_file = Path(_str(a["prompt_file"], path, f"{where}.prompt_file"))
+            if not prompt_file.is_absolute():
+                prompt_file = root / prompt_file
+        envmap = a.get("env", {})
+        if not isinstance(envmap, dict) or not all(isinstance(v, str) for v in envmap.values()):
+            raise _err(path, f"{where}.env", "expected a table of strings")
+        opts = a.get("options", {})
+        if not isinstance(opts, dict):
+            raise _err(path, f"{where}.options", "expected a table")
+        per = a.get("checks", {})
+        if not isinstance(per, dict):
+            raise _err(path, f"{where}.checks", "expected a table")
+        for k, v in per.items():
+            if k not in DEFAULT_CHECKS:
+                raise _err(path, f"{where}.checks.{k}", f"unknown threshold; known: {', '.join(sorted(DEFAULT_CHECKS))}")
+            _num(v, path, f"{where}.checks.{k}")
+        agent_checks[aname] = dict(per)
+        hrole = _str(a.get("handoff_role", ""), path, f"{where}.handoff_role")
+        agents.append(
+            AgentSpec(
+                name=aname,
+                role=role,
+                backend=_str(a.get("backend", default_backend), path, f"{where}.backend"),
+                model=_str(a.get("model", default_model), path, f"{where}.model"),
+                workdir=workdir,
+                prompt_file=prompt_file,
+                handoff_role=hrole,
+                env=dict(envmap),
+                options=dict(opts),
+            )
+        )
+
+    handoffs: tuple[HandoffRule, ...] = DEFAULT_HANDOFFS
+    if "handoff" in raw:
+        hs = raw["handoff"]
+        if not isinstance(hs, list):
+            raise _err(path, "handoff", "expected an array of tables [[handoff]]")
+        rules = []
+        for i, h in enumerate(hs):
+            where = f"handoff[{i}]"
+            if not isinstance(h, dict):
+                raise _err(path, where, "expected a table with prefix, to, message")
+            for req in ("prefix", "to"):
+                if req not in h:
+                    raise _err(path, f"{where}.{req}", "missing; a handoff rule needs prefix and to")
+            to = _str(h["to"], path, f"{where}.to")
+            if not any(to in (ag.name, ag.handoff_role) for ag in agents):
+                raise _err(path, f"{where}.to", f"{to!r} names no agent or handoff_role; fix the name")
+            rules.append(HandoffRule(_str(h["prefix"], path, f"{where}.prefix"), to,
+                                     _str(h.get("message", DEFAULT_HANDOFFS[0].message), path, f"{where}.message")))
+        handoffs = tuple(rules)
+
+    pats: dict[str, list[dict[str, Any]]] = {}
+    for bname, table in _table(raw, "patterns", path).items():
+        if not isinstance(table, dict) or not isinstance(table.get("rules", []), list):
+            raise _err(path, f"patterns.{bname}", "expected a table with rules = [{id, state, regex, ...}]")
+        pats[bname] = table.get("rules", [])
+
+    return FleetConfig(
+        path=path, root=root, name=name, state_dir=state_dir, tmux_socket=sock, tick_seconds=tick,
+        git=git, checks=checks, agents=agents, agent_checks=agent_checks, handoffs=handoffs,
+        patterns=pats, raw=raw,
+    )

@@ -1,0 +1,78 @@
+"""``ccci diagnose``: run every check on a saved pane capture (an ``explain`` for the
+pattern data). The screen is read as if the agent's process were alive and the screen
+had just changed, so the time-based checks (stall) stay quiet and the conclusion is what
+the screen alone says.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ccci.clock import Clock, iso
+from ccci.config import DEFAULT_CHECKS
+from ccci.model import AgentSpec, PaneInfo, ProcessInfo, Role
+from ccci.plugins import CcciPluginManager, collect_backends
+from ccci.runtime import AgentRuntime, FleetSnapshot
+
+ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
+
+
+class DiagnoseError(ValueError):
+    """Unknown backend or unreadable capture; one-line message."""
+
+
+def diagnose(pm: CcciPluginManager, screen: str, backend_name: str, title: str = "") -> dict[str, Any]:
+    """Classify one capture and run every ``ccci_check_agent`` implementation on it.
+
+    :param pm: plugin manager (builtins + plugins; their checks all run).
+    :param screen: the capture's text (ANSI escapes are removed).
+    :param backend_name: backend whose pattern data reads the screen.
+    :param title: optional pane title.
+    :returns: ``{"state": str, "findings": [{"check", "evidence", ...}], "reset_at":
+        ISO-8601 UTC or None, "matches": [...], "input_text": str, "backend": str,
+        "patterns": str, "errors": [str]}``.
+    :raises DiagnoseError: for an unknown backend.
+    """
+    backends = collect_backends(pm)
+    if backend_name not in backends:
+        raise DiagnoseError(f"unknown backend {backend_name!r}; known: {', '.join(sorted(backends))}")
+    backend = backends[backend_name]
+    screen = ANSI.sub("", screen)
+    analysis = backend.analyse(screen, title)
+    clock = Clock()
+    now, mono = clock.now(), clock.monotonic()
+    from pathlib import Path
+
+    spec = AgentSpec(name="diagnose", role=Role.LOOP, backend=backend_name, workdir=Path("."))
+    rt = AgentRuntime(spec=spec, backend=backend, session="ccci-diagnose", pane_id="%0", pid=1,
+                      started_mono=mono - 3600, screen=screen, analysis=analysis,
+                      screen_changed_mono=mono, content_changed_mono=mono)
+    pane = PaneInfo(session_name="ccci-diagnose", pane_id="%0", pid=1, title=title)
+    snap = FleetSnapshot(tick=0, now=now, mono=mono, panes={"diagnose": pane},
+                         processes={"diagnose": ProcessInfo(pid=1, alive=True)})
+    kwargs = {"agent": rt, "spec": spec, "pane": pane, "process": snap.processes["diagnose"], "screen": screen,
+              "analysis": analysis, "backend": backend, "settings": dict(DEFAULT_CHECKS), "snapshot": snap,
+              "now": now, "mono": mono}
+    findings, errors = [], []
+    for impl in reversed(pm.hook.ccci_check_agent.get_hookimpls()):
+        try:
+            res = impl.function(*[kwargs[a] for a in impl.argnames])
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"{impl.plugin_name}: {type(exc).__name__}: {exc}")
+            continue
+        for f in (res if isinstance(res, list) else [res]):
+            if f is not None:
+                d = f.as_dict()
+                d["agent"] = None
+                findings.append(d)
+    return {
+        "state": analysis.state.value,
+        "findings": findings,
+        "reset_at": iso(analysis.reset_at),
+        "waiting_until": iso(analysis.waiting_until),
+        "input_text": analysis.input_text,
+        "matches": [{"rule": m.rule, "state": m.state.value, "line": m.line, "source": m.source} for m in analysis.matches],
+        "backend": backend_name,
+        "patterns": backend.patterns.origin,
+        "errors": errors,
+    }

@@ -1,0 +1,125 @@
+"""Watch the fleet's git origin on its own cadence (GitPython).
+
+Every ``git.fetch_interval`` seconds (default 10) a cheap ``git ls-remote`` asks origin
+for the branch head; only when it moved is the head fetched into a bare mirror in the
+state directory (``<state_dir>/mirror.git``) and the new commits listed. Only what is
+pushed to origin counts: the agents' clones are never read.
+
+Publishes ``snapshot.facts["git"]`` (:class:`GitFacts`) every tick. An unreachable origin
+or a broken mirror is a ``degraded`` event (once per outage) and a ``recovered`` event
+when it works again; never an exception out of the tick.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import git
+
+from ccci.hookspecs import hookimpl
+from ccci.model import Event
+
+BASELINE_KEY = "git.baseline.{branch}"
+
+
+@dataclass
+class Commit:
+    sha: str
+    subject: str
+    author: str
+
+
+@dataclass
+class GitFacts:
+    """What the git watcher knows this tick.
+
+    Attributes:
+        branch: the watched branch.
+        head: origin's branch head sha (``None`` before the first successful look).
+        baseline: the persisted sha up to which handoffs were processed (``None``: never).
+        commits: commits after ``baseline`` up to ``head``, oldest first.
+        error: the last error text while degraded, else ``""``.
+        checked_mono: monotonic time of the last ``ls-remote``.
+    """
+
+    branch: str
+    head: str | None = None
+    baseline: str | None = None
+    commits: list[Commit] = field(default_factory=list)
+    error: str = ""
+    checked_mono: float = -1e9
+
+
+class GitWatcher:
+    def __init__(self) -> None:
+        self.facts: GitFacts | None = None
+        self.remote_head: str | None = None
+        self.listed_for: tuple[str | None, str | None] = (None, None)
+
+    def observe(self, snapshot, config, state, mono) -> None:
+        if not config.git.origin:
+            return
+        branch = config.git.branch
+        if self.facts is None:
+            self.facts = GitFacts(branch=branch)
+        f = self.facts
+        f.baseline = state.get(BASELINE_KEY.format(branch=branch))
+        if mono - f.checked_mono >= float(config.git.fetch_interval):
+            f.checked_mono = mono
+            try:
+                out = git.cmd.Git().ls_remote(config.git.origin, f"refs/heads/{branch}")
+                head = out.split()[0] if out.strip() else None
+                if head and head != f.head:
+                    self._fetch(config, head)
+                    f.head = head
+                if f.error:
+                    snapshot.events.append(Event("recovered", f"origin reachable again ({config.git.origin})"))
+                f.error = ""
+            except Exception as exc:  # noqa: BLE001 - degraded, never fatal
+                msg = " ".join(str(exc).split())[:200]
+                if not f.error:
+                    snapshot.events.append(Event("degraded", f"git origin check failed: {msg}", data={"origin": config.git.origin}))
+                f.error = msg
+        if f.head and f.baseline and (f.head, f.baseline) != self.listed_for and not f.error:
+            try:
+                f.commits = self._list(config, f.baseline, f.head)
+                self.listed_for = (f.head, f.baseline)
+            except Exception as exc:  # noqa: BLE001 - e.g. baseline unknown after a force push
+                f.commits = []
+                snapshot.events.append(Event("degraded", f"cannot list commits {f.baseline[:10]}..{f.head[:10]}: "
+                                             f"{' '.join(str(exc).split())[:160]}; re-baselining"))
+                f.baseline = None  # the handoff check then sets a new baseline silently
+        elif f.head == f.baseline:
+            f.commits = []
+        snapshot.facts["git"] = f
+
+    def _mirror(self, config) -> git.Repo:
+        path = config.state_dir / "mirror.git"
+        if (path / "HEAD").exists():
+            return git.Repo(path)
+        return git.Repo.init(path, bare=True)
+
+    def _fetch(self, config, head: str) -> None:
+        repo = self._mirror(config)
+        branch = config.git.branch
+        repo.git.fetch("--quiet", config.git.origin, f"+refs/heads/{branch}:refs/ccci/origin/{branch}")
+
+    def _list(self, config, baseline: str, head: str) -> list[Commit]:
+        repo = self._mirror(config)
+        out = []
+        for c in repo.iter_commits(f"{baseline}..{head}", reverse=True, max_count=500):
+            out.append(Commit(sha=c.hexsha, subject=c.summary if isinstance(c.summary, str) else c.summary.decode("utf-8", "replace"),
+                              author=str(c.author.name)))
+        return out
+
+
+_watchers: dict[str, GitWatcher] = {}  # one per fleet state directory
+
+
+@hookimpl
+def ccci_configure(config):
+    _watchers[str(config.state_dir)] = GitWatcher()
+
+
+@hookimpl
+def ccci_observe(snapshot, config, state, mono):
+    _watchers.setdefault(str(config.state_dir), GitWatcher()).observe(snapshot, config, state, mono)

@@ -1,0 +1,20 @@
+"""Restart remedies: ``restart`` (resume the conversation where the backend can, else
+fresh), ``resume`` (same conversation; counts toward ``max_resumes``), ``fresh`` (new
+conversation: the only cure for the thinking-block 400), ``start``.
+
+Essential: cannot be disabled with ``CCCI_DISABLE_PLUGINS``. Restart intensity, backoff
+and the resume cap are enforced by the runner before this runs.
+"""
+from __future__ import annotations
+
+from ccci.hookspecs import hookimpl
+
+ACTIONS = ("restart", "resume", "fresh", "start")
+
+
+@hookimpl
+def ccci_run_remedy(remedy, supervisor):
+    if remedy.action not in ACTIONS or remedy.agent is None:
+        return None
+    reason = f"{remedy.reason.check}: {remedy.reason.summary}"
+    return supervisor.launch_agent(remedy.agent, remedy.action, reason)

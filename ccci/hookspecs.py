@@ -1,0 +1,244 @@
+"""Every hook specification of ccci, in one module (like pytest's ``hookspec.py``).
+
+A plugin is any module or object with functions marked ``@ccci.hookimpl`` whose names
+match the specs below. Builtin checks, remedies and backends are ordinary plugins,
+registered through the same entry point machinery a third-party plugin uses.
+
+Arguments by name
+-----------------
+As with pluggy in general (and pytest fixtures), a hook implementation declares only
+the arguments it needs, by name, in any order. A check that only needs the screen
+analysis is ``def ccci_check_agent(analysis): ...``. The arguments each spec offers are
+listed in its docstring.
+
+Result rules
+------------
+* "all results": pluggy calls every implementation and the caller gets the list of
+  non-``None`` results.
+* ``firstresult``: pluggy stops at the first non-``None`` result.
+
+Checks are called one implementation at a time by the runner (so one raising plugin
+cannot hide the others): an exception counts as an UNKNOWN result for that check, is
+reported as a ``plugin_error`` event, and a plugin that raises on 5 consecutive ticks is
+disabled with a ``plugin_disabled`` event.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from datetime import datetime
+
+    from ccci.backends.base import Backend
+    from ccci.config import FleetConfig
+    from ccci.model import Event, Finding, PaneInfo, ProcessInfo, Remedy, RemedyResult, ScreenAnalysis
+    from ccci.runtime import AgentRuntime, FleetSnapshot
+    from ccci.supervisor import Supervisor
+
+PROJECT_NAME = "ccci"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+# --------------------------------------------------------------------------- lifecycle
+
+
+@hookspec
+def ccci_configure(config: "FleetConfig") -> None:
+    """Called once after the fleet config is loaded and every plugin is registered.
+
+    Called by ``ccci watch`` before the first tick, and by ``ccci diagnose`` and the
+    other commands that build a plugin manager.
+
+    :param config: the validated :class:`ccci.config.FleetConfig`.
+    :returns: nothing; results are ignored.
+    """
+
+
+@hookspec
+def ccci_unconfigure(config: "FleetConfig") -> None:
+    """Called once when the watcher stops (normal exit, SIGTERM, or Ctrl-C).
+
+    Release resources opened in :func:`ccci_configure` here.
+
+    :param config: the same :class:`ccci.config.FleetConfig` given to ``ccci_configure``.
+    :returns: nothing; results are ignored.
+    """
+
+
+# --------------------------------------------------------------------------- backends
+
+
+@hookspec
+def ccci_register_backends() -> "list[Backend]":
+    """Called once at plugin-manager setup to collect agent backends.
+
+    A backend knows how to launch and resume an agent CLI in a pane and how to read
+    its screen (see :class:`ccci.backends.base.Backend`).
+
+    :returns: a list of :class:`ccci.backends.base.Backend` instances (all results are
+        collected; a later plugin registering an already-known name is an error
+        reported in one line and skipped).
+    """
+
+
+# --------------------------------------------------------------------------- ticks
+
+
+@hookspec
+def ccci_tick_start(tick: int, now: "datetime", mono: float) -> None:
+    """Called at the start of every tick, before the fleet is observed.
+
+    :param tick: tick number, 1 for the first tick of this watcher process.
+    :param now: UTC wall time (``datetime`` with ``tzinfo=UTC``).
+    :param mono: monotonic clock reading in seconds.
+    :returns: nothing; results are ignored.
+    """
+
+
+@hookspec
+def ccci_observe(
+    snapshot: "FleetSnapshot", config: "FleetConfig", state: Any, now: "datetime", mono: float
+) -> None:
+    """Called once per tick after the batched tmux query and the process scan.
+
+    Plugins that gather fleet-wide facts on their own cadence (git fetches, file
+    watches, the CLI's lifecycle-hook spool) add them to ``snapshot.facts`` under a
+    name of their choosing; checks can then read ``snapshot.facts[name]``. To report
+    something (e.g. origin unreachable), append a :class:`ccci.model.Event` to
+    ``snapshot.events``; the runner logs it. An implementation must be cheap or
+    rate-limit itself (the tick is 1 s).
+
+    :param snapshot: :class:`ccci.runtime.FleetSnapshot` for this tick (panes by agent,
+        processes by agent, screens captured this tick, facts).
+    :param config: the fleet config.
+    :param state: the durable :class:`ccci.state.StateStore` (read-only use expected).
+    :param now: UTC wall time.
+    :param mono: monotonic seconds.
+    :returns: nothing; results are ignored.
+    """
+
+
+@hookspec
+def ccci_tick_end(tick: int, findings: "list[Finding]", duration_s: float) -> None:
+    """Called at the end of every tick, after remedies were dispatched.
+
+    :param tick: tick number.
+    :param findings: every finding produced this tick (before hysteresis).
+    :param duration_s: wall seconds the tick took (observation + checks + remedies).
+    :returns: nothing; results are ignored.
+    """
+
+
+# --------------------------------------------------------------------------- checks
+
+
+@hookspec
+def ccci_check_agent(
+    agent: "AgentRuntime",
+    spec: Any,
+    pane: "PaneInfo | None",
+    process: "ProcessInfo",
+    screen: str,
+    analysis: "ScreenAnalysis",
+    backend: "Backend",
+    settings: dict,
+    snapshot: "FleetSnapshot",
+    now: "datetime",
+    mono: float,
+) -> "Finding | list[Finding] | None":
+    """Called once per tick for every supervised agent whose evaluation is not paused.
+
+    This is where health checks live: one check per signal, each returning findings
+    with evidence. Declare only the arguments you need.
+
+    :param agent: :class:`ccci.runtime.AgentRuntime`: the agent's live bookkeeping
+        (``started_mono``, ``screen_changed_mono``, ``conversation_id``, restart counts).
+    :param spec: the agent's :class:`ccci.model.AgentSpec` from the config.
+    :param pane: the agent's :class:`ccci.model.PaneInfo`, or ``None`` when its tmux
+        session does not exist.
+    :param process: :class:`ccci.model.ProcessInfo` from this tick's process scan.
+    :param screen: the newest pane capture (plain text, no escapes), ``""`` if none.
+    :param analysis: the backend's :class:`ccci.model.ScreenAnalysis` of ``screen``.
+    :param backend: the agent's :class:`ccci.backends.base.Backend`.
+    :param settings: the check thresholds in force for this agent (``[checks]`` in
+        ``ccci.toml`` merged with defaults; seconds for durations).
+    :param snapshot: the whole :class:`ccci.runtime.FleetSnapshot` of this tick.
+    :param now: UTC wall time (for declared deadlines like ``WAITING-UNTIL``).
+    :param mono: monotonic seconds (for intervals).
+    :returns: a :class:`ccci.model.Finding`, a list of them, or ``None`` when healthy.
+        All results are collected. A raised exception counts as UNKNOWN.
+    """
+
+
+@hookspec
+def ccci_check_fleet(
+    snapshot: "FleetSnapshot", config: "FleetConfig", state: Any, now: "datetime", mono: float
+) -> "Finding | list[Finding] | None":
+    """Called once per tick for fleet-level signals (new handoff commits, phase done).
+
+    :param snapshot: this tick's :class:`ccci.runtime.FleetSnapshot`, with the facts
+        that ``ccci_observe`` implementations gathered.
+    :param config: the fleet config.
+    :param state: the durable :class:`ccci.state.StateStore` (read baselines here; the
+        remedy, not the check, advances them).
+    :param now: UTC wall time.
+    :param mono: monotonic seconds.
+    :returns: a :class:`ccci.model.Finding`, a list of them, or ``None``; all collected.
+    """
+
+
+# --------------------------------------------------------------------------- remedies
+
+
+@hookspec(firstresult=True)
+def ccci_choose_remedy(
+    finding: "Finding", agent: "AgentRuntime | None", settings: dict, now: "datetime"
+) -> "Remedy | None":
+    """Called for each finding that passed hysteresis, to decide what to do.
+
+    The first non-``None`` result wins (``firstresult``): a plugin that wants to
+    override a builtin decision uses ``@hookimpl(tryfirst=True)``.
+
+    :param finding: the :class:`ccci.model.Finding`.
+    :param agent: the target's :class:`ccci.runtime.AgentRuntime`, ``None`` for fleet
+        findings.
+    :param settings: the thresholds in force (``max_resumes``, backoff seconds, ...).
+    :param now: UTC wall time.
+    :returns: a :class:`ccci.model.Remedy`, or ``None`` to leave the decision to the
+        next plugin (and, if nobody decides, the finding is only reported).
+    """
+
+
+@hookspec(firstresult=True)
+def ccci_run_remedy(remedy: "Remedy", supervisor: "Supervisor") -> "RemedyResult | None":
+    """Called to carry out a remedy the runner allowed (restart intensity, backoff,
+    breaker and "one remedy in flight per agent" are enforced before this call).
+
+    The implementation that handles ``remedy.action`` returns a result; others return
+    ``None`` (``firstresult``).
+
+    :param remedy: the :class:`ccci.model.Remedy`.
+    :param supervisor: the :class:`ccci.supervisor.Supervisor`, giving access to tmux,
+        the state store, backends and the agents' bookkeeping.
+    :returns: a :class:`ccci.model.RemedyResult`, or ``None`` if this plugin does not
+        handle the action. Raising counts as a failed remedy (reported, backed off).
+    """
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+@hookspec
+def ccci_report_event(event: "Event") -> None:
+    """Called for every event after it is appended to the durable event log.
+
+    Used for logging, notifications (webhooks, shell commands) and metrics. Must not
+    block for long: the call is on the tick's thread.
+
+    :param event: the :class:`ccci.model.Event` (``at`` is UTC wall time).
+    :returns: nothing; results are ignored.
+    """

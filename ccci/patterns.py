@@ -1,0 +1,343 @@
+"""Screen detection patterns as data: one TOML file per backend and CLI version.
+
+Files live in ``ccci/patterns/<backend>-<version>.toml``. Each has:
+
+``[meta]``
+    ``backend``, ``version`` (the CLI version the screens were recorded from), ``source``.
+``[layout]``
+    ``input_line``: regex with a ``text`` group for the input box's first line (the
+    newest matching line on screen is the input box).
+    ``input_end``: regex of the line that closes the input box (optional; else the input
+    box is one line).
+    ``input_top``: regex of a border line just above the input line (optional).
+    ``input_search_lines``: look for the input line only among the bottom N non-blank
+    lines (default 0: anywhere), for CLIs whose echoed old prompts look like it.
+    ``block_start``: regex of the line that opens a user turn; the *newest block* is
+    from the last such line above the input box down to the box. Old errors stay on
+    screen above newer turns, so rules with ``scope = "block"`` see only the newest.
+    ``normalize``: regexes whose matches are blanked before fingerprinting (timers,
+    token counters), so a ticking clock is not "activity".
+    ``default_state``: state when no rule matches and an input box is present.
+``[[rules]]``
+    ``id``, ``state`` (an :class:`ccci.model.AgentState` value), ``regex``, ``scope``
+    (``block`` | ``above`` | ``input`` | ``footer`` | ``screen`` | ``title`` | ``last``:
+    the bottom non-blank line),
+    ``priority`` (higher wins; default 50), ``unless`` (regex; the rule does not match
+    when this matches in the same scope), ``source`` (where it was observed),
+    ``input_box`` (optional: ``"present"`` or ``"absent"``; the rule only matches when
+    an input box was, or was not, found on screen. Dialogs that replace the input box
+    use ``"absent"``, so a model reply quoting the dialog's text cannot match).
+    Named groups are kept as evidence; ``reset_epoch`` (unix seconds) and ``reset_iso``
+    give a usage-limit reset time.
+
+A user overrides or adds rules in ``ccci.toml`` under ``[patterns.<backend>]`` with
+the same ``[[rules]]`` schema; a rule with a builtin's ``id`` replaces it.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ccci.clock import UTC, parse_utc
+from ccci.model import AgentState, Match, ScreenAnalysis
+
+PATTERN_DIR = Path(__file__).parent / "patterns"
+SCOPES = ("block", "above", "input", "footer", "screen", "title", "last")
+INPUT_BOX_CONDITIONS = ("", "present", "absent")
+WAITING_UNTIL_RE = re.compile(r"WAITING-UNTIL:\s*(?P<iso>\d{4}-\d{2}-\d{2}T[0-9:.]+(?:Z|[+-]\d{2}:?\d{2})?)")
+MAX_LINES = 400  # only the bottom of a huge capture matters; bounds the work per screen
+MAX_LINE_CHARS = 2000
+
+
+class PatternError(ValueError):
+    """A pattern file or override is malformed; the message names file, key and fix."""
+
+
+@dataclass
+class Rule:
+    """One detection rule (see the module docstring for the fields)."""
+
+    id: str
+    state: AgentState
+    regex: re.Pattern
+    scope: str = "block"
+    priority: int = 50
+    unless: re.Pattern | None = None
+    source: str = ""
+    input_box: str = ""  # "" (either), "present" or "absent"
+
+
+@dataclass
+class PatternSet:
+    """Layout and rules for one backend and CLI version."""
+
+    backend: str
+    version: str
+    rules: list[Rule]
+    input_line: re.Pattern | None = None
+    input_end: re.Pattern | None = None
+    input_top: re.Pattern | None = None
+    input_search_lines: int = 0
+    block_start: re.Pattern | None = None
+    normalize: list[re.Pattern] = field(default_factory=list)
+    default_state: AgentState = AgentState.IDLE
+    origin: str = ""
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], origin: str) -> "PatternSet":
+        """Build from parsed TOML.
+
+        :raises PatternError: naming ``origin`` and the bad key.
+        """
+        meta = data.get("meta", {})
+        layout = data.get("layout", {})
+        ps = cls(
+            backend=str(meta.get("backend", "")),
+            version=str(meta.get("version", "")),
+            rules=[],
+            origin=origin,
+        )
+        for key in ("input_line", "input_end", "input_top", "block_start"):
+            if key in layout:
+                setattr(ps, key, _compile(layout[key], origin, f"layout.{key}"))
+        ps.normalize = [_compile(r, origin, "layout.normalize") for r in layout.get("normalize", [])]
+        isl = layout.get("input_search_lines", 0)
+        if not isinstance(isl, int) or isl < 0:
+            raise PatternError(f"{origin}: layout.input_search_lines: expected a whole number >= 0 (0 = whole screen)")
+        ps.input_search_lines = isl
+        if "default_state" in layout:
+            ps.default_state = _state(layout["default_state"], origin, "layout.default_state")
+        ps.rules = [_rule(r, origin, i) for i, r in enumerate(data.get("rules", []))]
+        ps.rules.sort(key=lambda r: -r.priority)
+        return ps
+
+    @classmethod
+    def load(cls, path: Path) -> "PatternSet":
+        """Load one pattern file.
+
+        :raises PatternError: on TOML syntax errors or bad keys.
+        """
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise PatternError(f"{path}: invalid TOML: {exc}") from None
+        return cls.from_dict(data, str(path))
+
+    def with_overrides(self, rules: list[dict[str, Any]], origin: str) -> "PatternSet":
+        """A copy with user rules added; a rule whose ``id`` exists replaces it.
+
+        :raises PatternError: on a malformed override rule.
+        """
+        new = [_rule(r, origin, i) for i, r in enumerate(rules)]
+        ids = {r.id for r in new}
+        merged = [r for r in self.rules if r.id not in ids] + new
+        merged.sort(key=lambda r: -r.priority)
+        copy = PatternSet(**{**self.__dict__, "rules": merged})
+        return copy
+
+    # ------------------------------------------------------------------ analysis
+    def analyse(self, screen: str, title: str = "") -> ScreenAnalysis:
+        """Read one capture.
+
+        :param screen: ``tmux capture-pane -p`` text (any size; only the last
+            ``MAX_LINES`` lines, each cut to ``MAX_LINE_CHARS``, are read).
+        :param title: the pane title (for ``scope = "title"`` rules).
+        :returns: a :class:`ccci.model.ScreenAnalysis`.
+        """
+        lines = [ln[:MAX_LINE_CHARS].rstrip() for ln in screen.splitlines()[-MAX_LINES:]]
+        while lines and not lines[-1].strip():
+            lines.pop()
+        regions = self._regions(lines)
+        regions["title"] = [title] if title else []
+        matches: list[Match] = []
+        for rule in self.rules:
+            if rule.input_box and (rule.input_box == "present") != regions["_has_input"]:
+                continue
+            m = self._match(rule, regions[rule.scope])
+            if m is not None:
+                matches.append(m)
+        analysis = ScreenAnalysis(matches=matches, input_text=regions["_input_text"][0] if regions["_input_text"] else "",
+                                  input_present=regions["_has_input"])
+        if matches:
+            analysis.state = matches[0].state
+        elif regions["_has_input"]:
+            analysis.state = self.default_state
+        else:
+            analysis.state = AgentState.UNKNOWN
+        for m in matches:
+            if m.state == AgentState.USAGE_LIMIT:
+                analysis.reset_at = _reset_time(m.groups)
+                if analysis.reset_at:
+                    break
+        # only the newest block: a wait declared before a newer turn no longer holds
+        for line in reversed(regions["block"]):
+            wm = WAITING_UNTIL_RE.search(line)
+            if wm:
+                try:
+                    analysis.waiting_until = parse_utc(wm.group("iso"))
+                except ValueError:
+                    pass
+                break
+        analysis.fingerprint = self.fingerprint(lines)
+        return analysis
+
+    def fingerprint(self, lines: list[str]) -> str:
+        """Hash of the lines with ``normalize`` patterns blanked (timers, counters)."""
+        h = hashlib.sha1()
+        for line in lines:
+            for rx in self.normalize:
+                line = rx.sub("#", line)
+            h.update(line.encode("utf-8", "replace"))
+            h.update(b"\n")
+        return h.hexdigest()
+
+    def _regions(self, lines: list[str]) -> dict[str, Any]:
+        idx = None
+        nonblank = [ln for ln in lines if ln.strip()]
+        last = nonblank[-1:] if nonblank else []
+        if self.input_line is not None:
+            lowest = 0
+            if self.input_search_lines:
+                # only the bottom N non-blank lines may hold the input box, so an old
+                # echoed prompt higher up is never mistaken for it
+                seen = 0
+                for i in range(len(lines) - 1, -1, -1):
+                    if lines[i].strip():
+                        seen += 1
+                        if seen == self.input_search_lines:
+                            lowest = i
+                            break
+            for i in range(len(lines) - 1, lowest - 1, -1):
+                if self.input_line.search(lines[i]):
+                    idx = i
+                    break
+        if idx is None:
+            return {
+                "block": self._newest_block(lines), "above": lines, "input": [], "footer": [], "screen": lines,
+                "last": last, "_input_text": [], "_has_input": False,
+            }
+        end = idx + 1
+        if self.input_end is not None:
+            while end < len(lines) and not self.input_end.search(lines[end]):
+                end += 1
+        m = self.input_line.search(lines[idx])
+        first = (m.groupdict().get("text") or "") if m else ""
+        input_lines = [first] + [ln.strip() for ln in lines[idx + 1:end]]
+        text = "\n".join(x for x in (s.strip() for s in input_lines) if x)
+        top = idx
+        if self.input_top is not None and top > 0 and self.input_top.search(lines[top - 1]):
+            top -= 1
+        above = lines[:top]
+        return {
+            "block": self._newest_block(above), "above": above, "input": input_lines,
+            "footer": lines[end + (1 if self.input_end is not None else 0):], "screen": lines, "last": last,
+            "_input_text": [text], "_has_input": True,
+        }
+
+    def _newest_block(self, lines: list[str]) -> list[str]:
+        """The lines from the last ``block_start`` line (the newest user turn) on."""
+        if self.block_start is not None:
+            for i in range(len(lines) - 1, -1, -1):
+                if self.block_start.search(lines[i]):
+                    return lines[i:]
+        return lines
+
+    @staticmethod
+    def _match(rule: Rule, region: list[str]) -> Match | None:
+        if rule.unless is not None and any(rule.unless.search(ln) for ln in region):
+            return None
+        for line in reversed(region):
+            m = rule.regex.search(line)
+            if m:
+                groups = {k: v for k, v in m.groupdict().items() if v is not None}
+                return Match(rule=rule.id, state=rule.state, line=line.strip(), groups=groups, source=rule.source)
+        return None
+
+
+def _compile(text: Any, origin: str, key: str) -> re.Pattern:
+    if not isinstance(text, str):
+        raise PatternError(f"{origin}: {key}: expected a regex string, got {type(text).__name__}")
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        raise PatternError(f"{origin}: {key}: invalid regex ({exc}); fix the pattern") from None
+
+
+def _state(value: Any, origin: str, key: str) -> AgentState:
+    try:
+        return AgentState(value)
+    except ValueError:
+        allowed = ", ".join(s.value for s in AgentState)
+        raise PatternError(f"{origin}: {key}: unknown state {value!r}; use one of {allowed}") from None
+
+
+def _rule(data: Any, origin: str, index: int) -> Rule:
+    where = f"rules[{index}]"
+    if not isinstance(data, dict):
+        raise PatternError(f"{origin}: {where}: expected a table")
+    for req in ("id", "state", "regex"):
+        if req not in data:
+            raise PatternError(f"{origin}: {where}.{req}: missing; every rule needs id, state and regex")
+    scope = data.get("scope", "block")
+    if scope not in SCOPES:
+        raise PatternError(f"{origin}: {where}.scope: {scope!r} unknown; use one of {', '.join(SCOPES)}")
+    input_box = data.get("input_box", "")
+    if input_box not in INPUT_BOX_CONDITIONS:
+        raise PatternError(f"{origin}: {where}.input_box: {input_box!r} unknown; use \"present\" or \"absent\" (or omit it)")
+    return Rule(
+        id=str(data["id"]),
+        state=_state(data["state"], origin, f"{where}.state"),
+        regex=_compile(data["regex"], origin, f"{where}.regex"),
+        scope=scope,
+        priority=int(data.get("priority", 50)),
+        unless=_compile(data["unless"], origin, f"{where}.unless") if "unless" in data else None,
+        source=str(data.get("source", "")),
+        input_box=input_box,
+    )
+
+
+def _reset_time(groups: dict[str, str]) -> datetime | None:
+    if "reset_epoch" in groups:
+        try:
+            return datetime.fromtimestamp(int(groups["reset_epoch"]), UTC)
+        except (ValueError, OverflowError, OSError):
+            return None
+    if "reset_iso" in groups:
+        try:
+            return parse_utc(groups["reset_iso"])
+        except ValueError:
+            return None
+    return None
+
+
+def _version_key(v: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else 0 for p in re.split(r"[.-]", v))
+
+
+def available(backend: str, directory: Path = PATTERN_DIR) -> list[Path]:
+    """Pattern files for ``backend``, oldest version first."""
+    files = list(directory.glob(f"{backend}-*.toml"))
+    return sorted(files, key=lambda p: _version_key(p.stem[len(backend) + 1:]))
+
+
+def load_for(backend: str, version: str | None = None, directory: Path = PATTERN_DIR) -> PatternSet:
+    """The pattern set for ``backend`` at CLI ``version``: the newest file whose version
+    is ``<= version`` (or the newest of all when ``version`` is ``None``).
+
+    :raises PatternError: when no file exists for the backend.
+    """
+    files = available(backend, directory)
+    if not files:
+        raise PatternError(f"{directory}: no pattern file for backend {backend!r}; add {backend}-<version>.toml")
+    chosen = files[-1]
+    if version:
+        older = [p for p in files if _version_key(p.stem[len(backend) + 1:]) <= _version_key(version)]
+        if older:
+            chosen = older[-1]
+    return PatternSet.load(chosen)

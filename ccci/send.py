@@ -1,0 +1,124 @@
+"""Reliable delivery of a message into an agent's input box.
+
+Measured on Claude Code 2.1.197 (``shared/notes/agent-cli-facts.md``): text and Enter
+in one tmux call lose the Enter for anything over ~20 characters; two calls with a
+0.05-0.2 s gap submit reliably; a swallowed Enter leaves the draft in the box and a
+second Enter 0.6 s later submitted it every time. So:
+
+1. sanitise: control characters and ANSI escapes are removed (never interpreted as
+   keys), line breaks become spaces unless the text is pasted;
+2. refuse when the input box holds text that is not ours (a person's draft);
+3. type the text literally (``send-keys -l``), or, over 4 KB or multi-line, paste it
+   (``load-buffer`` + ``paste-buffer -p``);
+4. after ``send_enter_delay`` seconds, Enter in a separate tmux call;
+5. verify: the box is empty or the agent went busy; else re-send Enter (only while the
+   draft in the box is ours), at most ``send_retries`` times, 0.6 s apart.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ccci.model import AgentState
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ccci.backends.base import Backend
+    from ccci.clock import Clock
+    from ccci.tmux import Tmux
+
+ANSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
+CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+PASTE_OVER = 4000  # characters; a single tty line over ~4 KB is cut
+VERIFY_GAP_S = 0.6  # agent-cli-facts: a second Enter 0.6 s later submitted 30/30
+
+
+def sanitize(text: str, keep_newlines: bool = False) -> str:
+    """Remove ANSI escapes and control characters; fold line breaks to spaces unless
+    ``keep_newlines``. Invalid surrogates are replaced."""
+    text = text.encode("utf-8", "replace").decode("utf-8", "replace")
+    text = ANSI_RE.sub("", text)
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\t", " ")
+    if not keep_newlines:
+        text = " ".join(part for part in text.split("\n"))
+        return CONTROL_RE.sub("", text).strip()
+    return "\n".join(CONTROL_RE.sub("", ln) for ln in text.split("\n")).strip()
+
+
+@dataclass
+class SendResult:
+    """Outcome of :func:`deliver`.
+
+    Attributes:
+        delivered: the agent accepted the message (box empty or agent busy after Enter).
+        attempts: Enter presses used.
+        detail: one line for the event log.
+        retry_later: not attempted because the agent was not ready (queue it again).
+    """
+
+    delivered: bool
+    attempts: int
+    detail: str
+    retry_later: bool = False
+
+
+def _norm(s: str) -> str:
+    return " ".join(s.split())
+
+
+def _ours(draft: str, text: str) -> bool:
+    d, t = _norm(draft), _norm(text)
+    if not d:
+        return False
+    if d.startswith("[Pasted text"):
+        return True
+    return t.startswith(d[:60]) or d.startswith(t[:60]) or t[-40:] in d
+
+
+def deliver(
+    tmux: "Tmux", pane_id: str, backend: "Backend", text: str, settings: dict, clock: "Clock",
+    tmpdir: Path,
+) -> SendResult:
+    """Type ``text`` into the pane and make sure it was submitted.
+
+    :param tmux: the fleet's tmux.
+    :param pane_id: target pane (``%N``).
+    :param backend: reads the screen (input box, busy state).
+    :param text: the message (sanitised here).
+    :param settings: thresholds: ``send_enter_delay`` (s), ``send_retries``.
+    :param clock: for the waits (a fake clock makes them instant).
+    :param tmpdir: where a paste's temporary 0600 file goes.
+    :returns: :class:`SendResult`.
+    """
+    multiline = "\n" in text.strip()
+    clean = sanitize(text, keep_newlines=multiline)
+    if not clean:
+        return SendResult(False, 0, "empty after removing control characters")
+    before = tmux.capture([pane_id]).get(pane_id, "")
+    a0 = backend.analyse(before)
+    if a0.input_text and not _ours(a0.input_text, clean):
+        return SendResult(False, 0, f"input box holds someone else's draft ({a0.input_text[:40]!r}); not typing over it", retry_later=True)
+    if not a0.input_text:
+        if multiline or len(clean) > PASTE_OVER:
+            tmux.paste(pane_id, clean, tmpdir)
+        else:
+            tmux.send_literal(pane_id, clean)
+    clock.sleep(float(settings.get("send_enter_delay", 0.2)))
+    retries = int(settings.get("send_retries", 3))
+    attempts = 0
+    for attempt in range(retries + 1):
+        tmux.send_key(pane_id, "Enter")
+        attempts += 1
+        clock.sleep(VERIFY_GAP_S if attempt else 0.4)
+        after = tmux.capture([pane_id]).get(pane_id, "")
+        a = backend.analyse(after)
+        if a.state == AgentState.BUSY or (a.input_present and not a.input_text and after != before):
+            return SendResult(True, attempts, f"submitted after {attempts} Enter")
+        if not a.input_present:
+            # no input box and not busy: the agent is not taking input (wedged, or a
+            # dialog); pressing Enter again would only answer something else
+            return SendResult(False, attempts, f"no input box and not busy after Enter (state {a.state.value})")
+        if a.input_text and not _ours(a.input_text, clean):
+            return SendResult(False, attempts, "input box changed to text that is not ours; stopped")
+    return SendResult(False, attempts, f"text still in the input box after {attempts} Enter")
