@@ -440,8 +440,10 @@ class Supervisor:
             if rec.stopped and not rt.stopped:
                 rt.stopped = True
             elif not rec.stopped and rt.stopped:
-                rt.stopped = False
-                rt.pending_since_mono = self.clock.monotonic()
+                rt.stopped = False  # 'ccci start' while we watch: start it now
+                pane = self.tmux.list_panes().get(rt.session)
+                if pane is None or pane.dead:
+                    self.launch_agent(rec.name, "restart", reason="ccci start")
             if rec.given_up != rt.given_up and not rec.given_up:
                 rt.given_up = False  # cleared by a person ('ccci start')
                 rt.restart_marks.clear()

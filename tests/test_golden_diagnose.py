@@ -1,0 +1,53 @@
+"""Every golden capture under tests/golden/<backend>-<version>/ gives its labelled
+state (and reset_at) through the real `ccci diagnose --json` command."""
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ccci.cli import main
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _cases():
+    for labels in sorted(GOLDEN.glob("*/LABELS.toml")):
+        backend = labels.parent.name.split("-")[0]
+        for fname, label in tomllib.loads(labels.read_text()).items():
+            yield pytest.param(labels.parent / fname, backend, label, id=f"{labels.parent.name}/{fname}")
+
+
+CASES = list(_cases())
+
+
+def test_corpus_covers_both_backends_and_every_state():
+    backends = {c.values[1] for c in CASES}
+    assert {"claude", "scripted"} <= backends
+    states = {c.values[2]["state"] for c in CASES}
+    assert {"busy", "idle", "unsent_input", "waiting_input", "fatal_error", "context_limit", "usage_limit",
+            "api_error", "exited"} <= states
+
+
+@pytest.mark.parametrize("path,backend,label", CASES)
+def test_diagnose_gives_the_labelled_state(path, backend, label):
+    result = CliRunner().invoke(main, ["diagnose", str(path), "--backend", backend, "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["state"] == label["state"], out["matches"]
+    assert out["reset_at"] == label.get("reset_at")
+    for f in out["findings"]:
+        assert f["check"] and "evidence" in f
+    if label["state"] in ("fatal_error", "context_limit", "usage_limit", "api_error"):
+        assert any(f["check"] == label["state"] for f in out["findings"]), out["findings"]
+
+
+def test_diagnose_unknown_backend_is_one_line_error(tmp_path):
+    f = tmp_path / "screen.txt"
+    f.write_text("hello\n")
+    result = CliRunner().invoke(main, ["diagnose", str(f), "--backend", "nope"])
+    assert result.exit_code == 2
+    assert "unknown backend 'nope'" in result.output and "claude" in result.output
