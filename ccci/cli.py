@@ -420,7 +420,9 @@ def demo(keep: bool, directory: Path | None) -> None:
     """
     from ccci.demo import run_demo
 
-    ok = run_demo(console, keep=keep, directory=directory)
+    # a log file or CI has no terminal width: keep the timeline's lines whole
+    out = console if sys.stdout.isatty() else Console(width=160)
+    ok = run_demo(out, keep=keep, directory=directory)
     sys.exit(0 if ok else 1)
 
 

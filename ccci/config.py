@@ -25,7 +25,7 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 #: Check thresholds and runner limits; seconds for durations. Where the number comes
 #: from is noted: the fleet ccci replaces, Kubernetes, OTP, systemd.
 DEFAULT_CHECKS: dict[str, float | int] = {
-    "stall_idle": 300,  # s without screen change, commit or declared wait (field incident)
+    "stall_idle": 300,  # s without a screen change and no declared wait (the fleet ccci replaces)
     "stall_grace": 180,  # s past a WAITING-UNTIL before acting (a self-wake was 37 s late)
     "startup_grace": 15,  # s after a (re)start during which only process death counts
     "failure_threshold": 2,  # consecutive failing ticks before acting (k8s uses 3)
