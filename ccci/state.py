@@ -118,15 +118,18 @@ class StateStore:
         except OSError:
             pass
         self.path = self.state_dir / "state.db"
-        new = not self.path.exists()
-        if new:
+        if not self.path.exists():
             fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
             os.close(fd)
-        self.db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        old_umask = os.umask(0o077)  # the -wal and -shm files SQLite creates: 0600 too
+        try:
+            self.db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        finally:
+            os.umask(old_umask)
 
     def close(self) -> None:
         self.db.close()

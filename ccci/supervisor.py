@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import time
 import traceback
@@ -251,6 +252,12 @@ class Supervisor:
             conv = backend.new_conversation_id()
             prompt = self.initial_prompt(name)
         plan = backend.launch(spec, self.config, conv, mode == "resume", prompt)
+        if shutil.which(plan.argv[0]) is None:
+            # a restart cannot fix a missing program: hand it to a person at once
+            self.emit("launch_failed", f"{plan.argv[0]!r} is not on PATH; install the {backend.name} CLI "
+                      f"or set agents.{name}.backend", agent=name)
+            self._escalate(name, f"cannot launch: {plan.argv[0]} not found")
+            return RemedyResult(False, f"{plan.argv[0]} not found", pending=False)
         env = {"CCCI_AGENT": name, "CCCI_FLEET": str(self.config.root), **spec.env, **plan.env}
         try:
             pane = self.tmux.new_session(rt.session, plan.argv, plan.cwd or spec.workdir, env)

@@ -155,7 +155,8 @@ class Tmux:
 
     def pipe_to_file(self, pane_id: str, logfile: Path) -> None:
         """Append the pane's output to ``logfile`` (``pipe-pane -o``; the path is quoted)."""
-        logfile.parent.mkdir(parents=True, exist_ok=True)
+        logfile.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(logfile, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600))  # 0600 before tmux appends
         self.cmd("pipe-pane", "-o", "-t", pane_id, f"cat >> {shlex.quote(str(logfile))}")
 
     def send_literal(self, pane_id: str, text: str) -> None:
