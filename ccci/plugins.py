@@ -49,6 +49,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ccci.hooks.wait",
     "ccci.hooks.escalate",
     "ccci.hooks.eventlog",
+    "ccci.hooks.notify",
     "ccci.gitwatch",
 )
 ESSENTIAL = frozenset({"process_death", "restart"})

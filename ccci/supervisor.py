@@ -102,6 +102,15 @@ class Supervisor:
         self._last_tick_error: tuple[str, float] = ("", 0.0)
         self._secrets = collect_secrets(config)
 
+    def _redact_data(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {k: self._redact_data(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self._redact_data(v) for v in value]
+        return value
+
     def redact(self, text: str) -> str:
         """``text`` with every known secret value replaced by ``***``."""
         for value in self._secrets:
@@ -118,7 +127,7 @@ class Supervisor:
         :param agent: the agent concerned, or ``None``.
         :param data: JSON-able details (merged with ``extra``).
         """
-        payload = {**(data or {}), **extra}
+        payload = self._redact_data({**(data or {}), **extra})
         ev = Event(kind=kind, message=self.redact(message), agent=agent, at=self.clock.now(), data=payload)
         try:
             self.store.append_event(ev)
