@@ -385,6 +385,56 @@ def _fleet_root_or_none() -> Path | None:
         return None
 
 
+# ---------------------------------------------------------------------------- phase
+@main.command()
+@click.argument("action", type=click.Choice(["status", "insert", "skip"]), default="status")
+@click.argument("phase_id", required=False)
+@click.option("--at", "at", type=click.Choice(["current"]), default="current", show_default=True,
+              help="insert: where the new phase goes (it becomes the current phase).")
+@click.pass_context
+def phase(ctx: click.Context, action: str, phase_id: str | None, at: str) -> None:
+    """Show or change the fleet's phase: status | insert ID --at current | skip."""
+    import json as _json
+
+    from ccci import phases as ph
+    from ccci.lock import FleetLock
+    from ccci.state import StateStore
+
+    cfg = load_config(ctx.obj["fleet"])
+    if ph.settings(cfg) is None:
+        fail(f"{cfg.path}: phases: no [phases] table; add [phases] order = [\"1\", \"2\"]")
+    store = StateStore(cfg.state_dir)
+    cur = ph.current(cfg, store)
+    seq = ph.order(cfg, store)
+    if action == "status":
+        for p in seq:
+            mark = "→" if p == cur else " "
+            console.print(f"{mark} {p}", highlight=False)
+        if cur is None:
+            console.print("sequence complete")
+        return
+    watching = FleetLock(cfg.state_dir).is_held()
+    if action == "insert":
+        if not phase_id:
+            fail("ccci phase insert: give the new phase's ID")
+        if phase_id in seq:
+            fail(f"phase {phase_id!r} is already in the order: {', '.join(seq)}")
+        i = seq.index(cur) if cur in seq else len(seq)
+        seq.insert(i, phase_id)
+        store.put(ph.ORDER_KEY, _json.dumps(seq))
+        target: str | None = phase_id
+    else:
+        if cur is None:
+            fail("the sequence is complete; nothing to skip")
+        target = ph.next_after(cfg, store, cur)
+    if watching:
+        ph.request_enter(store, target)
+        console.print(f"asked the watcher to move the fleet to phase {target or '(end)'}")
+    else:
+        store.put(ph.CURRENT_KEY, target or "")
+        console.print(f"phase is now {target or '(complete)'}; agents start in it")
+
+
 # ---------------------------------------------------------------------------- plugins
 @main.command()
 @click.option("--json", "as_json", is_flag=True)

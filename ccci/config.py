@@ -191,7 +191,11 @@ def load(path: Path | str, environ: dict[str, str] | None = None) -> FleetConfig
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: invalid TOML ({exc}); fix the syntax there") from None
-    return _build(raw, p, env)
+    cfg = _build(raw, p, env)
+    from ccci import phases  # validates [phases]; late import: phases imports this module
+
+    phases.settings(cfg)
+    return cfg
 
 
 def _err(path: Path, key: str, msg: str) -> ConfigError:

@@ -23,9 +23,13 @@ BASELINE_KEY = "git.baseline.{branch}"
 
 @dataclass
 class Commit:
+    """One commit pushed to origin: full ``sha``, ``subject`` line, ``author`` name and
+    the ``files`` it changed (paths relative to the repository root)."""
+
     sha: str
     subject: str
     author: str
+    files: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -39,6 +43,8 @@ class GitFacts:
         commits: commits after ``baseline`` up to ``head``, oldest first.
         error: the last error text while degraded, else ``""``.
         checked_mono: monotonic time of the last ``ls-remote``.
+        read: ``read(path) -> str | None``: a file's text at ``head`` (``None`` when the
+            file does not exist or cannot be read; never raises).
     """
 
     branch: str
@@ -47,6 +53,7 @@ class GitFacts:
     commits: list[Commit] = field(default_factory=list)
     error: str = ""
     checked_mono: float = -1e9
+    read: object = None
 
 
 class GitWatcher:
@@ -54,6 +61,7 @@ class GitWatcher:
         self.facts: GitFacts | None = None
         self.remote_head: str | None = None
         self.listed_for: tuple[str | None, str | None] = (None, None)
+        self._files: dict[tuple[str, str], str | None] = {}
 
     def observe(self, snapshot, config, state, mono) -> None:
         if not config.git.origin:
@@ -90,7 +98,23 @@ class GitWatcher:
                 f.baseline = None  # the handoff check then sets a new baseline silently
         elif f.head == f.baseline:
             f.commits = []
+        f.read = lambda path, _cfg=config, _head=f.head: self.read(_cfg, _head, path)
         snapshot.facts["git"] = f
+
+    def read(self, config, head: str | None, path: str) -> str | None:
+        """Text of ``path`` at ``head`` in the mirror, or ``None`` (missing file, no head,
+        broken mirror). Results are cached per (head, path)."""
+        if not head:
+            return None
+        key = (head, path)
+        if key not in self._files:
+            try:
+                self._files[key] = self._mirror(config).git.show(f"{head}:{path}")
+            except Exception:  # noqa: BLE001 - a missing file is a normal answer
+                self._files[key] = None
+            if len(self._files) > 256:
+                self._files.pop(next(iter(self._files)))
+        return self._files[key]
 
     def _mirror(self, config) -> git.Repo:
         path = config.state_dir / "mirror.git"
@@ -107,8 +131,9 @@ class GitWatcher:
         repo = self._mirror(config)
         out = []
         for c in repo.iter_commits(f"{baseline}..{head}", reverse=True, max_count=500):
-            out.append(Commit(sha=c.hexsha, subject=c.summary if isinstance(c.summary, str) else c.summary.decode("utf-8", "replace"),
-                              author=str(c.author.name)))
+            subject = c.summary if isinstance(c.summary, str) else c.summary.decode("utf-8", "replace")
+            files = repo.git.diff_tree("--no-commit-id", "--name-only", "-r", "--root", c.hexsha).splitlines()
+            out.append(Commit(sha=c.hexsha, subject=subject, author=str(c.author.name), files=files))
         return out
 
 

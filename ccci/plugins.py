@@ -51,6 +51,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ccci.hooks.eventlog",
     "ccci.hooks.notify",
     "ccci.gitwatch",
+    "ccci.phases",
 )
 ESSENTIAL = frozenset({"process_death", "restart"})
 LOCAL_PLUGIN_FILE = "ccci_plugins.py"

@@ -187,10 +187,16 @@ class ScriptedAgent:
             self.end_turn_marker(0)
             return
         role = self.args.role
-        if role == "builder" and REVIEW_REF.search(text):
+        if role == "builder" and REVIEW_REF.search(text) and not (self.args.done_after and not self.conv.get("done")):
             self.out("● Read the review; nothing to fix. Next item after my wait.")
         elif role == "builder":
             self.git_step("claim", "implemented the next backlog item")
+            phase = os.environ.get("CCCI_PHASE", "")
+            if self.args.done_after and phase and self.conv["step"] >= self.args.done_after and not self.conv.get("done"):
+                self.conv["done"] = True
+                self.save()
+                (Path(self.args.workdir) / f"STATUS-{phase}.md").write_text(f"# Status of phase {phase}\n\n## DONE\n")
+                self.git_step("claim", f"phase {phase} complete", extra=[f"STATUS-{phase}.md"])
         elif role == "adversary" and CLAIM_REF.search(text):
             self.git_step("review", "verified the claim, looks right")
         else:
@@ -198,7 +204,7 @@ class ScriptedAgent:
         self.end_turn_marker(int(self.args.turn_seconds))
         self.declare_wait(self.args.wait_seconds)
 
-    def git_step(self, kind: str, what: str) -> None:
+    def git_step(self, kind: str, what: str, extra: list[str] | None = None) -> None:
         import git  # GitPython
 
         # never let git open an editor or ask for credentials in the pane
@@ -218,7 +224,7 @@ class ScriptedAgent:
             repo = git.Repo(self.args.workdir)
             path = Path(self.args.workdir) / f"{self.args.name}-{kind}-{step}.txt"
             path.write_text(f"{kind} step {step} by {self.args.name} at {_iso(datetime.now(UTC))}\n")
-            repo.index.add([str(path)])
+            repo.index.add([str(path)] + [str(Path(self.args.workdir) / e) for e in (extra or [])])
             subject = f"{kind}(step {step}): {what}"
             commit = repo.index.commit(subject)
             branch = repo.active_branch.name
@@ -281,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--control", default="")
     p.add_argument("--turn-seconds", type=float, default=2.0)
     p.add_argument("--wait-seconds", type=float, default=600.0)
+    p.add_argument("--done-after", type=int, default=0,
+                   help="builder: after N claims write '## DONE' in STATUS-$CCCI_PHASE.md")
     p.add_argument("prompt", nargs="?", default="")
     args = p.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the pane must not kill the agent

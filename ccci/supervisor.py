@@ -191,9 +191,15 @@ class Supervisor:
         A live pane whose session name matches is adopted with its persisted
         conversation id; nothing is restarted. Agents marked stopped stay stopped.
         """
+        from ccci import phases
+
         panes = self.tmux.list_panes()
         mono = self.clock.monotonic()
         self._recover_sending_messages(panes)
+        if phases.settings(self.config) is not None and phases.current(self.config, self.store) is None:
+            self.emit("sequence_complete", "all phases are complete already; nothing to supervise")
+            self.request_stop()
+            return
         for name, rt in self.agents.items():
             rec = self.store.agent(name)
             rt.conversation_id = rec.conversation_id
@@ -267,7 +273,12 @@ class Supervisor:
                       f"or set agents.{name}.backend", agent=name)
             self._escalate(name, f"cannot launch: {plan.argv[0]} not found")
             return RemedyResult(False, f"{plan.argv[0]} not found", pending=False)
+        from ccci import phases
+
         env = {"CCCI_AGENT": name, "CCCI_FLEET": str(self.config.root), **spec.env, **plan.env}
+        phase = phases.current(self.config, self.store)
+        if phase:
+            env["CCCI_PHASE"] = phase
         try:
             pane = self.tmux.new_session(rt.session, plan.argv, plan.cwd or spec.workdir, env)
         except Exception as exc:  # noqa: BLE001
@@ -310,10 +321,15 @@ class Supervisor:
 
     def initial_prompt(self, name: str) -> str:
         """The prompt a fresh session starts with: the role prompt file's text."""
+        from ccci import phases
+
         spec = self.agents[name].spec
         if spec.prompt_file and spec.prompt_file.is_file():
-            return spec.prompt_file.read_text(encoding="utf-8").strip()
-        return f"You are the {spec.handoff_role or spec.role.value} of fleet {self.config.name}. Work your loop."
+            role = spec.prompt_file.read_text(encoding="utf-8").strip()
+        else:
+            role = f"You are the {spec.handoff_role or spec.role.value} of fleet {self.config.name}. Work your loop."
+        pre = phases.preamble(self.config, self.store) if spec.role.value == "loop" else ""
+        return f"{pre}\n\n{role}" if pre else role
 
     def stop_agent_process(self, name: str) -> None:
         """Kill the agent's process tree (SIGKILL; a stopped or wedged process too) and

@@ -2,7 +2,9 @@
 
 Registered through ``ccci_register_backends`` like any third-party backend. Agent
 options (``[agents.options]`` in ``ccci.toml``): ``turn_seconds`` (float, busy time of a
-turn, default 2), ``wait_seconds`` (declared wait after a turn, default 600).
+turn, default 2), ``wait_seconds`` (declared wait after a turn, default 600),
+``done_after`` (builder: after this many claims in a phase, write ``## DONE`` in
+``STATUS-<phase>.md``; 0 = never).
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ class ScriptedBackend(Backend):
             "--control", str(self.control_file(config, spec.name)),
             "--turn-seconds", str(opts.get("turn_seconds", 2)),
             "--wait-seconds", str(opts.get("wait_seconds", 600)),
+            "--done-after", str(opts.get("done_after", 0)),
         ]
         if resume:
             argv.append("--resume")

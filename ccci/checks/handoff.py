@@ -1,6 +1,6 @@
 """Handoffs through git: a new commit on origin's branch whose subject starts with a
 rule's prefix (``claim(`` -> the adversary, ``review(`` -> the builder, by default) pings
-the agent(s) the rule names.
+the agent(s) the rule names; a commit that changes ``INBOX-<agent>.md`` pings that agent.
 
 Reads the ``git`` fact of :mod:`ccci.gitwatch` (commits pushed to origin since the
 persisted baseline). The first time origin is seen the baseline is set silently; the
@@ -37,6 +37,13 @@ def ccci_check_fleet(snapshot, config):
             text = rule.message.format(sha=c.sha, short=c.sha[:10], subject=c.subject, author=c.author, branch=facts.branch)
             for agent in _targets(config, rule.to):
                 pings.append({"agent": agent, "text": text, "key": f"ping:{c.sha}:{agent}", "sha": c.sha, "subject": c.subject})
+        for agent in config.agents:
+            inbox = f"INBOX-{agent.name}.md"
+            if inbox in c.files and not any(p["key"] == f"ping:{c.sha}:{agent.name}" for p in pings):
+                text = (f"ccci: {inbox} changed on origin/{facts.branch} in {c.sha[:10]} {c.subject}. "
+                        f"Read it and act on it.")
+                pings.append({"agent": agent.name, "text": text, "key": f"ping:{c.sha}:{agent.name}", "sha": c.sha,
+                              "subject": c.subject})
     evidence = "; ".join(f"{c.sha[:10]} {c.subject}" for c in facts.commits[:5])
     return Finding(CHECK, None, f"{len(facts.commits)} new commit(s) on origin/{facts.branch}, {len(pings)} ping(s)",
                    evidence=evidence, immediate=True, data={"head": facts.head, "pings": pings})
