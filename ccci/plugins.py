@@ -52,6 +52,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ccci.hooks.notify",
     "ccci.gitwatch",
     "ccci.phases",
+    "ccci.external",
 )
 ESSENTIAL = frozenset({"process_death", "restart"})
 LOCAL_PLUGIN_FILE = "ccci_plugins.py"

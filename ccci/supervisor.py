@@ -250,8 +250,19 @@ class Supervisor:
         :returns: a :class:`RemedyResult`; ``ok=False`` when the workdir is missing or tmux
             failed (reported as an event).
         """
+        from ccci.external import find_external
+        from ccci.model import Role
+
         rt = self.agents[name]
         spec, backend = rt.spec, rt.backend
+        if spec.role == Role.ORCHESTRATOR:
+            pid = find_external(backend, spec.workdir, {p for p in (rt.pid,) if p})
+            if pid:
+                self.emit("orchestrator_external", f"an orchestrator already runs outside ccci (pid {pid}); not starting another",
+                          agent=name, pid=pid)
+                return RemedyResult(False, f"external orchestrator pid {pid}", pending=False)
+            if mode == "start" and rt.conversation_id and backend.supports_resume:
+                mode = "resume"  # one long conversation kept across reboots
         if mode == "restart":
             mode = "resume" if (backend.supports_resume and rt.conversation_id) else "fresh"
         if mode == "resume" and not rt.conversation_id:
@@ -280,14 +291,11 @@ class Supervisor:
         if phase:
             env["CCCI_PHASE"] = phase
         try:
-            pane = self.tmux.new_session(rt.session, plan.argv, plan.cwd or spec.workdir, env)
+            pane = self.tmux.new_session(rt.session, plan.argv, plan.cwd or spec.workdir, env,
+                                         log_file=self.log_dir / f"{name}.log")
         except Exception as exc:  # noqa: BLE001
             self.emit("launch_failed", f"tmux could not start the agent: {str(exc)[:200]}", agent=name)
             return RemedyResult(False, str(exc)[:200], pending=False)
-        try:
-            self.tmux.pipe_to_file(pane.pane_id, self.log_dir / f"{name}.log")
-        except Exception:  # noqa: BLE001 - logging is best effort
-            pass
         now, mono = self.clock.now(), self.clock.monotonic()
         rec = self.store.agent(name)
         rt.pane_id, rt.pid = pane.pane_id, pane.pid
@@ -397,6 +405,7 @@ class Supervisor:
                 snap.processes[name] = ProcessInfo(pid=pane.pid, alive=False)
             else:
                 snap.processes[name] = procs.get(pane.pid, ProcessInfo(pid=pane.pid, alive=False))
+        snap.facts["backends"] = {n: rt.backend for n, rt in self.agents.items()}
         self._call_all("ccci_observe", {"snapshot": snap, "config": self.config, "state": self.store, "now": now, "mono": mono})
         for ev in snap.events:
             self.emit(ev.kind, ev.message, agent=ev.agent, data=ev.data)
@@ -415,6 +424,9 @@ class Supervisor:
         actionable: list[Finding] = []
         for name, rt in self.agents.items():
             if rt.stopped or rt.given_up:
+                continue
+            if snap.facts.get("external", {}).get(name):
+                rt.failing.clear()  # a hand-launched instance holds this role: not ours to judge
                 continue
             self._update_pending(rt, snap)
             if rt.pending_since_mono is not None:
@@ -486,10 +498,14 @@ class Supervisor:
             return
         pane, proc = snap.panes.get(rt.name), snap.processes.get(rt.name)
         back = pane is not None and not pane.dead and proc is not None and proc.alive
-        if back and snap.mono - rt.pending_since_mono >= 1.0:
+        waited = snap.mono - rt.pending_since_mono
+        if back and waited >= 1.0:
             rt.pending_since_mono = None
             rt.pending_action = ""
             self.store.update_agent(rt.name, state="running")
+        elif (pane is None or pane.dead) and waited >= 1.0:
+            rt.pending_since_mono = None  # died right after the start: process death acts (with backoff)
+            rt.pending_action = ""
         elif snap.mono - rt.pending_since_mono >= PENDING_TIMEOUT_S:
             rt.pending_since_mono = None  # evaluate again: process death will fire
             self.emit("remedy_timeout", f"agent not back {PENDING_TIMEOUT_S:.0f}s after {rt.pending_action}", agent=rt.name)

@@ -131,9 +131,12 @@ class Tmux:
     # ------------------------------------------------------------------ writing
     def new_session(
         self, name: str, argv: list[str], cwd: Path | None, env: dict[str, str],
-        width: int = 200, height: int = 50,
+        width: int = 200, height: int = 50, log_file: Path | None = None,
     ) -> PaneInfo:
         """Start ``argv`` (no shell) in a new detached session with ``remain-on-exit``.
+
+        With ``log_file``, the pane's output is appended to it from the first byte
+        (``pipe-pane`` in the same tmux command as ``new-session``).
 
         :raises TmuxError: when the session exists or tmux fails.
         """
@@ -144,6 +147,10 @@ class Tmux:
             args += ["-e", f"{k}={v}"]
         args += ["--", *argv]
         args += [";", "set-option", "-w", "-t", f"={name}:", "remain-on-exit", "on"]
+        if log_file is not None:
+            log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.close(os.open(log_file, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600))
+            args += [";", "pipe-pane", "-o", "-t", f"={name}:", f"cat >> {shlex.quote(str(log_file))}"]
         out = self.cmd(*args)
         pane_id, pid = out[0].split(SEP)
         return PaneInfo(session_name=name, pane_id=pane_id, pid=int(pid), width=width, height=height)

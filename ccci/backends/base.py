@@ -90,6 +90,11 @@ class Backend:
         """Read a pane capture; see :meth:`ccci.patterns.PatternSet.analyse`."""
         return self.patterns.analyse(screen, title)
 
+    def is_agent_process(self, name: str, cmdline: list[str]) -> bool:
+        """True when a process (``psutil`` ``name()`` and ``cmdline()``) is this backend's
+        agent CLI; used to find agents a person launched by hand."""
+        return name in self.process_names
+
     def is_ready_for_input(self, analysis: ScreenAnalysis) -> bool:
         """True when typing a message now will not interrupt a turn."""
         return analysis.state in (AgentState.IDLE,)

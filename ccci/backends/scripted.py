@@ -24,6 +24,9 @@ class ScriptedBackend(Backend):
     process_names = ("python3", "python", "ccci-scripted-agent")
     compact_command = "/compact"
 
+    def is_agent_process(self, name: str, cmdline: list[str]) -> bool:
+        return "ccci.scripted_agent" in cmdline
+
     def control_file(self, config: "FleetConfig", agent: str):
         """Path of the agent's fault-cue file (see :mod:`ccci.scripted_agent`)."""
         return config.state_dir / "scripted" / f"{agent}.control"

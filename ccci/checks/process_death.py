@@ -13,7 +13,9 @@ CHECK = "process_death"
 
 
 @hookimpl
-def ccci_check_agent(agent, pane, process):
+def ccci_check_agent(agent, pane, process, snapshot):
+    if snapshot.facts.get("external", {}).get(agent.name):
+        return None  # a hand-launched instance runs this agent's role (ccci.external)
     if pane is None:
         return Finding(CHECK, agent.name, "tmux session is gone", evidence=f"no session {agent.session}", immediate=True,
                        data={"mode": "restart"})

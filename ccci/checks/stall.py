@@ -32,9 +32,9 @@ _seen: dict[str, tuple[datetime, datetime, float]] = {}
 
 
 @hookimpl
-def ccci_check_agent(agent, analysis, settings, now, mono):
-    if analysis.state in OTHER_CHECKS_STATES:
-        return None
+def ccci_check_agent(agent, pane, analysis, settings, now, mono):
+    if pane is None or pane.dead or analysis.state in OTHER_CHECKS_STATES:
+        return None  # not running: process death's business
     grace = float(settings["stall_grace"])
     idle_limit = float(settings["stall_idle"])
     deadline = analysis.waiting_until
