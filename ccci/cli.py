@@ -93,11 +93,14 @@ def init(directory: Path, origin: str | None, branch: str, backend: str, name: s
 # ---------------------------------------------------------------------------- start/stop
 @main.command()
 @click.argument("agents", nargs=-1)
+@click.option("--no-watch", is_flag=True, help="Do not start a background watcher (the agents run unsupervised).")
 @click.pass_context
-def start(ctx: click.Context, agents: tuple[str, ...]) -> None:
+def start(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
     """Start agents (all by default). Idempotent: a live agent is left alone.
 
-    When a watcher supervises the fleet, it is asked to start them (one writer).
+    When a watcher supervises the fleet, it is asked to start them (one writer);
+    otherwise they are started here and a watcher is started in the background, so no
+    agent runs unsupervised.
     """
     from ccci.lock import FleetLock, LockHeld
 
@@ -127,6 +130,8 @@ def start(ctx: click.Context, agents: tuple[str, ...]) -> None:
                 sys.exit(1)
     finally:
         lock.release()
+    if not no_watch:
+        console.print(f"watcher pid {ensure_watcher(cfg)} supervises fleet {cfg.name}")
 
 
 @main.command()
@@ -383,6 +388,81 @@ def _fleet_root_or_none() -> Path | None:
         return config_mod.find_config().parent
     except ConfigError:
         return None
+
+
+# ---------------------------------------------------------------------------- jobs
+def ensure_watcher(cfg: config_mod.FleetConfig) -> int | None:
+    """Make sure a watcher holds the fleet's lock: start ``ccci watch`` in the background
+    when none does (never a second one). Returns the holder's pid."""
+    import subprocess
+
+    from ccci.lock import FleetLock
+
+    lock = FleetLock(cfg.state_dir)
+    if lock.is_held():
+        return lock.holder()
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    log = open(cfg.state_dir / "watcher.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "ccci", "--fleet", str(cfg.root), "watch", "--quiet"],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    for _ in range(50):  # wait until it holds the lock (or lost the race to another one)
+        if lock.is_held():
+            break
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    return lock.holder()
+
+
+@main.group()
+def job() -> None:
+    """One-shot jobs (agents with role = "job")."""
+
+
+def _job(ctx: click.Context, name: str, args: tuple[str, ...], mode: str, timeout: float) -> None:
+    from ccci import jobs as jobs_mod
+    from ccci.model import Role
+    from ccci.state import StateStore
+
+    cfg = load_config(ctx.obj["fleet"])
+    spec = next((a for a in cfg.agents if a.name == name), None)
+    if spec is None or spec.role != Role.JOB:
+        jobs = ", ".join(a.name for a in cfg.agents if a.role == Role.JOB) or "none"
+        fail(f"{cfg.path}: no job {name!r}; jobs (agents with role = \"job\"): {jobs}")
+    store = StateStore(cfg.state_dir)
+    jobs_mod.request(store, name, mode, list(args))
+    pid = ensure_watcher(cfg)
+    key = jobs_mod.RESULT_KEY.format(name=name)
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        res = store.get(key)
+        if res:
+            console.print(f"{name}: {res} (watcher pid {pid}); view it with: ccci logs {name} -f", highlight=False)
+            if res.startswith("failed"):
+                sys.exit(1)
+            return
+        time.sleep(0.2)
+    fail(f"job {name}: the watcher (pid {pid}) did not take the request within {timeout:.0f}s; see 'ccci events'", code=1)
+
+
+@job.command("start", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--timeout", default=30.0, show_default=True)
+@click.pass_context
+def job_start(ctx: click.Context, name: str, args: tuple[str, ...], timeout: float) -> None:
+    """Use-or-create: leave a busy run alone; clear a finished, idle or wedged one and start fresh."""
+    _job(ctx, name, args, "start", timeout)
+
+
+@job.command("fresh", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--timeout", default=30.0, show_default=True)
+@click.pass_context
+def job_fresh(ctx: click.Context, name: str, args: tuple[str, ...], timeout: float) -> None:
+    """Always start the job fresh (a busy run is stopped)."""
+    _job(ctx, name, args, "fresh", timeout)
 
 
 # ---------------------------------------------------------------------------- phase

@@ -224,7 +224,8 @@ def _str(val: Any, path: Path, key: str) -> str:
 
 
 KNOWN_TOP = {"fleet", "git", "checks", "agents", "handoff", "patterns", "defaults", "notify", "phases", "plugins"}
-KNOWN_AGENT = {"name", "role", "backend", "model", "workdir", "prompt_file", "handoff_role", "env", "options", "checks"}
+KNOWN_AGENT = {"name", "role", "backend", "model", "workdir", "prompt_file", "handoff_role", "env", "options", "checks",
+               "schedule"}
 
 
 def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
@@ -312,6 +313,14 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
             _num(v, path, f"{where}.checks.{k}")
         agent_checks[aname] = dict(per)
         hrole = _str(a.get("handoff_role", ""), path, f"{where}.handoff_role")
+        schedule = _str(a.get("schedule", ""), path, f"{where}.schedule")
+        if schedule:
+            from croniter import croniter
+
+            if role != Role.JOB:
+                raise _err(path, f"{where}.schedule", "only agents with role = \"job\" have a schedule")
+            if not croniter.is_valid(schedule):
+                raise _err(path, f"{where}.schedule", f"{schedule!r} is not a cron expression; e.g. \"0 3 * * 1\" (Mondays 03:00 UTC)")
         agents.append(
             AgentSpec(
                 name=aname,
@@ -323,6 +332,7 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
                 handoff_role=hrole,
                 env=dict(envmap),
                 options=dict(opts),
+                schedule=schedule,
             )
         )
 

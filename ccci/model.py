@@ -58,6 +58,7 @@ class AgentSpec:
         handoff_role: ``builder`` | ``adversary`` | ``""``; used by handoff rules.
         env: extra environment variables for the agent process (never logged).
         options: backend-specific options from the config table ``[agents.options]``.
+        schedule: cron expression (UTC) on which the watcher runs this job, or ``""``.
     """
 
     name: str
@@ -69,6 +70,7 @@ class AgentSpec:
     handoff_role: str = ""
     env: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    schedule: str = ""
 
 
 @dataclass

@@ -53,6 +53,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ccci.gitwatch",
     "ccci.phases",
     "ccci.external",
+    "ccci.jobs",
 )
 ESSENTIAL = frozenset({"process_death", "restart"})
 LOCAL_PLUGIN_FILE = "ccci_plugins.py"

@@ -75,6 +75,7 @@ class AgentRuntime:
     stopped: bool = False
     reported_wait: str = ""
     compacted_generation: int | None = None
+    job_was_busy: bool = False
 
     @property
     def name(self) -> str:

@@ -94,6 +94,7 @@ class Supervisor:
         self.plugin_errors: dict[str, int] = {}
         self._errored_this_tick: set[str] = set()
         self.breaker_open_until = 0.0
+        self.breaker_outage: set[str] = set()  # agents whose failures opened the breaker
         self.failure_marks: list[tuple[float, str]] = []
         self.scheduled: list[tuple[datetime, Remedy]] = []
         self.last_snapshot: FleetSnapshot | None = None
@@ -191,7 +192,7 @@ class Supervisor:
         A live pane whose session name matches is adopted with its persisted
         conversation id; nothing is restarted. Agents marked stopped stay stopped.
         """
-        from ccci import phases
+        from ccci import jobs, phases
 
         panes = self.tmux.list_panes()
         mono = self.clock.monotonic()
@@ -217,8 +218,8 @@ class Supervisor:
                 self.store.update_agent(name, pane_id=pane.pane_id, pid=pane.pid, session=rt.session)
                 self.emit("agent_adopted", f"adopted running agent (pid {pane.pid}, pane {pane.pane_id})", agent=name,
                           pid=pane.pid, conversation_id=rt.conversation_id)
-            elif rt.stopped or rt.given_up:
-                continue
+            elif rt.stopped or rt.given_up or (rt.spec.role.value == "job" and not jobs.is_active(self.store, name)):
+                continue  # jobs start only through 'ccci job start' or their schedule
             else:
                 mode = "resume" if (pane is not None and rt.conversation_id and rt.backend.supports_resume) else "start"
                 self.launch_agent(name, mode, reason="not running at watcher start")
@@ -238,7 +239,7 @@ class Supervisor:
                 self.store.db.execute("UPDATE messages SET status='queued' WHERE id=?", (row["id"],))
 
     # ================================================================== launching
-    def launch_agent(self, name: str, mode: str, reason: str) -> RemedyResult:
+    def launch_agent(self, name: str, mode: str, reason: str, prompt: str | None = None) -> RemedyResult:
         """Start an agent's process in its tmux session.
 
         :param name: agent name.
@@ -247,6 +248,8 @@ class Supervisor:
             counts toward ``max_resumes``), ``restart`` (resume when the backend supports
             it, else fresh).
         :param reason: why, for the event log and the agent's resume prompt.
+        :param prompt: the initial prompt of a fresh start (default: phase preamble +
+            role prompt); a job's extra arguments arrive here.
         :returns: a :class:`RemedyResult`; ``ok=False`` when the workdir is missing or tmux
             failed (reported as an event).
         """
@@ -273,10 +276,10 @@ class Supervisor:
         self.stop_agent_process(name)
         if mode == "resume":
             conv = rt.conversation_id
-            prompt = (f"ccci restarted this session ({reason}). Continue your loop from where you left off.")
+            prompt = (f"ccci restarted this session ({reason}). Continue from where you left off.")
         else:
             conv = backend.new_conversation_id()
-            prompt = self.initial_prompt(name)
+            prompt = prompt if prompt is not None else self.initial_prompt(name)
         plan = backend.launch(spec, self.config, conv, mode == "resume", prompt)
         if shutil.which(plan.argv[0]) is None:
             # a restart cannot fix a missing program: hand it to a person at once
@@ -418,12 +421,17 @@ class Supervisor:
         t0 = time.monotonic()
         now, mono = self.clock.now(), self.clock.monotonic()
         self._call_all("ccci_tick_start", {"tick": self.tick_no, "now": now, "mono": mono})
+        from ccci import jobs
+
         self._refresh_flags()
         snap = self.observe()
         findings: list[Finding] = []
         actionable: list[Finding] = []
         for name, rt in self.agents.items():
             if rt.stopped or rt.given_up:
+                continue
+            if rt.spec.role.value == "job" and not jobs.is_active(self.store, name):
+                rt.failing.clear()  # a finished job stays idle and viewable: nothing to judge
                 continue
             if snap.facts.get("external", {}).get(name):
                 rt.failing.clear()  # a hand-launched instance holds this role: not ours to judge
@@ -440,7 +448,9 @@ class Supervisor:
         actionable.extend(f for f in fleet_fs if f.severity != "info")
         self._update_breaker(actionable, snap.mono)
         handled: set[str] = set()
-        for f in sorted(actionable, key=lambda f: (not f.immediate, f.check)):
+        # process death first: a dead agent's other findings are stale, and an immediate
+        # finding of another check must not hold its restart off tick after tick
+        for f in sorted(actionable, key=lambda f: (f.check != "process_death", not f.immediate, f.check)):
             if f.agent is not None:
                 if f.agent in handled:
                     continue
@@ -538,9 +548,14 @@ class Supervisor:
 
     def _update_breaker(self, actionable: list[Finding], mono: float) -> None:
         s = self.config.checks
+        if mono < self.breaker_open_until:
+            return  # open: failures while it is open belong to the outage that opened it
+        # after the cooldown the agents of that outage get one round of remedies before
+        # their failures count again (else the same outage would reopen it at once)
+        outage, self.breaker_outage = self.breaker_outage, set()
         window = float(s["breaker_window"])
         for f in actionable:
-            if f.agent is not None:
+            if f.agent is not None and f.agent not in outage:
                 self.failure_marks.append((mono, f.agent))
         self.failure_marks = [(t, a) for t, a in self.failure_marks if mono - t <= window]
         failing = {a for _, a in self.failure_marks}
@@ -550,6 +565,7 @@ class Supervisor:
             self.emit("breaker_open", f"{len(failing)} of {len(self.agents)} agents failed within {window:.0f}s; "
                       f"automatic action paused for {s['breaker_cooldown']}s", agents=sorted(failing))
             self._escalate(None, f"fleet breaker open: {', '.join(sorted(failing))} failing at once")
+            self.breaker_outage = failing
             self.failure_marks.clear()
 
     # ================================================================== remedies
@@ -595,7 +611,10 @@ class Supervisor:
             self._escalate(rt.name, f"restart intensity exceeded: {len(recent)} restarts in {period:.0f}s "
                            f"(last: {remedy.reason.check}: {remedy.reason.evidence[:120]})")
             return False
-        if remedy.action == "resume" and rt.resumes >= int(settings["max_resumes"]):
+        # "restart" resumes too when the backend can (see launch_agent): it counts
+        resuming = remedy.action == "resume" or (
+            remedy.action == "restart" and rt.backend.supports_resume and bool(rt.conversation_id))
+        if resuming and rt.resumes >= int(settings["max_resumes"]):
             self._escalate(rt.name, f"max_resumes ({int(settings['max_resumes'])}) reached; not resuming again")
             return False
         if mono < rt.next_restart_mono:
@@ -606,9 +625,11 @@ class Supervisor:
                           seconds=round(rt.next_restart_mono - mono, 1))
             return False
         rt.restart_marks.append(mono)
-        # the delay before the NEXT restart doubles with each restart in the period:
-        # backoff_initial after the 1st, twice that after the 2nd, ... up to backoff_max
-        rt.backoff_s = min(float(settings["backoff_max"]), float(settings["backoff_initial"]) * 2 ** len(recent))
+        # the delay before the NEXT restart doubles with each restart: backoff_initial
+        # after the 1st, twice that after the 2nd, ... up to backoff_max; _hysteresis
+        # sets it back to 0 after backoff_reset seconds healthy
+        rt.backoff_s = min(float(settings["backoff_max"]),
+                           rt.backoff_s * 2 if rt.backoff_s else float(settings["backoff_initial"]))
         rt.next_restart_mono = mono + rt.backoff_s
         return True
 

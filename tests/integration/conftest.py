@@ -81,6 +81,15 @@ class Fleet:
         return age >= quiet_s and not self.store.pending_messages() and all(self.idle(a) for a in ("builder", "adversary"))
 
     def close(self) -> None:
+        from ccci.lock import FleetLock
+
+        holder = FleetLock(self.cfg.state_dir).holder()  # a watcher 'ccci start' put in the background
+        if holder and FleetLock(self.cfg.state_dir).is_held():
+            try:
+                os.kill(holder, signal.SIGTERM)
+                self.wait(lambda: not FleetLock(self.cfg.state_dir).is_held(), 10)
+            except ProcessLookupError:
+                pass
         for p in self.watchers:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)

@@ -83,14 +83,19 @@ def test_kill_9_of_the_watcher_no_second_session_no_repeated_ping(fleet):
     assert len(after) == len(pings), "an old commit was pinged again after the restart"
 
 
-def test_start_is_idempotent_and_stop_is_respected(fleet):
+def test_start_is_idempotent_starts_a_watcher_and_stop_is_respected(fleet):
+    from ccci.lock import FleetLock
+
     r = fleet.ccci("start")
     assert r.returncode == 0, r.stderr
     pids = {a: fleet.pane(a).pid for a in ("builder", "adversary")}
+    lock = FleetLock(fleet.cfg.state_dir)
+    assert lock.is_held(), "ccci start left the agents unsupervised"
+    watcher = lock.holder()
     r = fleet.ccci("start")
-    assert r.returncode == 0 and "already running" in r.stdout
+    assert r.returncode == 0 and "it will start" in r.stdout
     assert {a: fleet.pane(a).pid for a in pids} == pids
-    fleet.watch("--quiet")
+    assert lock.holder() == watcher, "a second watcher was started"
     assert fleet.wait(lambda: len(fleet.events("agent_adopted")) >= 2, 15)
     r = fleet.ccci("stop", "adversary")
     assert r.returncode == 0, r.stderr
