@@ -6,18 +6,16 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from ccci.checks import screen_finding
 from ccci.hookspecs import hookimpl
-from ccci.model import AgentState, Finding, Remedy
+from ccci.model import AgentState, Remedy
 
 CHECK = "api_error"
 
 
 @hookimpl
 def ccci_check_agent(agent, analysis):
-    if analysis.state != AgentState.API_ERROR:
-        return None
-    m = analysis.first(AgentState.API_ERROR)
-    return Finding(CHECK, agent.name, "API error after the CLI's retries", evidence=m.line if m else "")
+    return screen_finding(CHECK, agent, analysis, AgentState.API_ERROR, "API error after the CLI's retries")
 
 
 @hookimpl

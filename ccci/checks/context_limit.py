@@ -4,18 +4,16 @@ session.
 """
 from __future__ import annotations
 
+from ccci.checks import screen_finding
 from ccci.hookspecs import hookimpl
-from ccci.model import AgentState, Finding, Remedy
+from ccci.model import AgentState, Remedy
 
 CHECK = "context_limit"
 
 
 @hookimpl
 def ccci_check_agent(agent, analysis):
-    if analysis.state != AgentState.CONTEXT_LIMIT:
-        return None
-    m = analysis.first(AgentState.CONTEXT_LIMIT)
-    return Finding(CHECK, agent.name, "context window full", evidence=m.line if m else "")
+    return screen_finding(CHECK, agent, analysis, AgentState.CONTEXT_LIMIT, "context window full")
 
 
 @hookimpl

@@ -5,19 +5,16 @@ resume. The pattern lives in the backend's pattern data (state ``fatal_error``).
 """
 from __future__ import annotations
 
+from ccci.checks import screen_finding
 from ccci.hookspecs import hookimpl
-from ccci.model import AgentState, Finding, Remedy
+from ccci.model import AgentState, Remedy
 
 CHECK = "fatal_error"
 
 
 @hookimpl
 def ccci_check_agent(agent, analysis):
-    if analysis.state != AgentState.FATAL_ERROR:
-        return None
-    m = analysis.first(AgentState.FATAL_ERROR)
-    return Finding(CHECK, agent.name, "fatal API error on screen; a resume would repeat it",
-                   evidence=m.line if m else "", data={"rule": m.rule if m else ""})
+    return screen_finding(CHECK, agent, analysis, AgentState.FATAL_ERROR, "fatal API error on screen; a resume would repeat it")
 
 
 @hookimpl

@@ -8,8 +8,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from ccci.clock import iso
+from ccci.checks import screen_finding
 from ccci.hookspecs import hookimpl
-from ccci.model import AgentState, Finding, Remedy
+from ccci.model import AgentState, Remedy
 
 CHECK = "usage_limit"
 RESET_SLACK_S = 5  # resume a little after the announced reset
@@ -17,11 +18,9 @@ RESET_SLACK_S = 5  # resume a little after the announced reset
 
 @hookimpl
 def ccci_check_agent(agent, analysis):
-    if analysis.state != AgentState.USAGE_LIMIT:
-        return None
-    m = analysis.first(AgentState.USAGE_LIMIT)
-    return Finding(CHECK, agent.name, f"usage limit reached; resets {iso(analysis.reset_at) or 'at an unknown time'}",
-                   evidence=m.line if m else "", data={"reset_at": iso(analysis.reset_at)})
+    return screen_finding(CHECK, agent, analysis, AgentState.USAGE_LIMIT,
+                          f"usage limit reached; resets {iso(analysis.reset_at) or 'at an unknown time'}",
+                          reset_at=iso(analysis.reset_at))
 
 
 @hookimpl
