@@ -96,9 +96,14 @@ class CcciPluginManager(pluggy.PluginManager):
         """
         if self.is_blocked(name):
             return False
+        was_registered = self.is_registered(plugin)
         try:
             self.register(plugin, name=name)
         except (pluggy.PluginValidationError, ValueError) as exc:
+            if not was_registered and self.is_registered(plugin):
+                # pluggy leaves a plugin that failed validation half-registered (its name,
+                # and the hooks verified before the bad one): take it out completely
+                self.unregister(plugin)
             self.load_errors.append(f"plugin {name} ({source}) skipped: {_one_line(exc)}")
             return False
         unknown = [hc.name for hc in self.get_hookcallers(plugin) or [] if not hc.has_spec()]

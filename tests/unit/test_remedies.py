@@ -1,0 +1,79 @@
+"""Screen-based remedies through the runner: the usage limit waits and continues (never
+restarts); the fatal thinking-block error restarts fresh (never resumes)."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from ccci.clock import iso
+from ccci.scripted_agent import FATAL_TEXT
+from ccci.testing.fakes import events, run_ticks, tick
+
+CHECKS = {"startup_grace": 0, "failure_threshold": 2}
+RESTARTS = ("agent_resumed", "agent_restarted_fresh", "agent_started")
+
+
+def show_usage_limit(pane, reset):
+    pane.append("» next backlog item",
+                f"● API Error: Request rejected (429) · usage limit reached|{int(reset.timestamp())} (resets {iso(reset)})",
+                "✓ turn done in 0s")
+
+
+def test_usage_limit_waits_for_the_reset_then_sends_continue(make_supervisor, fake_tmux, fake_clock):
+    sup = make_supervisor(agents=["a"], checks={**CHECKS, "stall_idle": 300})
+    tick(sup)
+    pane = fake_tmux.pane("a")
+    reset = fake_clock.now() + timedelta(hours=2)
+    show_usage_limit(pane, reset)
+    findings = run_ticks(sup, 2)
+    assert {f.check for f in findings} == {"usage_limit"}
+    assert findings[0].data["reset_at"] == iso(reset)
+    [wait] = [e for e in events(sup, "remedy") if e["data"]["action"] == "wait"]
+    assert iso(reset + timedelta(seconds=5)) in wait["message"]
+    # two hours of a limited, quiet agent: no restart, no nudge, nothing typed
+    while fake_clock.now() < reset:
+        tick(sup, 60)
+    assert pane.submitted == []
+    run_ticks(sup, 10)
+    assert pane.submitted == ["continue"]
+    assert [e["kind"] for e in events(sup) if e["kind"] in RESTARTS] == ["agent_started"]
+    assert sup.agents["a"].pid == pane.pid
+    # the limit hit again after the continue: wait again, still no restart
+    later = fake_clock.now() + timedelta(minutes=30)
+    show_usage_limit(pane, later)
+    run_ticks(sup, 2)
+    assert len([e for e in events(sup, "remedy") if e["data"]["action"] == "wait"]) == 2
+    while fake_clock.now() < later + timedelta(seconds=10):
+        tick(sup, 30)
+    assert pane.submitted == ["continue", "continue"]
+    assert [e["kind"] for e in events(sup) if e["kind"] in RESTARTS] == ["agent_started"]
+
+
+def test_usage_limit_is_never_restarted_even_past_restart_guards(make_supervisor, fake_tmux, fake_clock):
+    sup = make_supervisor(agents=["a"], checks={**CHECKS, "restart_intensity": 1})
+    tick(sup)
+    reset = fake_clock.now() + timedelta(minutes=10)
+    show_usage_limit(fake_tmux.pane("a"), reset)
+    run_ticks(sup, 600, step=5)
+    assert [e["kind"] for e in events(sup) if e["kind"] in RESTARTS] == ["agent_started"]
+    assert events(sup, "escalation") == []
+
+
+def test_fatal_error_restarts_fresh_never_resumes(make_supervisor, fake_tmux):
+    sup = make_supervisor(agents=["a"], checks={**CHECKS, "backoff_initial": 0})
+    tick(sup)
+    convs = [sup.agents["a"].conversation_id]
+    for round_ in range(3):  # the error shows again in the new session: fresh again
+        pane = fake_tmux.pane("a")
+        pane.append("» next backlog item", FATAL_TEXT, "✓ turn done in 0s")
+        run_ticks(sup, 2)
+        new = fake_tmux.pane("a")
+        assert new is not pane, f"round {round_}: not restarted"
+        assert "--resume" not in new.argv
+        conv = new.argv[new.argv.index("--conversation") + 1]
+        assert conv not in convs
+        convs.append(conv)
+        assert sup.agents["a"].conversation_id == conv == sup.store.agent("a").conversation_id
+        tick(sup)  # back
+    assert [e["kind"] for e in events(sup) if e["kind"] in RESTARTS[:2]] == ["agent_restarted_fresh"] * 3
+    assert all(e["data"]["mode"] == "fresh" for e in events(sup, "agent_restarted_fresh"))
+    assert sup.agents["a"].resumes == 0

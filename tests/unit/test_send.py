@@ -1,0 +1,197 @@
+"""Reliable send (ccci.send) and the literal typing of ccci.tmux.Tmux."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+from unittest import mock
+
+import pytest
+
+from ccci.backends.scripted import ScriptedBackend
+from ccci.send import deliver, sanitize
+from ccci.tmux import MAX_LITERAL, Tmux
+
+SETTINGS = {"send_enter_delay": 0.2, "send_retries": 3}
+MSG = "ccci: new claim pushed to origin/main: 0123456789 claim(step 1): parser. Verify it."
+
+
+# --------------------------------------------------------------------------- sanitize
+
+
+@pytest.mark.parametrize("raw,clean", [
+    ("\x1b[31mred\x1b[0m text", "red text"),  # CSI colours
+    ("\x1b[2J\x1b[Hcleared", "cleared"),  # screen clear + cursor home
+    ("\x1b]0;evil title\x07after", "after"),  # OSC (title) ended by BEL
+    ("\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\", "link"),  # OSC 8 hyperlink ended by ST
+    ("a\x00b\x07c\x08d\x7fe", "abcde"),  # NUL, BEL, backspace, DEL
+    ("c1\x9bcontrol\x85", "c1control"),  # C1 controls
+    ("\x03\x04^C", "^C"),  # Ctrl-C / Ctrl-D bytes are never sent as keys
+    ("line one\nline two\r\nthree\rfour", "line one line two three four"),
+    ("tab\there", "tab here"),
+    ("  padded  ", "padded"),
+    ("bad surrogate \udc80 ok", "bad surrogate ? ok"),
+    ("ünïcødé ✓ stays", "ünïcødé ✓ stays"),
+])
+def test_sanitize_strips_escapes_and_control_characters(raw, clean):
+    assert sanitize(raw) == clean
+
+
+def test_sanitize_keep_newlines_for_pastes():
+    assert sanitize("\x1b[1mone\x1b[0m\r\ntwo\x07\n", keep_newlines=True) == "one\ntwo"
+
+
+# --------------------------------------------------------------------------- Tmux.send_literal
+
+
+@pytest.fixture
+def tmux_cmd():
+    """A Tmux whose libtmux ``server.cmd`` is a mock (no tmux runs)."""
+    t = Tmux(socket_name="ccci-unit-never-started")
+    t.server = mock.Mock()
+    t.server.cmd.return_value = SimpleNamespace(stdout=[], stderr=[])
+    return t, t.server.cmd
+
+
+@pytest.mark.parametrize("text,sent", [
+    ("ls;", "ls\\;"),  # tmux would take a trailing ';' as a command separator
+    (";", "\\;"),
+    ("a\\;", "a\\\\;"),  # tmux turns '\;' back into ';': the backslash survives
+    ("a; b", "a; b"),  # only a trailing ';' matters
+    ("plain text", "plain text"),
+    ("-t looks like a flag", "-t looks like a flag"),  # after '--'
+    ("Enter", "Enter"),  # -l: never a key name
+])
+def test_send_literal_escapes_a_trailing_semicolon(tmux_cmd, text, sent):
+    t, cmd = tmux_cmd
+    t.send_literal("%3", text)
+    cmd.assert_called_once_with("send-keys", "-t", "%3", "-l", "--", sent)
+    assert t.calls == 1
+
+
+@pytest.mark.parametrize("text", ["two\nlines", "cr\r", "x" * (MAX_LITERAL + 1)])
+def test_send_literal_refuses_newlines_and_long_text(tmux_cmd, text):
+    t, cmd = tmux_cmd
+    with pytest.raises(ValueError):
+        t.send_literal("%3", text)
+    cmd.assert_not_called()
+
+
+def test_send_key_is_a_separate_call(tmux_cmd):
+    t, cmd = tmux_cmd
+    t.send_key("%3", "Enter")
+    cmd.assert_called_once_with("send-keys", "-t", "%3", "Enter")
+
+
+# --------------------------------------------------------------------------- deliver
+
+
+@pytest.fixture
+def pane(fake_tmux):
+    """An idle scripted agent's pane (empty ``> `` input line)."""
+    return fake_tmux.add_pane("ccci-test-a", screen="scripted-agent 1.0 · a (loop) · conversation c")
+
+
+def send(fake_tmux, fake_clock, tmp_path, pane, text=MSG, **settings):
+    return deliver(fake_tmux, pane.pane_id, ScriptedBackend(), text, {**SETTINGS, **settings}, fake_clock, tmp_path)
+
+
+def test_deliver_types_then_enter_in_a_separate_call(fake_tmux, fake_clock, tmp_path, pane):
+    start = fake_clock.monotonic()
+    res = send(fake_tmux, fake_clock, tmp_path, pane)
+    assert res.delivered and res.attempts == 1
+    assert pane.submitted == [MSG]
+    writes = [c for c in fake_tmux.log if c[0] in ("send_literal", "send_key", "paste")]
+    assert writes == [("send_literal", pane.pane_id, MSG), ("send_key", pane.pane_id, "Enter")]
+    assert fake_clock.monotonic() - start >= 0.2  # the Enter came after send_enter_delay
+
+
+def test_deliver_sanitizes_what_it_types(fake_tmux, fake_clock, tmp_path, pane):
+    res = send(fake_tmux, fake_clock, tmp_path, pane, text="\x1b[31mhi\x1b[0m\x03 there\x07")
+    assert res.delivered and pane.submitted == ["hi there"]
+    assert pane.keys == ["Enter"]
+
+
+def test_deliver_refuses_to_type_over_someone_elses_draft(fake_tmux, fake_clock, tmp_path, pane):
+    pane.input = "half-written note from a person"
+    res = send(fake_tmux, fake_clock, tmp_path, pane)
+    assert not res.delivered and res.retry_later and res.attempts == 0
+    assert "someone else's draft" in res.detail
+    assert pane.input == "half-written note from a person"
+    assert pane.typed == [] and pane.keys == [] and pane.submitted == []
+
+
+def test_deliver_resends_enter_while_our_draft_is_in_the_box(fake_tmux, fake_clock, tmp_path, pane):
+    pane.swallow_enter = 2  # the TUI drops two Enters while redrawing
+    res = send(fake_tmux, fake_clock, tmp_path, pane)
+    assert res.delivered and res.attempts == 3
+    assert pane.keys == ["Enter"] * 3
+    assert pane.typed == [MSG]  # typed once, only Enter repeated
+    assert pane.submitted == [MSG]
+
+
+def test_deliver_gives_up_after_send_retries(fake_tmux, fake_clock, tmp_path, pane):
+    pane.swallow_enter = 99
+    res = send(fake_tmux, fake_clock, tmp_path, pane, send_retries=2)
+    assert not res.delivered and res.attempts == 3
+    assert pane.keys == ["Enter"] * 3 and "still in the input box" in res.detail
+
+
+def test_deliver_stops_pressing_enter_when_the_draft_is_not_ours(fake_tmux, fake_clock, tmp_path, pane):
+    def person_takes_over(p, key):
+        if key == "Enter" and p.keys.count("Enter") == 1:
+            p.input = "a person typed this instead"  # our text was replaced; Enter lost
+            return True
+
+    pane.on_key = person_takes_over
+    res = send(fake_tmux, fake_clock, tmp_path, pane)
+    assert not res.delivered and res.attempts == 1
+    assert pane.keys == ["Enter"], "must not submit a draft that is not ours"
+    assert pane.submitted == [] and pane.input == "a person typed this instead"
+
+
+def test_deliver_finishes_our_own_leftover_draft(fake_tmux, fake_clock, tmp_path, pane):
+    pane.input = MSG  # typed by an earlier attempt, Enter lost: do not type it twice
+    res = send(fake_tmux, fake_clock, tmp_path, pane)
+    assert res.delivered and pane.typed == [] and pane.submitted == [MSG]
+
+
+def test_deliver_counts_going_busy_as_accepted(fake_tmux, fake_clock, tmp_path, pane):
+    pane.echo = None
+    pane.on_submit = lambda p, text: p.busy(0)
+    res = send(fake_tmux, fake_clock, tmp_path, pane)
+    assert res.delivered and pane.keys == ["Enter"]
+
+
+def test_deliver_does_not_press_enter_into_a_dialog(fake_tmux, fake_clock, tmp_path, pane):
+    def dialog(p, key):
+        p.set_screen("Do you want to proceed?\n❯ 1. Yes\n  2. No", input_box=None)
+        return True
+
+    pane.on_key = dialog
+    res = send(fake_tmux, fake_clock, tmp_path, pane)
+    assert not res.delivered and pane.keys == ["Enter"] and "no input box" in res.detail
+
+
+def test_deliver_pastes_multi_line_text(fake_tmux, fake_clock, tmp_path, pane):
+    res = send(fake_tmux, fake_clock, tmp_path, pane, text="first line\nsecond line")
+    assert [c[0] for c in fake_tmux.log if c[0] in ("send_literal", "paste")] == ["paste"]
+    assert res.delivered and pane.submitted == ["first line\nsecond line"]
+
+
+def test_supervisor_delivers_queued_messages_only_when_idle(make_supervisor, fake_tmux, fake_clock):
+    sup = make_supervisor(agents=["a"])
+    fake_clock.advance(1)
+    sup.tick()
+    pane = fake_tmux.pane("a")
+    pane.append("» working on it")
+    pane.busy(1)
+    sup.queue_message("a", "hello from a test")
+    for _ in range(3):
+        pane.tick_timer()
+        fake_clock.advance(1)
+        sup.tick()
+    assert pane.submitted == []
+    pane.idle()
+    fake_clock.advance(1)
+    sup.tick()
+    assert pane.submitted == ["hello from a test"]
+    assert [m["status"] for m in sup.store.messages()] == ["delivered"]
