@@ -43,6 +43,7 @@ DEFAULT_CHECKS: dict[str, float | int] = {
     "send_retries": 3,  # Enter re-sends when verifying delivery
     "send_enter_delay": 0.2,  # s between the text and Enter (agent-cli-facts: 0.05-0.2 s)
     "check_budget": 2.0,  # s a single check may take before it is reported as slow
+    "check_timeout": 10.0,  # s after which a check is interrupted (UNKNOWN; 5 in a row disable it)
     "api_error_backoff": 60,  # s to wait after an API error before sending 'continue'
 }
 

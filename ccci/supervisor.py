@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import signal
+import threading
 import time
 import traceback
 from datetime import datetime, timedelta
@@ -47,6 +48,17 @@ from ccci.tmux import Tmux
 RECAPTURE_S = 5.0  #: capture an unchanged-looking pane at least this often (seconds)
 PENDING_TIMEOUT_S = 30.0  #: a restarted agent not back after this is re-evaluated
 PLUGIN_ERROR_LIMIT = 5  #: consecutive raising ticks before a plugin is disabled
+TIMED_HOOKS = frozenset({"ccci_check_agent", "ccci_check_fleet", "ccci_observe"})
+
+
+class CheckTimeout(Exception):
+    """A check ran past ``check_timeout`` seconds and was interrupted (counts as UNKNOWN)."""
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise CheckTimeout("ran past check_timeout and was interrupted")
+
+
 MAX_DELIVERY_ROUNDS = 3  #: delivery rounds (each with its own Enter retries) before a message fails
 RESTART_ACTIONS = frozenset({"restart", "resume", "fresh"})
 
@@ -144,10 +156,17 @@ class Supervisor:
         :returns: ``(ok, result)``; ``ok`` is ``False`` when it raised (the error is
             reported and counted toward disabling the plugin).
         """
+        timed = hook in TIMED_HOOKS and self._can_alarm()
         try:
             args = [kwargs[a] for a in impl.argnames]
             start = time.monotonic()
-            result = impl.function(*args)
+            if timed:
+                signal.setitimer(signal.ITIMER_REAL, float(self.config.checks.get("check_timeout", 10.0)))
+            try:
+                result = impl.function(*args)
+            finally:
+                if timed:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
             took = time.monotonic() - start
             budget = float(self.config.checks.get("check_budget", 2.0))
             if took > budget and hook.startswith("ccci_check"):
@@ -164,6 +183,16 @@ class Supervisor:
                 self.emit("plugin_error", f"{name}.{hook} raised {type(exc).__name__}: {str(exc)[:200]} (UNKNOWN)",
                           plugin=name, hook=hook, where=f"{Path(tb.filename).name}:{tb.lineno}")
             return False, None
+
+    @staticmethod
+    def _can_alarm() -> bool:
+        """Checks get a hard time limit (SIGALRM, like pytest-timeout's signal method)
+        only on the main thread, where Python delivers signals."""
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        if signal.getsignal(signal.SIGALRM) is not _on_alarm:
+            signal.signal(signal.SIGALRM, _on_alarm)
+        return True
 
     def _call_all(self, hookname: str, kwargs: dict[str, Any]) -> list[Any]:
         caller = getattr(self.pm.hook, hookname)
