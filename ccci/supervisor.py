@@ -113,6 +113,7 @@ class Supervisor:
         self.stopping = False
         self.log_dir = config.state_dir / "logs"
         self._last_tick_error: tuple[str, float] = ("", 0.0)
+        self._tmux_down = False
         self._secrets = collect_secrets(config)
 
     def _redact_data(self, value: Any) -> Any:
@@ -398,6 +399,15 @@ class Supervisor:
         now, mono = self.clock.now(), self.clock.monotonic()
         snap = FleetSnapshot(tick=self.tick_no, now=now, mono=mono)
         panes = self.tmux.list_panes()
+        if not getattr(self.tmux, "server_running", True):
+            # the whole tmux server is gone: one cause, which restarting does fix, so it
+            # is not a fleet-wide failure for the breaker
+            snap.facts["tmux_server_down"] = True
+            if not self._tmux_down:
+                self.emit("tmux_server_lost", "the tmux server is gone; restoring every agent")
+            self._tmux_down = True
+        else:
+            self._tmux_down = False
         to_capture: list[AgentRuntime] = []
         for name, rt in self.agents.items():
             pane = panes.get(rt.session)
@@ -475,7 +485,8 @@ class Supervisor:
             "snapshot": snap, "config": self.config, "state": self.store, "now": snap.now, "mono": snap.mono}))
         findings.extend(fleet_fs)
         actionable.extend(f for f in fleet_fs if f.severity != "info")
-        self._update_breaker(actionable, snap.mono)
+        if not snap.facts.get("tmux_server_down"):
+            self._update_breaker(actionable, snap.mono)
         handled: set[str] = set()
         # process death first: a dead agent's other findings are stale, and an immediate
         # finding of another check must not hold its restart off tick after tick

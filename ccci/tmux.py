@@ -47,6 +47,7 @@ class Tmux:
     def __init__(self, socket_name: str | None = None, socket_path: str | None = None) -> None:
         self.server = libtmux.Server(socket_name=socket_name or None, socket_path=socket_path or None)
         self.calls = 0  #: tmux subprocesses run (for benchmarks and tests)
+        self.server_running = True  #: False when the last list_panes found no server
 
     def cmd(self, *args: str, check: bool = True) -> list[str]:
         """Run one tmux command (argv, no shell); returns stdout lines.
@@ -67,6 +68,7 @@ class Tmux:
         """
         self.calls += 1
         res = self.server.cmd("list-panes", "-a", "-F", LIST_FORMAT)
+        self.server_running = not res.stderr
         if res.stderr:
             return {}
         out: dict[str, PaneInfo] = {}
