@@ -142,7 +142,10 @@ class Supervisor:
         :param data: JSON-able details (merged with ``extra``).
         """
         payload = self._redact_data({**(data or {}), **extra})
-        ev = Event(kind=kind, message=self.redact(message), agent=agent, at=self.clock.now(), data=payload)
+        from ccci.send import sanitize
+
+        # text from panes and commits may carry escapes: never replay them on a terminal
+        ev = Event(kind=kind, message=sanitize(self.redact(message)), agent=agent, at=self.clock.now(), data=payload)
         try:
             self.store.append_event(ev)
         except Exception as exc:  # noqa: BLE001 - a full disk must not stop supervision
