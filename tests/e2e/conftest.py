@@ -1,0 +1,375 @@
+"""End-to-end fixtures: the real Claude Code CLI, in a real tmux server, talking to the
+scripted model server (:mod:`ccci.testing.model_server`) inside a network namespace that
+has only loopback, so nothing can leave the machine.
+
+Fixtures
+========
+``claude_bin``      path of the pinned CLI (``@anthropic-ai/claude-code@2.1.197``): found
+                    in ``<repo>/.cache/npm`` or installed there with ``npm install
+                    --prefix``; ``$CCCI_CLAUDE_BIN`` overrides. Skips when npm is missing
+                    or the install fails (offline).
+``netns``           name of a fresh network namespace ``ccci-e2e-<pid>`` with ``lo`` up;
+                    deleted afterwards. Skips when ``ip netns add`` is not permitted.
+``e2e_tmux``        :class:`ccci.tmux.Tmux` on a private socket (killed afterwards).
+``claude_session``  factory ``(script, *, env=None, name=None) -> ClaudeSession``: a
+                    throwaway HOME with the onboarding files, a git project with a bare
+                    origin, the model server (subprocess in the namespace) and the CLI in
+                    a tmux pane, launched with :meth:`ClaudeBackend.launch`'s argv/env.
+
+Recording captures: with ``CCCI_E2E_RECORD=1`` the tests write the screens they assert on
+to ``tests/e2e/captures/`` (labels are kept by hand in ``captures/LABELS.toml``).
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from ccci.backends.claude import TESTED_VERSION, ClaudeBackend
+from ccci.model import AgentSpec, Role, ScreenAnalysis
+from ccci.testing.model_server import Echo, Failure, Text, ToolUse
+from ccci.tmux import Tmux
+
+REPO = Path(__file__).resolve().parents[2]
+NPM_PREFIX = REPO / ".cache" / "npm"
+CLAUDE_PACKAGE = f"@anthropic-ai/claude-code@{TESTED_VERSION}"
+CAPTURES = Path(__file__).resolve().parent / "captures"
+API_KEY = "sk-ant-e2e-" + "0123456789abcdefghijklmnop"  # any value; its last 20 chars are pre-approved
+RECORD = os.environ.get("CCCI_E2E_RECORD") == "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: runs a real agent CLI (npm package) in tmux, offline")
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _cli_version(path: Path) -> str:
+    try:
+        res = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30,
+                             env={**os.environ, "DISABLE_AUTOUPDATER": "1"})
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return res.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def claude_bin() -> Path:
+    """The pinned Claude Code binary, installed under ``<repo>/.cache/npm`` on first use."""
+    override = os.environ.get("CCCI_CLAUDE_BIN")
+    if override:
+        path = Path(override)
+        if not path.exists():
+            pytest.skip(f"CCCI_CLAUDE_BIN={override} does not exist")
+        return path
+    path = NPM_PREFIX / "node_modules" / ".bin" / "claude"
+    if path.exists() and _cli_version(path).startswith(TESTED_VERSION):
+        return path
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip(f"npm is not installed: cannot install {CLAUDE_PACKAGE} for the e2e tests")
+    NPM_PREFIX.mkdir(parents=True, exist_ok=True)
+    with open(NPM_PREFIX.parent / "npm-install.lock", "w") as lock:  # parallel runs install once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (path.exists() and _cli_version(path).startswith(TESTED_VERSION)):
+            res = subprocess.run(
+                [npm, "install", "--prefix", str(NPM_PREFIX), "--no-audit", "--no-fund", CLAUDE_PACKAGE],
+                capture_output=True, text=True, timeout=600)
+            if res.returncode != 0:
+                pytest.skip(f"npm install {CLAUDE_PACKAGE} failed (offline?): {res.stderr.strip()[-500:]}")
+    version = _cli_version(path)
+    if not version.startswith(TESTED_VERSION):
+        pytest.skip(f"{path} --version printed {version!r}, expected {TESTED_VERSION}")
+    return path
+
+
+# ------------------------------------------------------------------- network namespace
+
+
+def _ensure_ip() -> str:
+    ip = shutil.which("ip")
+    if ip:
+        return ip
+    apt = shutil.which("apt-get")
+    if apt and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = [apt, "install", "-y", "-qq", "iproute2"]
+        if subprocess.run(install, capture_output=True, env=env, timeout=300).returncode != 0:
+            subprocess.run([apt, "update", "-qq"], capture_output=True, env=env, timeout=300)
+            subprocess.run(install, capture_output=True, env=env, timeout=300)
+        ip = shutil.which("ip")
+        if ip:
+            return ip
+    pytest.skip("the `ip` command (iproute2) is missing and could not be installed")
+
+
+@pytest.fixture(scope="session")
+def netns() -> Iterator[str]:
+    """A network namespace with only loopback, ``ccci-e2e-<pid>``; deleted afterwards."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("network namespaces need Linux")
+    ip = _ensure_ip()
+    name = f"ccci-e2e-{os.getpid()}"
+    res = subprocess.run([ip, "netns", "add", name], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"`ip netns add` is not permitted here: {res.stderr.strip()}")
+    try:
+        up = subprocess.run([ip, "netns", "exec", name, "ip", "link", "set", "lo", "up"],
+                            capture_output=True, text=True)
+        if up.returncode != 0:
+            pytest.skip(f"cannot bring up lo in {name}: {up.stderr.strip()}")
+        links = subprocess.run([ip, "netns", "exec", name, "ip", "-o", "link"],
+                               capture_output=True, text=True).stdout
+        assert [ln.split(":")[1].strip() for ln in links.splitlines()] == ["lo"], links
+        yield name
+    finally:
+        subprocess.run([ip, "netns", "delete", name], capture_output=True)
+
+
+# ------------------------------------------------------------------------------ tmux
+
+
+@pytest.fixture(scope="module")
+def e2e_tmux() -> Iterator[Tmux]:
+    """A tmux server on a private socket; killed afterwards."""
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed")
+    name = f"ccci-e2e-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    t = Tmux(socket_name=name)
+    yield t
+    t.kill_server()
+    sock = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.geteuid()}" / name
+    sock.unlink(missing_ok=True)  # tmux can leave the socket file behind
+
+
+# --------------------------------------------------------------------------- session
+
+
+def step_to_json(step: Any) -> Any:
+    """The ``--script`` JSON form of a step (inverse of ``step_from_json``)."""
+    if isinstance(step, Text):
+        return {"text": step.text, "delay": step.delay, "chunk": step.chunk}
+    if isinstance(step, ToolUse):
+        return {"tool_use": step.name, "input": step.input, "id": step.id, "text": step.text,
+                "delay": step.delay}
+    if isinstance(step, Echo):
+        return {"echo": True, "prefix": step.prefix}
+    if isinstance(step, Failure):
+        if step.kind == "usage_limit":
+            headers = dict(step.headers)
+            return {"fail": "usage_limit", "reset": int(headers["anthropic-ratelimit-unified-reset"]),
+                    "claim": headers["anthropic-ratelimit-unified-representative-claim"],
+                    "repeat": step.repeat}
+        if step.kind == "hang":
+            return {"fail": "hang", "seconds": step.seconds, "repeat": step.repeat}
+        if step.kind.startswith("http_"):
+            return {"fail": "http", "status": step.status, "type": step.error_type,
+                    "message": step.message, "headers": dict(step.headers), "repeat": step.repeat}
+        return {"fail": step.kind, "repeat": step.repeat}
+    if isinstance(step, (list, tuple)):
+        return [step_to_json(s) for s in step]
+    raise TypeError(f"not a step: {step!r}")
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "e2e", "GIT_AUTHOR_EMAIL": "e2e@example.invalid",
+           "GIT_COMMITTER_NAME": "e2e", "GIT_COMMITTER_EMAIL": "e2e@example.invalid"}
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True, env=env).stdout
+
+
+class ClaudeSession:
+    """One real Claude Code in a tmux pane, with its own HOME, project and model server."""
+
+    def __init__(self, *, root: Path, name: str, tmux: Tmux, netns: str, claude_bin: Path,
+                 script: list, env: dict[str, str] | None, resume_of: "ClaudeSession | None" = None) -> None:
+        self.root = root
+        self.name = name
+        self.tmux = tmux
+        self.netns = netns
+        self.claude_bin = claude_bin
+        self.backend = ClaudeBackend()
+        self.extra_env = dict(env or {})
+        self.server: subprocess.Popen | None = None
+        self.url = ""
+        self.pane_id = ""
+        self.home = root / "home"
+        self.project = root / "proj"
+        self.origin = root / "origin.git"
+        self.log = root / f"requests-{name}.jsonl"
+        self.script_file = root / f"script-{name}.json"
+        self.script_file.write_text(json.dumps({"steps": [step_to_json(s) for s in script]}))
+        if resume_of is None:
+            self._prepare_home()
+            self._prepare_project()
+            self.session_id = self.backend.new_conversation_id()
+        else:
+            self.session_id = resume_of.session_id
+
+    # ------------------------------------------------------------------ setup
+    def _prepare_home(self) -> None:
+        (self.home / ".claude").mkdir(parents=True, exist_ok=True)
+        state = {
+            "hasCompletedOnboarding": True,
+            "lastOnboardingVersion": TESTED_VERSION,
+            "theme": "dark",
+            "customApiKeyResponses": {"approved": [API_KEY[-20:]], "rejected": []},
+            "bypassPermissionsModeAccepted": True,
+            "projects": {str(self.project): {"hasTrustDialogAccepted": True, "allowedTools": []}},
+        }
+        (self.home / ".claude.json").write_text(json.dumps(state, indent=2))
+        (self.home / ".claude" / "settings.json").write_text(json.dumps({"skipDangerousModePermissionPrompt": True}))
+        (self.home / ".gitconfig").write_text(
+            "[user]\n\tname = e2e agent\n\temail = agent@example.invalid\n[init]\n\tdefaultBranch = main\n")
+
+    def _prepare_project(self) -> None:
+        _git(self.root, "init", "-q", "--bare", "-b", "main", str(self.origin))
+        self.project.mkdir(parents=True, exist_ok=True)
+        _git(self.project, "init", "-q", "-b", "main")
+        (self.project / "README.md").write_text("e2e project\n")
+        _git(self.project, "add", "README.md")
+        _git(self.project, "commit", "-q", "-m", "initial")
+        _git(self.project, "remote", "add", "origin", str(self.origin))
+        _git(self.project, "push", "-q", "origin", "main")
+
+    def start_server(self) -> str:
+        argv = ["ip", "netns", "exec", self.netns, sys.executable, "-m", "ccci.testing.model_server",
+                "--port", "0", "--script", str(self.script_file), "--log", str(self.log)]
+        self.server = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                       cwd=self.root)
+        line = self.server.stdout.readline().strip() if self.server.stdout else ""
+        if not line.startswith("http://127.0.0.1:"):
+            err = self.server.stderr.read() if self.server.stderr else ""
+            raise RuntimeError(f"model server did not start: {line!r} {err[-1000:]}")
+        self.url = line
+        return line
+
+    def launch(self, resume: bool = False, prompt: str = "") -> None:
+        """Start the CLI with the argv/env of :meth:`ClaudeBackend.launch`."""
+        spec = AgentSpec(name=self.name, role=Role.LOOP, backend="claude", workdir=self.project)
+        plan = self.backend.launch(spec, SimpleNamespace(name="e2e"), self.session_id, resume, prompt)
+        assert plan.argv[0] == "claude"
+        env = {
+            "PATH": f"{self.claude_bin.parent}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
+            "HOME": str(self.home),
+            "TERM": "tmux-256color",
+            "LANG": "C.UTF-8",
+            "ANTHROPIC_BASE_URL": self.url,
+            "ANTHROPIC_API_KEY": API_KEY,
+            "DISABLE_TELEMETRY": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            **plan.env,
+            **self.extra_env,
+        }
+        argv = ["ip", "netns", "exec", self.netns, "env", "-i",
+                *(f"{k}={v}" for k, v in env.items()), str(self.claude_bin), *plan.argv[1:]]
+        self.tmux.kill_session(self.name)
+        pane = self.tmux.new_session(self.name, argv, cwd=plan.cwd, env={})
+        self.pane_id = pane.pane_id
+
+    # ------------------------------------------------------------------ reading
+    def pane(self):
+        return self.tmux.list_panes().get(self.name)
+
+    def screen(self) -> str:
+        return self.tmux.capture([self.pane_id]).get(self.pane_id, "")
+
+    def read(self) -> tuple[str, str, ScreenAnalysis]:
+        """(screen, title, analysis) of the pane now."""
+        pane = self.pane()
+        title = pane.title if pane else ""
+        screen = self.screen()
+        return screen, title, self.backend.analyse(screen, title)
+
+    def wait_until(self, pred: Callable[[str, ScreenAnalysis], bool], timeout: float,
+                   what: str, interval: float = 0.1) -> tuple[str, ScreenAnalysis]:
+        """Poll the pane until ``pred(screen, analysis)``; fails with the last screen."""
+        deadline = time.monotonic() + timeout
+        screen, _title, an = self.read()
+        while not pred(screen, an):
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout}s waiting for {what}; state={an.state.value}\n"
+                            f"--- screen ---\n{screen}\n--- requests ---\n"
+                            + "\n".join(f"{r['path']} {r['kind']} {r['step']} {r['status']}" for r in self.requests()))
+            time.sleep(interval)
+            screen, _title, an = self.read()
+        return screen, an
+
+    def wait_state(self, state: str, timeout: float = 30.0, also: Callable[[str], bool] | None = None
+                   ) -> tuple[str, ScreenAnalysis]:
+        return self.wait_until(lambda s, a: a.state.value == state and (also is None or also(s)),
+                               timeout, f"state {state}")
+
+    def requests(self) -> list[dict]:
+        if not self.log.exists():
+            return []
+        return [json.loads(ln) for ln in self.log.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+    def main_requests(self) -> list[dict]:
+        return [r for r in self.requests() if r["kind"] == "main"]
+
+    # ------------------------------------------------------------------ writing
+    def type_and_enter(self, text: str) -> None:
+        """Type ``text`` and press Enter in two tmux calls (agent-cli-facts.md)."""
+        self.tmux.send_literal(self.pane_id, text)
+        self.tmux.send_key(self.pane_id, "Enter")
+
+    def record(self, filename: str, screen: str) -> None:
+        """With ``CCCI_E2E_RECORD=1``, save ``screen`` as ``tests/e2e/captures/<filename>``."""
+        if RECORD:
+            CAPTURES.mkdir(exist_ok=True)
+            (CAPTURES / filename).write_text(screen + "\n", encoding="utf-8")
+
+    # ------------------------------------------------------------------ teardown
+    def stop_cli(self) -> None:
+        self.tmux.kill_session(self.name)
+
+    def stop_server(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            self.server.terminate()
+            try:
+                self.server.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.server.kill()
+                self.server.wait(timeout=5)
+        if self.server is not None:
+            for f in (self.server.stdout, self.server.stderr):
+                if f:
+                    f.close()
+
+    def close(self) -> None:
+        self.stop_cli()
+        self.stop_server()
+
+
+@pytest.fixture
+def claude_session(tmp_path: Path, e2e_tmux: Tmux, netns: str, claude_bin: Path
+                   ) -> Iterator[Callable[..., ClaudeSession]]:
+    """Factory: ``claude_session(script, env=None, name=None, start=True)`` -> a started
+    :class:`ClaudeSession` (server up, CLI launched with a fresh session id)."""
+    sessions: list[ClaudeSession] = []
+
+    def make(script: list, *, env: dict[str, str] | None = None, name: str | None = None,
+             start: bool = True, resume_of: ClaudeSession | None = None) -> ClaudeSession:
+        s = ClaudeSession(root=tmp_path, name=name or f"e2e-{len(sessions)}-{uuid.uuid4().hex[:4]}",
+                          tmux=e2e_tmux, netns=netns, claude_bin=claude_bin, script=script, env=env,
+                          resume_of=resume_of)
+        sessions.append(s)
+        if start:
+            s.start_server()
+            s.launch(resume=resume_of is not None)
+        return s
+
+    yield make
+    for s in sessions:
+        s.close()
