@@ -1,0 +1,335 @@
+"""Part 2: the cost of one ``Supervisor.tick()`` against fleet size, on one real tmux
+server (private socket) holding N cheap stand-in agents (``bench/standin.py``).
+
+For each size N (sessions are added to the same server as N grows):
+
+* **ccci**: an in-process ``Supervisor`` built the way ``ccci watch`` builds it (the
+  fleet's plugin manager, a fresh state store, the fleet's tmux socket), git off
+  (``origin = ""``), agents adopted; after warm-up ticks, ``T`` ticks at the real 1 s
+  cadence, each timed with ``time.perf_counter`` (wall) and ``time.process_time`` plus
+  ``getrusage(RUSAGE_CHILDREN)`` (CPU of ccci's process and of the tmux client
+  subprocesses it ran and reaped);
+* **floor**: one ``tmux list-panes -a -F <ccci's format>`` subprocess round trip;
+* **naive**: one ``tmux capture-pane -p`` subprocess per agent (the design ccci's batching
+  replaces), nothing else;
+* where the tick goes: the same ticks split by phase (wrappers around ccci's own
+  methods on the instance; no core code is changed), and a cProfile of extra ticks;
+* what-if: the same ticks with a one-pass process scan (bench-side prototype passed as
+  ``Supervisor(process_scan=...)``), to measure what fixing the bottleneck would give.
+
+The tmux server's own CPU (it serves the captures) is reported separately, net of its
+idle rate, because it is not part of ccci's process.
+"""
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import resource
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import psutil
+
+from _common import BENCH, TMUX, Cleanup, log, pct, summary
+
+from ccci import config as config_mod
+from ccci.model import ProcessInfo
+from ccci.plugins import get_plugin_manager
+from ccci.state import StateStore
+from ccci.supervisor import Supervisor
+from ccci.tmux import LIST_FORMAT, Tmux
+
+STANDIN_PERIOD_S = 3.0
+
+
+def _cpu() -> float:
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + ch.ru_utime + ch.ru_stime
+
+
+def one_pass_scan(pids: list[int]) -> dict[int, ProcessInfo]:
+    """What-if prototype: the same ProcessInfo as ``ccci.supervisor.scan_processes``, with
+    the child counts from ONE parent map per tick (``psutil._ppid_map()``: the very map
+    ``Process.children()`` rebuilds on every call, i.e. once per agent) instead of a
+    ``children()`` call per agent."""
+    kids: dict[int, int] = defaultdict(int)
+    ppid_map = getattr(psutil, "_ppid_map", None)
+    if ppid_map is not None:
+        for _pid, ppid in ppid_map().items():
+            kids[ppid] += 1
+    else:  # pragma: no cover - other psutil versions: the public, slower equivalent
+        for p in psutil.process_iter(["ppid"]):
+            kids[p.info.get("ppid") or 0] += 1
+    out: dict[int, ProcessInfo] = {}
+    for pid in pids:
+        try:
+            p = psutil.Process(pid)
+            with p.oneshot():
+                status = p.status()
+                alive = status not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+                name = p.name()
+                t = p.cpu_times()
+            out[pid] = ProcessInfo(pid=pid, alive=alive, name=name, cpu_seconds=t.user + t.system, children=kids.get(pid, 0))
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            out[pid] = ProcessInfo(pid=pid, alive=False)
+    return out
+
+
+class PhaseTimer:
+    """Wraps methods of one supervisor instance to add up CPU and wall time per phase."""
+
+    def __init__(self) -> None:
+        self.cpu: dict[str, float] = defaultdict(float)
+        self.wall: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def wrap(self, obj, attr: str, phase: str) -> None:
+        fn = getattr(obj, attr)
+
+        def wrapped(*a, **k):
+            c0, w0 = _cpu(), time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                self.cpu[phase] += _cpu() - c0
+                self.wall[phase] += time.perf_counter() - w0
+                self.calls[phase] += 1
+
+        setattr(obj, attr, wrapped)
+
+    def reset(self) -> None:
+        self.cpu.clear()
+        self.wall.clear()
+        self.calls.clear()
+
+
+class TickBench:
+    def __init__(self, work: Path, cleanup: Cleanup, sizes: list[int], ticks: int, naive_reps: int,
+                 floor_reps: int, profile_sizes: list[int], whatif_ticks: int) -> None:
+        self.work = work
+        self.sizes = sizes
+        self.ticks = ticks
+        self.naive_reps = naive_reps
+        self.floor_reps = floor_reps
+        self.profile_sizes = profile_sizes
+        self.whatif_ticks = whatif_ticks
+        import os
+
+        self.fleet_name = f"bt{os.getpid()}"
+        self.socket = cleanup.socket(f"ccci-bench-{os.getpid()}-tick")
+        self.tmux = Tmux(self.socket)
+        self.agents: list[str] = []
+        (work / "tick-workdir").mkdir(parents=True, exist_ok=True)
+
+    def agent_name(self, i: int) -> str:
+        return f"a{i:03d}"
+
+    def session(self, agent: str) -> str:
+        return f"ccci-{self.fleet_name}-{agent}"
+
+    def grow(self, n: int) -> None:
+        while len(self.agents) < n:
+            a = self.agent_name(len(self.agents))
+            self.tmux.new_session(self.session(a), [sys.executable, "-S", str(BENCH / "standin.py"), str(STANDIN_PERIOD_S), a],
+                                  self.work / "tick-workdir", {})
+            self.agents.append(a)
+
+    def write_config(self, root: Path, n: int, origin: str = "", fetch_interval: float = 10) -> config_mod.FleetConfig:
+        root.mkdir(parents=True, exist_ok=True)
+        body = "".join(f'\n[[agents]]\nname = "{a}"\nrole = "loop"\nworkdir = "{self.work / "tick-workdir"}"\n'
+                       for a in self.agents[:n])
+        (root / "ccci.toml").write_text(
+            f'# written by bench/_tick.py\n[fleet]\nname = "{self.fleet_name}"\nstate_dir = ".ccci"\n'
+            f'tick_seconds = 1.0\ntmux_socket = "{self.socket}"\n\n[git]\norigin = "{origin}"\n'
+            f'fetch_interval = {fetch_interval}\n\n[defaults]\nbackend = "scripted"\n{body}')
+        return config_mod.load(root)
+
+    def server_cpu(self) -> float:
+        if not hasattr(self, "_server"):
+            pid = int(self.tmux.cmd("display-message", "-p", "#{pid}")[0])
+            self._server = psutil.Process(pid)
+        t = self._server.cpu_times()
+        return t.user + t.system
+
+    def server_pid(self) -> int:
+        self.server_cpu()
+        return self._server.pid
+
+    def idle_rate(self, seconds: float = 3.0) -> float:
+        """tmux server CPU seconds per second while nobody queries it (the stand-ins print)."""
+        c0, t0 = self.server_cpu(), time.perf_counter()
+        time.sleep(seconds)
+        return (self.server_cpu() - c0) / (time.perf_counter() - t0)
+
+    # ------------------------------------------------------------------ designs
+    def measure_ccci(self, sup: Supervisor, ticks: int) -> dict:
+        cpu, wall, calls, caps = [], [], [], []
+        srv0, t_start = self.server_cpu(), time.perf_counter()
+        next_at = time.monotonic()
+        for _ in range(ticks):
+            n0 = sup.tmux.calls
+            c0, w0 = _cpu(), time.perf_counter()
+            sup.tick()
+            w1, c1 = time.perf_counter(), _cpu()
+            cpu.append((c1 - c0) * 1000)
+            wall.append((w1 - w0) * 1000)
+            calls.append(sup.tmux.calls - n0)
+            caps.append(len(sup.last_snapshot.captured) if sup.last_snapshot else 0)
+            next_at += 1.0
+            time.sleep(max(0.0, next_at - time.monotonic()))
+        elapsed = time.perf_counter() - t_start
+        srv = (self.server_cpu() - srv0 - self._idle * elapsed) / ticks * 1000
+        return {"cpu": cpu, "wall": wall, "tmux_calls_per_tick": sum(calls) / len(calls),
+                "captures_per_tick": sum(caps) / len(caps), "server_cpu_ms": round(srv, 3)}
+
+    def measure_floor(self) -> dict:
+        argv = [TMUX, "-L", self.socket, "list-panes", "-a", "-F", LIST_FORMAT]
+        cpu, wall = [], []
+        srv0, t0 = self.server_cpu(), time.perf_counter()
+        for _ in range(self.floor_reps):
+            c0, w0 = _cpu(), time.perf_counter()
+            subprocess.run(argv, capture_output=True, check=True)
+            wall.append((time.perf_counter() - w0) * 1000)
+            cpu.append((_cpu() - c0) * 1000)
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - t0
+        srv = (self.server_cpu() - srv0 - self._idle * elapsed) / self.floor_reps * 1000
+        return {"cpu": cpu, "wall": wall, "server_cpu_ms": round(srv, 3)}
+
+    def measure_naive(self, n: int) -> dict:
+        panes = self.tmux.list_panes()
+        ids = [panes[self.session(a)].pane_id for a in self.agents[:n]]
+        cpu, wall = [], []
+        srv0, t0 = self.server_cpu(), time.perf_counter()
+        for _ in range(self.naive_reps):
+            c0, w0 = _cpu(), time.perf_counter()
+            for pid in ids:
+                subprocess.run([TMUX, "-L", self.socket, "capture-pane", "-p", "-J", "-t", pid], capture_output=True, check=True)
+            wall.append((time.perf_counter() - w0) * 1000)
+            cpu.append((_cpu() - c0) * 1000)
+            time.sleep(0.2)
+        elapsed = time.perf_counter() - t0
+        srv = (self.server_cpu() - srv0 - self._idle * elapsed) / self.naive_reps * 1000
+        return {"cpu": cpu, "wall": wall, "server_cpu_ms": round(srv, 3)}
+
+    # ------------------------------------------------------------------ one size
+    def build(self, n: int, tag: str, process_scan=None) -> Supervisor:
+        cfg = self.write_config(self.work / f"tick-{n}-{tag}", n)
+        pm = get_plugin_manager(cfg.root)
+        sup = Supervisor(cfg, pm, StateStore(cfg.state_dir), Tmux(self.socket), process_scan=process_scan)
+        sup._call_all("ccci_configure", {"config": cfg})
+        sup.adopt()
+        adopted = [e for e in sup.store.events(limit=100000) if e["kind"] == "agent_adopted"]
+        if len(adopted) != n:
+            raise RuntimeError(f"tick bench: adopted {len(adopted)} of {n} stand-ins")
+        for _ in range(3):  # warm-up: first captures of every pane, imports, caches
+            sup.tick()
+            time.sleep(1.0)
+        return sup
+
+    @staticmethod
+    def instrument(sup: Supervisor) -> PhaseTimer:
+        timer = PhaseTimer()
+        timer.wrap(sup.tmux, "list_panes", "tmux list-panes")
+        timer.wrap(sup.tmux, "capture", "tmux capture (batched)")
+        timer.wrap(sup, "process_scan", "process scan (psutil)")
+        timer.wrap(sup.backends["scripted"], "analyse", "screen analysis (patterns)")
+        timer.wrap(sup, "_refresh_flags", "state: agents' flags (SQLite)")
+        timer.wrap(sup, "check_agent", "ccci_check_agent hooks")
+        timer.wrap(sup, "deliver_pending", "message queue (SQLite)")
+        return timer
+
+    @staticmethod
+    def phases(timer: PhaseTimer, ticks: int) -> dict:
+        return {k: {"cpu_ms": round(timer.cpu[k] * 1000 / ticks, 3), "wall_ms": round(timer.wall[k] * 1000 / ticks, 3),
+                    "calls_per_tick": round(timer.calls[k] / ticks, 2)} for k in timer.cpu}
+
+    def run_size(self, n: int) -> dict:
+        self.grow(n)
+        time.sleep(2.0)
+        self._idle = self.idle_rate()
+        sup = self.build(n, "main")
+        timer = self.instrument(sup)
+        log(f"tick: {n} agents, {self.ticks} ticks at 1 s")
+        m = self.measure_ccci(sup, self.ticks)
+        floor = self.measure_floor()
+        naive = self.measure_naive(n)
+        res = {
+            "n": n,
+            "ccci": {**_stats(m), "tmux_calls_per_tick": round(m["tmux_calls_per_tick"], 2),
+                     "captures_per_tick": round(m["captures_per_tick"], 2), "server_cpu_ms": m["server_cpu_ms"],
+                     "samples_cpu_ms": [round(x, 3) for x in m["cpu"]], "samples_wall_ms": [round(x, 3) for x in m["wall"]]},
+            "phases": self.phases(timer, self.ticks),
+            "floor": {**_stats(floor), "server_cpu_ms": floor["server_cpu_ms"]},
+            "naive": {**_stats(naive), "server_cpu_ms": naive["server_cpu_ms"], "reps": self.naive_reps},
+            "tmux_server_idle_cpu_ms_per_s": round(self._idle * 1000, 3),
+            "processes_on_machine": len(psutil.pids()),
+        }
+        if n in self.profile_sizes:
+            timer.reset()
+            pr = cProfile.Profile()
+            for _ in range(8):
+                pr.enable()
+                sup.tick()
+                pr.disable()
+                time.sleep(1.0)
+            res["profile"] = _profile_rows(pr, 8)
+            sup.store.close()
+            log(f"tick: what-if one-pass process scan, {n} agents, {self.whatif_ticks} ticks")
+            sup2 = self.build(n, "whatif", process_scan=one_pass_scan)
+            t2 = self.instrument(sup2)
+            w = self.measure_ccci(sup2, self.whatif_ticks)
+            res["whatif_one_pass_scan"] = {**_stats(w), "phases": self.phases(t2, self.whatif_ticks),
+                                           "samples_cpu_ms": [round(x, 3) for x in w["cpu"]]}
+            sup2.store.close()
+        else:
+            sup.store.close()
+        return res
+
+    def run(self) -> dict:
+        t0 = time.monotonic()
+        out = {"sizes": {}, "standin_period_s": STANDIN_PERIOD_S, "ticks_per_size": self.ticks}
+        for n in self.sizes:
+            out["sizes"][str(n)] = self.run_size(n)
+            r = out["sizes"][str(n)]
+            log(f"tick: {n:3d} agents: ccci cpu p50 {r['ccci']['cpu_p50']} ms, wall p50 {r['ccci']['wall_p50']} ms; "
+                f"floor wall p50 {r['floor']['wall_p50']} ms; naive wall p50 {r['naive']['wall_p50']} ms")
+        out["tmux_server_pid"] = self.server_pid()
+        out["wall_s"] = round(time.monotonic() - t0, 1)
+        return out
+
+
+def _stats(m: dict) -> dict:
+    r = lambda x: None if x is None else round(x, 3)  # noqa: E731
+    return {"cpu_p50": r(pct(m["cpu"], 50)), "cpu_p95": r(pct(m["cpu"], 95)),
+            "wall_p50": r(pct(m["wall"], 50)), "wall_p95": r(pct(m["wall"], 95)), "n": len(m["cpu"])}
+
+
+def _profile_rows(pr: cProfile.Profile, ticks: int, top: int = 14) -> dict:
+    st = pstats.Stats(pr)
+    total = st.total_tt
+    rows = []
+    for (fname, line, func), (cc, nc, tt, ct, _callers) in st.stats.items():
+        if fname.endswith("_tick.py"):
+            continue  # the bench's own phase wrappers
+        rows.append({"function": func if fname == "~" else f"{Path(fname).name}:{line}({func})",
+                     "where": "builtin" if fname == "~" else _short(fname),
+                     "calls_per_tick": round(nc / ticks, 1), "tottime_ms_per_tick": round(tt * 1000 / ticks, 3),
+                     "cumtime_ms_per_tick": round(ct * 1000 / ticks, 3)})
+    by_cum = sorted(rows, key=lambda r: -r["cumtime_ms_per_tick"])[:top]
+    by_tot = sorted(rows, key=lambda r: -r["tottime_ms_per_tick"])[:top]
+    buf = io.StringIO()
+    pstats.Stats(pr, stream=buf).sort_stats("cumulative").print_stats(30)
+    return {"ticks": ticks, "total_ms_per_tick_under_profiler": round(total * 1000 / ticks, 3),
+            "by_cumulative": by_cum, "by_own_time": by_tot, "text": buf.getvalue()}
+
+
+def _short(fname: str) -> str:
+    for key in ("site-packages/", "lib/python3", "/ccci/"):
+        if key in fname:
+            return fname.split(key, 1)[1] if key != "/ccci/" else "ccci/" + fname.split(key, 1)[1]
+    return fname
