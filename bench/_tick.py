@@ -12,10 +12,10 @@ For each size N (sessions are added to the same server as N grows):
 * **floor**: one ``tmux list-panes -a -F <ccci's format>`` subprocess round trip;
 * **naive**: one ``tmux capture-pane -p`` subprocess per agent (the design ccci's batching
   replaces), nothing else;
+* **control mode** (a reference for what would remove the remaining tmux cost, not ccci
+  code): the tick's two queries through one persistent ``tmux -C`` client;
 * where the tick goes: the same ticks split by phase (wrappers around ccci's own
-  methods on the instance; no core code is changed), and a cProfile of extra ticks;
-* what-if: the same ticks with a one-pass process scan (bench-side prototype passed as
-  ``Supervisor(process_scan=...)``), to measure what fixing the bottleneck would give.
+  methods on the instance; no core code is changed), and a cProfile of extra ticks.
 
 The tmux server's own CPU (it serves the captures) is reported separately, net of its
 idle rate, because it is not part of ccci's process.
@@ -37,7 +37,6 @@ import psutil
 from _common import BENCH, TMUX, Cleanup, log, pct, summary
 
 from ccci import config as config_mod
-from ccci.model import ProcessInfo
 from ccci.plugins import get_plugin_manager
 from ccci.state import StateStore
 from ccci.supervisor import Supervisor
@@ -51,32 +50,15 @@ def _cpu() -> float:
     return time.process_time() + ch.ru_utime + ch.ru_stime
 
 
-def one_pass_scan(pids: list[int]) -> dict[int, ProcessInfo]:
-    """What-if prototype: the same ProcessInfo as ``ccci.supervisor.scan_processes``, with
-    the child counts from ONE parent map per tick (``psutil._ppid_map()``: the very map
-    ``Process.children()`` rebuilds on every call, i.e. once per agent) instead of a
-    ``children()`` call per agent."""
-    kids: dict[int, int] = defaultdict(int)
-    ppid_map = getattr(psutil, "_ppid_map", None)
-    if ppid_map is not None:
-        for _pid, ppid in ppid_map().items():
-            kids[ppid] += 1
-    else:  # pragma: no cover - other psutil versions: the public, slower equivalent
-        for p in psutil.process_iter(["ppid"]):
-            kids[p.info.get("ppid") or 0] += 1
-    out: dict[int, ProcessInfo] = {}
-    for pid in pids:
-        try:
-            p = psutil.Process(pid)
-            with p.oneshot():
-                status = p.status()
-                alive = status not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
-                name = p.name()
-                t = p.cpu_times()
-            out[pid] = ProcessInfo(pid=pid, alive=alive, name=name, cpu_seconds=t.user + t.system, children=kids.get(pid, 0))
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            out[pid] = ProcessInfo(pid=pid, alive=False)
-    return out
+def _task_cpu_s(pid: int) -> float:
+    """CPU seconds of a process's main thread from ``/proc/<pid>/schedstat`` (ns; the
+    ``/proc/<pid>/stat`` figures psutil reads come in 10 ms clock ticks, too coarse for a
+    client that works microseconds per request); psutil's figure where it is missing."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
 
 
 class PhaseTimer:
@@ -109,14 +91,13 @@ class PhaseTimer:
 
 class TickBench:
     def __init__(self, work: Path, cleanup: Cleanup, sizes: list[int], ticks: int, naive_reps: int,
-                 floor_reps: int, profile_sizes: list[int], whatif_ticks: int) -> None:
+                 floor_reps: int, profile_sizes: list[int]) -> None:
         self.work = work
         self.sizes = sizes
         self.ticks = ticks
         self.naive_reps = naive_reps
         self.floor_reps = floor_reps
         self.profile_sizes = profile_sizes
-        self.whatif_ticks = whatif_ticks
         import os
 
         self.fleet_name = f"bt{os.getpid()}"
@@ -216,11 +197,87 @@ class TickBench:
         srv = (self.server_cpu() - srv0 - self._idle * elapsed) / self.naive_reps * 1000
         return {"cpu": cpu, "wall": wall, "server_cpu_ms": round(srv, 3)}
 
+    def measure_control_mode(self, n: int, captures: int) -> dict:
+        """Reference, not ccci: the same two queries a tick makes (``list-panes -a -F
+        <ccci's format>``, then ``capture-pane -p -J`` of ``captures`` panes) sent through
+        ONE persistent control-mode client (``tmux -C attach``, on a session of its own so
+        that no agent's window is touched) instead of two forked tmux clients.
+
+        Per repetition: this process's CPU (writing, reading, splitting the reply), the
+        control client's CPU (``/proc/<pid>/schedstat``, in nanoseconds, averaged over the
+        repetitions) and the wall time. The reply of each
+        command is the lines between its ``%begin ... 1`` and ``%end``/``%error`` guard
+        lines (flag 1: sent by this client; the attach itself answers with flag 0)."""
+        panes = self.tmux.list_panes()
+        ids = [panes[self.session(a)].pane_id for a in self.agents[:n]]
+        ids = ids[:max(1, min(len(ids), round(captures)))]
+        ctl = f"ccci-bench-ctl-{n}"
+        self.tmux.new_session(ctl, ["sleep", "100000"], self.work / "tick-workdir", {})
+        client = subprocess.Popen([TMUX, "-L", self.socket, "-C", "attach-session", "-t", f"={ctl}"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        reader = client.stdout
+
+        def roundtrip(commands: list[list[str]]) -> list[list[bytes]]:
+            # one line per command; arguments quoted for tmux's parser (pane ids and the
+            # fixed format only: no text from outside)
+            client.stdin.write(b"".join((" ".join("'" + a + "'" for a in c) + "\n").encode() for c in commands))
+            client.stdin.flush()
+            replies: list[list[bytes]] = []
+            block: list[bytes] | None = None
+            while len(replies) < len(commands):
+                line = reader.readline()
+                if not line:
+                    raise RuntimeError("control-mode client exited")
+                line = line.rstrip(b"\n")
+                if block is None:
+                    if line.startswith(b"%begin ") and line.endswith(b" 1"):
+                        block = []
+                    continue
+                if line.startswith((b"%end ", b"%error ")) and line.endswith(b" 1"):
+                    if line.startswith(b"%error"):
+                        raise RuntimeError(f"control mode: {b' '.join(block)[:200]!r}")
+                    replies.append(block)
+                    block = None
+                    continue
+                block.append(line)
+            return replies
+
+        list_cmd = [["list-panes", "-a", "-F", LIST_FORMAT]]
+        cap_cmds = [["capture-pane", "-p", "-J", "-t", pid] for pid in ids]
+        try:
+            got = roundtrip(list_cmd)[0]
+            if len(got) != len(panes) + 1:
+                raise RuntimeError(f"control mode listed {len(got)} panes, expected {len(panes) + 1}")
+            roundtrip(cap_cmds)
+            t0 = _task_cpu_s(client.pid)
+            srv0, ts0 = self.server_cpu(), time.perf_counter()
+            cpu, wall = [], []
+            for _ in range(self.floor_reps * 3):
+                c0, w0 = time.process_time(), time.perf_counter()
+                roundtrip(list_cmd)
+                roundtrip(cap_cmds)
+                wall.append((time.perf_counter() - w0) * 1000)
+                cpu.append((time.process_time() - c0) * 1000)
+                time.sleep(0.02)
+            client_ms = (_task_cpu_s(client.pid) - t0) * 1000 / len(cpu)
+            srv = (self.server_cpu() - srv0 - self._idle * (time.perf_counter() - ts0)) / len(cpu) * 1000
+        finally:
+            client.stdin.close()
+            try:
+                client.wait(5)
+            except subprocess.TimeoutExpired:
+                client.kill()
+                client.wait()
+            self.tmux.kill_session(ctl)
+        st = _stats({"cpu": cpu, "wall": wall})
+        return {**st, "client_cpu_ms": round(client_ms, 4), "server_cpu_ms": round(srv, 3), "captures": len(ids),
+                "cpu_p50_with_client": round(st["cpu_p50"] + client_ms, 3)}
+
     # ------------------------------------------------------------------ one size
-    def build(self, n: int, tag: str, process_scan=None) -> Supervisor:
+    def build(self, n: int, tag: str) -> Supervisor:
         cfg = self.write_config(self.work / f"tick-{n}-{tag}", n)
         pm = get_plugin_manager(cfg.root)
-        sup = Supervisor(cfg, pm, StateStore(cfg.state_dir), Tmux(self.socket), process_scan=process_scan)
+        sup = Supervisor(cfg, pm, StateStore(cfg.state_dir), Tmux(self.socket))
         sup._call_all("ccci_configure", {"config": cfg})
         sup.adopt()
         adopted = [e for e in sup.store.events(limit=100000) if e["kind"] == "agent_adopted"]
@@ -258,6 +315,7 @@ class TickBench:
         m = self.measure_ccci(sup, self.ticks)
         floor = self.measure_floor()
         naive = self.measure_naive(n)
+        control = self.measure_control_mode(n, m["captures_per_tick"])
         res = {
             "n": n,
             "ccci": {**_stats(m), "tmux_calls_per_tick": round(m["tmux_calls_per_tick"], 2),
@@ -266,6 +324,7 @@ class TickBench:
             "phases": self.phases(timer, self.ticks),
             "floor": {**_stats(floor), "server_cpu_ms": floor["server_cpu_ms"]},
             "naive": {**_stats(naive), "server_cpu_ms": naive["server_cpu_ms"], "reps": self.naive_reps},
+            "control_mode": control,
             "tmux_server_idle_cpu_ms_per_s": round(self._idle * 1000, 3),
             "processes_on_machine": len(psutil.pids()),
         }
@@ -278,16 +337,7 @@ class TickBench:
                 pr.disable()
                 time.sleep(1.0)
             res["profile"] = _profile_rows(pr, 8)
-            sup.store.close()
-            log(f"tick: what-if one-pass process scan, {n} agents, {self.whatif_ticks} ticks")
-            sup2 = self.build(n, "whatif", process_scan=one_pass_scan)
-            t2 = self.instrument(sup2)
-            w = self.measure_ccci(sup2, self.whatif_ticks)
-            res["whatif_one_pass_scan"] = {**_stats(w), "phases": self.phases(t2, self.whatif_ticks),
-                                           "samples_cpu_ms": [round(x, 3) for x in w["cpu"]]}
-            sup2.store.close()
-        else:
-            sup.store.close()
+        sup.store.close()
         return res
 
     def run(self) -> dict:

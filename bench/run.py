@@ -2,7 +2,7 @@
 """ccci's benchmark suite: one command writes bench/results.json, bench/RESULTS.md and
 bench/latency.png from one run on real tmux and real git.
 
-    python bench/run.py            # full run (~25 min: the memory part alone is 10 min)
+    python bench/run.py            # full run (~21 min: the memory part alone is 10 min)
     python bench/run.py --quick    # smoke test (~5 min): fewer trials and ticks, 45 s memory run
 
 Parts (see each module's docstring for the method):
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         from _report import evaluate
 
         res = json.loads((Path(a.out) / "results.json").read_text())
+        res.setdefault("previous", _previous())
         res["targets"] = evaluate(res)
         _write(res, Path(a.out), partial=False)
         return 0
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": {"trials": trials, "ticks_per_size": ticks, "sizes": sizes, "memory_seconds": mem_s,
                        "memory_agents": a.memory_agents, "workers": a.workers},
         "latency_s": None, "tick_ms": None, "floor_ms": None, "naive_tick_ms": None, "rss_mb": None,
-        "old_design": None, "details": {}, "errors": [],
+        "old_design": None, "previous": _previous(), "details": {}, "errors": [],
     }
     log(f"work dir {work}; parts {sorted(parts)}; commit {res['commit'].get('commit', '')[:12]}")
     try:
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
             tb = TickBench(work, cleanup, sizes if "tick" in parts else [], ticks,
                            naive_reps=3 if quick else 10, floor_reps=10 if quick else 30,
-                           profile_sizes=[50] if quick else [50, 100], whatif_ticks=5 if quick else 20)
+                           profile_sizes=[50] if quick else [50, 100])
         if "tick" in parts:
             td = tb.run()
             res["details"]["tick"] = td
@@ -143,6 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     cleanup.run()
     log(f"done in {(time.monotonic() - t_start) / 60:.1f} min: {out / 'results.json'}, {out / 'RESULTS.md'}, plot")
     return 0
+
+
+def _previous() -> dict | None:
+    """The historical 'before the fix' figures (``bench/previous_d94f74f.json``: the tick
+    figures of the full run at commit d94f74f, before the process scan built its parent
+    map once per tick), shown next to this run's; ``None`` if the file is missing."""
+    path = BENCH / "previous_d94f74f.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def _ratio(a, b, digits: int = 2):
