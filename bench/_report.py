@@ -191,10 +191,13 @@ def markdown(res: dict) -> str:
               f"{f(v.get('tmux_calls_per_tick'), 1)} | {f(v.get('captures_per_tick'), 1)} | "
               f"{f(fl_['cpu_p50'], 1)} / {f(fl_['wall_p50'], 1)} | {f(nv['cpu_p50'], 1)} / {f(nv['wall_p50'], 1)} | "
               f"{f(v.get('cpu_x_floor'), 1)}x, {f(v.get('wall_x_floor'), 1)}x | {f(v.get('cpu_x_naive'), 2)}x, {f(v.get('wall_x_naive'), 2)}x |")
+        srv = lambda x: "-" if x is None else ("~0" if x < 0 else f(x, 2))  # noqa: E731
         w("\nThe tmux server's own CPU (it serves the list and the captures; not part of ccci's process), per tick, "
           "net of its idle rate: " + ", ".join(
-              f"{n} agents: ccci {f(td['sizes'][n]['ccci'].get('server_cpu_ms'), 2)} ms, naive "
-              f"{f(td['sizes'][n]['naive'].get('server_cpu_ms'), 2)} ms" for n in tick) + ".\n")
+              f"{n} agents: ccci {srv(td['sizes'][n]['ccci'].get('server_cpu_ms'))} ms, naive "
+              f"{srv(td['sizes'][n]['naive'].get('server_cpu_ms'))} ms" for n in tick)
+          + ". The server's CPU counter comes in 10 ms clock ticks, so a figure this small is rough (~0: below "
+          "the idle rate subtracted).\n")
         # phases
         w("### Where ccci's tick goes\n")
         w("CPU ms per tick by phase (wrappers around ccci's own methods on the measured instance; the wrappers add "
@@ -249,9 +252,11 @@ def markdown(res: dict) -> str:
           f"{f(rss.get('watcher_children_cpu_ms_per_s'), 1)} |")
         t100 = (res.get("tick_ms") or {}).get(str(rss.get("agents")))
         if t100 and rss.get("watcher_cpu_ms_per_s") is not None:
-            w(f"\nThe watcher's own CPU over the run, {f(rss.get('watcher_cpu_ms_per_s'), 1)} ms per second (one tick per "
-              f"second), matches part 2's tick at {rss.get('agents')} agents (CPU p50 {f(t100['cpu_p50'], 1)} ms): "
-              f"{f(rss.get('watcher_cpu_ms_per_s') / 10, 0)}% of one core for a fleet that is doing nothing.")
+            both = rss.get("watcher_cpu_ms_per_s") + (rss.get("watcher_children_cpu_ms_per_s") or 0)
+            w(f"\nThe watcher's CPU over the run, its own plus its subprocesses' (the tmux clients, git), "
+              f"{f(both, 1)} ms per second (one tick per second, a fetch every 10 s), is in line with part 2's tick at "
+              f"{rss.get('agents')} agents (CPU p50 {f(t100['cpu_p50'], 1)} ms, tmux clients included, git off): "
+              f"{f(both / 10, 1)}% of one core for a fleet that is doing nothing.")
         if short:
             w(f"\n**Note**: this run sampled {f(rss.get('duration_s'), 0)} s, not 600 s "
               f"(`--memory-seconds`); the target asks for 10 minutes.")
