@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import git
 
+from ccci.faultpoint import fault_point
 from ccci.hookspecs import hookimpl
 from ccci.model import Event
 
@@ -78,6 +79,7 @@ class GitWatcher:
                 head = out.split()[0] if out.strip() else None
                 if head and head != f.head:
                     self._fetch(config, head)
+                    fault_point("after_fetch")
                     f.head = head
                 if f.error:
                     snapshot.events.append(Event("recovered", f"origin reachable again ({config.git.origin})"))

@@ -39,6 +39,7 @@ import psutil
 
 from ccci.clock import Clock, iso
 from ccci.config import FleetConfig
+from ccci.faultpoint import fault_point
 from ccci.model import AgentState, Event, Finding, PaneInfo, ProcessInfo, Remedy, RemedyResult
 from ccci.plugins import CcciPluginManager, collect_backends
 from ccci.runtime import AgentRuntime, FleetSnapshot
@@ -59,6 +60,8 @@ def _on_alarm(signum: int, frame: Any) -> None:
     raise CheckTimeout("ran past check_timeout and was interrupted")
 
 
+INTENT_KEY = "restart_intent.{agent}"  #: kv key: the (re)start mode in progress ("" when none)
+RECOVER_PROBE_CHARS = 100  #: non-blank characters of a 'sending' message looked for after a watcher restart
 MAX_DELIVERY_ROUNDS = 3  #: delivery rounds (each with its own Enter retries) before a message fails
 RESTART_ACTIONS = frozenset({"restart", "resume", "fresh"})
 
@@ -255,18 +258,30 @@ class Supervisor:
                 continue  # jobs start only through 'ccci job start' or their schedule
             else:
                 mode = "resume" if (pane is not None and rt.conversation_id and rt.backend.supports_resume) else "start"
-                self.launch_agent(name, mode, reason="not running at watcher start")
+                reason = "not running at watcher start"
+                intent = self.store.get(INTENT_KEY.format(agent=name)) or ""
+                if intent in RESTART_ACTIONS:
+                    # the previous watcher died between stopping this agent and starting it
+                    mode, reason = intent, f"completing the {intent} a previous watcher began"
+                self.launch_agent(name, mode, reason=reason)
 
     def _recover_sending_messages(self, panes: dict[str, PaneInfo]) -> None:
         """Messages left in state 'sending' by a killed watcher: delivered if their text
-        shows on screen, else queued again (so a ping is delivered once)."""
+        shows on screen or in the tail of the agent's log, else queued again (so a ping
+        is delivered once).
+
+        The probe is the first :data:`RECOVER_PROBE_CHARS` non-blank characters of the
+        message, compared with all whitespace removed (a wrapped line splits words):
+        long enough to hold a ping's commit sha, so two pings never match each other."""
         rows = self.store.db.execute("SELECT id, agent, text FROM messages WHERE status='sending'").fetchall()
         for row in rows:
             rt = self.agents.get(row["agent"])
             pane = panes.get(rt.session) if rt else None
             screen = self.tmux.capture([pane.pane_id]).get(pane.pane_id, "") if pane else ""
-            probe = " ".join(row["text"].split())[:40]
-            if probe and probe in " ".join(screen.split()):
+            if rt is not None:
+                screen += "\n" + _log_tail(self.log_dir / f"{rt.name}.log")
+            probe = "".join(row["text"].split())[:RECOVER_PROBE_CHARS]
+            if probe and probe in "".join(screen.split()):
                 self.store.finish_message(row["id"], "delivered", "seen on screen after watcher restart", self.clock.now(), 1)
             else:
                 self.store.db.execute("UPDATE messages SET status='queued' WHERE id=?", (row["id"],))
@@ -306,7 +321,11 @@ class Supervisor:
         if not spec.workdir.is_dir():
             self.emit("launch_failed", f"workdir {spec.workdir} does not exist; create it or fix agents.{name}.workdir", agent=name)
             return RemedyResult(False, "workdir missing", pending=False)
+        # a watcher that dies between the stop and the start leaves this intent; its
+        # successor completes the same (re)start instead of starting a fresh conversation
+        self.store.put(INTENT_KEY.format(agent=name), mode)
         self.stop_agent_process(name)
+        fault_point("after_stop")
         if mode == "resume":
             conv = rt.conversation_id
             prompt = (f"ccci restarted this session ({reason}). Continue from where you left off.")
@@ -358,6 +377,7 @@ class Supervisor:
                 state="starting", stopped=0,
             )
             self.store.record_restart(name, kind, reason, now)
+            self.store.put(INTENT_KEY.format(agent=name), "")
         verb = {"start": "started", "fresh": "restarted fresh", "resume": "resumed"}[mode]
         self.emit(f"agent_{verb.replace(' ', '_')}", f"{verb} ({reason}); pid {pane.pid}, conversation {conv[:8]}",
                   agent=name, pid=pane.pid, conversation_id=conv, mode=mode, reason=reason)
@@ -743,6 +763,8 @@ class Supervisor:
             self.store.db.execute("UPDATE messages SET status='sending' WHERE id=?", (msg.id,))
             res = deliver(self.tmux, rt.pane_id, rt.backend, msg.text, self.config.settings_for(rt.name),
                           self.clock, tmpdir=self.config.state_dir / "tmp")
+            if res.delivered:
+                fault_point("after_type")
             status = "delivered" if res.delivered else ("queued" if res.retry_later else "failed")
             if status == "failed" and msg.attempts + 1 < MAX_DELIVERY_ROUNDS:
                 status = "queued"  # try again on a later tick (e.g. after the agent's restart)
@@ -793,6 +815,20 @@ class Supervisor:
 
     def request_stop(self, *_: Any) -> None:
         self.stopping = True
+
+
+def _log_tail(path: Path, size: int = 65536) -> str:
+    """The last ``size`` bytes of an agent's pane log as text, escape sequences removed
+    ("" when there is no log)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - size))
+            from ccci.send import ANSI_RE
+
+            return ANSI_RE.sub("", fh.read().decode("utf-8", "replace"))
+    except OSError:
+        return ""
 
 
 def child_counts() -> dict[int, int]:

@@ -1,0 +1,37 @@
+"""What a new watcher finds after its predecessor died mid-remedy: messages left
+'sending' and an interrupted (re)start (see tests/faults/test_watcher_killed_mid_remedy.py
+for the same on a real fleet)."""
+from __future__ import annotations
+
+from ccci.supervisor import INTENT_KEY
+from ccci.testing.fakes import tick
+
+PING = "ccci: new claim pushed to origin/main: {sha} claim(step {n}): parser. Verify it adversarially."
+
+
+def test_only_the_message_seen_on_screen_is_marked_delivered(make_supervisor, fake_tmux):
+    # two pings whose first 40 characters are the same (the sha differs after that)
+    sup = make_supervisor(agents=["a"])
+    tick(sup)
+    one, two = PING.format(sha="1aaaaaaaaa", n=1), PING.format(sha="1bbbbbbbbb", n=2)
+    ids = [sup.queue_message("a", one), sup.queue_message("a", two)]
+    assert one[:40] == two[:40]
+    sup.store.db.execute("UPDATE messages SET status='sending'")
+    fake_tmux.pane("a").append(f"» {one}")  # only the first was typed before the watcher died
+    sup._recover_sending_messages(fake_tmux.list_panes())
+    status = {r["id"]: r["status"] for r in sup.store.db.execute("SELECT id, status FROM messages")}
+    assert status == {ids[0]: "delivered", ids[1]: "queued"}
+
+
+def test_an_interrupted_resume_is_completed_as_a_resume(make_supervisor, fake_tmux):
+    sup = make_supervisor(agents=["a"])
+    tick(sup)
+    conv = sup.agents["a"].conversation_id
+    # the previous watcher stopped the agent for a restart and died before starting it
+    sup.store.put(INTENT_KEY.format(agent="a"), "restart")
+    fake_tmux.kill_session(sup.agents["a"].session)
+    again = make_supervisor(agents=["a"])
+    again.adopt()
+    [launch] = fake_tmux.launches("a")[1:]
+    assert "--resume" in launch.argv and again.agents["a"].conversation_id == conv
+    assert again.store.get(INTENT_KEY.format(agent="a")) == ""
