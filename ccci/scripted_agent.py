@@ -77,8 +77,11 @@ class ScriptedAgent:
 
     def save(self) -> None:
         tmp = self.conv_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.conv))
-        os.replace(tmp, self.conv_file)
+        try:
+            tmp.write_text(json.dumps(self.conv))
+            os.replace(tmp, self.conv_file)
+        except OSError as exc:  # a full disk: a real CLI reports it and goes on
+            self.out(f"● could not save the conversation: {exc.strerror or exc}")
 
     # ------------------------------------------------------------------ faults
     def poll_control(self) -> None:

@@ -7,12 +7,21 @@ Tables: ``agents`` (tmux session, pane, pid, conversation id, counters), ``resta
 SQLite (stdlib ``sqlite3``) is used because it is transactional: a ``kill -9`` of the
 watcher between two statements of one transaction loses neither. All times stored are
 UTC ISO-8601 strings. The state directory is created 0700 and the database 0600.
+
+A full disk or a read-only state directory does not stop the watcher: when a write
+fails with a storage error (SQLite ``FULL``, ``IOERR``, ``READONLY``, ``CANTOPEN``),
+:class:`StateDB` copies the database into memory and goes on there, journalling every
+write; :meth:`StateStore.try_flush` (the runner calls it every
+:data:`ccci.supervisor.STATE_RETRY_S` seconds) replays the journal onto the disk in one
+transaction once the disk accepts writes again. While it is in memory, other processes
+(``ccci status``, ``ccci events``) see the database as it was when the writes failed.
 """
 from __future__ import annotations
 
 import json
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -103,6 +112,136 @@ class Message:
     queued_at: datetime
 
 
+#: SQLite primary result codes that mean "the disk does not take writes" (sqlite.org/rescode.html)
+STORAGE_ERRORS = {8: "READONLY", 10: "IOERR", 13: "FULL", 14: "CANTOPEN"}
+_READS = ("SELECT", "WITH", "EXPLAIN")
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """True for a SQLite error meaning the disk refuses writes (full, read-only, I/O)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in STORAGE_ERRORS
+    text = str(exc).lower()
+    return any(w in text for w in ("disk is full", "readonly", "disk i/o", "unable to open"))
+
+
+class StateDB:
+    """The store's connection: ``execute``/``executescript``/``close`` like
+    :class:`sqlite3.Connection`, with the in-memory fallback described in the module doc.
+
+    Attributes:
+        error: the one-line storage error while in memory (``""`` on disk).
+        failed_at: ``time.time()`` of the failure (``None`` on disk).
+        journal: the writes made in memory, in order, as ``(sql, params)``.
+        new_failure: set when the fallback starts; the runner reports and clears it.
+    """
+
+    def __init__(self, disk: sqlite3.Connection, path: Path) -> None:
+        self.disk = disk
+        self.path = path
+        self.mem: sqlite3.Connection | None = None
+        self.journal: list[tuple[str, Any]] = []
+        self.error = ""
+        self.failed_at: float | None = None
+        self.new_failure = False
+        self._tx: list[tuple[str, Any]] | None = None  # writes of the open transaction (on disk)
+        self._tx_mark: int | None = None  # journal length at BEGIN (in memory)
+
+    @property
+    def in_memory(self) -> bool:
+        return self.mem is not None
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+        write = verb not in _READS
+        if self.mem is not None:
+            cur = self.mem.execute(sql, params)
+            self._journal(verb, sql, params)
+            return cur
+        try:
+            cur = self.disk.execute(sql, params)
+        except sqlite3.OperationalError as exc:
+            if not write or not is_storage_error(exc):
+                raise
+            self._fail_over(exc)
+            cur = self.mem.execute(sql, params)  # type: ignore[union-attr]
+            self._journal(verb, sql, params)
+            return cur
+        if verb == "BEGIN":
+            self._tx = []
+        elif verb in ("COMMIT", "END", "ROLLBACK"):
+            self._tx = None
+        elif write and self._tx is not None:
+            self._tx.append((sql, params))
+        return cur
+
+    def executescript(self, script: str) -> None:
+        (self.mem or self.disk).executescript(script)
+
+    def close(self) -> None:
+        if self.mem is not None:
+            self.try_flush()
+        if self.mem is not None:
+            self.mem.close()
+        self.disk.close()
+
+    def _journal(self, verb: str, sql: str, params: Any) -> None:
+        if verb == "BEGIN":
+            self._tx_mark = len(self.journal)
+        elif verb in ("COMMIT", "END"):
+            self._tx_mark = None
+        elif verb == "ROLLBACK":
+            if self._tx_mark is not None:
+                del self.journal[self._tx_mark:]
+            self._tx_mark = None
+        elif verb not in _READS:
+            self.journal.append((sql, params))
+
+    def _fail_over(self, exc: BaseException) -> None:
+        pending, self._tx = self._tx, None
+        if pending is not None:
+            try:
+                self.disk.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        mem = sqlite3.connect(":memory:", isolation_level=None)
+        mem.row_factory = sqlite3.Row
+        self.disk.backup(mem)  # reads only: works on a full or read-only disk
+        self.mem, self.journal = mem, []
+        self.error = f"{self.path}: {' '.join(str(exc).split())[:160]}"
+        self.failed_at, self.new_failure = time.time(), True
+        if pending is not None:  # the transaction that failed goes on in memory
+            self.execute("BEGIN IMMEDIATE")
+            for sql, params in pending:
+                self.execute(sql, params)
+
+    def try_flush(self) -> int | None:
+        """Write the in-memory journal to disk in one transaction and go back to disk.
+
+        :returns: the number of writes saved, or ``None`` when still in memory (the
+            disk still refuses, or a transaction is open) or when not in memory.
+        """
+        if self.mem is None or self.mem.in_transaction:
+            return None
+        try:
+            self.disk.execute("BEGIN IMMEDIATE")
+            for sql, params in self.journal:
+                self.disk.execute(sql, params)
+            self.disk.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                self.disk.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            self.error = f"{self.path}: {' '.join(str(exc).split())[:160]}"
+            return None
+        n = len(self.journal)
+        self.mem.close()
+        self.mem, self.journal, self.error, self.failed_at = None, [], "", None
+        return n
+
+
 class StateStore:
     """Access to ``state.db``. One instance per process; not thread-safe.
 
@@ -123,16 +262,27 @@ class StateStore:
             os.close(fd)
         old_umask = os.umask(0o077)  # the -wal and -shm files SQLite creates: 0600 too
         try:
-            self.db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
-            self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
+            disk = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
+            disk.row_factory = sqlite3.Row
+            disk.execute("PRAGMA journal_mode=WAL")
+            disk.execute("PRAGMA synchronous=NORMAL")
+            disk.executescript(SCHEMA)
+            self.db = StateDB(disk, self.path)
         finally:
             os.umask(old_umask)
 
     def close(self) -> None:
         self.db.close()
+
+    # ------------------------------------------------------------------ storage faults
+    @property
+    def in_memory(self) -> bool:
+        """True while writes go to memory because the disk refused them."""
+        return self.db.in_memory
+
+    def try_flush(self) -> int | None:
+        """See :meth:`StateDB.try_flush`."""
+        return self.db.try_flush()
 
     # ------------------------------------------------------------------ transactions
     def transaction(self) -> "_Tx":
@@ -260,10 +410,10 @@ class StateStore:
 
 
 class _Tx:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: StateDB) -> None:
         self.db = db
 
-    def __enter__(self) -> sqlite3.Connection:
+    def __enter__(self) -> StateDB:
         self.db.execute("BEGIN IMMEDIATE")
         return self.db
 

@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -62,6 +63,7 @@ def _on_alarm(signum: int, frame: Any) -> None:
 
 INTENT_KEY = "restart_intent.{agent}"  #: kv key: the (re)start mode in progress ("" when none)
 RECOVER_PROBE_CHARS = 100  #: non-blank characters of a 'sending' message looked for after a watcher restart
+STATE_RETRY_S = 5.0  #: seconds between attempts to write an in-memory state database back to disk
 MAX_DELIVERY_ROUNDS = 3  #: delivery rounds (each with its own Enter retries) before a message fails
 RESTART_ACTIONS = frozenset({"restart", "resume", "fresh"})
 
@@ -117,6 +119,7 @@ class Supervisor:
         self.log_dir = config.state_dir / "logs"
         self._last_tick_error: tuple[str, float] = ("", 0.0)
         self._tmux_down = False
+        self._state_retry_mono = 0.0
         self._secrets = collect_secrets(config)
 
     def _redact_data(self, value: Any) -> Any:
@@ -483,6 +486,7 @@ class Supervisor:
         t0 = time.monotonic()
         now, mono = self.clock.now(), self.clock.monotonic()
         self._call_all("ccci_tick_start", {"tick": self.tick_no, "now": now, "mono": mono})
+        self._check_state_storage(mono)
         from ccci import jobs
 
         self._refresh_flags()
@@ -524,6 +528,33 @@ class Supervisor:
         self._end_plugin_accounting()
         self._call_all("ccci_tick_end", {"tick": self.tick_no, "findings": findings, "duration_s": time.monotonic() - t0})
         return findings
+
+    def _check_state_storage(self, mono: float) -> None:
+        """Report a state database that fell back to memory (once, also as one line on
+        stderr), and every :data:`STATE_RETRY_S` seconds try to write it back."""
+        db = getattr(self.store, "db", None)
+        if not getattr(db, "in_memory", False):
+            return
+        if db.new_failure:
+            db.new_failure = False
+            self._state_retry_mono = mono
+            msg = (f"cannot write the state database ({db.error}); supervising on with the state in memory, "
+                   f"it is written back when the disk takes writes again")
+            sys.stderr.write(f"ccci: {msg}\n")
+            sys.stderr.flush()
+            self.emit("state_degraded", msg, error=db.error)
+            return
+        if mono - self._state_retry_mono < STATE_RETRY_S:
+            return
+        self._state_retry_mono = mono
+        since = db.failed_at
+        saved = db.try_flush()
+        if saved is not None:
+            took = f" after {time.time() - since:.0f}s" if since else ""
+            sys.stderr.write(f"ccci: state database writable again{took}; {saved} pending writes saved\n")
+            sys.stderr.flush()
+            self.emit("state_recovered", f"state database writable again{took}; {saved} pending writes saved",
+                      writes=saved)
 
     def check_agent(self, rt: AgentRuntime, snap: FleetSnapshot) -> list[Finding]:
         """Run every ``ccci_check_agent`` implementation for one agent."""

@@ -61,16 +61,15 @@ class Fleet:
 
     def watch(self, *extra: str, env: dict | None = None) -> subprocess.Popen:
         """Start ``ccci watch EXTRA...`` in the background; its output goes to
-        ``<state_dir>/watcher-N.out``."""
-        self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.cfg.state_dir / f"watcher-{len(self.watchers)}.out", "wb")
+        ``<root>/watcher-N.out`` (outside the state directory, which a test may fill)."""
+        log = open(self.root / f"watcher-{len(self.watchers)}.out", "wb")
         p = subprocess.Popen([sys.executable, "-m", "ccci", "--fleet", str(self.root), "watch", *extra],
                              stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         self.watchers.append(p)
         return p
 
     def watcher_output(self, n: int) -> str:
-        return (self.cfg.state_dir / f"watcher-{n}.out").read_text(errors="replace")
+        return (self.root / f"watcher-{n}.out").read_text(errors="replace")
 
     def pane(self, agent: str):
         return self.tmux.list_panes().get(self.cfg.session_name(agent))
