@@ -9,7 +9,8 @@ Each tick:
 3. ``ccci_observe`` (git on its own cadence, other fleet facts);
 4. ``ccci_check_agent`` per agent (not while a remedy is in flight), then
    ``ccci_check_fleet``; each implementation is called on its own so a raising plugin
-   is an UNKNOWN result for that check only; 5 consecutive raising ticks disable it;
+   (or one returning something other than Findings) is an UNKNOWN result for that check
+   only; 5 consecutive such ticks disable it;
 5. hysteresis (``failure_threshold`` consecutive ticks, or ``immediate`` findings;
    ``startup_grace`` after a start during which only immediate findings count);
 6. ``ccci_choose_remedy`` then, if the guards allow, ``ccci_run_remedy``. Guards: one
@@ -51,6 +52,20 @@ RECAPTURE_S = 5.0  #: capture an unchanged-looking pane at least this often (sec
 PENDING_TIMEOUT_S = 30.0  #: a restarted agent not back after this is re-evaluated
 PLUGIN_ERROR_LIMIT = 5  #: consecutive raising ticks before a plugin is disabled
 TIMED_HOOKS = frozenset({"ccci_check_agent", "ccci_check_fleet", "ccci_observe"})
+
+
+CHECK_HOOKS = frozenset({"ccci_check_agent", "ccci_check_fleet"})
+
+
+class PluginResultError(TypeError):
+    """A check returned something that is not a Finding, a list of Findings or None
+    (counts as a raising tick toward disabling the plugin)."""
+
+
+def _findings_shaped(result: Any) -> bool:
+    if result is None or isinstance(result, Finding):
+        return True
+    return isinstance(result, (list, tuple)) and all(isinstance(f, Finding) for f in result)
 
 
 class CheckTimeout(Exception):
@@ -178,21 +193,34 @@ class Supervisor:
                 if timed:
                     signal.setitimer(signal.ITIMER_REAL, 0)
             took = time.monotonic() - start
+            if hook in CHECK_HOOKS and not _findings_shaped(result):
+                # the Findings in it still count; the rest is reported like a raise
+                self._plugin_failed(impl, hook, PluginResultError(
+                    f"returned {type(result).__name__} {str(result)[:60]!r}; "
+                    f"a check returns a Finding, a list of Findings or None"))
+                items = result if isinstance(result, (list, tuple)) else [result]
+                return True, [f for f in items if isinstance(f, Finding)]
             budget = float(self.config.checks.get("check_budget", 2.0))
             if took > budget and hook.startswith("ccci_check"):
                 self.emit("plugin_slow", f"{impl.plugin_name}.{hook} took {took:.2f}s (budget {budget}s)",
                           plugin=impl.plugin_name, seconds=round(took, 3))
             return True, result
         except Exception as exc:  # noqa: BLE001 - a plugin must never stop the daemon
-            name = impl.plugin_name
-            if name not in self._errored_this_tick:
-                self._errored_this_tick.add(name)
-                self.plugin_errors[name] = self.plugin_errors.get(name, 0) + 1
-            if hook != "ccci_report_event":
-                tb = traceback.extract_tb(exc.__traceback__)[-1]
-                self.emit("plugin_error", f"{name}.{hook} raised {type(exc).__name__}: {str(exc)[:200]} (UNKNOWN)",
-                          plugin=name, hook=hook, where=f"{Path(tb.filename).name}:{tb.lineno}")
+            self._plugin_failed(impl, hook, exc)
             return False, None
+
+    def _plugin_failed(self, impl: Any, hook: str, exc: Exception) -> None:
+        """Count a failing tick of ``impl``'s plugin (disabled after
+        :data:`PLUGIN_ERROR_LIMIT` in a row) and report it as ``plugin_error``."""
+        name = impl.plugin_name
+        if name not in self._errored_this_tick:
+            self._errored_this_tick.add(name)
+            self.plugin_errors[name] = self.plugin_errors.get(name, 0) + 1
+        if hook != "ccci_report_event":
+            tb = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+            where = f"{Path(tb.filename).name}:{tb.lineno}" if tb else getattr(impl.function, "__qualname__", "")
+            self.emit("plugin_error", f"{name}.{hook} raised {type(exc).__name__}: {str(exc)[:200]} (UNKNOWN)",
+                      plugin=name, hook=hook, where=where)
 
     @staticmethod
     def _can_alarm() -> bool:
