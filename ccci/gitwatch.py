@@ -5,12 +5,14 @@ for the branch head; only when it moved is the head fetched into a bare mirror i
 state directory (``<state_dir>/mirror.git``) and the new commits listed. Only what is
 pushed to origin counts: the agents' clones are never read.
 
-Publishes ``snapshot.facts["git"]`` (:class:`GitFacts`) every tick. An unreachable origin
-or a broken mirror is a ``degraded`` event (once per outage) and a ``recovered`` event
-when it works again; never an exception out of the tick.
+Publishes ``snapshot.facts["git"]`` (:class:`GitFacts`) every tick. An unreachable origin,
+a missing branch or a corrupt origin is a ``degraded`` event (once per outage) and a
+``recovered`` event when it works again; never an exception out of the tick. A broken
+mirror (ccci's own cache) is rebuilt from origin (``mirror_rebuilt``).
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 
 import git
@@ -77,8 +79,12 @@ class GitWatcher:
             try:
                 out = git.cmd.Git().ls_remote(config.git.origin, f"refs/heads/{branch}")
                 head = out.split()[0] if out.strip() else None
-                if head and head != f.head:
-                    self._fetch(config, head)
+                if head is None:
+                    raise LookupError(f"origin has no branch {branch} (deleted, never pushed, or a broken ref)")
+                if head != f.head:
+                    rebuilt = self._fetch(config, head)
+                    if rebuilt:
+                        snapshot.events.append(Event("mirror_rebuilt", rebuilt))
                     fault_point("after_fetch")
                     f.head = head
                 if f.error:
@@ -124,10 +130,26 @@ class GitWatcher:
             return git.Repo(path)
         return git.Repo.init(path, bare=True)
 
-    def _fetch(self, config, head: str) -> None:
-        repo = self._mirror(config)
+    def _fetch(self, config, head: str) -> str:
+        """Fetch origin's branch into the mirror. The mirror is ccci's own cache: when
+        the fetch fails right after origin answered ``ls-remote``, the mirror is
+        rebuilt from origin once (a damaged HEAD, lost objects, a deleted directory).
+
+        :returns: ``""``, or a one-line note when the mirror was rebuilt.
+        :raises Exception: when the fetch fails on a fresh mirror too (origin's fault).
+        """
         branch = config.git.branch
-        repo.git.fetch("--quiet", config.git.origin, f"+refs/heads/{branch}:refs/ccci/origin/{branch}")
+        refspec = f"+refs/heads/{branch}:refs/ccci/origin/{branch}"
+        try:
+            self._mirror(config).git.fetch("--quiet", config.git.origin, refspec)
+            return ""
+        except Exception as exc:  # noqa: BLE001 - decided below: mirror or origin
+            why = " ".join(str(exc).split())[:160]
+        path = config.state_dir / "mirror.git"
+        shutil.rmtree(path, ignore_errors=True)
+        self._files.clear()
+        self._mirror(config).git.fetch("--quiet", config.git.origin, refspec)
+        return f"the git mirror {path} could not be fetched into ({why}); rebuilt from origin"
 
     def _list(self, config, baseline: str, head: str) -> list[Commit]:
         repo = self._mirror(config)

@@ -161,3 +161,38 @@ def exactly_one_instance(fleet: Fleet, agent: str) -> str | None:
     if (s, p, len(procs)) != (1, 1, 1):
         return f"{agent}: {s} session(s), {p} pane(s), {len(procs)} process(es) {[x.pid for x in procs]}"
     return None
+
+
+def push_commit(fleet: Fleet, tmp_path: Path, subject: str | bytes) -> str:
+    """Commit a new file with ``subject`` (bytes: written raw, e.g. invalid UTF-8) from
+    a scratch clone of the fleet's origin and push it, as an agent would.
+
+    :returns: the commit sha.
+    """
+    import subprocess
+
+    path = tmp_path / f"scratch-{fleet.cfg.name}"
+    if not path.exists():
+        subprocess.run(["git", "clone", "--quiet", fleet.cfg.git.origin, str(path)], check=True)
+        for k, v in (("user.name", "tester"), ("user.email", "t@example.invalid")):
+            subprocess.run(["git", "-C", str(path), "config", k, v], check=True)
+    subprocess.run(["git", "-C", str(path), "pull", "--quiet", "origin", "main"], check=True, capture_output=True)
+    name = f"f{len(list(path.iterdir()))}.txt"
+    (path / name).write_text("x\n")
+    subprocess.run(["git", "-C", str(path), "add", name], check=True)
+    msg = path / ".git" / "MSG"
+    msg.write_bytes(subject if isinstance(subject, bytes) else subject.encode())
+    subprocess.run(["git", "-C", str(path), "-c", "i18n.commitEncoding=utf-8", "commit", "--quiet", "--cleanup=verbatim",
+                    "-F", str(msg)], check=True)
+    subprocess.run(["git", "-C", str(path), "push", "--quiet", "origin", "HEAD:main"], check=True, capture_output=True)
+    return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def typed_turns(fleet: Fleet, agent: str, needle: str) -> int:
+    """How many turns the agent started with a prompt containing ``needle`` (its
+    ``» <prompt>`` lines in the pane log: one per received message)."""
+    from ccci.send import ANSI_RE
+
+    log = (fleet.cfg.state_dir / "logs" / f"{agent}.log").read_text(errors="replace")
+    return sum(1 for ln in ANSI_RE.sub("", log).replace("\r", "\n").splitlines() if ln.startswith("» ") and needle in ln)

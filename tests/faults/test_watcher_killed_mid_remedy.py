@@ -7,13 +7,11 @@ from __future__ import annotations
 import os
 import signal
 
-import git
 import pytest
 
 from ccci.faultpoint import FAULT_EXIT_STATUS
-from ccci.send import ANSI_RE
 
-from conftest import agent_processes, exactly_one_instance
+from conftest import agent_processes, exactly_one_instance, push_commit, typed_turns
 
 pytestmark = [pytest.mark.faults, pytest.mark.tmux, pytest.mark.slow]
 
@@ -53,30 +51,6 @@ def test_watcher_dies_between_stopping_and_starting_an_agent(make_fleet, trials)
     t.check("the interrupted restart resumes the same conversation (not a fresh one)")
 
 
-def _push(fleet, tmp_path, subject: str) -> str:
-    path = tmp_path / "scratch"
-    if not path.exists():
-        repo = git.Repo.clone_from(fleet.cfg.git.origin, path)
-        with repo.config_writer() as cw:
-            cw.set_value("user", "name", "tester")
-            cw.set_value("user", "email", "t@example.invalid")
-    repo = git.Repo(path)
-    repo.git.pull("--quiet", "origin", "main")
-    name = f"f{len(list(path.iterdir()))}.txt"
-    (path / name).write_text(subject + "\n")
-    repo.index.add([name])
-    sha = repo.index.commit(subject).hexsha
-    repo.git.push("--quiet", "origin", "HEAD:main")
-    return sha
-
-
-def _typed_turns(fleet, agent: str, needle: str) -> int:
-    """How many turns the agent started with a prompt containing ``needle`` (its
-    ``» <prompt>`` lines in the pane log: one per received message)."""
-    log = (fleet.cfg.state_dir / "logs" / f"{agent}.log").read_text(errors="replace")
-    return sum(1 for ln in ANSI_RE.sub("", log).replace("\r", "\n").splitlines() if ln.startswith("» ") and needle in ln)
-
-
 @pytest.mark.parametrize("point", ["after_fetch", "after_ping_queued", "after_type"])
 def test_watcher_dies_between_fetching_a_commit_and_pinging(make_fleet, trials, tmp_path, point):
     t = trials("3", "Watcher killed mid-remedy")
@@ -86,7 +60,7 @@ def test_watcher_dies_between_fetching_a_commit_and_pinging(make_fleet, trials, 
     assert fleet.wait(lambda: fleet.events("message_delivered", "builder"), 40)
     assert fleet.wait(lambda: fleet.settled(1.0), 40)
     _kill_watcher(w1)
-    sha = _push(fleet, tmp_path, f"claim(step 90): injected before a {point} fault")
+    sha = push_commit(fleet, tmp_path, f"claim(step 90): injected before a {point} fault")
     key = f"ping:{sha}:adversary"
     w2 = fleet.watch("--quiet", env={"CCCI_FAULT_POINT": point})
     assert w2.wait(30) == FAULT_EXIT_STATUS, f"the watcher did not stop at {point}: {fleet.watcher_output(1)}"
@@ -100,7 +74,7 @@ def test_watcher_dies_between_fetching_a_commit_and_pinging(make_fleet, trials, 
     t.trial()
     rows = fleet.store.db.execute("SELECT status FROM messages WHERE dedup_key=?", (key,)).fetchall()
     assert [r["status"] for r in rows] == ["delivered"]
-    assert _typed_turns(fleet, "adversary", sha[:10]) == 1, "the ping was typed into the agent more than once (or never)"
+    assert typed_turns(fleet, "adversary", sha[:10]) == 1, "the ping was typed into the agent more than once (or never)"
     assert len([e for e in fleet.events("ping_queued") if e["data"].get("sha") == sha]) == 1
     for a in fleet.AGENTS:
         assert exactly_one_instance(fleet, a) is None
