@@ -155,10 +155,32 @@ class GitWatcher:
         repo = self._mirror(config)
         out = []
         for c in repo.iter_commits(f"{baseline}..{head}", reverse=True, max_count=500):
-            subject = c.summary if isinstance(c.summary, str) else c.summary.decode("utf-8", "replace")
+            subject = _subject(repo, c)
             files = repo.git.diff_tree("--no-commit-id", "--name-only", "-r", "--root", c.hexsha).splitlines()
             out.append(Commit(sha=c.hexsha, subject=subject, author=str(c.author.name), files=files))
         return out
+
+
+def _subject(repo: git.Repo, commit) -> str:
+    """The commit's subject line decoded from the raw object: with its ``encoding``
+    header (default UTF-8), invalid bytes as U+FFFD. (GitPython falls back to Latin-1
+    for the whole message when one byte is invalid, which turns every valid non-ASCII
+    character into mojibake.)"""
+    try:
+        raw = repo.odb.stream(commit.binsha).read()
+        headers, _, body = raw.partition(b"\n\n")
+        enc = "utf-8"
+        for line in headers.split(b"\n"):
+            if line.startswith(b"encoding "):
+                enc = line[9:].decode("ascii", "replace").strip() or "utf-8"
+        first = body.split(b"\n", 1)[0]
+        try:
+            return first.decode(enc, "replace")
+        except LookupError:  # an unknown encoding name
+            return first.decode("utf-8", "replace")
+    except Exception:  # noqa: BLE001 - fall back to GitPython's reading
+        s = commit.summary
+        return s if isinstance(s, str) else s.decode("utf-8", "replace")
 
 
 _watchers: dict[str, GitWatcher] = {}  # one per fleet state directory

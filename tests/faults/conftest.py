@@ -180,10 +180,22 @@ def push_commit(fleet: Fleet, tmp_path: Path, subject: str | bytes) -> str:
     name = f"f{len(list(path.iterdir()))}.txt"
     (path / name).write_text("x\n")
     subprocess.run(["git", "-C", str(path), "add", name], check=True)
-    msg = path / ".git" / "MSG"
-    msg.write_bytes(subject if isinstance(subject, bytes) else subject.encode())
-    subprocess.run(["git", "-C", str(path), "-c", "i18n.commitEncoding=utf-8", "commit", "--quiet", "--cleanup=verbatim",
-                    "-F", str(msg)], check=True)
+    if isinstance(subject, bytes):
+        # 'git commit' repairs invalid UTF-8 (as Latin-1); other tools do not: write the
+        # commit object by hand, as libgit2 or a script could
+        def out(*a):
+            return subprocess.run(["git", "-C", str(path), *a], check=True, capture_output=True, text=True).stdout.strip()
+
+        tree, parent = out("write-tree"), out("rev-parse", "HEAD")
+        who = b"tester <t@example.invalid> 1767225600 +0000"
+        raw = b"tree %s\nparent %s\nauthor %s\ncommitter %s\n\n%s\n" % (tree.encode(), parent.encode(), who, who, subject)
+        sha = subprocess.run(["git", "-C", str(path), "hash-object", "-t", "commit", "-w", "--stdin"], input=raw,
+                             check=True, capture_output=True).stdout.decode().strip()
+        out("update-ref", "HEAD", sha)
+    else:
+        msg = path / ".git" / "MSG"
+        msg.write_text(subject)
+        subprocess.run(["git", "-C", str(path), "commit", "--quiet", "--cleanup=verbatim", "-F", str(msg)], check=True)
     subprocess.run(["git", "-C", str(path), "push", "--quiet", "origin", "HEAD:main"], check=True, capture_output=True)
     return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], check=True, capture_output=True,
                           text=True).stdout.strip()
