@@ -7,6 +7,11 @@ fleet (:func:`ccci.fleet.init_fleet` with ``demo=True``: builder + adversary on 
 (``checks`` into ``[checks]``, ``fleet`` into ``[fleet]``, ``git`` into ``[git]``,
 ``options`` into every agent's ``[agents.options]``, ``agents`` into every
 ``[[agents]]`` table, e.g. ``{"handoff_role": "other"}``). Durations are seconds.
+
+Checks used by the fault suite (``tests/faults``): :func:`agent_processes`,
+:func:`exactly_one_instance` (one tmux session, one pane, one process per agent),
+:func:`push_commit` (push as an agent would, raw bytes allowed), :func:`typed_turns`
+(how many turns a message started, from the pane log).
 """
 from __future__ import annotations
 
@@ -19,6 +24,8 @@ import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
+
+import psutil
 
 from ccci import config as config_mod
 from ccci.fleet import init_fleet
@@ -150,3 +157,98 @@ def _override(path: Path, checks: dict, fleet: dict, git: dict, options: dict, a
 def fleet_name(tmp_path: Path) -> str:
     """A fleet (and tmux socket) name unique to this test process and directory."""
     return f"t{os.getpid()}{abs(hash(str(tmp_path))) % 10**6}"
+
+
+# ---------------------------------------------------------------- checks on a real fleet
+
+
+def agent_processes(fleet: Fleet, agent: str) -> list[psutil.Process]:
+    """Live scripted-agent processes of ``agent`` in ``fleet`` (found by command line,
+    not through tmux: a process tmux lost track of counts too)."""
+    state = str(fleet.cfg.state_dir)
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        try:
+            cmd = p.info["cmdline"] or []
+            if p.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if cmd and os.path.basename(cmd[0]).startswith("tmux"):
+                continue  # the tmux server keeps the argv of the client that started it
+            if "ccci.scripted_agent" in cmd and "--name" in cmd and cmd[cmd.index("--name") + 1] == agent \
+                    and any(a.startswith(state) for a in cmd):
+                out.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError, IndexError):
+            pass
+    return out
+
+
+def sessions_named(fleet: Fleet, agent: str) -> int:
+    """How many tmux sessions carry the agent's session name (must be 0 or 1)."""
+    name = fleet.cfg.session_name(agent)
+    try:
+        out = fleet.tmux.cmd("list-sessions", "-F", "#{session_name}", check=False)
+    except Exception:  # noqa: BLE001 - no server
+        return 0
+    return sum(1 for s in out if s == name)
+
+
+def panes_in_session(fleet: Fleet, agent: str) -> int:
+    try:
+        out = fleet.tmux.cmd("list-panes", "-s", "-t", f"={fleet.cfg.session_name(agent)}", "-F", "#{pane_id}", check=False)
+    except Exception:  # noqa: BLE001
+        return 0
+    return len([ln for ln in out if ln.startswith("%")])
+
+
+def exactly_one_instance(fleet: Fleet, agent: str) -> str | None:
+    """``None`` when the agent has exactly one session, one pane and one process; else
+    what is wrong."""
+    s, p, procs = sessions_named(fleet, agent), panes_in_session(fleet, agent), agent_processes(fleet, agent)
+    if (s, p, len(procs)) != (1, 1, 1):
+        return f"{agent}: {s} session(s), {p} pane(s), {len(procs)} process(es) {[x.pid for x in procs]}"
+    return None
+
+
+def push_commit(fleet: Fleet, tmp_path: Path, subject: str | bytes) -> str:
+    """Commit a new file with ``subject`` (bytes: written raw, e.g. invalid UTF-8) from
+    a scratch clone of the fleet's origin and push it, as an agent would.
+
+    :returns: the commit sha.
+    """
+    path = tmp_path / f"scratch-{fleet.cfg.name}"
+    if not path.exists():
+        subprocess.run(["git", "clone", "--quiet", fleet.cfg.git.origin, str(path)], check=True)
+        for k, v in (("user.name", "tester"), ("user.email", "t@example.invalid")):
+            subprocess.run(["git", "-C", str(path), "config", k, v], check=True)
+    subprocess.run(["git", "-C", str(path), "pull", "--quiet", "origin", "main"], check=True, capture_output=True)
+    name = f"f{len(list(path.iterdir()))}.txt"
+    (path / name).write_text("x\n")
+    subprocess.run(["git", "-C", str(path), "add", name], check=True)
+    if isinstance(subject, bytes):
+        # 'git commit' repairs invalid UTF-8 (as Latin-1); other tools do not: write the
+        # commit object by hand, as libgit2 or a script could
+        def out(*a):
+            return subprocess.run(["git", "-C", str(path), *a], check=True, capture_output=True, text=True).stdout.strip()
+
+        tree, parent = out("write-tree"), out("rev-parse", "HEAD")
+        who = b"tester <t@example.invalid> 1767225600 +0000"
+        raw = b"tree %s\nparent %s\nauthor %s\ncommitter %s\n\n%s\n" % (tree.encode(), parent.encode(), who, who, subject)
+        sha = subprocess.run(["git", "-C", str(path), "hash-object", "-t", "commit", "-w", "--stdin"], input=raw,
+                             check=True, capture_output=True).stdout.decode().strip()
+        out("update-ref", "HEAD", sha)
+    else:
+        msg = path / ".git" / "MSG"
+        msg.write_text(subject)
+        subprocess.run(["git", "-C", str(path), "commit", "--quiet", "--cleanup=verbatim", "-F", str(msg)], check=True)
+    subprocess.run(["git", "-C", str(path), "push", "--quiet", "origin", "HEAD:main"], check=True, capture_output=True)
+    return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def typed_turns(fleet: Fleet, agent: str, needle: str) -> int:
+    """How many turns the agent started with a prompt containing ``needle`` (its
+    ``» <prompt>`` lines in the pane log: one per received message)."""
+    from ccci.send import ANSI_RE
+
+    log = (fleet.cfg.state_dir / "logs" / f"{agent}.log").read_text(errors="replace")
+    return sum(1 for ln in ANSI_RE.sub("", log).replace("\r", "\n").splitlines() if ln.startswith("» ") and needle in ln)

@@ -12,7 +12,7 @@ import pytest
 
 from ccci.state import StateStore
 
-from conftest import agent_processes, exactly_one_instance
+from ccci.testing.fleet import agent_processes, exactly_one_instance
 
 pytestmark = [pytest.mark.faults, pytest.mark.tmux, pytest.mark.slow]
 

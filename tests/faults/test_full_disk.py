@@ -14,6 +14,8 @@ import subprocess
 
 import pytest
 
+from ccci.testing.fleet import exactly_one_instance
+
 pytestmark = [pytest.mark.faults, pytest.mark.tmux, pytest.mark.slow]
 
 
@@ -87,7 +89,7 @@ def test_full_disk_supervision_continues_and_state_is_written_back(make_fleet, t
         assert len(resumed) == len(before) + 1 and f'"pid": {new}' in resumed[-1][0]
         assert _disk_rows(fleet, "SELECT pid FROM agents WHERE name='builder'") == [(new,)]
         assert _disk_rows(fleet, "SELECT COUNT(*) FROM restarts WHERE agent='builder' AND kind='resume'") == [(1,)]
-        assert exactly_one(fleet)
+        assert exactly_one_instance(fleet, "builder") is None
         t.check("full disk: one one-line error on the watcher's stderr and one state_degraded event")
         t.check("a kill -9 while the disk is full is still restarted (state kept in memory)")
         t.check("space returns: every pending write (events, agents row, restarts row) is on disk, in order")
@@ -95,8 +97,3 @@ def test_full_disk_supervision_continues_and_state_is_written_back(make_fleet, t
         fleet.close()
         subprocess.run(["umount", "-l", str(state)], capture_output=True)
 
-
-def exactly_one(fleet):
-    from conftest import exactly_one_instance
-
-    return exactly_one_instance(fleet, "builder") is None

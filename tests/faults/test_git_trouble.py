@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import push_commit, typed_turns
+from ccci.testing.fleet import push_commit, typed_turns
 
 pytestmark = [pytest.mark.faults, pytest.mark.tmux, pytest.mark.slow]
 

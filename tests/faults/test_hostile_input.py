@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import push_commit, typed_turns
+from ccci.testing.fleet import push_commit, typed_turns
 
 pytestmark = [pytest.mark.faults]
 

@@ -34,7 +34,8 @@ def test_no_subprocess_call_uses_shell_true(trials):
                 name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
                 if name in ("system", "popen") and isinstance(func, ast.Attribute) and getattr(func.value, "id", "") == "os":
                     offenders.append(f"{path.relative_to(PKG.parent)}:{node.lineno} os.{name}")
-        t.trial()
+    t.trial()
+    t.note(f"AST scan: {len(list(PKG.rglob('*.py')))} modules of ccci/")
     assert offenders == []
     t.check("no subprocess call in ccci/ uses shell=True, os.system or os.popen (AST scan of every module)")
 
@@ -78,7 +79,7 @@ def test_state_directory_and_database_are_private(tmp_path, trials):
     for f in cfg.state_dir.iterdir():
         if f.is_file():
             assert stat.S_IMODE(os.stat(f).st_mode) & 0o077 == 0, f"{f.name} is readable by others"
-            t.trial()
+    t.trial()
     t.check("state directory 0700, state.db and its -wal/-shm 0600")
 
 
@@ -88,9 +89,10 @@ API_KEY, TOKEN = "sk-ant-fault-0123456789abcdef", "ghp_faultsecret987654321"
 @pytest.mark.tmux
 @pytest.mark.slow
 def test_secrets_never_leave_a_real_fleet(make_fleet, trials, tmp_path):
+    import signal
     import sys
 
-    from conftest import push_commit
+    from ccci.testing.fleet import push_commit
 
     t = trials("11", "Security")
     notified = tmp_path / "notified.jsonl"
@@ -106,9 +108,6 @@ def test_secrets_never_leave_a_real_fleet(make_fleet, trials, tmp_path):
     assert fleet.wait(lambda: [e for e in fleet.events("message_delivered", "adversary") if "claim(leak)" in e["message"]], 30)
     for _ in range(2):  # restart_intensity 1: the second death escalates
         old = fleet.wait(lambda: fleet.store.agent("adversary").state == "running" and fleet.live_pid("adversary"), 15)
-        import os
-        import signal
-
         os.kill(old, signal.SIGKILL)
         fleet.wait(lambda: (p := fleet.live_pid("adversary")) and p != old, 5)
     assert fleet.wait(lambda: fleet.events("escalation", "adversary"), 15)

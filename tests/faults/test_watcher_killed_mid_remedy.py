@@ -11,7 +11,7 @@ import pytest
 
 from ccci.faultpoint import FAULT_EXIT_STATUS
 
-from conftest import agent_processes, exactly_one_instance, push_commit, typed_turns
+from ccci.testing.fleet import agent_processes, exactly_one_instance, push_commit, typed_turns
 
 pytestmark = [pytest.mark.faults, pytest.mark.tmux, pytest.mark.slow]
 

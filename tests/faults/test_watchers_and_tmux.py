@@ -11,7 +11,7 @@ import signal
 
 import pytest
 
-from conftest import exactly_one_instance
+from ccci.testing.fleet import exactly_one_instance
 
 pytestmark = [pytest.mark.faults, pytest.mark.tmux, pytest.mark.slow]
 
