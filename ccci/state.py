@@ -15,6 +15,8 @@ write; :meth:`StateStore.try_flush` (the runner calls it every
 :data:`ccci.supervisor.STATE_RETRY_S` seconds) replays the journal onto the disk in one
 transaction once the disk accepts writes again. While it is in memory, other processes
 (``ccci status``, ``ccci events``) see the database as it was when the writes failed.
+A ``state.db`` deleted under a running watcher is written back from the open connection
+(:meth:`StateDB.reattach_if_missing`, checked every tick).
 """
 from __future__ import annotations
 
@@ -145,6 +147,8 @@ class StateDB:
         self.error = ""
         self.failed_at: float | None = None
         self.new_failure = False
+        st = os.stat(path)
+        self._ident = (st.st_ino, st.st_dev)  # the file we have open (see reattach_if_missing)
         self._tx: list[tuple[str, Any]] | None = None  # writes of the open transaction (on disk)
         self._tx_mark: int | None = None  # journal length at BEGIN (in memory)
 
@@ -216,6 +220,38 @@ class StateDB:
             for sql, params in pending:
                 self.execute(sql, params)
 
+    def reattach_if_missing(self) -> bool:
+        """If ``state.db`` was deleted or replaced under us, write the open database
+        back to its path (0600, atomically) and reopen it there.
+
+        :returns: ``True`` when the file was restored.
+        """
+        if self.mem is not None or self.disk.in_transaction:
+            return False
+        try:
+            st = os.stat(self.path)
+            if (st.st_ino, st.st_dev) == self._ident:
+                return False
+        except FileNotFoundError:
+            pass
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_name(f".{self.path.name}.restore")
+        tmp.unlink(missing_ok=True)
+        os.close(os.open(tmp, os.O_CREAT | os.O_RDWR, 0o600))
+        copy = sqlite3.connect(str(tmp))
+        try:
+            self.disk.backup(copy)
+        finally:
+            copy.close()
+        os.replace(tmp, self.path)
+        for suffix in ("-wal", "-shm"):  # of a database someone created meanwhile
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        self.disk.close()
+        self.disk = _open_disk(self.path)
+        st = os.stat(self.path)
+        self._ident = (st.st_ino, st.st_dev)
+        return True
+
     def try_flush(self) -> int | None:
         """Write the in-memory journal to disk in one transaction and go back to disk.
 
@@ -242,6 +278,19 @@ class StateDB:
         return n
 
 
+def _open_disk(path: Path) -> sqlite3.Connection:
+    old_umask = os.umask(0o077)  # the -wal and -shm files SQLite creates: 0600 too
+    try:
+        disk = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
+        disk.row_factory = sqlite3.Row
+        disk.execute("PRAGMA journal_mode=WAL")
+        disk.execute("PRAGMA synchronous=NORMAL")
+        disk.executescript(SCHEMA)
+        return disk
+    finally:
+        os.umask(old_umask)
+
+
 class StateStore:
     """Access to ``state.db``. One instance per process; not thread-safe.
 
@@ -260,16 +309,7 @@ class StateStore:
         if not self.path.exists():
             fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
             os.close(fd)
-        old_umask = os.umask(0o077)  # the -wal and -shm files SQLite creates: 0600 too
-        try:
-            disk = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
-            disk.row_factory = sqlite3.Row
-            disk.execute("PRAGMA journal_mode=WAL")
-            disk.execute("PRAGMA synchronous=NORMAL")
-            disk.executescript(SCHEMA)
-            self.db = StateDB(disk, self.path)
-        finally:
-            os.umask(old_umask)
+        self.db = StateDB(_open_disk(self.path), self.path)
 
     def close(self) -> None:
         self.db.close()

@@ -134,7 +134,8 @@ class Supervisor:
         self.log_dir = config.state_dir / "logs"
         self._last_tick_error: tuple[str, float] = ("", 0.0)
         self._tmux_down = False
-        self._state_retry_mono = 0.0
+        self._state_retry_mono = 0.0  # no restore of a deleted state.db before this
+        self._state_flush_mono = 0.0  # last attempt to write an in-memory state back
         self._secrets = collect_secrets(config)
 
     def _redact_data(self, value: Any) -> Any:
@@ -558,23 +559,33 @@ class Supervisor:
         return findings
 
     def _check_state_storage(self, mono: float) -> None:
-        """Report a state database that fell back to memory (once, also as one line on
+        """Write back a ``state.db`` deleted under the watcher (``state_restored``);
+        report a state database that fell back to memory (once, also as one line on
         stderr), and every :data:`STATE_RETRY_S` seconds try to write it back."""
         db = getattr(self.store, "db", None)
+        if db is not None and hasattr(db, "reattach_if_missing") and mono >= self._state_retry_mono:
+            try:
+                if db.reattach_if_missing():
+                    msg = f"{db.path} was deleted or replaced under the watcher; written back from the open database"
+                    sys.stderr.write(f"ccci: {msg}\n")
+                    self.emit("state_restored", msg)
+            except Exception as exc:  # noqa: BLE001 - retried after STATE_RETRY_S
+                self._state_retry_mono = mono + STATE_RETRY_S
+                self.emit("state_degraded", f"cannot restore {db.path}: {' '.join(str(exc).split())[:160]}")
         if not getattr(db, "in_memory", False):
             return
         if db.new_failure:
             db.new_failure = False
-            self._state_retry_mono = mono
+            self._state_flush_mono = mono
             msg = (f"cannot write the state database ({db.error}); supervising on with the state in memory, "
                    f"it is written back when the disk takes writes again")
             sys.stderr.write(f"ccci: {msg}\n")
             sys.stderr.flush()
             self.emit("state_degraded", msg, error=db.error)
             return
-        if mono - self._state_retry_mono < STATE_RETRY_S:
+        if mono - self._state_flush_mono < STATE_RETRY_S:
             return
-        self._state_retry_mono = mono
+        self._state_flush_mono = mono
         since = db.failed_at
         saved = db.try_flush()
         if saved is not None:

@@ -118,3 +118,27 @@ def test_state_files_missing(git_fleet, trials, tmp_path):
     assert not git_fleet.events("tick_error")
     t.trial()
     t.check("mirror and logs deleted under a running watcher: restarts, logs and pings carry on")
+
+
+def test_state_directory_deleted_under_the_watcher(git_fleet, trials, tmp_path):
+    t = trials("5", "git trouble")
+    state = git_fleet.cfg.state_dir
+    shutil.rmtree(state)
+    git_fleet._store.close()
+    git_fleet._store = None  # the test's connection was to the deleted file
+    assert git_fleet.wait(lambda: (state / "state.db").exists() and git_fleet.events("state_restored"), 15), \
+        "state.db deleted under the watcher was not written back"
+    import json
+
+    rows = {r["name"]: r for r in json.loads(git_fleet.ccci("status", "--json").stdout)}
+    assert all(rows[a]["pid"] == git_fleet.live_pid(a) for a in git_fleet.AGENTS), rows
+    second = git_fleet.ccci("watch", "--quiet", timeout=30)
+    assert second.returncode == 3 and "another ccci watch" in second.stderr, \
+        "the watcher's lock file was deleted and a second watcher could start"
+    _kill_and_check_restart(git_fleet)
+    assert len(git_fleet.restarts("adversary")) == 1
+    _claim_is_pinged_once(git_fleet, tmp_path, "state directory deleted")
+    assert not git_fleet.events("tick_error")
+    t.trial()
+    t.check("the whole state directory deleted under a running watcher: state.db written back from the open "
+            "database (status shows the agents), the lock re-taken (a second watcher refused), restarts and pings go on")
