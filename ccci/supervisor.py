@@ -299,21 +299,27 @@ class Supervisor:
 
     def _recover_sending_messages(self, panes: dict[str, PaneInfo]) -> None:
         """Messages left in state 'sending' by a killed watcher: delivered if their text
-        shows on screen or in the tail of the agent's log, else queued again (so a ping
-        is delivered once).
+        shows in the agent's pane log after the point where the typing began (recorded in
+        the row's ``detail``; the screen when there is no log), else queued again (so a
+        ping is delivered once).
 
         The probe is the first :data:`RECOVER_PROBE_CHARS` non-blank characters of the
         message, compared with all whitespace removed (a wrapped line splits words):
         long enough to hold a ping's commit sha, so two pings never match each other."""
-        rows = self.store.db.execute("SELECT id, agent, text FROM messages WHERE status='sending'").fetchall()
+        rows = self.store.db.execute("SELECT id, agent, text, detail FROM messages WHERE status='sending'").fetchall()
         for row in rows:
             rt = self.agents.get(row["agent"])
             pane = panes.get(rt.session) if rt else None
-            screen = self.tmux.capture([pane.pane_id]).get(pane.pane_id, "") if pane else ""
-            if rt is not None:
-                screen += "\n" + _log_tail(self.log_dir / f"{rt.name}.log")
+            m = re.match(r"log_offset=(\d+)$", row["detail"] or "")
+            log = self.log_dir / f"{rt.name}.log" if rt else None
+            if m and log is not None and log.exists():
+                # only what the pane printed after the typing began: an identical earlier
+                # message on screen or in the log does not count
+                seen = _log_since(log, int(m.group(1)))
+            else:
+                seen = self.tmux.capture([pane.pane_id]).get(pane.pane_id, "") if pane else ""
             probe = "".join(row["text"].split())[:RECOVER_PROBE_CHARS]
-            if probe and probe in "".join(screen.split()):
+            if probe and probe in "".join(seen.split()):
                 self.store.finish_message(row["id"], "delivered", "seen on screen after watcher restart", self.clock.now(), 1)
             else:
                 self.store.db.execute("UPDATE messages SET status='queued' WHERE id=?", (row["id"],))
@@ -830,7 +836,10 @@ class Supervisor:
                 continue
             if not rt.backend.is_ready_for_input(rt.analysis):
                 continue
-            self.store.db.execute("UPDATE messages SET status='sending' WHERE id=?", (msg.id,))
+            # where the agent's pane log ends now: after a watcher crash, recovery looks
+            # for the message only in what the pane printed after this point
+            self.store.db.execute("UPDATE messages SET status='sending', detail=? WHERE id=?",
+                                  (f"log_offset={_file_size(self.log_dir / f'{rt.name}.log')}", msg.id))
             res = deliver(self.tmux, rt.pane_id, rt.backend, msg.text, self.config.settings_for(rt.name),
                           self.clock, tmpdir=self.config.state_dir / "tmp")
             if res.delivered:
@@ -887,16 +896,24 @@ class Supervisor:
         self.stopping = True
 
 
-def _log_tail(path: Path, size: int = 65536) -> str:
-    """The last ``size`` bytes of an agent's pane log as text, escape sequences removed
-    ("" when there is no log)."""
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _log_since(path: Path, offset: int, limit: int = 1 << 20) -> str:
+    """An agent's pane log from byte ``offset`` (at most ``limit`` bytes) as text,
+    escape sequences removed ("" when there is no log). A log shorter than ``offset``
+    (rotated or recreated) is read from the start."""
+    from ccci.send import ANSI_RE
+
     try:
         with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - size))
-            from ccci.send import ANSI_RE
-
-            return ANSI_RE.sub("", fh.read().decode("utf-8", "replace"))
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(offset if offset <= size else 0)
+            return ANSI_RE.sub("", fh.read(limit).decode("utf-8", "replace"))
     except OSError:
         return ""
 

@@ -35,3 +35,22 @@ def test_an_interrupted_resume_is_completed_as_a_resume(make_supervisor, fake_tm
     [launch] = fake_tmux.launches("a")[1:]
     assert "--resume" in launch.argv and again.agents["a"].conversation_id == conv
     assert again.store.get(INTENT_KEY.format(agent="a")) == ""
+
+
+def test_an_identical_earlier_message_in_the_log_does_not_count(make_supervisor, fake_tmux):
+    sup = make_supervisor(agents=["a"])
+    tick(sup)
+    log = sup.log_dir / "a.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("> please run the tests again\n» please run the tests again\n")  # delivered yesterday
+    mid = sup.queue_message("a", "please run the tests again")
+    sup.store.db.execute("UPDATE messages SET status='sending', detail=? WHERE id=?", (f"log_offset={log.stat().st_size}", mid))
+    fake_tmux.pane("a").append("» please run the tests again")  # the old one, still on screen
+    sup._recover_sending_messages(fake_tmux.list_panes())
+    assert sup.store.db.execute("SELECT status FROM messages WHERE id=?", (mid,)).fetchone()[0] == "queued"
+    # typed this time before the watcher died: it is in the log after the offset
+    sup.store.db.execute("UPDATE messages SET status='sending' WHERE id=?", (mid,))
+    with open(log, "a") as fh:
+        fh.write("\x1b[2K> please run\x1b[0m the tests again\r\n")
+    sup._recover_sending_messages(fake_tmux.list_panes())
+    assert sup.store.db.execute("SELECT status FROM messages WHERE id=?", (mid,)).fetchone()[0] == "delivered"
