@@ -306,8 +306,15 @@ def watch(ctx: click.Context, standby: bool, quiet: bool, ticks: int | None) -> 
     signal.signal(signal.SIGTERM, sup.request_stop)
     signal.signal(signal.SIGINT, sup.request_stop)
     sup.emit("watcher_started", f"watching fleet {cfg.name} (pid {os.getpid()}, tick {cfg.tick_seconds}s)", pid=os.getpid())
+    def _still_ours() -> None:
+        # the lock file may be deleted (rm -rf of the state directory): lock a new one,
+        # or stop if another watcher got it first (two watchers must never act)
+        if not sup.stopping and not lock.verify():
+            sup.emit("watcher_superseded", f"watcher pid {os.getpid()} lost {lock.path} to another watcher; stopping")
+            sup.request_stop()
+
     try:
-        sup.run(ticks=ticks)
+        sup.run(ticks=ticks, on_tick=_still_ours)
     finally:
         sup.emit("watcher_stopped", f"watcher pid {os.getpid()} stopped")
         lock.release()

@@ -191,12 +191,43 @@ def load(path: Path | str, environ: dict[str, str] | None = None) -> FleetConfig
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: invalid TOML ({exc}); fix the syntax there") from None
+        raise ConfigError(_syntax_error(p, text, exc)) from None
     cfg = _build(raw, p, env)
     from ccci import phases  # validates [phases]; late import: phases imports this module
 
     phases.settings(cfg)
     return cfg
+
+
+_AT_LINE = re.compile(r"\(at line (\d+), column (\d+)\)")
+_HEADER = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-.\"' ]+?)\s*=")
+
+
+def _syntax_error(path: Path, text: str, exc: Exception) -> str:
+    """One line for a TOML syntax error: file, the key (``table.key``) on the failing
+    line when there is one, the line number, tomllib's reason and the fix."""
+    reason = " ".join(str(exc).split())
+    m = _AT_LINE.search(reason)
+    if not m:
+        return f"{path}: invalid TOML ({reason}); fix the syntax there"
+    lineno = int(m.group(1))
+    reason = _AT_LINE.sub("", reason).strip()
+    lines = text.splitlines()
+    table = ""
+    for ln in lines[: lineno - 1]:
+        h = _HEADER.match(ln)
+        if h:
+            table = h.group(1).strip()
+    line = lines[lineno - 1] if 0 < lineno <= len(lines) else ""
+    k = _KEY.match(line)
+    if k:
+        key = f"{table}.{k.group(1).strip()}" if table else k.group(1).strip()
+    elif line.lstrip().startswith("["):
+        key = line.strip().strip("[] ") or "(table header)"
+    else:
+        key = table or "(top level)"
+    return f"{path}: {key}: invalid TOML at line {lineno} ({reason}): {line.strip()[:80]!r}; fix the syntax there"
 
 
 def _err(path: Path, key: str, msg: str) -> ConfigError:

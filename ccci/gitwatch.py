@@ -5,16 +5,19 @@ for the branch head; only when it moved is the head fetched into a bare mirror i
 state directory (``<state_dir>/mirror.git``) and the new commits listed. Only what is
 pushed to origin counts: the agents' clones are never read.
 
-Publishes ``snapshot.facts["git"]`` (:class:`GitFacts`) every tick. An unreachable origin
-or a broken mirror is a ``degraded`` event (once per outage) and a ``recovered`` event
-when it works again; never an exception out of the tick.
+Publishes ``snapshot.facts["git"]`` (:class:`GitFacts`) every tick. An unreachable origin,
+a missing branch or a corrupt origin is a ``degraded`` event (once per outage) and a
+``recovered`` event when it works again; never an exception out of the tick. A broken
+mirror (ccci's own cache) is rebuilt from origin (``mirror_rebuilt``).
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 
 import git
 
+from ccci.faultpoint import fault_point
 from ccci.hookspecs import hookimpl
 from ccci.model import Event
 
@@ -76,8 +79,13 @@ class GitWatcher:
             try:
                 out = git.cmd.Git().ls_remote(config.git.origin, f"refs/heads/{branch}")
                 head = out.split()[0] if out.strip() else None
-                if head and head != f.head:
-                    self._fetch(config, head)
+                if head is None:
+                    raise LookupError(f"origin has no branch {branch} (deleted, never pushed, or a broken ref)")
+                if head != f.head:
+                    rebuilt = self._fetch(config, head)
+                    if rebuilt:
+                        snapshot.events.append(Event("mirror_rebuilt", rebuilt))
+                    fault_point("after_fetch")
                     f.head = head
                 if f.error:
                     snapshot.events.append(Event("recovered", f"origin reachable again ({config.git.origin})"))
@@ -122,19 +130,57 @@ class GitWatcher:
             return git.Repo(path)
         return git.Repo.init(path, bare=True)
 
-    def _fetch(self, config, head: str) -> None:
-        repo = self._mirror(config)
+    def _fetch(self, config, head: str) -> str:
+        """Fetch origin's branch into the mirror. The mirror is ccci's own cache: when
+        the fetch fails right after origin answered ``ls-remote``, the mirror is
+        rebuilt from origin once (a damaged HEAD, lost objects, a deleted directory).
+
+        :returns: ``""``, or a one-line note when the mirror was rebuilt.
+        :raises Exception: when the fetch fails on a fresh mirror too (origin's fault).
+        """
         branch = config.git.branch
-        repo.git.fetch("--quiet", config.git.origin, f"+refs/heads/{branch}:refs/ccci/origin/{branch}")
+        refspec = f"+refs/heads/{branch}:refs/ccci/origin/{branch}"
+        try:
+            self._mirror(config).git.fetch("--quiet", config.git.origin, refspec)
+            return ""
+        except Exception as exc:  # noqa: BLE001 - decided below: mirror or origin
+            why = " ".join(str(exc).split())[:160]
+        path = config.state_dir / "mirror.git"
+        shutil.rmtree(path, ignore_errors=True)
+        self._files.clear()
+        self._mirror(config).git.fetch("--quiet", config.git.origin, refspec)
+        return f"the git mirror {path} could not be fetched into ({why}); rebuilt from origin"
 
     def _list(self, config, baseline: str, head: str) -> list[Commit]:
         repo = self._mirror(config)
         out = []
         for c in repo.iter_commits(f"{baseline}..{head}", reverse=True, max_count=500):
-            subject = c.summary if isinstance(c.summary, str) else c.summary.decode("utf-8", "replace")
+            subject = _subject(repo, c)
             files = repo.git.diff_tree("--no-commit-id", "--name-only", "-r", "--root", c.hexsha).splitlines()
             out.append(Commit(sha=c.hexsha, subject=subject, author=str(c.author.name), files=files))
         return out
+
+
+def _subject(repo: git.Repo, commit) -> str:
+    """The commit's subject line decoded from the raw object: with its ``encoding``
+    header (default UTF-8), invalid bytes as U+FFFD. (GitPython falls back to Latin-1
+    for the whole message when one byte is invalid, which turns every valid non-ASCII
+    character into mojibake.)"""
+    try:
+        raw = repo.odb.stream(commit.binsha).read()
+        headers, _, body = raw.partition(b"\n\n")
+        enc = "utf-8"
+        for line in headers.split(b"\n"):
+            if line.startswith(b"encoding "):
+                enc = line[9:].decode("ascii", "replace").strip() or "utf-8"
+        first = body.split(b"\n", 1)[0]
+        try:
+            return first.decode(enc, "replace")
+        except LookupError:  # an unknown encoding name
+            return first.decode("utf-8", "replace")
+    except Exception:  # noqa: BLE001 - fall back to GitPython's reading
+        s = commit.summary
+        return s if isinstance(s, str) else s.decode("utf-8", "replace")
 
 
 _watchers: dict[str, GitWatcher] = {}  # one per fleet state directory

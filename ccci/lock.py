@@ -67,6 +67,35 @@ class FleetLock:
         os.write(fd, f"{os.getpid()}\n".encode())
         self.fd = fd
 
+    def verify(self) -> bool:
+        """Check that the lock file on disk is still the one we hold (someone may have
+        deleted the state directory). If it was removed or replaced, lock a new one.
+
+        :returns: ``False`` when another process locked the new file first: this
+            process is no longer the fleet's watcher and must stop acting.
+        """
+        if self.fd is None:
+            return False
+        try:
+            st = os.stat(self.path)
+            own = os.fstat(self.fd)
+            if (st.st_ino, st.st_dev) == (own.st_ino, own.st_dev):
+                return True
+        except FileNotFoundError:
+            pass
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        os.close(self.fd)
+        self.fd = fd
+        return True
+
     def release(self) -> None:
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)

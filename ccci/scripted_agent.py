@@ -16,7 +16,8 @@ integration tests supervise, so that ccci can be exercised without a model:
   every turn of this conversation fails the same way: only a fresh session fixes it),
   ``freeze`` (stop drawing and reading for good: a wedged process),
   ``usage_limit:SECONDS`` (usage limit until now+SECONDS), ``context_limit``
-  (``/compact`` fixes it), ``oversleep`` (declare a wait of 2 s and never self-wake).
+  (``/compact`` fixes it), ``oversleep`` (declare a wait of 2 s and never self-wake);
+* ``--exit-after SECONDS``: exit (status 2) that long after every start: a crash loop.
 
 Conversation state (step counter, poisoned flag) is kept in
 ``<state-dir>/<conversation>.json`` so ``--resume`` continues it.
@@ -77,8 +78,11 @@ class ScriptedAgent:
 
     def save(self) -> None:
         tmp = self.conv_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.conv))
-        os.replace(tmp, self.conv_file)
+        try:
+            tmp.write_text(json.dumps(self.conv))
+            os.replace(tmp, self.conv_file)
+        except OSError as exc:  # a full disk: a real CLI reports it and goes on
+            self.out(f"● could not save the conversation: {exc.strerror or exc}")
 
     # ------------------------------------------------------------------ faults
     def poll_control(self) -> None:
@@ -289,9 +293,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wait-seconds", type=float, default=600.0)
     p.add_argument("--done-after", type=int, default=0,
                    help="builder: after N claims write '## DONE' in STATUS-$CCCI_PHASE.md")
+    p.add_argument("--exit-after", type=float, default=0.0,
+                   help="exit with status 2 this many seconds after every start (a crash loop); 0 = never")
     p.add_argument("prompt", nargs="?", default="")
     args = p.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the pane must not kill the agent
+    if args.exit_after > 0:
+        def _crash(signum, frame):
+            sys.stdout.write(f"\n✗ scripted fault: exiting {args.exit_after:g}s after start\n")
+            sys.stdout.flush()
+            os._exit(2)
+
+        signal.signal(signal.SIGALRM, _crash)
+        signal.setitimer(signal.ITIMER_REAL, args.exit_after)
     ScriptedAgent(args).run()
     return 0
 

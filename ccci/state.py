@@ -7,12 +7,23 @@ Tables: ``agents`` (tmux session, pane, pid, conversation id, counters), ``resta
 SQLite (stdlib ``sqlite3``) is used because it is transactional: a ``kill -9`` of the
 watcher between two statements of one transaction loses neither. All times stored are
 UTC ISO-8601 strings. The state directory is created 0700 and the database 0600.
+
+A full disk or a read-only state directory does not stop the watcher: when a write
+fails with a storage error (SQLite ``FULL``, ``IOERR``, ``READONLY``, ``CANTOPEN``),
+:class:`StateDB` copies the database into memory and goes on there, journalling every
+write; :meth:`StateStore.try_flush` (the runner calls it every
+:data:`ccci.supervisor.STATE_RETRY_S` seconds) replays the journal onto the disk in one
+transaction once the disk accepts writes again. While it is in memory, other processes
+(``ccci status``, ``ccci events``) see the database as it was when the writes failed.
+A ``state.db`` deleted under a running watcher is written back from the open connection
+(:meth:`StateDB.reattach_if_missing`, checked every tick).
 """
 from __future__ import annotations
 
 import json
 import os
 import sqlite3
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -103,6 +114,183 @@ class Message:
     queued_at: datetime
 
 
+#: SQLite primary result codes that mean "the disk does not take writes" (sqlite.org/rescode.html)
+STORAGE_ERRORS = {8: "READONLY", 10: "IOERR", 13: "FULL", 14: "CANTOPEN"}
+_READS = ("SELECT", "WITH", "EXPLAIN")
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """True for a SQLite error meaning the disk refuses writes (full, read-only, I/O)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in STORAGE_ERRORS
+    text = str(exc).lower()
+    return any(w in text for w in ("disk is full", "readonly", "disk i/o", "unable to open"))
+
+
+class StateDB:
+    """The store's connection: ``execute``/``executescript``/``close`` like
+    :class:`sqlite3.Connection`, with the in-memory fallback described in the module doc.
+
+    Attributes:
+        error: the one-line storage error while in memory (``""`` on disk).
+        failed_at: ``time.time()`` of the failure (``None`` on disk).
+        journal: the writes made in memory, in order, as ``(sql, params)``.
+        new_failure: set when the fallback starts; the runner reports and clears it.
+    """
+
+    def __init__(self, disk: sqlite3.Connection, path: Path) -> None:
+        self.disk = disk
+        self.path = path
+        self.mem: sqlite3.Connection | None = None
+        self.journal: list[tuple[str, Any]] = []
+        self.error = ""
+        self.failed_at: float | None = None
+        self.new_failure = False
+        st = os.stat(path)
+        self._ident = (st.st_ino, st.st_dev)  # the file we have open (see reattach_if_missing)
+        self._tx: list[tuple[str, Any]] | None = None  # writes of the open transaction (on disk)
+        self._tx_mark: int | None = None  # journal length at BEGIN (in memory)
+
+    @property
+    def in_memory(self) -> bool:
+        return self.mem is not None
+
+    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+        verb = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+        write = verb not in _READS
+        if self.mem is not None:
+            cur = self.mem.execute(sql, params)
+            self._journal(verb, sql, params)
+            return cur
+        try:
+            cur = self.disk.execute(sql, params)
+        except sqlite3.OperationalError as exc:
+            if not write or not is_storage_error(exc):
+                raise
+            self._fail_over(exc)
+            cur = self.mem.execute(sql, params)  # type: ignore[union-attr]
+            self._journal(verb, sql, params)
+            return cur
+        if verb == "BEGIN":
+            self._tx = []
+        elif verb in ("COMMIT", "END", "ROLLBACK"):
+            self._tx = None
+        elif write and self._tx is not None:
+            self._tx.append((sql, params))
+        return cur
+
+    def executescript(self, script: str) -> None:
+        (self.mem or self.disk).executescript(script)
+
+    def close(self) -> None:
+        if self.mem is not None:
+            self.try_flush()
+        if self.mem is not None:
+            self.mem.close()
+        self.disk.close()
+
+    def _journal(self, verb: str, sql: str, params: Any) -> None:
+        if verb == "BEGIN":
+            self._tx_mark = len(self.journal)
+        elif verb in ("COMMIT", "END"):
+            self._tx_mark = None
+        elif verb == "ROLLBACK":
+            if self._tx_mark is not None:
+                del self.journal[self._tx_mark:]
+            self._tx_mark = None
+        elif verb not in _READS:
+            self.journal.append((sql, params))
+
+    def _fail_over(self, exc: BaseException) -> None:
+        pending, self._tx = self._tx, None
+        if pending is not None:
+            try:
+                self.disk.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        mem = sqlite3.connect(":memory:", isolation_level=None)
+        mem.row_factory = sqlite3.Row
+        self.disk.backup(mem)  # reads only: works on a full or read-only disk
+        self.mem, self.journal = mem, []
+        self.error = f"{self.path}: {' '.join(str(exc).split())[:160]}"
+        self.failed_at, self.new_failure = time.time(), True
+        if pending is not None:  # the transaction that failed goes on in memory
+            self.execute("BEGIN IMMEDIATE")
+            for sql, params in pending:
+                self.execute(sql, params)
+
+    def reattach_if_missing(self) -> bool:
+        """If ``state.db`` was deleted or replaced under us, write the open database
+        back to its path (0600, atomically) and reopen it there.
+
+        :returns: ``True`` when the file was restored.
+        """
+        if self.mem is not None or self.disk.in_transaction:
+            return False
+        try:
+            st = os.stat(self.path)
+            if (st.st_ino, st.st_dev) == self._ident:
+                return False
+        except FileNotFoundError:
+            pass
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = self.path.with_name(f".{self.path.name}.restore")
+        tmp.unlink(missing_ok=True)
+        os.close(os.open(tmp, os.O_CREAT | os.O_RDWR, 0o600))
+        copy = sqlite3.connect(str(tmp))
+        try:
+            self.disk.backup(copy)
+        finally:
+            copy.close()
+        os.replace(tmp, self.path)
+        for suffix in ("-wal", "-shm"):  # of a database someone created meanwhile
+            Path(f"{self.path}{suffix}").unlink(missing_ok=True)
+        self.disk.close()
+        self.disk = _open_disk(self.path)
+        st = os.stat(self.path)
+        self._ident = (st.st_ino, st.st_dev)
+        return True
+
+    def try_flush(self) -> int | None:
+        """Write the in-memory journal to disk in one transaction and go back to disk.
+
+        :returns: the number of writes saved, or ``None`` when still in memory (the
+            disk still refuses, or a transaction is open) or when not in memory.
+        """
+        if self.mem is None or self.mem.in_transaction:
+            return None
+        try:
+            self.disk.execute("BEGIN IMMEDIATE")
+            for sql, params in self.journal:
+                self.disk.execute(sql, params)
+            self.disk.execute("COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                self.disk.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            self.error = f"{self.path}: {' '.join(str(exc).split())[:160]}"
+            return None
+        n = len(self.journal)
+        self.mem.close()
+        self.mem, self.journal, self.error, self.failed_at = None, [], "", None
+        return n
+
+
+def _open_disk(path: Path) -> sqlite3.Connection:
+    old_umask = os.umask(0o077)  # the -wal and -shm files SQLite creates: 0600 too
+    try:
+        disk = sqlite3.connect(str(path), timeout=10.0, isolation_level=None)
+        disk.row_factory = sqlite3.Row
+        disk.execute("PRAGMA journal_mode=WAL")
+        disk.execute("PRAGMA synchronous=NORMAL")
+        disk.executescript(SCHEMA)
+        return disk
+    finally:
+        os.umask(old_umask)
+
+
 class StateStore:
     """Access to ``state.db``. One instance per process; not thread-safe.
 
@@ -121,18 +309,20 @@ class StateStore:
         if not self.path.exists():
             fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600)
             os.close(fd)
-        old_umask = os.umask(0o077)  # the -wal and -shm files SQLite creates: 0600 too
-        try:
-            self.db = sqlite3.connect(str(self.path), timeout=10.0, isolation_level=None)
-            self.db.row_factory = sqlite3.Row
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
-        finally:
-            os.umask(old_umask)
+        self.db = StateDB(_open_disk(self.path), self.path)
 
     def close(self) -> None:
         self.db.close()
+
+    # ------------------------------------------------------------------ storage faults
+    @property
+    def in_memory(self) -> bool:
+        """True while writes go to memory because the disk refused them."""
+        return self.db.in_memory
+
+    def try_flush(self) -> int | None:
+        """See :meth:`StateDB.try_flush`."""
+        return self.db.try_flush()
 
     # ------------------------------------------------------------------ transactions
     def transaction(self) -> "_Tx":
@@ -260,10 +450,10 @@ class StateStore:
 
 
 class _Tx:
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: StateDB) -> None:
         self.db = db
 
-    def __enter__(self) -> sqlite3.Connection:
+    def __enter__(self) -> StateDB:
         self.db.execute("BEGIN IMMEDIATE")
         return self.db
 

@@ -9,7 +9,8 @@ Each tick:
 3. ``ccci_observe`` (git on its own cadence, other fleet facts);
 4. ``ccci_check_agent`` per agent (not while a remedy is in flight), then
    ``ccci_check_fleet``; each implementation is called on its own so a raising plugin
-   is an UNKNOWN result for that check only; 5 consecutive raising ticks disable it;
+   (or one returning something other than Findings) is an UNKNOWN result for that check
+   only; 5 consecutive such ticks disable it;
 5. hysteresis (``failure_threshold`` consecutive ticks, or ``immediate`` findings;
    ``startup_grace`` after a start during which only immediate findings count);
 6. ``ccci_choose_remedy`` then, if the guards allow, ``ccci_run_remedy``. Guards: one
@@ -28,6 +29,7 @@ import os
 import re
 import shutil
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -39,6 +41,7 @@ import psutil
 
 from ccci.clock import Clock, iso
 from ccci.config import FleetConfig
+from ccci.faultpoint import fault_point
 from ccci.model import AgentState, Event, Finding, PaneInfo, ProcessInfo, Remedy, RemedyResult
 from ccci.plugins import CcciPluginManager, collect_backends
 from ccci.runtime import AgentRuntime, FleetSnapshot
@@ -49,6 +52,20 @@ RECAPTURE_S = 5.0  #: capture an unchanged-looking pane at least this often (sec
 PENDING_TIMEOUT_S = 30.0  #: a restarted agent not back after this is re-evaluated
 PLUGIN_ERROR_LIMIT = 5  #: consecutive raising ticks before a plugin is disabled
 TIMED_HOOKS = frozenset({"ccci_check_agent", "ccci_check_fleet", "ccci_observe"})
+
+
+CHECK_HOOKS = frozenset({"ccci_check_agent", "ccci_check_fleet"})
+
+
+class PluginResultError(TypeError):
+    """A check returned something that is not a Finding, a list of Findings or None
+    (counts as a raising tick toward disabling the plugin)."""
+
+
+def _findings_shaped(result: Any) -> bool:
+    if result is None or isinstance(result, Finding):
+        return True
+    return isinstance(result, (list, tuple)) and all(isinstance(f, Finding) for f in result)
 
 
 class CheckTimeout(Exception):
@@ -67,6 +84,9 @@ except ImportError:  # pragma: no cover - not CPython
     _raw_getsignal = signal.getsignal
 
 
+INTENT_KEY = "restart_intent.{agent}"  #: kv key: the (re)start mode in progress ("" when none)
+RECOVER_PROBE_CHARS = 100  #: non-blank characters of a 'sending' message looked for after a watcher restart
+STATE_RETRY_S = 5.0  #: seconds between attempts to write an in-memory state database back to disk
 MAX_DELIVERY_ROUNDS = 3  #: delivery rounds (each with its own Enter retries) before a message fails
 RESTART_ACTIONS = frozenset({"restart", "resume", "fresh"})
 
@@ -122,6 +142,8 @@ class Supervisor:
         self.log_dir = config.state_dir / "logs"
         self._last_tick_error: tuple[str, float] = ("", 0.0)
         self._tmux_down = False
+        self._state_retry_mono = 0.0  # no restore of a deleted state.db before this
+        self._state_flush_mono = 0.0  # last attempt to write an in-memory state back
         self._secrets = collect_secrets(config)
 
     def _redact_data(self, value: Any) -> Any:
@@ -180,21 +202,34 @@ class Supervisor:
                 if timed:
                     signal.setitimer(signal.ITIMER_REAL, 0)
             took = time.monotonic() - start
+            if hook in CHECK_HOOKS and not _findings_shaped(result):
+                # the Findings in it still count; the rest is reported like a raise
+                self._plugin_failed(impl, hook, PluginResultError(
+                    f"returned {type(result).__name__} {str(result)[:60]!r}; "
+                    f"a check returns a Finding, a list of Findings or None"))
+                items = result if isinstance(result, (list, tuple)) else [result]
+                return True, [f for f in items if isinstance(f, Finding)]
             budget = float(self.config.checks.get("check_budget", 2.0))
             if took > budget and hook.startswith("ccci_check"):
                 self.emit("plugin_slow", f"{impl.plugin_name}.{hook} took {took:.2f}s (budget {budget}s)",
                           plugin=impl.plugin_name, seconds=round(took, 3))
             return True, result
         except Exception as exc:  # noqa: BLE001 - a plugin must never stop the daemon
-            name = impl.plugin_name
-            if name not in self._errored_this_tick:
-                self._errored_this_tick.add(name)
-                self.plugin_errors[name] = self.plugin_errors.get(name, 0) + 1
-            if hook != "ccci_report_event":
-                tb = traceback.extract_tb(exc.__traceback__)[-1]
-                self.emit("plugin_error", f"{name}.{hook} raised {type(exc).__name__}: {str(exc)[:200]} (UNKNOWN)",
-                          plugin=name, hook=hook, where=f"{Path(tb.filename).name}:{tb.lineno}")
+            self._plugin_failed(impl, hook, exc)
             return False, None
+
+    def _plugin_failed(self, impl: Any, hook: str, exc: Exception) -> None:
+        """Count a failing tick of ``impl``'s plugin (disabled after
+        :data:`PLUGIN_ERROR_LIMIT` in a row) and report it as ``plugin_error``."""
+        name = impl.plugin_name
+        if name not in self._errored_this_tick:
+            self._errored_this_tick.add(name)
+            self.plugin_errors[name] = self.plugin_errors.get(name, 0) + 1
+        if hook != "ccci_report_event":
+            tb = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+            where = f"{Path(tb.filename).name}:{tb.lineno}" if tb else getattr(impl.function, "__qualname__", "")
+            self.emit("plugin_error", f"{name}.{hook} raised {type(exc).__name__}: {str(exc)[:200]} (UNKNOWN)",
+                      plugin=name, hook=hook, where=where)
 
     @staticmethod
     def _can_alarm() -> bool:
@@ -263,18 +298,36 @@ class Supervisor:
                 continue  # jobs start only through 'ccci job start' or their schedule
             else:
                 mode = "resume" if (pane is not None and rt.conversation_id and rt.backend.supports_resume) else "start"
-                self.launch_agent(name, mode, reason="not running at watcher start")
+                reason = "not running at watcher start"
+                intent = self.store.get(INTENT_KEY.format(agent=name)) or ""
+                if intent in RESTART_ACTIONS:
+                    # the previous watcher died between stopping this agent and starting it
+                    mode, reason = intent, f"completing the {intent} a previous watcher began"
+                self.launch_agent(name, mode, reason=reason)
 
     def _recover_sending_messages(self, panes: dict[str, PaneInfo]) -> None:
         """Messages left in state 'sending' by a killed watcher: delivered if their text
-        shows on screen, else queued again (so a ping is delivered once)."""
-        rows = self.store.db.execute("SELECT id, agent, text FROM messages WHERE status='sending'").fetchall()
+        shows in the agent's pane log after the point where the typing began (recorded in
+        the row's ``detail``; the screen when there is no log), else queued again (so a
+        ping is delivered once).
+
+        The probe is the first :data:`RECOVER_PROBE_CHARS` non-blank characters of the
+        message, compared with all whitespace removed (a wrapped line splits words):
+        long enough to hold a ping's commit sha, so two pings never match each other."""
+        rows = self.store.db.execute("SELECT id, agent, text, detail FROM messages WHERE status='sending'").fetchall()
         for row in rows:
             rt = self.agents.get(row["agent"])
             pane = panes.get(rt.session) if rt else None
-            screen = self.tmux.capture([pane.pane_id]).get(pane.pane_id, "") if pane else ""
-            probe = " ".join(row["text"].split())[:40]
-            if probe and probe in " ".join(screen.split()):
+            m = re.match(r"log_offset=(\d+)$", row["detail"] or "")
+            log = self.log_dir / f"{rt.name}.log" if rt else None
+            if m and log is not None and log.exists():
+                # only what the pane printed after the typing began: an identical earlier
+                # message on screen or in the log does not count
+                seen = _log_since(log, int(m.group(1)))
+            else:
+                seen = self.tmux.capture([pane.pane_id]).get(pane.pane_id, "") if pane else ""
+            probe = "".join(row["text"].split())[:RECOVER_PROBE_CHARS]
+            if probe and probe in "".join(seen.split()):
                 self.store.finish_message(row["id"], "delivered", "seen on screen after watcher restart", self.clock.now(), 1)
             else:
                 self.store.db.execute("UPDATE messages SET status='queued' WHERE id=?", (row["id"],))
@@ -314,7 +367,11 @@ class Supervisor:
         if not spec.workdir.is_dir():
             self.emit("launch_failed", f"workdir {spec.workdir} does not exist; create it or fix agents.{name}.workdir", agent=name)
             return RemedyResult(False, "workdir missing", pending=False)
+        # a watcher that dies between the stop and the start leaves this intent; its
+        # successor completes the same (re)start instead of starting a fresh conversation
+        self.store.put(INTENT_KEY.format(agent=name), mode)
         self.stop_agent_process(name)
+        fault_point("after_stop")
         if mode == "resume":
             conv = rt.conversation_id
             prompt = (f"ccci restarted this session ({reason}). Continue from where you left off.")
@@ -366,6 +423,7 @@ class Supervisor:
                 state="starting", stopped=0,
             )
             self.store.record_restart(name, kind, reason, now)
+            self.store.put(INTENT_KEY.format(agent=name), "")
         verb = {"start": "started", "fresh": "restarted fresh", "resume": "resumed"}[mode]
         self.emit(f"agent_{verb.replace(' ', '_')}", f"{verb} ({reason}); pid {pane.pid}, conversation {conv[:8]}",
                   agent=name, pid=pane.pid, conversation_id=conv, mode=mode, reason=reason)
@@ -471,6 +529,7 @@ class Supervisor:
         t0 = time.monotonic()
         now, mono = self.clock.now(), self.clock.monotonic()
         self._call_all("ccci_tick_start", {"tick": self.tick_no, "now": now, "mono": mono})
+        self._check_state_storage(mono)
         from ccci import jobs
 
         self._refresh_flags()
@@ -512,6 +571,43 @@ class Supervisor:
         self._end_plugin_accounting()
         self._call_all("ccci_tick_end", {"tick": self.tick_no, "findings": findings, "duration_s": time.monotonic() - t0})
         return findings
+
+    def _check_state_storage(self, mono: float) -> None:
+        """Write back a ``state.db`` deleted under the watcher (``state_restored``);
+        report a state database that fell back to memory (once, also as one line on
+        stderr), and every :data:`STATE_RETRY_S` seconds try to write it back."""
+        db = getattr(self.store, "db", None)
+        if db is not None and hasattr(db, "reattach_if_missing") and mono >= self._state_retry_mono:
+            try:
+                if db.reattach_if_missing():
+                    msg = f"{db.path} was deleted or replaced under the watcher; written back from the open database"
+                    sys.stderr.write(f"ccci: {msg}\n")
+                    self.emit("state_restored", msg)
+            except Exception as exc:  # noqa: BLE001 - retried after STATE_RETRY_S
+                self._state_retry_mono = mono + STATE_RETRY_S
+                self.emit("state_degraded", f"cannot restore {db.path}: {' '.join(str(exc).split())[:160]}")
+        if not getattr(db, "in_memory", False):
+            return
+        if db.new_failure:
+            db.new_failure = False
+            self._state_flush_mono = mono
+            msg = (f"cannot write the state database ({db.error}); supervising on with the state in memory, "
+                   f"it is written back when the disk takes writes again")
+            sys.stderr.write(f"ccci: {msg}\n")
+            sys.stderr.flush()
+            self.emit("state_degraded", msg, error=db.error)
+            return
+        if mono - self._state_flush_mono < STATE_RETRY_S:
+            return
+        self._state_flush_mono = mono
+        since = db.failed_at
+        saved = db.try_flush()
+        if saved is not None:
+            took = f" after {time.time() - since:.0f}s" if since else ""
+            sys.stderr.write(f"ccci: state database writable again{took}; {saved} pending writes saved\n")
+            sys.stderr.flush()
+            self.emit("state_recovered", f"state database writable again{took}; {saved} pending writes saved",
+                      writes=saved)
 
     def check_agent(self, rt: AgentRuntime, snap: FleetSnapshot) -> list[Finding]:
         """Run every ``ccci_check_agent`` implementation for one agent."""
@@ -748,9 +844,14 @@ class Supervisor:
                 continue
             if not rt.backend.is_ready_for_input(rt.analysis):
                 continue
-            self.store.db.execute("UPDATE messages SET status='sending' WHERE id=?", (msg.id,))
+            # where the agent's pane log ends now: after a watcher crash, recovery looks
+            # for the message only in what the pane printed after this point
+            self.store.db.execute("UPDATE messages SET status='sending', detail=? WHERE id=?",
+                                  (f"log_offset={_file_size(self.log_dir / f'{rt.name}.log')}", msg.id))
             res = deliver(self.tmux, rt.pane_id, rt.backend, msg.text, self.config.settings_for(rt.name),
                           self.clock, tmpdir=self.config.state_dir / "tmp")
+            if res.delivered:
+                fault_point("after_type")
             status = "delivered" if res.delivered else ("queued" if res.retry_later else "failed")
             if status == "failed" and msg.attempts + 1 < MAX_DELIVERY_ROUNDS:
                 status = "queued"  # try again on a later tick (e.g. after the agent's restart)
@@ -801,6 +902,28 @@ class Supervisor:
 
     def request_stop(self, *_: Any) -> None:
         self.stopping = True
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _log_since(path: Path, offset: int, limit: int = 1 << 20) -> str:
+    """An agent's pane log from byte ``offset`` (at most ``limit`` bytes) as text,
+    escape sequences removed ("" when there is no log). A log shorter than ``offset``
+    (rotated or recreated) is read from the start."""
+    from ccci.send import ANSI_RE
+
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(offset if offset <= size else 0)
+            return ANSI_RE.sub("", fh.read(limit).decode("utf-8", "replace"))
+    except OSError:
+        return ""
 
 
 def child_counts() -> dict[int, int]:

@@ -4,7 +4,8 @@ Registered through ``ccci_register_backends`` like any third-party backend. Agen
 options (``[agents.options]`` in ``ccci.toml``): ``turn_seconds`` (float, busy time of a
 turn, default 2), ``wait_seconds`` (declared wait after a turn, default 600),
 ``done_after`` (builder: after this many claims in a phase, write ``## DONE`` in
-``STATUS-<phase>.md``; 0 = never).
+``STATUS-<phase>.md``; 0 = never), ``exit_after`` (seconds: the agent exits that long
+after every start, a crash loop for the fault suite; 0 = never).
 """
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ class ScriptedBackend(Backend):
             "--wait-seconds", str(opts.get("wait_seconds", 600)),
             "--done-after", str(opts.get("done_after", 0)),
         ]
+        if opts.get("exit_after"):
+            argv += ["--exit-after", str(opts["exit_after"])]
         if resume:
             argv.append("--resume")
         if prompt:

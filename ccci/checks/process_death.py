@@ -20,7 +20,9 @@ def ccci_check_agent(agent, pane, process, snapshot):
         return Finding(CHECK, agent.name, "tmux session is gone", evidence=f"no session {agent.session}", immediate=True,
                        data={"mode": "restart"})
     if pane.dead:
-        how = f"signal {pane.dead_signal}" if pane.dead_signal else f"exit status {pane.dead_status}"
+        # tmux can report the pane dead before it has reaped the process: neither known yet
+        how = (f"signal {pane.dead_signal}" if pane.dead_signal else
+               f"exit status {pane.dead_status}" if pane.dead_status is not None else "exit status not known yet")
         return Finding(CHECK, agent.name, f"agent process exited ({how})", evidence=f"pane {pane.pane_id} dead: {how}",
                        immediate=True, data={"exit_status": pane.dead_status, "signal": pane.dead_signal})
     if not process.alive:

@@ -4,11 +4,12 @@
   ``/compact``) it is delivered at once and not persisted (a stale nudge must not
   reach a restarted agent); otherwise it is queued and delivered when the agent is idle.
 * ``ping``: the handoff remedy: queue every ping of the finding with a per-commit dedup
-  key and advance the git baseline, in one SQLite transaction (exactly once, even if
-  the watcher is killed right after).
+  key, advance the git baseline and log ``ping_queued``, in one SQLite transaction
+  (exactly once, even if the watcher is killed right after).
 """
 from __future__ import annotations
 
+from ccci.faultpoint import fault_point
 from ccci.gitwatch import BASELINE_KEY
 from ccci.hookspecs import hookimpl
 from ccci.model import RemedyResult
@@ -51,9 +52,12 @@ def _ping(remedy, supervisor) -> RemedyResult:
             if mid is not None:
                 queued.append(p)
         supervisor.store.put(BASELINE_KEY.format(branch=branch), data["head"])
-    for p in queued:
-        supervisor.emit("ping_queued", f"{p['sha'][:10]} {p['subject'][:80]} -> {p['agent']}", agent=p["agent"],
-                        sha=p["sha"], subject=p["subject"])
+        # logged in the same transaction: a watcher killed right after it leaves no
+        # queued ping without its event
+        for p in queued:
+            supervisor.emit("ping_queued", f"{p['sha'][:10]} {p['subject'][:80]} -> {p['agent']}", agent=p["agent"],
+                            sha=p["sha"], subject=p["subject"])
+    fault_point("after_ping_queued")
     if data.get("first_sight"):
         return RemedyResult(True, f"baseline set to {data['head'][:10]} (no pings for existing commits)", pending=False)
     return RemedyResult(True, f"{len(queued)} ping(s) queued; baseline {data['head'][:10]}", pending=False)

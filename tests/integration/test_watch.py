@@ -123,13 +123,4 @@ def test_send_is_delivered_and_logged(fleet):
     assert '"message_delivered"' in ev.stdout
 
 
-def test_tmux_server_killed_the_watcher_survives_and_restores_the_fleet(fleet):
-    w = fleet.watch("--quiet")
-    assert fleet.wait(lambda: fleet.settled(), 40)
-    old = {a: fleet.pane(a).pid for a in ("builder", "adversary")}
-    fleet.tmux.kill_server()
-    assert fleet.wait(lambda: all((p := fleet.pane(a)) is not None and not p.dead and p.pid != old[a]
-                                  for a in old), 15), "the fleet was not restored"
-    assert w.poll() is None, "the watcher died with the tmux server"
-    assert fleet.events("tmux_server_lost")
-    assert not fleet.events("breaker_open")
+# the tmux server killed: tests/faults/test_watchers_and_tmux.py (scenario 4, three kills)

@@ -56,10 +56,15 @@ def test_bad_input_is_one_line_naming_file_and_key(tmp_path, text, key):
     assert msg.startswith(f"{path}: {key}: "), msg
 
 
-def test_invalid_toml_is_one_line_naming_file_and_line(tmp_path):
+def test_invalid_toml_is_one_line_naming_file_key_and_line(tmp_path):
     msg, path = config_error(tmp_path, '[[agents]]\nname = "a"\nrole = \n')
     assert "\n" not in msg
-    assert msg.startswith(f"{path}: invalid TOML") and "line 3" in msg
+    assert msg.startswith(f"{path}: agents.role: invalid TOML at line 3") and "fix" in msg
+
+
+def test_invalid_toml_in_a_table_header_names_the_table(tmp_path):
+    msg, path = config_error(tmp_path, '[checks\nstall_idle = 3\n')
+    assert msg.startswith(f"{path}: checks: invalid TOML at line 1") and "\n" not in msg
 
 
 def test_missing_file_names_the_fix(tmp_path):

@@ -410,7 +410,7 @@ def test_essential_plugins_are_never_disabled(make_supervisor, fake_tmux, monkey
     assert len(restarts(sup)) == 1
 
 
-def test_garbage_results_are_ignored(make_supervisor):
+def test_garbage_results_are_reported_and_the_good_findings_kept(make_supervisor):
     good = Finding("marker", None, "a real finding", immediate=True, severity="info")
 
     class Garbage:
@@ -432,5 +432,9 @@ def test_garbage_results_are_ignored(make_supervisor):
     findings = run_ticks(sup, 3)
     assert findings == [good] * 3
     assert good.agent == "a"  # a finding without an agent is given the checked agent
-    assert events(sup, "plugin_error") == [] and events(sup, "tick_error") == []
+    # the garbage is a plugin error (5 ticks of it disable the plugin: test_check_results.py)
+    errs = events(sup, "plugin_error")
+    assert sorted({e["data"]["plugin"] for e in errs}) == ["g1", "g2", "g3"] and len(errs) == 9
+    assert all("PluginResultError" in e["message"] for e in errs)
+    assert events(sup, "tick_error") == []
     assert restarts(sup) == []

@@ -1,0 +1,56 @@
+"""What a new watcher finds after its predecessor died mid-remedy: messages left
+'sending' and an interrupted (re)start (see tests/faults/test_watcher_killed_mid_remedy.py
+for the same on a real fleet)."""
+from __future__ import annotations
+
+from ccci.supervisor import INTENT_KEY
+from ccci.testing.fakes import tick
+
+PING = "ccci: new claim pushed to origin/main: {sha} claim(step {n}): parser. Verify it adversarially."
+
+
+def test_only_the_message_seen_on_screen_is_marked_delivered(make_supervisor, fake_tmux):
+    # two pings whose first 40 characters are the same (the sha differs after that)
+    sup = make_supervisor(agents=["a"])
+    tick(sup)
+    one, two = PING.format(sha="1aaaaaaaaa", n=1), PING.format(sha="1bbbbbbbbb", n=2)
+    ids = [sup.queue_message("a", one), sup.queue_message("a", two)]
+    assert one[:40] == two[:40]
+    sup.store.db.execute("UPDATE messages SET status='sending'")
+    fake_tmux.pane("a").append(f"» {one}")  # only the first was typed before the watcher died
+    sup._recover_sending_messages(fake_tmux.list_panes())
+    status = {r["id"]: r["status"] for r in sup.store.db.execute("SELECT id, status FROM messages")}
+    assert status == {ids[0]: "delivered", ids[1]: "queued"}
+
+
+def test_an_interrupted_resume_is_completed_as_a_resume(make_supervisor, fake_tmux):
+    sup = make_supervisor(agents=["a"])
+    tick(sup)
+    conv = sup.agents["a"].conversation_id
+    # the previous watcher stopped the agent for a restart and died before starting it
+    sup.store.put(INTENT_KEY.format(agent="a"), "restart")
+    fake_tmux.kill_session(sup.agents["a"].session)
+    again = make_supervisor(agents=["a"])
+    again.adopt()
+    [launch] = fake_tmux.launches("a")[1:]
+    assert "--resume" in launch.argv and again.agents["a"].conversation_id == conv
+    assert again.store.get(INTENT_KEY.format(agent="a")) == ""
+
+
+def test_an_identical_earlier_message_in_the_log_does_not_count(make_supervisor, fake_tmux):
+    sup = make_supervisor(agents=["a"])
+    tick(sup)
+    log = sup.log_dir / "a.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("> please run the tests again\n» please run the tests again\n")  # delivered yesterday
+    mid = sup.queue_message("a", "please run the tests again")
+    sup.store.db.execute("UPDATE messages SET status='sending', detail=? WHERE id=?", (f"log_offset={log.stat().st_size}", mid))
+    fake_tmux.pane("a").append("» please run the tests again")  # the old one, still on screen
+    sup._recover_sending_messages(fake_tmux.list_panes())
+    assert sup.store.db.execute("SELECT status FROM messages WHERE id=?", (mid,)).fetchone()[0] == "queued"
+    # typed this time before the watcher died: it is in the log after the offset
+    sup.store.db.execute("UPDATE messages SET status='sending' WHERE id=?", (mid,))
+    with open(log, "a") as fh:
+        fh.write("\x1b[2K> please run\x1b[0m the tests again\r\n")
+    sup._recover_sending_messages(fake_tmux.list_panes())
+    assert sup.store.db.execute("SELECT status FROM messages WHERE id=?", (mid,)).fetchone()[0] == "delivered"
