@@ -451,7 +451,8 @@ class Supervisor:
             else:
                 snap.processes[name] = procs.get(pane.pid, ProcessInfo(pid=pane.pid, alive=False))
         snap.facts["backends"] = {n: rt.backend for n, rt in self.agents.items()}
-        self._call_all("ccci_observe", {"snapshot": snap, "config": self.config, "state": self.store, "now": now, "mono": mono})
+        self._call_all("ccci_observe", {"snapshot": snap, "config": self.config, "state": self.store, "now": now, "mono": mono,
+                                        "agents": self.agents})
         for ev in snap.events:
             self.emit(ev.kind, ev.message, agent=ev.agent, data=ev.data)
         self.last_snapshot = snap

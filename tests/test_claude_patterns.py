@@ -260,7 +260,7 @@ def _spec(tmp_path: Path, **kw) -> AgentSpec:
     return AgentSpec(**base)
 
 
-CONFIG = SimpleNamespace(name="fleet1", state_dir=Path("/nonexistent/state"))
+CONFIG = SimpleNamespace(name="fleet1")  # no state_dir: no hook settings (see test_launch_installs_hooks)
 SID = "70561c5c-809c-4421-9bd4-4b4c1a66b486"
 
 
@@ -300,6 +300,17 @@ def test_launch_options(tmp_path, monkeypatch):
     assert "IS_SANDBOX" not in plan.env  # only needed with skip-permissions
     dash = ClaudeBackend().launch(_spec(tmp_path), CONFIG, SID, resume=False, prompt="-x is a flag")
     assert dash.argv[-2:] == ["--", "-x is a flag"]
+
+
+def test_launch_installs_hooks(tmp_path):
+    cfg = SimpleNamespace(name="fleet1", state_dir=tmp_path / "state")
+    plan = ClaudeBackend().launch(_spec(tmp_path), cfg, SID, resume=False, prompt="p")
+    i = plan.argv.index("--settings")
+    assert plan.argv[i + 1] == str(tmp_path / "state" / "hooks" / "builder.settings.json")
+    assert plan.argv[-1] == "p"
+    off = ClaudeBackend().launch(_spec(tmp_path, options={"hooks": False, "settings": "/x.json"}), cfg, SID,
+                                 resume=False, prompt="p")
+    assert off.argv[off.argv.index("--settings") + 1] == "/x.json"
 
 
 def test_launch_rejects_non_uuid(tmp_path):
