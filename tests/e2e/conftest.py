@@ -11,7 +11,7 @@ Fixtures
 ``netns``           name of a fresh network namespace ``ccci-e2e-<pid>`` with ``lo`` up;
                     deleted afterwards. Skips when ``ip netns add`` is not permitted.
 ``e2e_tmux``        :class:`ccci.tmux.Tmux` on a private socket (killed afterwards).
-``claude_session``  factory ``(script, *, env=None, name=None) -> ClaudeSession``: a
+``claude_session``  factory ``(script, *, env=None, name=None, hooks=False) -> ClaudeSession``: a
                     throwaway HOME with the onboarding files, a git project with a bare
                     origin, the model server (subprocess in the namespace) and the CLI in
                     a tmux pane, launched with :meth:`ClaudeBackend.launch`'s argv/env.
@@ -192,7 +192,8 @@ class ClaudeSession:
     """One real Claude Code in a tmux pane, with its own HOME, project and model server."""
 
     def __init__(self, *, root: Path, name: str, tmux: Tmux, netns: str, claude_bin: Path,
-                 script: list, env: dict[str, str] | None, resume_of: "ClaudeSession | None" = None) -> None:
+                 script: list, env: dict[str, str] | None, resume_of: "ClaudeSession | None" = None,
+                 hooks: bool = False) -> None:
         self.root = root
         self.name = name
         self.tmux = tmux
@@ -208,6 +209,8 @@ class ClaudeSession:
         self.origin = root / "origin.git"
         self.log = root / f"requests-{name}.jsonl"
         self.script_file = root / f"script-{name}.json"
+        # with hooks, ClaudeBackend.launch writes <state_dir>/hooks/<name>.settings.json
+        self.state_dir = (root / f"state-{name}") if hooks else None
         self.script_file.write_text(json.dumps({"steps": [step_to_json(s) for s in script]}))
         if resume_of is None:
             self._prepare_home()
@@ -257,7 +260,8 @@ class ClaudeSession:
     def launch(self, resume: bool = False, prompt: str = "") -> None:
         """Start the CLI with the argv/env of :meth:`ClaudeBackend.launch`."""
         spec = AgentSpec(name=self.name, role=Role.LOOP, backend="claude", workdir=self.project)
-        plan = self.backend.launch(spec, SimpleNamespace(name="e2e"), self.session_id, resume, prompt)
+        cfg = SimpleNamespace(name="e2e", **({"state_dir": self.state_dir} if self.state_dir else {}))
+        plan = self.backend.launch(spec, cfg, self.session_id, resume, prompt)
         assert plan.argv[0] == "claude"
         env = {
             "PATH": f"{self.claude_bin.parent}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
@@ -315,6 +319,17 @@ class ClaudeSession:
             return []
         return [json.loads(ln) for ln in self.log.read_text(encoding="utf-8").splitlines() if ln.strip()]
 
+    def hook_events(self) -> list[dict]:
+        """Records the hook relay appended to this session's spool (``hooks=True``)."""
+        from ccci.backends.claude import hook_paths
+
+        if self.state_dir is None:
+            return []
+        spool = hook_paths(self.state_dir, self.name)[1]
+        if not spool.exists():
+            return []
+        return [json.loads(ln) for ln in spool.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
     def main_requests(self) -> list[dict]:
         return [r for r in self.requests() if r["kind"] == "main"]
 
@@ -360,10 +375,10 @@ def claude_session(tmp_path: Path, e2e_tmux: Tmux, netns: str, claude_bin: Path
     sessions: list[ClaudeSession] = []
 
     def make(script: list, *, env: dict[str, str] | None = None, name: str | None = None,
-             start: bool = True, resume_of: ClaudeSession | None = None) -> ClaudeSession:
+             start: bool = True, resume_of: ClaudeSession | None = None, hooks: bool = False) -> ClaudeSession:
         s = ClaudeSession(root=tmp_path, name=name or f"e2e-{len(sessions)}-{uuid.uuid4().hex[:4]}",
                           tmux=e2e_tmux, netns=netns, claude_bin=claude_bin, script=script, env=env,
-                          resume_of=resume_of)
+                          resume_of=resume_of, hooks=hooks)
         sessions.append(s)
         if start:
             s.start_server()
