@@ -166,8 +166,9 @@ def test_hung_server_reads_busy_until_the_cli_times_out(claude_session):
 def test_subscriber_usage_limit_shows_a_dialog_not_an_api_error(claude_session):
     """With a claude.ai login (OAuth token) instead of an API key, the same 429 is NOT
     retried and NOT shown as 'API Error': the CLI prints "You've hit your session limit ·
-    resets <time> (<zone>)" and opens its /rate-limit-options dialog by itself. The
-    pattern file has no rule for this yet (tests/e2e/captures/LABELS.toml known_gap)."""
+    resets <time> (<zone>)" and opens its /rate-limit-options dialog by itself; both read
+    usage_limit with the reset placed on the right day (rules
+    claude.usage_limit.subscriber*)."""
     reset = (int(time.time()) // 60 + 150) * 60
     s = claude_session([Fail.usage_limit(reset, repeat=None)],
                        env={"ANTHROPIC_API_KEY": "", "CLAUDE_CODE_OAUTH_TOKEN": "sk-ant-oat01-e2e-fake-token"})
@@ -180,7 +181,9 @@ def test_subscriber_usage_limit_shows_a_dialog_not_an_api_error(claude_session):
     assert f"You've hit your session limit · resets {local} (UTC)" in screen
     assert "Stop and wait for limit to reset" in screen
     assert "API Error" not in screen
-    assert an.state == AgentState.WAITING_INPUT  # today's reading: a dialog
+    assert an.state == AgentState.USAGE_LIMIT
+    assert an.matches[0].rule == "claude.usage_limit.subscriber_dialog"
+    assert an.reset_at == datetime.fromtimestamp(reset, timezone.utc)
     main = s.main_requests()
     assert len(main) == 1 and main[0]["status"] == 429  # no retries for a subscriber
     assert main[0]["headers"].get("authorization") is None  # recorded without credentials
@@ -190,6 +193,7 @@ def test_subscriber_usage_limit_shows_a_dialog_not_an_api_error(claude_session):
                               15, "the dialog to close")
     s.record("13_subscriber_usage_limit_after_escape.txt", screen)
     assert "You've hit your session limit" in screen
+    assert an.state == AgentState.USAGE_LIMIT and an.reset_at == datetime.fromtimestamp(reset, timezone.utc)
     assert len(s.main_requests()) == 1
 
 
@@ -232,7 +236,8 @@ def test_recorded_captures_read_as_labelled(name, request):
     if label.get("known_gap"):
         request.applymarker(pytest.mark.xfail(reason=label["known_gap"], strict=True))
     screen = (CAPTURES / name).read_text(encoding="utf-8")
-    an = ClaudeBackend().analyse(screen, label.get("title", ""))
+    now = datetime.fromisoformat(label["now"].replace("Z", "+00:00")) if label.get("now") else None
+    an = ClaudeBackend().analyse(screen, label.get("title", ""), now)
     assert an.state.value == label["state"], name
     expected = label.get("reset_at")
     got = an.reset_at.strftime("%Y-%m-%dT%H:%M:%SZ") if an.reset_at else None
