@@ -9,7 +9,9 @@ supervisor can read"; recorded events in tests/golden/claude-2.1.197/hooks/):
    ``<state_dir>/hooks/<agent>.jsonl``. Every tick this plugin reads the new complete
    lines (the byte offset and the folded state are persisted in the state store, keys
    ``claude_hooks.offset.<agent>`` / ``claude_hooks.state.<agent>``) and folds them
-   (:func:`fold`): SessionStart/Stop -> idle, UserPromptSubmit/PreCompact -> busy,
+   (:func:`fold`): SessionStart/Stop -> idle, UserPromptSubmit and an automatic
+   PreCompact -> busy (a manual one, ``/compact``, changes nothing: when it fails
+   ("Not enough messages to compact") no hook follows),
    PermissionRequest and Notification ``permission_prompt`` -> waiting_input, SessionEnd
    -> exited, StopFailure -> the API error's kind (:func:`classify`). Hooks fire 20 to 70
    ms before the pane redraws.
@@ -18,12 +20,12 @@ supervisor can read"; recorded events in tests/golden/claude-2.1.197/hooks/):
    after ``kill -9``, so it is read only for a live process.
 3. **The pane** (the backend's pattern data), which cross-checks (:func:`merge`).
 
-Merging: the source's state wins over the pane's unless the pane's state *changed* more
-than :data:`PANE_LAG_S` (+ one tick) after the source's event (the pane then saw
-something the source did not report, e.g. a lost Stop), or the source says busy while the
-pane has shown the same idle screen for :data:`STALE_BUSY_S` since the event (a stale
-hook; reported once as a ``hook_stale`` event). An idle source never hides a draft in the
-input box (``unsent_input``) or a dialog (``waiting_input``) the pane shows.
+Merging (:func:`merge`): the newer information wins. The source's state wins unless the
+pane's content changed more than :data:`PANE_LAG_S` (+ one tick) after the source's event
+(the pane then shows something the source did not report, e.g. a draft, a lost Stop), or
+the source says busy while the pane, unchanged, says otherwise for :data:`STALE_BUSY_S`
+(a stale hook; reported once as a ``hook_stale`` event). An idle source never hides a
+draft (``unsent_input``) or a dialog (``waiting_input``) the pane shows.
 """
 from __future__ import annotations
 
@@ -115,10 +117,12 @@ def fold(st: HookState, rec: dict[str, Any]) -> HookState:
     evidence, reset, error = ev, "", ""
     if ev == "SessionStart":
         new, evidence = AgentState.IDLE, f"SessionStart source={rec.get('source', '?')}"
-    elif ev in ("UserPromptSubmit", "PreCompact"):
+    elif ev == "UserPromptSubmit":
         new = AgentState.BUSY
-        if ev == "PreCompact":
-            evidence = f"PreCompact trigger={rec.get('trigger', '?')}"
+    elif ev == "PreCompact":
+        if rec.get("trigger") != "auto":
+            return st  # a typed /compact: the pane shows it; a failed one fires nothing after
+        new, evidence = AgentState.BUSY, "PreCompact trigger=auto"  # the CLI compacts mid-turn
     elif ev == "Stop":
         new = AgentState.IDLE
     elif ev == "StopFailure":
@@ -201,8 +205,6 @@ class _Tracked:
     hook: HookState | None = None
     pane: ScreenAnalysis | None = None
     merged: ScreenAnalysis | None = None
-    pane_state: AgentState = AgentState.UNKNOWN
-    pane_state_since_mono: float = 0.0
     stale_reported_at: float = 0.0
 
 
@@ -210,30 +212,36 @@ _tracked: dict[tuple[str, str], _Tracked] = {}
 
 
 def merge(pane: ScreenAnalysis, src_state: AgentState, src_mono: float, evidence: str, rule: str,
-          pane_state_since_mono: float, content_changed_mono: float, mono: float, tick_s: float = 1.0,
+          content_changed_mono: float, mono: float, tick_s: float = 1.0,
           reset_at: datetime | None = None) -> tuple[ScreenAnalysis, str]:
     """Combine the pane's reading with a source's state.
+
+    The newer information wins: the pane's when its content (timers and spinners
+    normalised away) changed more than :data:`PANE_LAG_S` + one tick after the source's
+    event (the redraw the event announced comes 20-70 ms after it and is seen up to a
+    tick late), else the source's. Two refinements: an idle source keeps a draft
+    (``unsent_input``) or dialog (``waiting_input``) the pane shows; a busy source whose
+    pane reads anything but busy, unchanged for :data:`STALE_BUSY_S` since the event, is
+    stale (a lost Stop, a failed ``/compact``).
 
     :param pane: the backend's :class:`ScreenAnalysis` of the newest capture.
     :param src_state: what the source (hook, session file) says.
     :param src_mono: when the source's event happened (monotonic seconds).
-    :param pane_state_since_mono: since when the pane has read ``pane.state``.
-    :param content_changed_mono: last real change of the pane's content.
-    :param tick_s: the watcher's tick (a pane change is seen up to one tick late).
-    :returns: ``(analysis, winner)``; winner is ``"source"``, ``"pane"`` or
-        ``"stale"`` (a busy source overruled by an idle pane unchanged for
-        :data:`STALE_BUSY_S`).
+    :param content_changed_mono: last real change of the pane's content (monotonic).
+    :param mono: now (monotonic seconds).
+    :param tick_s: the watcher's tick (seconds).
+    :param reset_at: the source's usage-limit reset time (UTC), if any.
+    :returns: ``(analysis, winner)``; winner is ``"source"``, ``"pane"`` or ``"stale"``.
     """
     if pane.state == src_state:
         if reset_at and not pane.reset_at:
             return replace(pane, reset_at=reset_at), "source"
         return pane, "source"
-    if pane_state_since_mono > src_mono + PANE_LAG_S + tick_s:
-        return pane, "pane"  # the pane changed state after the event: it saw something newer
+    if content_changed_mono > src_mono + PANE_LAG_S + tick_s:
+        return pane, "pane"  # the pane changed after the event: it shows something newer
     if src_state == AgentState.IDLE and pane.state in IDLE_LIKE:
         return pane, "pane"  # idle, refined: a draft in the box or a dialog
-    if (src_state == AgentState.BUSY and pane.state == AgentState.IDLE
-            and mono - src_mono >= STALE_BUSY_S and content_changed_mono <= src_mono + PANE_LAG_S + tick_s):
+    if src_state == AgentState.BUSY and mono - src_mono >= STALE_BUSY_S:
         return pane, "stale"
     match = Match(rule=rule, state=src_state, line=evidence, groups={}, source=SOURCE_NOTE)
     return replace(pane, state=src_state, matches=[match, *pane.matches],
@@ -297,8 +305,6 @@ def ccci_observe(snapshot, config, state, now, mono, agents):
         # the pane's own reading (a new capture replaced our merged one)
         if rt.analysis is not tr.merged:
             tr.pane = rt.analysis
-            if tr.pane.state != tr.pane_state:
-                tr.pane_state, tr.pane_state_since_mono = tr.pane.state, mono
         if tr.pane is None:
             continue
         src: tuple[AgentState, float, str, str, datetime | None] | None = None
@@ -315,8 +321,8 @@ def ccci_observe(snapshot, config, state, now, mono, agents):
         if src is None:
             tr.merged = None
             continue
-        merged, winner = merge(tr.pane, src[0], src[1], src[2], src[3], tr.pane_state_since_mono,
-                               rt.content_changed_mono, mono, tick_s, src[4])
+        merged, winner = merge(tr.pane, src[0], src[1], src[2], src[3], rt.content_changed_mono, mono, tick_s,
+                               src[4])
         if winner == "stale" and tr.stale_reported_at != src[1]:
             tr.stale_reported_at = src[1]
             snapshot.events.append(Event("hook_stale", f"{src[2]} {mono - src[1]:.0f}s ago but the pane reads idle; "

@@ -146,6 +146,26 @@ def test_prompt_too_long_reads_context_limit(claude_session):
     assert not s.pane().dead
 
 
+def test_prompt_too_long_on_the_first_exchange_then_compact_fails(claude_session):
+    """Too long from the first exchange (as a real launch's system prompt and tools can
+    be): a different message than 'Context limit reached', and '/compact' cannot help."""
+    s = claude_session([Fail.prompt_too_long(repeat=None)])
+    s.wait_until(_ready, 45, "the CLI to start idle")
+    s.type_and_enter("one")
+    screen, an = s.wait_state("context_limit", 30)
+    s.record("14_prompt_too_long_first_exchange.txt", screen)
+    assert "Prompt is too long ·" in screen and an.first(AgentState.CONTEXT_LIMIT).rule == \
+        "claude.context_limit.prompt_too_long"
+    s.type_and_enter("/compact")
+    screen, an = s.wait_until(lambda sc, a: "Not enough messages to compact" in sc and a.input_present, 30,
+                              "/compact to fail")
+    s.record("15_compact_failed.txt", screen)
+    assert an.state == AgentState.CONTEXT_LIMIT
+    assert an.first(AgentState.CONTEXT_LIMIT).rule == "claude.context_limit.compact_failed"
+    assert len(s.main_requests()) == 1  # /compact did not even call the model
+    assert not s.pane().dead
+
+
 def test_hung_server_reads_busy_until_the_cli_times_out(claude_session):
     # API_TIMEOUT_MS makes the CLI give up on the hung request and retry (agent-cli-facts.md)
     s = claude_session([Fail.hang(60), Text("Answer after the retry.")],

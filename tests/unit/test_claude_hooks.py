@@ -140,41 +140,46 @@ def _pane(state: AgentState, **kw) -> ScreenAnalysis:
 
 
 def test_merge_hook_fresher_than_the_pane_wins():
-    # StopFailure at 100.0; the pane has read idle since 90 (the error line drawn at
-    # 100.05 did not match any rule, or the capture is older): the hook wins
+    # StopFailure at 100.0; the pane redrew at 100.05 (the error line, which no rule
+    # reads): the hook wins
     an, who = merge(_pane(AgentState.IDLE), AgentState.FATAL_ERROR, 100.0, "hook StopFailure", "claude.hook.StopFailure",
-                    pane_state_since_mono=90.0, content_changed_mono=100.1, mono=101.0)
+                    content_changed_mono=100.05, mono=101.0)
     assert who == "source" and an.state == AgentState.FATAL_ERROR
     assert an.matches[0].rule == "claude.hook.StopFailure" and an.fingerprint == "f"
 
 
-def test_merge_pane_state_change_after_the_hook_wins():
-    # hook says busy (UserPromptSubmit at 100); the pane turned idle at 130: Stop was lost
-    an, who = merge(_pane(AgentState.IDLE), AgentState.BUSY, 100.0, "hook", "r", pane_state_since_mono=130.0,
-                    content_changed_mono=130.0, mono=131.0)
+def test_merge_pane_changed_after_the_hook_wins():
+    # hook says busy (UserPromptSubmit at 100); the pane changed and reads idle at 130: Stop was lost
+    an, who = merge(_pane(AgentState.IDLE), AgentState.BUSY, 100.0, "hook", "r", content_changed_mono=130.0, mono=131.0)
     assert who == "pane" and an.state == AgentState.IDLE
 
 
-def test_merge_stale_busy_hook_loses_to_a_long_idle_pane():
-    args = dict(pane_state_since_mono=90.0, content_changed_mono=95.0)
-    an, who = merge(_pane(AgentState.IDLE), AgentState.BUSY, 100.0, "hook", "r", mono=110.0, **args)
-    assert who == "source" and an.state == AgentState.BUSY  # 10 s: the hook still wins
-    an, who = merge(_pane(AgentState.IDLE), AgentState.BUSY, 100.0, "hook", "r", mono=131.0, **args)
-    assert who == "stale" and an.state == AgentState.IDLE
+def test_merge_stale_busy_hook_loses_to_a_quiet_pane():
+    for pane_state in (AgentState.IDLE, AgentState.CONTEXT_LIMIT):
+        an, who = merge(_pane(pane_state), AgentState.BUSY, 100.0, "hook", "r", content_changed_mono=100.1, mono=110.0)
+        assert who == "source" and an.state == AgentState.BUSY  # 10 s: the hook still wins
+        an, who = merge(_pane(pane_state), AgentState.BUSY, 100.0, "hook", "r", content_changed_mono=100.1, mono=131.0)
+        assert who == "stale" and an.state == pane_state
 
 
 def test_merge_idle_hook_keeps_a_draft_or_dialog_from_the_pane():
     for pane_state in (AgentState.UNSENT_INPUT, AgentState.WAITING_INPUT):
-        an, who = merge(_pane(pane_state), AgentState.IDLE, 100.0, "hook", "r", pane_state_since_mono=50.0,
-                        content_changed_mono=50.0, mono=101.0)
+        an, who = merge(_pane(pane_state), AgentState.IDLE, 100.0, "hook", "r", content_changed_mono=50.0, mono=101.0)
         assert who == "pane" and an.state == pane_state
 
 
 def test_merge_usage_limit_carries_the_reset_time():
     reset = datetime(2026, 11, 22, 8, 24, tzinfo=timezone.utc)
-    an, _ = merge(_pane(AgentState.API_ERROR), AgentState.USAGE_LIMIT, 100.0, "hook", "r", pane_state_since_mono=100.05,
-                  content_changed_mono=100.05, mono=101.0, reset_at=reset)
+    an, _ = merge(_pane(AgentState.API_ERROR), AgentState.USAGE_LIMIT, 100.0, "hook", "r", content_changed_mono=100.05,
+                  mono=101.0, reset_at=reset)
     assert an.state == AgentState.USAGE_LIMIT and an.reset_at == reset
+
+
+def test_manual_precompact_changes_nothing_automatic_is_busy():
+    st = fold(HookState(), {"ev": "StopFailure", "t": 1, "error": "invalid_request", "msg": "Prompt is too long"})
+    assert st.state == "context_limit"
+    assert fold(st, {"ev": "PreCompact", "t": 2, "trigger": "manual"}) is st
+    assert fold(st, {"ev": "PreCompact", "t": 2, "trigger": "auto"}).state == "busy"
 
 
 def test_session_file_read_only_for_a_live_process(tmp_path):
