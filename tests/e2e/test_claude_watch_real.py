@@ -52,7 +52,8 @@ def _last_user_text(req: dict) -> str:
             c = m.get("content")
             if isinstance(c, str):
                 return c
-            return " ".join(b.get("text", "") for b in c if isinstance(b, dict) and b.get("type") == "text")
+            texts = [b.get("text", "") for b in c if isinstance(b, dict) and b.get("type") == "text"]
+            return texts[-1] if texts else ""  # the typed text; the CLI puts <system-reminder> blocks first
     return ""
 
 
@@ -170,6 +171,6 @@ def test_builder_claim_commit_pings_the_adversarys_real_tui(claude_fleet):
     req = f.wait(lambda: [r for r in f.main_requests("adversary") if "claim(e2e)" in _last_user_text(r)], 60,
                  "the ping in the adversary's model request")
     assert len(req) == 1
-    delivered = f.events("message_delivered", "adversary")
-    assert delivered and "claim(e2e)" in delivered[0]["message"]
+    delivered = f.wait(lambda: f.events("message_delivered", "adversary"), 20, "the delivery record")
+    assert "claim(e2e)" in delivered[0]["message"]
     print(f"ping: pushed -> adversary's model request {(req[0]['time'] - pushed_at) * 1000:.0f} ms")
