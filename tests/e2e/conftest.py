@@ -4,7 +4,8 @@ has only loopback, so nothing can leave the machine.
 
 Fixtures
 ========
-``claude_bin``      path of the pinned CLI (``@anthropic-ai/claude-code@2.1.197``): found
+``claude_bin``      path of the pinned CLI (``@anthropic-ai/claude-code@2.1.197``, installed by
+                    ``.ci/setup``): found
                     in ``<repo>/.cache/npm`` or installed there with ``npm install
                     --prefix``; ``$CCCI_CLAUDE_BIN`` overrides. Skips when npm is missing
                     or the install fails (offline).
