@@ -68,10 +68,10 @@ def test_hooks_arrive_before_the_pane_and_carry_each_api_error_kind(claude_sessi
     idle_at = _first_seen(s, lambda sc, a: a.state == AgentState.IDLE and reply in sc, 30)
     leads["UserPromptSubmit"].append(busy_at - _wait_event(s, "UserPromptSubmit", 1)["t"])
     leads["Stop"].append(idle_at - _wait_event(s, "Stop", 1)["t"])
-    leads["session file busy"] = [file_busy - _wait_event(s, "UserPromptSubmit", 1)["t"]]
+    leads["session file busy (hook lead over the file)"] = [file_busy - _wait_event(s, "UserPromptSubmit", 1)["t"]]
     file_idle = _first_seen(s, lambda sc, a: (session_file_state(s.home, pid, True) or (None,))[0]
                             == AgentState.IDLE, 5)
-    leads["session file idle"] = [file_idle - _wait_event(s, "Stop", 1)["t"]]
+    leads["session file idle (hook lead over the file)"] = [file_idle - _wait_event(s, "Stop", 1)["t"]]
 
     # every injected failure ends its turn with StopFailure; the fold names the state
     expected = [("thinking", AgentState.FATAL_ERROR, "unknown"),
@@ -105,5 +105,5 @@ def test_hooks_arrive_before_the_pane_and_carry_each_api_error_kind(claude_sessi
     assert order[0] == "SessionStart" and order[-1] == "SessionEnd"
     print(f"\nStopFailure error kinds: {kinds}\nhook order: {order}")
     for name, values in leads.items():
-        print(f"hook lead over the pane (positive: the hook came first), {name}: " + ", ".join(f"{v * 1000:.0f} ms" for v in values)
+        print(f"hook lead (positive: the hook came first), {name}: " + ", ".join(f"{v * 1000:.0f} ms" for v in values)
               + f" (median {statistics.median(values) * 1000:.0f} ms)")
