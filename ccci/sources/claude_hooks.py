@@ -233,17 +233,16 @@ def merge(pane: ScreenAnalysis, src_state: AgentState, src_mono: float, evidence
     :param reset_at: the source's usage-limit reset time (UTC), if any.
     :returns: ``(analysis, winner)``; winner is ``"source"``, ``"pane"`` or ``"stale"``.
     """
+    match = Match(rule=rule, state=src_state, line=evidence, groups={}, source=SOURCE_NOTE)
     if pane.state == src_state:
-        if reset_at and not pane.reset_at:
-            return replace(pane, reset_at=reset_at), "source"
-        return pane, "source"
+        # agreed: the pane's rule stays first (its line is the evidence); the source is noted
+        return replace(pane, matches=[*pane.matches, match], reset_at=pane.reset_at or reset_at), "source"
     if content_changed_mono > src_mono + PANE_LAG_S + tick_s:
         return pane, "pane"  # the pane changed after the event: it shows something newer
     if src_state == AgentState.IDLE and pane.state in IDLE_LIKE:
         return pane, "pane"  # idle, refined: a draft in the box or a dialog
     if src_state == AgentState.BUSY and mono - src_mono >= STALE_BUSY_S:
         return pane, "stale"
-    match = Match(rule=rule, state=src_state, line=evidence, groups={}, source=SOURCE_NOTE)
     return replace(pane, state=src_state, matches=[match, *pane.matches],
                    reset_at=reset_at or (pane.reset_at if src_state == AgentState.USAGE_LIMIT else None)), "source"
 

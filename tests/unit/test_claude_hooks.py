@@ -148,6 +148,14 @@ def test_merge_hook_fresher_than_the_pane_wins():
     assert an.matches[0].rule == "claude.hook.StopFailure" and an.fingerprint == "f"
 
 
+def test_merge_agreement_keeps_the_panes_evidence_and_notes_the_hook():
+    pane = _pane(AgentState.FATAL_ERROR)
+    an, who = merge(pane, AgentState.FATAL_ERROR, 100.0, "hook StopFailure", "claude.hook.StopFailure",
+                    content_changed_mono=100.05, mono=101.0)
+    assert who == "source" and an.state == AgentState.FATAL_ERROR
+    assert [m.rule for m in an.matches] == ["claude.hook.StopFailure"]  # the pane had none here
+
+
 def test_merge_pane_changed_after_the_hook_wins():
     # hook says busy (UserPromptSubmit at 100); the pane changed and reads idle at 130: Stop was lost
     an, who = merge(_pane(AgentState.IDLE), AgentState.BUSY, 100.0, "hook", "r", content_changed_mono=130.0, mono=131.0)
