@@ -266,7 +266,7 @@ def ccci_observe(snapshot, config, state, now, mono, agents):
             tr.generation = rt.generation
             tr.hook = None
             saved = state.get(f"claude_hooks.state.{name}")
-            if saved and tr.generation == rt.generation and rt.generation:
+            if saved and rt.generation:  # a watcher restart: what this process reported before
                 try:
                     h = HookState(**json.loads(saved))
                     started_wall = now.timestamp() - (mono - rt.started_mono)
@@ -324,7 +324,7 @@ def ccci_observe(snapshot, config, state, now, mono, agents):
                                src[4])
         if winner == "stale" and tr.stale_reported_at != src[1]:
             tr.stale_reported_at = src[1]
-            snapshot.events.append(Event("hook_stale", f"{src[2]} {mono - src[1]:.0f}s ago but the pane reads idle; "
-                                         "trusting the pane", agent=name))
+            snapshot.events.append(Event("hook_stale", f"{src[2]} {mono - src[1]:.0f}s ago but the unchanged pane reads "
+                                         f"{merged.state.value}; trusting the pane", agent=name))
         tr.merged = merged
         rt.analysis = merged

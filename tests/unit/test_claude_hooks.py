@@ -260,3 +260,44 @@ def test_supervisor_launches_with_hooks_and_a_stop_failure_hook_makes_a_fresh_se
     relaunch = fake_tmux.launches("a")[-1]
     assert "--session-id" in relaunch.argv and "--resume" not in relaunch.argv  # never a resume
     assert int(sup.store.get("claude_hooks.offset.a")) == spool.stat().st_size
+
+
+def _append(spool: Path, **rec) -> None:
+    with open(spool, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+
+
+def test_supervisor_state_follows_hooks_and_a_stale_busy_hook_yields_to_the_pane(
+        make_supervisor, fake_tmux, fake_clock, claude_on_path):
+    sup = make_supervisor(agents=["a"], backend="claude", checks={"startup_grace": 0, "stall_idle": 10**6})
+    _, spool = hook_paths(sup.config.state_dir, "a")
+    pane = fake_tmux.pane("a")
+    pane.set_screen(IDLE_SCREEN, input_box="❯\xa0{input}\n" + "─" * 20 + "\n  ? for shortcuts", input="")
+    fake_clock.advance(1)
+    sup.tick()
+    rt = sup.agents["a"]
+    assert rt.analysis.state == AgentState.IDLE
+    t = fake_clock.now().timestamp()
+    _append(spool, ev="PermissionRequest", t=t, sid="s", tool="Bash")
+    fake_clock.advance(1)
+    sup.tick()
+    assert rt.analysis.state == AgentState.WAITING_INPUT  # only the hook knows (the fake pane shows no dialog)
+    assert rt.analysis.matches[0].rule == "claude.hook.PermissionRequest"
+    _append(spool, ev="UserPromptSubmit", t=fake_clock.now().timestamp(), sid="s")
+    fake_clock.advance(1)
+    sup.tick()
+    assert rt.analysis.state == AgentState.BUSY
+    assert not sup.backends["claude"].is_ready_for_input(rt.analysis)  # no message is typed into a busy agent
+    for _ in range(31):
+        fake_clock.advance(1)
+        sup.tick()
+    assert rt.analysis.state == AgentState.IDLE  # no Stop came and the pane never changed: stale
+    stale = [e for e in sup.store.events() if e["kind"] == "hook_stale"]
+    assert len(stale) == 1 and "reads idle" in stale[0]["message"]
+    # a new watcher on the same state: the offset is kept, nothing is re-read
+    before = int(sup.store.get("claude_hooks.offset.a"))
+    claude_hooks._tracked.clear()
+    sup2 = make_supervisor(sup.config)
+    fake_clock.advance(1)
+    sup2.tick()
+    assert int(sup2.store.get("claude_hooks.offset.a")) == before
