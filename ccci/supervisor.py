@@ -307,6 +307,11 @@ class Supervisor:
             self.emit("launch_failed", f"workdir {spec.workdir} does not exist; create it or fix agents.{name}.workdir", agent=name)
             return RemedyResult(False, "workdir missing", pending=False)
         self.stop_agent_process(name)
+        if mode == "fresh" and rt.conversation_id:
+            # forget the old conversation before trying: if this launch fails, the next
+            # restart must not resume it (a thinking-block 400 would come back)
+            rt.conversation_id = ""
+            self.store.update_agent(name, conversation_id="")
         if mode == "resume":
             conv = rt.conversation_id
             prompt = (f"ccci restarted this session ({reason}). Continue from where you left off.")

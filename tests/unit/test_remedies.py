@@ -81,6 +81,35 @@ def test_usage_limit_is_never_restarted_even_past_restart_guards(make_supervisor
     assert events(sup, "escalation") == []
 
 
+def test_a_failed_fresh_launch_is_never_followed_by_a_resume(make_supervisor, fake_tmux, fake_clock):
+    """Seen on the real CLI: the fresh launch after a thinking-block 400 failed (tmux was
+    exiting after its last session was killed); process death then resumed the poisoned
+    conversation. The old id is now forgotten before the fresh launch is tried."""
+    from ccci.tmux import TmuxError
+
+    sup = make_supervisor(agents=["a"], checks={**CHECKS, "backoff_initial": 0})
+    tick(sup)
+    old = sup.agents["a"].conversation_id
+    real_new_session = fake_tmux.new_session
+    failures = []
+
+    def new_session_failing_once(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise TmuxError("server exited unexpectedly")
+        return real_new_session(*args, **kwargs)
+
+    fake_tmux.new_session = new_session_failing_once
+    fake_tmux.pane("a").append("» next backlog item", FATAL_TEXT, "✓ turn done in 0s")
+    run_ticks(sup, 2)
+    assert failures and fake_tmux.panes.get(sup.agents["a"].session) is None  # the fresh launch failed
+    assert sup.store.agent("a").conversation_id == ""
+    run_ticks(sup, 4)  # process death restarts it: fresh, not a resume of the old id
+    new = fake_tmux.pane("a")
+    assert "--resume" not in new.argv and old not in new.argv
+    assert not events(sup, "agent_resumed")
+
+
 def test_fatal_error_restarts_fresh_never_resumes(make_supervisor, fake_tmux):
     sup = make_supervisor(agents=["a"], checks={**CHECKS, "backoff_initial": 0})
     tick(sup)
