@@ -5,8 +5,10 @@ on its socket; seen on the real Claude Code under ``ccci watch``. Tmux.new_sessi
 once, starting a new server."""
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +18,8 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux
 
 
 def test_new_session_right_after_the_last_session_was_killed():
-    t = Tmux(socket_name=f"ccci-race-{uuid.uuid4().hex[:8]}")
+    name = f"ccci-race-{uuid.uuid4().hex[:8]}"
+    t = Tmux(socket_name=name)
     try:
         for i in range(40):
             t.new_session("a", ["sleep", "30"], None, {})
@@ -26,3 +29,4 @@ def test_new_session_right_after_the_last_session_was_killed():
             t.kill_session("b")
     finally:
         t.kill_server()
+        (Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.geteuid()}" / name).unlink(missing_ok=True)
