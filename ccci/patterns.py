@@ -31,7 +31,8 @@ Files live in ``ccci/patterns/<backend>-<version>.toml``. Each has:
     give a usage-limit reset time; ``reset_clock`` (``8:34am``, ``5pm``) with
     ``reset_tz`` (``UTC`` or an IANA zone name, e.g. ``Europe/Berlin``) and optional
     ``reset_date`` (``Jul 18``) give one relative to the time of the capture (see
-    :func:`resolve_clock_time`).
+    :func:`resolve_clock_time`). A ``resume_failed`` group marks a screen saying the
+    conversation cannot be resumed (the process-death remedy then starts fresh).
 
 A user overrides or adds rules in ``ccci.toml`` under ``[patterns.<backend>]`` with
 the same ``[[rules]]`` schema; a rule with a builtin's ``id`` replaces it.

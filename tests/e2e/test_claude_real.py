@@ -227,6 +227,10 @@ def test_exit_then_resume_restores_the_conversation(claude_session):
     s.record("08_after_exit.txt", screen)
     assert an.first(AgentState.EXITED).groups.get("session_id") == s.session_id
     s.stop_server()
+    # under load the transcript can reach the disk after the exit; resuming before that
+    # gives "No conversation found" (captures/16_resume_no_conversation.txt)
+    s.wait_until(lambda sc, a: any("PELICAN." in p.read_text(errors="replace") for p in
+                                   s.home.glob(f".claude/projects/*/{s.session_id}.jsonl")), 30, "the transcript")
 
     r = claude_session([Text("Resumed fine.")], resume_of=s, name=s.name + "-resumed")
     screen, an = r.wait_until(lambda sc, a: a.state == AgentState.IDLE and a.input_present

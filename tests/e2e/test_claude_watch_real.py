@@ -89,6 +89,12 @@ def test_kill_9_is_resumed_with_the_persisted_session_id(claude_fleet):
     f.watch()
     f.wait(lambda: "WORD=HERON" in f.screen("a"), 60, "the first turn")
     sid0 = f.store.agent("a").conversation_id
+    # the CLI writes its transcript a little after the turn; a kill -9 before that leaves
+    # nothing to resume ("No conversation found", handled by a fresh start: unit test
+    # test_a_resume_that_finds_no_conversation_is_followed_by_a_fresh_start). Here: the resume.
+    home = f.root / "homes" / "a"
+    f.wait(lambda: any("WORD=HERON" in p.read_text(errors="replace")
+                       for p in home.glob(f".claude/projects/*/{sid0}.jsonl")), 30, "the transcript on disk")
     pid = f.pane("a").pid
     t_kill = time.time()
     os.kill(pid, signal.SIGKILL)

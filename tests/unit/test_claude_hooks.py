@@ -301,3 +301,31 @@ def test_supervisor_state_follows_hooks_and_a_stale_busy_hook_yields_to_the_pane
     fake_clock.advance(1)
     sup2.tick()
     assert int(sup2.store.get("claude_hooks.offset.a")) == before
+
+
+NO_CONVERSATION = (HOOKS.parent.parent / "claude-2.1.197-recorded" / "16_resume_no_conversation.txt").read_text()
+
+
+def test_a_resume_that_finds_no_conversation_is_followed_by_a_fresh_start(
+        make_supervisor, fake_tmux, fake_clock, claude_on_path):
+    sup = make_supervisor(agents=["a"], backend="claude", checks={"startup_grace": 0, "backoff_initial": 0})
+    fake_clock.advance(1)
+    sup.tick()
+    old = sup.agents["a"].conversation_id
+    fake_tmux.pane("a").kill(status=None, signal=9)  # kill -9
+    fake_clock.advance(1)
+    sup.tick()
+    resumed = fake_tmux.launches("a")[-1]
+    assert resumed.argv[1:3] == ["--resume", old]
+    fake_clock.advance(1)
+    sup.tick()  # back
+    # the real CLI's answer when the transcript was not on disk, then exit 1
+    resumed.set_screen(NO_CONVERSATION, input_box=None)
+    resumed.kill(status=1)
+    for _ in range(3):
+        fake_clock.advance(1)
+        sup.tick()
+    fresh = fake_tmux.launches("a")[-1]
+    assert fresh is not resumed and "--session-id" in fresh.argv and old not in fresh.argv
+    ev = [e for e in sup.store.events() if e["kind"] == "agent_restarted_fresh"]
+    assert len(ev) == 1
