@@ -363,17 +363,27 @@ def send(ctx: click.Context, agent: str, text: str, timeout: float) -> None:
 @click.option("--backend", required=True, help="Backend whose patterns read the screen (claude, scripted, ...).")
 @click.option("--title", default="", help="Pane title at capture time, if known.")
 @click.option("--json", "as_json", is_flag=True, help="Print the conclusion as JSON.")
-def diagnose(file: Path, backend: str, title: str, as_json: bool) -> None:
+@click.option("--now", "now_text", default="", metavar="ISO-8601",
+              help="When the capture was taken (UTC; default: now): places a reset time shown without a date.")
+def diagnose(file: Path, backend: str, title: str, as_json: bool, now_text: str) -> None:
     """Run every check on a saved pane capture (tmux capture-pane -p) and print the conclusion."""
     from ccci.diagnose import DiagnoseError
     from ccci.diagnose import diagnose as run_diagnose
     from ccci.patterns import PatternError
     from ccci.plugins import get_plugin_manager
 
+    from ccci.clock import parse_utc
+
+    now = None
+    if now_text:
+        try:
+            now = parse_utc(now_text)
+        except ValueError:
+            fail(f"--now {now_text!r}: not an ISO-8601 time; use e.g. 2026-11-22T06:04:00Z")
     pm = get_plugin_manager(fleet_root=_fleet_root_or_none())
     raw = file.read_bytes()[: 8 * 1024 * 1024]
     try:
-        result = run_diagnose(pm, raw.decode("utf-8", "replace"), backend, title)
+        result = run_diagnose(pm, raw.decode("utf-8", "replace"), backend, title, now=now)
     except (DiagnoseError, PatternError) as exc:
         fail(str(exc))
     if as_json:

@@ -6,6 +6,7 @@ the screen alone says.
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from ccci.clock import Clock, iso
@@ -21,13 +22,16 @@ class DiagnoseError(ValueError):
     """Unknown backend or unreadable capture; one-line message."""
 
 
-def diagnose(pm: CcciPluginManager, screen: str, backend_name: str, title: str = "") -> dict[str, Any]:
+def diagnose(pm: CcciPluginManager, screen: str, backend_name: str, title: str = "",
+             now: "datetime | None" = None) -> dict[str, Any]:
     """Classify one capture and run every ``ccci_check_agent`` implementation on it.
 
     :param pm: plugin manager (builtins + plugins; their checks all run).
     :param screen: the capture's text (ANSI escapes are removed).
     :param backend_name: backend whose pattern data reads the screen.
     :param title: optional pane title.
+    :param now: when the capture was taken (UTC; default: now): places a reset time
+        shown without a date (``resets 8:34am (UTC)``) and is the checks' ``now``.
     :returns: ``{"state": str, "findings": [{"check", "evidence", ...}], "reset_at":
         ISO-8601 UTC or None, "matches": [...], "input_text": str, "backend": str,
         "patterns": str, "errors": [str]}``.
@@ -38,9 +42,10 @@ def diagnose(pm: CcciPluginManager, screen: str, backend_name: str, title: str =
         raise DiagnoseError(f"unknown backend {backend_name!r}; known: {', '.join(sorted(backends))}")
     backend = backends[backend_name]
     screen = ANSI.sub("", screen)
-    analysis = backend.analyse(screen, title)
+    # a backend written before ``now`` existed takes (screen, title) only
+    analysis = backend.analyse(screen, title, now) if now is not None else backend.analyse(screen, title)
     clock = Clock()
-    now, mono = clock.now(), clock.monotonic()
+    now, mono = now or clock.now(), clock.monotonic()
     from pathlib import Path
 
     spec = AgentSpec(name="diagnose", role=Role.LOOP, backend=backend_name, workdir=Path("."))

@@ -101,7 +101,8 @@ def ccci_tick_start(tick: int, now: "datetime", mono: float) -> None:
 
 @hookspec
 def ccci_observe(
-    snapshot: "FleetSnapshot", config: "FleetConfig", state: Any, now: "datetime", mono: float
+    snapshot: "FleetSnapshot", config: "FleetConfig", state: Any, now: "datetime", mono: float,
+    agents: "dict[str, AgentRuntime]",
 ) -> None:
     """Called once per tick after the batched tmux query and the process scan.
 
@@ -112,12 +113,19 @@ def ccci_observe(
     ``snapshot.events``; the runner logs it. An implementation must be cheap or
     rate-limit itself (the tick is 1 s).
 
+    A *state source* (the CLI's lifecycle hooks, its session files) refines what the
+    screen said: it may replace ``agents[name].analysis`` with a copy whose ``state``
+    (and ``reset_at``) it knows better, its evidence first in ``matches`` (see
+    :mod:`ccci.sources.claude_hooks`). Checks then see the merged reading.
+
     :param snapshot: :class:`ccci.runtime.FleetSnapshot` for this tick (panes by agent,
         processes by agent, screens captured this tick, facts).
     :param config: the fleet config.
     :param state: the durable :class:`ccci.state.StateStore` (read-only use expected).
     :param now: UTC wall time.
     :param mono: monotonic seconds.
+    :param agents: agent name -> :class:`ccci.runtime.AgentRuntime` (this tick's screen
+        analysis in ``analysis``).
     :returns: nothing; results are ignored.
     """
 

@@ -28,7 +28,11 @@ Files live in ``ccci/patterns/<backend>-<version>.toml``. Each has:
     an input box was, or was not, found on screen. Dialogs that replace the input box
     use ``"absent"``, so a model reply quoting the dialog's text cannot match).
     Named groups are kept as evidence; ``reset_epoch`` (unix seconds) and ``reset_iso``
-    give a usage-limit reset time.
+    give a usage-limit reset time; ``reset_clock`` (``8:34am``, ``5pm``) with
+    ``reset_tz`` (``UTC`` or an IANA zone name, e.g. ``Europe/Berlin``) and optional
+    ``reset_date`` (``Jul 18``) give one relative to the time of the capture (see
+    :func:`resolve_clock_time`). A ``resume_failed`` group marks a screen saying the
+    conversation cannot be resumed (the process-death remedy then starts fresh).
 
 A user overrides or adds rules in ``ccci.toml`` under ``[patterns.<backend>]`` with
 the same ``[[rules]]`` schema; a rule with a builtin's ``id`` replaces it.
@@ -142,12 +146,14 @@ class PatternSet:
         return copy
 
     # ------------------------------------------------------------------ analysis
-    def analyse(self, screen: str, title: str = "") -> ScreenAnalysis:
+    def analyse(self, screen: str, title: str = "", now: datetime | None = None) -> ScreenAnalysis:
         """Read one capture.
 
         :param screen: ``tmux capture-pane -p`` text (any size; only the last
             ``MAX_LINES`` lines, each cut to ``MAX_LINE_CHARS``, are read).
         :param title: the pane title (for ``scope = "title"`` rules).
+        :param now: when the capture was taken (UTC; default: now), to place a reset
+            time given without a date (``resets 8:34am (UTC)``).
         :returns: a :class:`ccci.model.ScreenAnalysis`.
         """
         lines = [ln[:MAX_LINE_CHARS].rstrip() for ln in screen.splitlines()[-MAX_LINES:]]
@@ -172,7 +178,7 @@ class PatternSet:
             analysis.state = AgentState.UNKNOWN
         for m in matches:
             if m.state == AgentState.USAGE_LIMIT:
-                analysis.reset_at = _reset_time(m.groups)
+                analysis.reset_at = _reset_time(m.groups, now or datetime.now(UTC))
                 if analysis.reset_at:
                     break
         # only the newest block: a wait declared before a newer turn no longer holds
@@ -302,7 +308,71 @@ def _rule(data: Any, origin: str, index: int) -> Rule:
     )
 
 
-def _reset_time(groups: dict[str, str]) -> datetime | None:
+CLOCK_RE = re.compile(r"^(?P<h>\d{1,2})(?::(?P<m>\d{2}))?\s*(?P<ampm>[ap]m)?$", re.I)
+MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1)}
+RESET_PAST_S = 6 * 3600  #: a dateless reset up to this far before the capture is read as past, not tomorrow
+
+
+def resolve_clock_time(clock: str, tz: str, now: datetime, date: str = "") -> datetime | None:
+    """A reset time shown as a wall-clock time in a zone, as an absolute UTC time.
+
+    Claude Code prints ``resets 8:34am (UTC)`` / ``resets 5pm (Europe/Paris)`` without a
+    date. The time is placed on the day (in ``tz``) that puts it within
+    ``(now - RESET_PAST_S, now + 24 h - RESET_PAST_S]``: the next occurrence (tomorrow when
+    today's is over), except that a reset that passed less than 6 h before the capture
+    stays in the past (the limit has lifted; a 5-hour session limit is never announced
+    more than 5 h ahead). With ``date`` (``Jul 18``) the year is the one that puts it
+    nearest ``now``.
+
+    :param clock: ``8:34am``, ``5pm``, ``17:40``.
+    :param tz: ``UTC`` or an IANA zone name.
+    :param now: the capture's time (aware datetime).
+    :param date: optional ``<Mon> <day>``.
+    :returns: an aware UTC datetime, or ``None`` when the clock, zone or date is unreadable.
+    """
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    m = CLOCK_RE.match(clock.strip())
+    if not m:
+        return None
+    hour, minute = int(m.group("h")), int(m.group("m") or 0)
+    ampm = (m.group("ampm") or "").lower()
+    if ampm:
+        if not 1 <= hour <= 12:
+            return None
+        hour = hour % 12 + (12 if ampm == "pm" else 0)
+    if hour > 23 or minute > 59:
+        return None
+    try:
+        zone = UTC if tz.strip().upper() in ("UTC", "GMT", "Z") else ZoneInfo(tz.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+    local_now = now.astimezone(zone)
+    if date:
+        dm = re.match(r"^(?P<mon>[A-Za-z]{3})[a-z]*\.? (?P<day>\d{1,2})$", date.strip())
+        if not dm or dm.group("mon").lower() not in MONTHS:
+            return None
+        best = None
+        for year in (local_now.year - 1, local_now.year, local_now.year + 1):
+            try:
+                cand = datetime(year, MONTHS[dm.group("mon").lower()], int(dm.group("day")), hour, minute, tzinfo=zone)
+            except ValueError:
+                continue
+            if best is None or abs((cand - now).total_seconds()) < abs((best - now).total_seconds()):
+                best = cand
+        return best.astimezone(UTC) if best else None
+    base = datetime(local_now.year, local_now.month, local_now.day, hour, minute, tzinfo=zone)
+    for days in (-1, 0, 1):
+        # zoneinfo arithmetic on wall time: the same clock time on the neighbouring day
+        cand = (base + timedelta(days=days)).replace(tzinfo=zone)
+        delta = (cand - now).total_seconds()
+        if -RESET_PAST_S < delta <= 24 * 3600 - RESET_PAST_S:
+            return cand.astimezone(UTC)
+    return None
+
+
+def _reset_time(groups: dict[str, str], now: datetime | None = None) -> datetime | None:
     if "reset_epoch" in groups:
         try:
             return datetime.fromtimestamp(int(groups["reset_epoch"]), UTC)
@@ -313,6 +383,9 @@ def _reset_time(groups: dict[str, str]) -> datetime | None:
             return parse_utc(groups["reset_iso"])
         except ValueError:
             return None
+    if "reset_clock" in groups and "reset_tz" in groups:
+        return resolve_clock_time(groups["reset_clock"], groups["reset_tz"], now or datetime.now(UTC),
+                                  groups.get("reset_date", ""))
     return None
 
 

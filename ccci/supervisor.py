@@ -371,6 +371,11 @@ class Supervisor:
         # successor completes the same (re)start instead of starting a fresh conversation
         self.store.put(INTENT_KEY.format(agent=name), mode)
         self.stop_agent_process(name)
+        if mode == "fresh" and rt.conversation_id:
+            # forget the old conversation before trying: if this launch fails, the next
+            # restart must not resume it (a thinking-block 400 would come back)
+            rt.conversation_id = ""
+            self.store.update_agent(name, conversation_id="")
         fault_point("after_stop")
         if mode == "resume":
             conv = rt.conversation_id
@@ -517,7 +522,8 @@ class Supervisor:
             else:
                 snap.processes[name] = procs.get(pane.pid, ProcessInfo(pid=pane.pid, alive=False))
         snap.facts["backends"] = {n: rt.backend for n, rt in self.agents.items()}
-        self._call_all("ccci_observe", {"snapshot": snap, "config": self.config, "state": self.store, "now": now, "mono": mono})
+        self._call_all("ccci_observe", {"snapshot": snap, "config": self.config, "state": self.store, "now": now, "mono": mono,
+                                        "agents": self.agents})
         for ev in snap.events:
             self.emit(ev.kind, ev.message, agent=ev.agent, data=ev.data)
         self.last_snapshot = snap

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import shlex
+import time
 from pathlib import Path
 
 import libtmux
@@ -24,6 +25,11 @@ FIELDS = (
 SEP = "\x1f"  # unit separator: cannot appear in tmux format output of these fields
 LIST_FORMAT = SEP.join("#{%s}" % f for f in FIELDS)
 MAX_LITERAL = 4096  # a single line over ~4 KB is cut by the tty (agent-cli-facts.md)
+
+
+#: tmux's messages when the server it reached exited under it (measured: ``new-session``
+#: right after killing the server's last session, tmux 3.3)
+SERVER_GONE = ("server exited unexpectedly", "lost server")
 
 
 class TmuxError(RuntimeError):
@@ -153,7 +159,15 @@ class Tmux:
             log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             os.close(os.open(log_file, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600))
             args += [";", "pipe-pane", "-o", "-t", f"={name}:", f"cat >> {shlex.quote(str(log_file))}"]
-        out = self.cmd(*args)
+        try:
+            out = self.cmd(*args)
+        except TmuxError as exc:
+            if not any(m in str(exc) for m in SERVER_GONE):
+                raise
+            # the session killed just before (a restart) was the server's last, so tmux
+            # was exiting as we connected: the second call starts a new server
+            time.sleep(0.1)
+            out = self.cmd(*args)
         pane_id, pid = out[0].split(SEP)
         return PaneInfo(session_name=name, pane_id=pane_id, pid=int(pid), width=width, height=height)
 

@@ -234,8 +234,11 @@ def test_every_rule_fires_on_some_screen_or_is_documented_extra(backend):
     for name in LABELS:
         fired |= {m.rule for m in backend.analyse(_screen(name)).matches}
     fired |= {m.rule for m in backend.analyse(_screen("04_reply_finished_idle.txt"), title="⠐ Claude Code").matches}
+    recorded = GOLDEN.parent / "claude-2.1.197-recorded"  # screens recorded by tests/e2e
+    for name in tomllib.loads((recorded / "LABELS.toml").read_text(encoding="utf-8")):
+        fired |= {m.rule for m in backend.analyse((recorded / name).read_text(encoding="utf-8")).matches}
     # rules for screens the captures do not show at the bottom (documented in agent-cli-facts.md)
-    extra = {"claude.exited.resume_hint_no_box", "claude.exited.pane_dead_no_box", "claude.exited.root_refused"}
+    extra = {"claude.exited.pane_dead_no_box", "claude.exited.root_refused"}  # resume_hint_no_box: recorded 16
     assert {r.id for r in backend.patterns.rules} - fired == extra
 
 
@@ -260,7 +263,7 @@ def _spec(tmp_path: Path, **kw) -> AgentSpec:
     return AgentSpec(**base)
 
 
-CONFIG = SimpleNamespace(name="fleet1", state_dir=Path("/nonexistent/state"))
+CONFIG = SimpleNamespace(name="fleet1")  # no state_dir: no hook settings (see test_launch_installs_hooks)
 SID = "70561c5c-809c-4421-9bd4-4b4c1a66b486"
 
 
@@ -302,6 +305,17 @@ def test_launch_options(tmp_path, monkeypatch):
     assert dash.argv[-2:] == ["--", "-x is a flag"]
 
 
+def test_launch_installs_hooks(tmp_path):
+    cfg = SimpleNamespace(name="fleet1", state_dir=tmp_path / "state")
+    plan = ClaudeBackend().launch(_spec(tmp_path), cfg, SID, resume=False, prompt="p")
+    i = plan.argv.index("--settings")
+    assert plan.argv[i + 1] == str(tmp_path / "state" / "hooks" / "builder.settings.json")
+    assert plan.argv[-1] == "p"
+    off = ClaudeBackend().launch(_spec(tmp_path, options={"hooks": False, "settings": "/x.json"}), cfg, SID,
+                                 resume=False, prompt="p")
+    assert off.argv[off.argv.index("--settings") + 1] == "/x.json"
+
+
 def test_launch_rejects_non_uuid(tmp_path):
     with pytest.raises(ValueError, match="UUID"):
         ClaudeBackend().launch(_spec(tmp_path), CONFIG, "not-a-uuid", resume=False, prompt="x")
@@ -318,3 +332,54 @@ def test_registration_hook():
     assert isinstance(b, ClaudeBackend)
     assert b.name == "claude" and b.process_names == ("claude",)
     assert b.compact_command == "/compact" and not b.exits_at_turn_end
+
+
+# ------------------------------------------------------------- subscriber reset times
+
+from datetime import datetime as _dt, timezone as _tz  # noqa: E402
+
+from ccci.patterns import resolve_clock_time  # noqa: E402
+
+SUBSCRIBER = ("❯ do some work\n  ⎿  You've hit your session limit · resets {clock} ({tz})\n\n✻ Churned for 0s\n\n"
+              + "─" * 40 + "\n❯\xa0\n" + "─" * 40 + "\n  ⏵⏵ bypass permissions on (shift+tab to cycle)\n")
+
+
+@pytest.mark.parametrize("clock,tz,now,expected", [
+    ("8:34am", "UTC", "2026-11-22T06:04:00", "2026-11-22T08:34:00"),         # later today
+    ("1:10am", "UTC", "2026-11-22T22:00:00", "2026-11-23T01:10:00"),         # tomorrow
+    ("8:34am", "UTC", "2026-11-22T09:00:00", "2026-11-22T08:34:00"),         # just passed: lifted
+    ("5pm", "Europe/Paris", "2026-11-22T13:30:00", "2026-11-22T16:00:00"),   # CET = UTC+1
+    ("5pm", "Europe/Paris", "2026-07-22T13:30:00", "2026-07-22T15:00:00"),   # CEST = UTC+2
+    ("12:50am", "America/Los_Angeles", "2026-07-04T05:00:00", "2026-07-04T07:50:00"),  # next local day
+    ("12:05pm", "UTC", "2026-11-22T10:00:00", "2026-11-22T12:05:00"),
+])
+def test_subscriber_reset_clock_is_placed_on_the_right_day(backend, clock, tz, now, expected):
+    now_dt = _dt.fromisoformat(now).replace(tzinfo=_tz.utc)
+    an = backend.analyse(SUBSCRIBER.format(clock=clock, tz=tz), "", now_dt)
+    assert an.state == AgentState.USAGE_LIMIT
+    assert an.first(AgentState.USAGE_LIMIT).rule == "claude.usage_limit.subscriber"
+    assert an.reset_at == _dt.fromisoformat(expected).replace(tzinfo=_tz.utc)
+
+
+def test_reset_clock_unreadable_gives_no_reset():
+    now = _dt(2026, 11, 22, 6, 0, tzinfo=_tz.utc)
+    assert resolve_clock_time("8:34am", "Mars/Olympus", now) is None
+    assert resolve_clock_time("13pm", "UTC", now) is None
+    assert resolve_clock_time("8:34am", "UTC", now, date="Foo 3") is None
+    assert resolve_clock_time("4am", "UTC", now, date="Nov 25") == _dt(2026, 11, 25, 4, 0, tzinfo=_tz.utc)
+    assert resolve_clock_time("4am", "UTC", _dt(2026, 12, 30, tzinfo=_tz.utc), date="Jan 2") == \
+        _dt(2027, 1, 2, 4, 0, tzinfo=_tz.utc)
+
+
+def test_quoted_limit_text_in_an_older_block_is_not_the_state(backend):
+    old = SUBSCRIBER.format(clock="8:34am", tz="UTC").replace("❯\xa0\n", "")
+    screen = old.split("─" * 40)[0] + "❯ continue\n\n● Working again.\n\n✻ Worked for 2s\n\n" + "─" * 40 + "\n❯\xa0\n" + "─" * 40 + "\n"
+    assert backend.analyse(screen).state == AgentState.IDLE
+
+
+def test_busy_spinner_without_timer(backend):
+    screen = "❯ say hello\n\n· Doodling…\n\n" + "─" * 40 + "\n❯\xa0\n" + "─" * 40 + "\n  ? for shortcuts\n"
+    an = backend.analyse(screen)
+    assert an.state == AgentState.BUSY and an.matches[0].rule == "claude.busy.spinner_no_timer"
+    done = screen.replace("· Doodling…", "● hi\n\n✻ Churned for 0s")
+    assert backend.analyse(done).state == AgentState.IDLE

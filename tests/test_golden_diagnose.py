@@ -34,7 +34,8 @@ def test_corpus_covers_both_backends_and_every_state():
 
 @pytest.mark.parametrize("path,backend,label", CASES)
 def test_diagnose_gives_the_labelled_state(path, backend, label):
-    result = CliRunner().invoke(main, ["diagnose", str(path), "--backend", backend, "--json"])
+    now = ["--now", label["now"]] if label.get("now") else []
+    result = CliRunner().invoke(main, ["diagnose", str(path), "--backend", backend, "--json", *now])
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert out["state"] == label["state"], out["matches"]

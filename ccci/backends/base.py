@@ -14,6 +14,8 @@ from ccci import patterns as patterns_mod
 from ccci.model import AgentSpec, AgentState, ScreenAnalysis
 
 if TYPE_CHECKING:  # pragma: no cover
+    from datetime import datetime
+
     from ccci.config import FleetConfig
 
 
@@ -86,9 +88,10 @@ class Backend:
         self._patterns = None
         _ = self.patterns  # validate now, at config load
 
-    def analyse(self, screen: str, title: str = "") -> ScreenAnalysis:
-        """Read a pane capture; see :meth:`ccci.patterns.PatternSet.analyse`."""
-        return self.patterns.analyse(screen, title)
+    def analyse(self, screen: str, title: str = "", now: "datetime | None" = None) -> ScreenAnalysis:
+        """Read a pane capture; see :meth:`ccci.patterns.PatternSet.analyse` (``now``:
+        the capture's UTC time, default now, for reset times shown without a date)."""
+        return self.patterns.analyse(screen, title, now)
 
     def is_agent_process(self, name: str, cmdline: list[str]) -> bool:
         """True when a process (``psutil`` ``name()`` and ``cmdline()``) is this backend's

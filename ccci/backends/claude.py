@@ -14,14 +14,24 @@ Agent options (``[agents.options]`` in ``ccci.toml``):
     Pass ``--remote-control NAME``. A string is the name; ``True`` uses the agent's
     tmux session name ``ccci-<fleet>-<agent>``.
 ``settings`` (str, default off)
-    Pass ``--settings <file-or-json>``: extra settings (e.g. lifecycle hooks) for this
-    run only (agent-cli-facts.md, "What a supervisor can read").
+    Extra settings for this run only: a JSON object text or the path of a JSON file
+    (agent-cli-facts.md, "What a supervisor can read"). Merged into the settings file
+    ccci writes (below); without ccci's hooks it is passed to ``--settings`` as given.
+``hooks`` (bool, default ``True``)
+    Install ccci's lifecycle hooks: ccci writes ``<state_dir>/hooks/<agent>.settings.json``
+    (0600) and passes it with ``--settings``. Its command hooks (:data:`HOOK_EVENTS`) run
+    :mod:`ccci.hookrelay`, which appends each event to ``<state_dir>/hooks/<agent>.jsonl``;
+    :mod:`ccci.sources.claude_hooks` folds that spool into the agent's state every tick.
 """
 from __future__ import annotations
 
+import json
 import os
+import shlex
+import sys
 import uuid
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ccci.backends.base import Backend, LaunchPlan
 from ccci.hookspecs import hookimpl
@@ -32,6 +42,78 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Claude Code version the pattern file and these launch facts were checked against.
 TESTED_VERSION = "2.1.197"
+
+#: Lifecycle hooks ccci installs; every one fired offline with 2.1.197
+#: (/work/shared/captures/claude-code-2.1.197/hooks/*.jsonl, agent-cli-facts.md).
+HOOK_EVENTS = ("SessionStart", "UserPromptSubmit", "Stop", "StopFailure", "PermissionRequest",
+               "Notification", "SessionEnd", "PreCompact")
+HOOK_TIMEOUT_S = 10  #: the CLI's per-hook time limit (seconds); the relay takes ~50 ms
+RELAY = Path(__file__).resolve().parents[1] / "hookrelay.py"
+
+
+def hook_paths(state_dir: Path, agent: str) -> tuple[Path, Path]:
+    """``(settings file, spool file)`` of ``agent``'s hooks under ``state_dir/hooks``."""
+    d = Path(state_dir) / "hooks"
+    return d / f"{agent}.settings.json", d / f"{agent}.jsonl"
+
+
+def hook_settings(spool: Path, python: str | None = None) -> dict[str, Any]:
+    """The ``hooks`` settings that relay every :data:`HOOK_EVENTS` event to ``spool``.
+
+    Claude Code runs a command hook's ``command`` string through a shell; the string is
+    only the relay's argv, each part quoted with :func:`shlex.quote`, so no path can be
+    read as shell syntax.
+
+    :returns: ``{"hooks": {event: [{"matcher"?: "*", "hooks": [{"type": "command",
+        "command": str, "timeout": int}]}]}}``.
+    """
+    command = " ".join(shlex.quote(str(x)) for x in (python or sys.executable, RELAY, spool))
+    hooks: dict[str, Any] = {}
+    for ev in HOOK_EVENTS:
+        entry: dict[str, Any] = {"hooks": [{"type": "command", "command": command, "timeout": HOOK_TIMEOUT_S}]}
+        if ev == "PermissionRequest":
+            entry["matcher"] = "*"
+        hooks[ev] = [entry]
+    return {"hooks": hooks}
+
+
+def _user_settings(value: Any, agent: str) -> dict[str, Any]:
+    text = str(value).strip()
+    try:
+        data = json.loads(text) if text.startswith("{") else json.loads(Path(text).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"agents.{agent}.options.settings: not a JSON object or a readable JSON file "
+                         f"({type(exc).__name__}: {str(exc)[:100]}); fix the value or the file") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"agents.{agent}.options.settings: expected a JSON object; fix the value or the file")
+    return data
+
+
+def write_hook_settings(state_dir: Path, agent: str, extra: Any = None) -> Path:
+    """Write ``agent``'s settings file (0600, directory 0700): ccci's hooks merged with
+    the user's ``options.settings`` (their hooks kept, ours appended per event). Creates
+    the spool file (0600) so the relay only ever appends.
+
+    :returns: the settings file path.
+    :raises ValueError: when ``extra`` is not a JSON object or readable JSON file.
+    """
+    settings_file, spool = hook_paths(state_dir, agent)
+    settings_file.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings_file.parent, 0o700)
+    data = _user_settings(extra, agent) if extra else {}
+    ours = hook_settings(spool)["hooks"]
+    merged = dict(data.get("hooks") or {})
+    for ev, entries in ours.items():
+        merged[ev] = list(merged.get(ev) or []) + entries
+    data["hooks"] = merged
+    tmp = settings_file.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, settings_file)
+    os.close(os.open(spool, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    os.chmod(spool, 0o600)
+    return settings_file
 
 
 class ClaudeBackend(Backend):
@@ -86,7 +168,10 @@ class ClaudeBackend(Backend):
         * ``--dangerously-skip-permissions`` unless ``options.skip_permissions`` is false;
         * ``--model <spec.model>`` when the agent names a model;
         * ``--remote-control <name>`` when ``options.remote_control`` is set;
-        * ``--settings <value>`` when ``options.settings`` is set;
+        * ``--settings <state_dir>/hooks/<agent>.settings.json`` (ccci's lifecycle hooks,
+          :func:`write_hook_settings`, merged with ``options.settings``) unless
+          ``options.hooks`` is false or ``config`` has no ``state_dir``; else
+          ``--settings <value>`` when ``options.settings`` is set;
         * the prompt LAST, as one positional argument (never piped, never typed: typed
           text of 100+ characters loses its Enter, agent-cli-facts.md "Delivering a
           message"). A prompt starting with ``-`` is preceded by ``--`` so it is not read
@@ -99,15 +184,16 @@ class ClaudeBackend(Backend):
 
         :param spec: the agent; ``spec.model`` (str, ``""`` = CLI default),
             ``spec.options`` (see the module docstring), ``spec.env``, ``spec.workdir``.
-        :param config: the fleet config; only ``config.name`` (str, fleet name) is read,
-            for the default remote-control name.
+        :param config: the fleet config; ``config.name`` (str, fleet name) for the default
+            remote-control name, ``config.state_dir`` (Path) for the hook files.
         :param conversation_id: a UUID string (Claude Code's ``--session-id`` and
             ``--resume`` take UUIDs); :meth:`new_conversation_id` makes one.
         :param resume: continue ``conversation_id`` instead of starting it.
         :param prompt: initial prompt text (``""`` for none, e.g. on a plain resume).
         :returns: a :class:`ccci.backends.base.LaunchPlan` with ``cwd=spec.workdir`` and
             ``conversation_id`` in canonical lower-case UUID form.
-        :raises ValueError: when ``conversation_id`` is not a UUID.
+        :raises ValueError: when ``conversation_id`` is not a UUID, or ``options.settings``
+            is not JSON.
         """
         try:
             session_id = str(uuid.UUID(str(conversation_id)))
@@ -129,7 +215,10 @@ class ClaudeBackend(Backend):
         if remote:
             remote_name = remote if isinstance(remote, str) else f"ccci-{config.name}-{spec.name}"
             argv += ["--remote-control", remote_name]
-        if opts.get("settings"):
+        state_dir = getattr(config, "state_dir", None)
+        if opts.get("hooks", True) and state_dir is not None:
+            argv += ["--settings", str(write_hook_settings(state_dir, spec.name, opts.get("settings")))]
+        elif opts.get("settings"):
             argv += ["--settings", str(opts["settings"])]
         if prompt:
             if prompt.startswith("-"):

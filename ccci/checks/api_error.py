@@ -11,6 +11,7 @@ from ccci.hookspecs import hookimpl
 from ccci.model import AgentState, Remedy
 
 CHECK = "api_error"
+VERIFY_S = 20.0  #: checks stay paused this long after 'continue' (the turn it starts must answer first)
 
 
 @hookimpl
@@ -23,4 +24,4 @@ def ccci_choose_remedy(finding, agent, settings, now):
     if finding.check != CHECK or agent is None:
         return None
     return Remedy("wait", agent.name, finding, not_before=now + timedelta(seconds=float(settings["api_error_backoff"])),
-                  data={"then": "send", "text": "continue"})
+                  data={"then": "send", "text": "continue", "verify_s": VERIFY_S})

@@ -2,6 +2,10 @@
 is not alive. Detected directly each tick (tmux ``pane_dead`` + psutil), not from a log's
 mtime, which freezes when a process dies (the fleet ccci replaces needed 15 min).
 
+Remedy: a restart that resumes the conversation where the backend can; a fresh start
+when the dead pane says the conversation cannot be resumed (a ``resume_failed`` pattern
+group, e.g. Claude Code's "No conversation found with session ID: <id>").
+
 Essential: cannot be disabled with ``CCCI_DISABLE_PLUGINS``.
 """
 from __future__ import annotations
@@ -37,6 +41,13 @@ def ccci_choose_remedy(finding, agent):
         return None
     from ccci.model import Remedy
 
+    # the CLI said it cannot resume this conversation (a pattern rule with a
+    # ``resume_failed`` group, e.g. Claude Code's "No conversation found with session
+    # ID"): resuming again would fail the same way, so start fresh
+    failed = [m for m in agent.analysis.matches if m.groups.get("resume_failed")]
+    if failed:
+        finding.data["resume_failed"] = failed[0].line
+        return Remedy("fresh", agent.name, finding)
     # backends that exit at every turn end are resumed promptly; others are restarted
     # (continuing the conversation where the backend can)
     return Remedy("restart", agent.name, finding)

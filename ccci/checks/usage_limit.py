@@ -1,7 +1,11 @@
 """Usage limit: the plan's usage limit is reached. Never restart (it cannot help): wait
-until the reset time the screen gives (Claude Code 2.1.197: ``Claude AI usage limit
-reached|<unix seconds>``), then send ``continue``; if the limit shows again, wait again.
-Without a reset time on screen, wait ``api_error_backoff`` seconds.
+until the reset time the screen (or the StopFailure hook) gives (Claude Code 2.1.197:
+``Claude AI usage limit reached|<unix seconds>``; a subscription: ``resets 8:34am (UTC)``),
+then send ``continue`` and keep the checks paused :data:`VERIFY_S` while it is answered.
+If the limit shows again after that (it did not lift), back off: ``api_error_backoff``
+doubled for each wait of the same session that found the limit still there (at most
+x32), or until a later reset time when one is given. Without a reset time, the same
+back-off.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from ccci.model import AgentState, Remedy
 
 CHECK = "usage_limit"
 RESET_SLACK_S = 5  # resume a little after the announced reset
+VERIFY_S = 20.0  #: checks stay paused this long after 'continue', so the old screen is not acted on again
 
 
 @hookimpl
@@ -30,8 +35,14 @@ def ccci_choose_remedy(finding, agent, settings, now):
     from ccci.clock import parse_utc
 
     reset = finding.data.get("reset_at")
-    at = parse_utc(reset) + timedelta(seconds=RESET_SLACK_S) if reset else now + timedelta(seconds=float(settings["api_error_backoff"]))
+    waits = getattr(agent, "usage_limit_waits", {})
+    tries = waits.get(agent.generation, 0)  # waits of this session already done
+    agent.usage_limit_waits = {agent.generation: tries + 1}
+    backoff = timedelta(seconds=float(settings["api_error_backoff"]) * 2 ** min(tries, 5))
+    at = parse_utc(reset) + timedelta(seconds=RESET_SLACK_S) if reset else now + backoff
     if at <= now:
-        at = now + timedelta(seconds=RESET_SLACK_S)
+        # the reset is past: first time, continue now; the limit still there after a
+        # continue means it did not lift: back off
+        at = now + (backoff if tries else timedelta(seconds=RESET_SLACK_S))
     return Remedy("wait", agent.name, finding, not_before=at,
-                  data={"then": "send", "text": "continue"})
+                  data={"then": "send", "text": "continue", "verify_s": VERIFY_S, "wait_no": tries + 1})

@@ -1,6 +1,11 @@
 """The ``wait`` remedy: hold the agent's checks until ``remedy.not_before`` (UTC), then
 run the follow-up (``data["then"]``, e.g. ``send`` ``continue``). Used for usage limits
 (never restart: wait for the reset) and API errors (back off, then continue).
+
+``data["verify_s"]`` (seconds, default 0) keeps the checks paused that long after the
+follow-up, so the screen that caused the wait (still on screen when the follow-up is
+typed) is not acted on again before the agent answered: if the condition is still there
+afterwards, the check fires again and a new wait (with its back-off) starts.
 """
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ def ccci_run_remedy(remedy, supervisor):
     rt = supervisor.agents[remedy.agent]
     now, mono = supervisor.clock.now(), supervisor.clock.monotonic()
     at = remedy.not_before or now
-    rt.hold_until_mono = mono + max(0.0, (at - now).total_seconds())
+    verify = float(remedy.data.get("verify_s", 0.0))
+    rt.hold_until_mono = mono + max(0.0, (at - now).total_seconds()) + verify
     then = remedy.data.get("then")
     if then:
         supervisor.schedule(Remedy(then, rt.name, remedy.reason, text=remedy.data.get("text", ""),

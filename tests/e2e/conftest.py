@@ -4,14 +4,15 @@ has only loopback, so nothing can leave the machine.
 
 Fixtures
 ========
-``claude_bin``      path of the pinned CLI (``@anthropic-ai/claude-code@2.1.197``): found
+``claude_bin``      path of the pinned CLI (``@anthropic-ai/claude-code@2.1.197``, installed by
+                    ``.ci/setup``): found
                     in ``<repo>/.cache/npm`` or installed there with ``npm install
                     --prefix``; ``$CCCI_CLAUDE_BIN`` overrides. Skips when npm is missing
                     or the install fails (offline).
 ``netns``           name of a fresh network namespace ``ccci-e2e-<pid>`` with ``lo`` up;
                     deleted afterwards. Skips when ``ip netns add`` is not permitted.
 ``e2e_tmux``        :class:`ccci.tmux.Tmux` on a private socket (killed afterwards).
-``claude_session``  factory ``(script, *, env=None, name=None) -> ClaudeSession``: a
+``claude_session``  factory ``(script, *, env=None, name=None, hooks=False) -> ClaudeSession``: a
                     throwaway HOME with the onboarding files, a git project with a bare
                     origin, the model server (subprocess in the namespace) and the CLI in
                     a tmux pane, launched with :meth:`ClaudeBackend.launch`'s argv/env.
@@ -182,6 +183,24 @@ def step_to_json(step: Any) -> Any:
     raise TypeError(f"not a step: {step!r}")
 
 
+def prepare_home(home: Path, project: Path) -> None:
+    """A throwaway HOME in which Claude Code starts with no dialog (agent-cli-facts.md:
+    onboarding done, the API key and ``project`` pre-approved, skip-permissions accepted)."""
+    (home / ".claude").mkdir(parents=True, exist_ok=True)
+    state = {
+        "hasCompletedOnboarding": True,
+        "lastOnboardingVersion": TESTED_VERSION,
+        "theme": "dark",
+        "customApiKeyResponses": {"approved": [API_KEY[-20:]], "rejected": []},
+        "bypassPermissionsModeAccepted": True,
+        "projects": {str(project): {"hasTrustDialogAccepted": True, "allowedTools": []}},
+    }
+    (home / ".claude.json").write_text(json.dumps(state, indent=2))
+    (home / ".claude" / "settings.json").write_text(json.dumps({"skipDangerousModePermissionPrompt": True}))
+    (home / ".gitconfig").write_text(
+        "[user]\n\tname = e2e agent\n\temail = agent@example.invalid\n[init]\n\tdefaultBranch = main\n")
+
+
 def _git(cwd: Path, *args: str) -> str:
     env = {**os.environ, "GIT_AUTHOR_NAME": "e2e", "GIT_AUTHOR_EMAIL": "e2e@example.invalid",
            "GIT_COMMITTER_NAME": "e2e", "GIT_COMMITTER_EMAIL": "e2e@example.invalid"}
@@ -192,7 +211,8 @@ class ClaudeSession:
     """One real Claude Code in a tmux pane, with its own HOME, project and model server."""
 
     def __init__(self, *, root: Path, name: str, tmux: Tmux, netns: str, claude_bin: Path,
-                 script: list, env: dict[str, str] | None, resume_of: "ClaudeSession | None" = None) -> None:
+                 script: list, env: dict[str, str] | None, resume_of: "ClaudeSession | None" = None,
+                 hooks: bool = False) -> None:
         self.root = root
         self.name = name
         self.tmux = tmux
@@ -208,6 +228,8 @@ class ClaudeSession:
         self.origin = root / "origin.git"
         self.log = root / f"requests-{name}.jsonl"
         self.script_file = root / f"script-{name}.json"
+        # with hooks, ClaudeBackend.launch writes <state_dir>/hooks/<name>.settings.json
+        self.state_dir = (root / f"state-{name}") if hooks else None
         self.script_file.write_text(json.dumps({"steps": [step_to_json(s) for s in script]}))
         if resume_of is None:
             self._prepare_home()
@@ -218,19 +240,7 @@ class ClaudeSession:
 
     # ------------------------------------------------------------------ setup
     def _prepare_home(self) -> None:
-        (self.home / ".claude").mkdir(parents=True, exist_ok=True)
-        state = {
-            "hasCompletedOnboarding": True,
-            "lastOnboardingVersion": TESTED_VERSION,
-            "theme": "dark",
-            "customApiKeyResponses": {"approved": [API_KEY[-20:]], "rejected": []},
-            "bypassPermissionsModeAccepted": True,
-            "projects": {str(self.project): {"hasTrustDialogAccepted": True, "allowedTools": []}},
-        }
-        (self.home / ".claude.json").write_text(json.dumps(state, indent=2))
-        (self.home / ".claude" / "settings.json").write_text(json.dumps({"skipDangerousModePermissionPrompt": True}))
-        (self.home / ".gitconfig").write_text(
-            "[user]\n\tname = e2e agent\n\temail = agent@example.invalid\n[init]\n\tdefaultBranch = main\n")
+        prepare_home(self.home, self.project)
 
     def _prepare_project(self) -> None:
         _git(self.root, "init", "-q", "--bare", "-b", "main", str(self.origin))
@@ -257,7 +267,8 @@ class ClaudeSession:
     def launch(self, resume: bool = False, prompt: str = "") -> None:
         """Start the CLI with the argv/env of :meth:`ClaudeBackend.launch`."""
         spec = AgentSpec(name=self.name, role=Role.LOOP, backend="claude", workdir=self.project)
-        plan = self.backend.launch(spec, SimpleNamespace(name="e2e"), self.session_id, resume, prompt)
+        cfg = SimpleNamespace(name="e2e", **({"state_dir": self.state_dir} if self.state_dir else {}))
+        plan = self.backend.launch(spec, cfg, self.session_id, resume, prompt)
         assert plan.argv[0] == "claude"
         env = {
             "PATH": f"{self.claude_bin.parent}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",
@@ -315,6 +326,17 @@ class ClaudeSession:
             return []
         return [json.loads(ln) for ln in self.log.read_text(encoding="utf-8").splitlines() if ln.strip()]
 
+    def hook_events(self) -> list[dict]:
+        """Records the hook relay appended to this session's spool (``hooks=True``)."""
+        from ccci.backends.claude import hook_paths
+
+        if self.state_dir is None:
+            return []
+        spool = hook_paths(self.state_dir, self.name)[1]
+        if not spool.exists():
+            return []
+        return [json.loads(ln) for ln in spool.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
     def main_requests(self) -> list[dict]:
         return [r for r in self.requests() if r["kind"] == "main"]
 
@@ -360,10 +382,10 @@ def claude_session(tmp_path: Path, e2e_tmux: Tmux, netns: str, claude_bin: Path
     sessions: list[ClaudeSession] = []
 
     def make(script: list, *, env: dict[str, str] | None = None, name: str | None = None,
-             start: bool = True, resume_of: ClaudeSession | None = None) -> ClaudeSession:
+             start: bool = True, resume_of: ClaudeSession | None = None, hooks: bool = False) -> ClaudeSession:
         s = ClaudeSession(root=tmp_path, name=name or f"e2e-{len(sessions)}-{uuid.uuid4().hex[:4]}",
                           tmux=e2e_tmux, netns=netns, claude_bin=claude_bin, script=script, env=env,
-                          resume_of=resume_of)
+                          resume_of=resume_of, hooks=hooks)
         sessions.append(s)
         if start:
             s.start_server()
@@ -373,3 +395,171 @@ def claude_session(tmp_path: Path, e2e_tmux: Tmux, netns: str, claude_bin: Path
     yield make
     for s in sessions:
         s.close()
+
+
+# ------------------------------------------------------------------ a supervised fleet
+
+
+class ClaudeFleet:
+    """A real ``ccci watch`` supervising real Claude Code agents (backend ``claude``).
+
+    Everything runs in the loopback-only namespace: one model server per agent (its own
+    script), the watcher (``ip netns exec NS python -m ccci watch``), and so the tmux
+    server it starts and the agents in it. Each agent has a throwaway HOME (onboarding
+    files) and a clone of one bare origin as its workdir; the agent's ``env`` in
+    ``ccci.toml`` points the CLI at its server. ccci installs its hooks (the default).
+
+    :param agents: ``{name: {"script": [steps], "env": {...}, "handoff_role": str}}``.
+    :param checks: ``[checks]`` overrides (seconds).
+    """
+
+    def __init__(self, root: Path, netns: str, claude_bin: Path, agents: dict[str, dict],
+                 checks: dict[str, Any] | None = None, tick: float = 0.5) -> None:
+        from ccci.testing.fakes import toml_document
+
+        self.root, self.netns, self.claude_bin = root, netns, claude_bin
+        root.mkdir(parents=True, exist_ok=True)
+        self.servers: dict[str, subprocess.Popen] = {}
+        self.urls: dict[str, str] = {}
+        self.watcher: subprocess.Popen | None = None
+        self.origin = root / "origin.git"
+        _git(root, "init", "-q", "--bare", "-b", "main", str(self.origin))
+        seed = root / "seed"
+        seed.mkdir()
+        _git(seed, "init", "-q", "-b", "main")
+        (seed / "README.md").write_text("e2e fleet\n")
+        _git(seed, "add", "README.md")
+        _git(seed, "commit", "-q", "-m", "initial")
+        _git(seed, "push", "-q", str(self.origin), "main")
+        self.name = f"e2e{os.getpid()}{uuid.uuid4().hex[:4]}"
+        self.socket = f"ccci-{self.name}"
+        tables = []
+        for name, a in agents.items():
+            work = root / "work" / name
+            _git(root, "clone", "-q", str(self.origin), str(work))
+            home = root / "homes" / name
+            prepare_home(home, work)
+            self.urls[name] = self._start_server(name, a["script"])
+            env = {"HOME": str(home), "ANTHROPIC_BASE_URL": self.urls[name], "ANTHROPIC_API_KEY": API_KEY,
+                   "DISABLE_TELEMETRY": "1", "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+                   "TERM": "tmux-256color", "LANG": "C.UTF-8", **a.get("env", {})}
+            t = {"name": name, "backend": "claude", "workdir": str(work), "env": env}
+            if a.get("handoff_role"):
+                t["handoff_role"] = a["handoff_role"]
+            tables.append(t)
+        doc = toml_document(
+            {"fleet": {"name": self.name, "tmux_socket": self.socket, "tick_seconds": tick},
+             "checks": {"startup_grace": 1, "failure_threshold": 1, "api_error_backoff": 3, "backoff_initial": 1,
+                        "stall_idle": 3600, **(checks or {})},
+             "git": {"origin": str(self.origin), "fetch_interval": 1}},
+            {"agents": tables, "handoff": []})
+        (root / "ccci.toml").write_text(doc)
+        from ccci import config as config_mod
+
+        self.cfg = config_mod.load(root / "ccci.toml", environ={})
+        self.tmux = Tmux(socket_name=self.socket)
+        self._store = None
+
+    def _start_server(self, name: str, script: list) -> str:
+        script_file = self.root / f"script-{name}.json"
+        script_file.write_text(json.dumps({"steps": [step_to_json(x) for x in script]}))
+        argv = ["ip", "netns", "exec", self.netns, sys.executable, "-m", "ccci.testing.model_server",
+                "--port", "0", "--script", str(script_file), "--log", str(self.root / f"requests-{name}.jsonl")]
+        srv = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=self.root)
+        self.servers[name] = srv
+        line = srv.stdout.readline().strip() if srv.stdout else ""
+        if not line.startswith("http://127.0.0.1:"):
+            raise RuntimeError(f"model server for {name} did not start: {line!r}")
+        return line
+
+    # ------------------------------------------------------------------ watcher
+    def watch(self) -> None:
+        env = {**os.environ, "PATH": f"{self.claude_bin.parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+               "PYTHONPATH": str(REPO)}
+        out = open(self.root / "watcher.out", "wb")
+        self.watcher = subprocess.Popen(
+            ["ip", "netns", "exec", self.netns, sys.executable, "-m", "ccci", "--fleet", str(self.root), "watch"],
+            stdout=out, stderr=subprocess.STDOUT, env=env, cwd=self.root)
+        out.close()
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def store(self):
+        from ccci.state import StateStore
+
+        if self._store is None:
+            self._store = StateStore(self.cfg.state_dir)
+        return self._store
+
+    def events(self, kind: str | None = None, agent: str | None = None) -> list[dict]:
+        return [e for e in self.store.events(limit=10**6, agent=agent) if kind is None or e["kind"] == kind]
+
+    def requests(self, agent: str) -> list[dict]:
+        log = self.root / f"requests-{agent}.jsonl"
+        if not log.exists():
+            return []
+        return [json.loads(ln) for ln in log.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+    def main_requests(self, agent: str) -> list[dict]:
+        return [r for r in self.requests(agent) if r["kind"] == "main"]
+
+    def pane(self, agent: str):
+        return self.tmux.list_panes().get(self.cfg.session_name(agent))
+
+    def screen(self, agent: str) -> str:
+        p = self.pane(agent)
+        return self.tmux.capture([p.pane_id]).get(p.pane_id, "") if p else ""
+
+    def wait(self, pred: Callable[[], Any], timeout: float, what: str, poll: float = 0.2) -> Any:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            val = pred()
+            if val:
+                return val
+            if self.watcher is not None and self.watcher.poll() is not None:
+                break
+            time.sleep(poll)
+        tail = (self.root / "watcher.out").read_text(errors="replace")[-3000:] if (self.root / "watcher.out").exists() else ""
+        screens = "\n".join(f"--- {a} ---\n{self.screen(a)}" for a in (x.name for x in self.cfg.agents))
+        evs = "\n".join(f"{e['at']} {e['agent']} {e['kind']}: {e['message'][:200]}" for e in self.events()[-40:])
+        hooks_dir = self.cfg.state_dir / "hooks"
+        evs += "\n--- hooks ---\n" + "".join(p.read_text()[-3000:] for p in sorted(hooks_dir.glob("*.jsonl")))
+        pytest.fail(f"timed out after {timeout}s waiting for {what}\n--- events ---\n{evs}\n--- watcher ---\n{tail}\n{screens}")
+
+    def close(self) -> None:
+        if self.watcher is not None and self.watcher.poll() is None:
+            self.watcher.terminate()
+            try:
+                self.watcher.wait(15)
+            except subprocess.TimeoutExpired:
+                self.watcher.kill()
+                self.watcher.wait(5)
+        self.tmux.kill_server()
+        for srv in self.servers.values():
+            if srv.poll() is None:
+                srv.terminate()
+                try:
+                    srv.wait(5)
+                except subprocess.TimeoutExpired:
+                    srv.kill()
+                    srv.wait(5)
+            if srv.stdout:
+                srv.stdout.close()
+        if self._store is not None:
+            self._store.close()
+
+
+@pytest.fixture
+def claude_fleet(tmp_path: Path, netns: str, claude_bin: Path) -> Iterator[Callable[..., ClaudeFleet]]:
+    """Factory ``claude_fleet(agents, checks=None, tick=0.5) -> ClaudeFleet`` (not yet
+    watching: call ``.watch()``); torn down afterwards."""
+    fleets: list[ClaudeFleet] = []
+
+    def make(agents: dict[str, dict], checks: dict[str, Any] | None = None, tick: float = 0.5) -> ClaudeFleet:
+        f = ClaudeFleet(tmp_path / f"fleet{len(fleets)}", netns, claude_bin, agents, checks, tick)
+        fleets.append(f)
+        return f
+
+    yield make
+    for f in fleets:
+        f.close()

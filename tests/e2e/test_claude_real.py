@@ -146,6 +146,26 @@ def test_prompt_too_long_reads_context_limit(claude_session):
     assert not s.pane().dead
 
 
+def test_prompt_too_long_on_the_first_exchange_then_compact_fails(claude_session):
+    """Too long from the first exchange (as a real launch's system prompt and tools can
+    be): a different message than 'Context limit reached', and '/compact' cannot help."""
+    s = claude_session([Fail.prompt_too_long(repeat=None)])
+    s.wait_until(_ready, 45, "the CLI to start idle")
+    s.type_and_enter("one")
+    screen, an = s.wait_state("context_limit", 30)
+    s.record("14_prompt_too_long_first_exchange.txt", screen)
+    assert "Prompt is too long ·" in screen and an.first(AgentState.CONTEXT_LIMIT).rule == \
+        "claude.context_limit.prompt_too_long"
+    s.type_and_enter("/compact")
+    screen, an = s.wait_until(lambda sc, a: "Not enough messages to compact" in sc and a.input_present, 30,
+                              "/compact to fail")
+    s.record("15_compact_failed.txt", screen)
+    assert an.state == AgentState.CONTEXT_LIMIT
+    assert an.first(AgentState.CONTEXT_LIMIT).rule == "claude.context_limit.compact_failed"
+    assert len(s.main_requests()) == 1  # /compact did not even call the model
+    assert not s.pane().dead
+
+
 def test_hung_server_reads_busy_until_the_cli_times_out(claude_session):
     # API_TIMEOUT_MS makes the CLI give up on the hung request and retry (agent-cli-facts.md)
     s = claude_session([Fail.hang(60), Text("Answer after the retry.")],
@@ -166,8 +186,9 @@ def test_hung_server_reads_busy_until_the_cli_times_out(claude_session):
 def test_subscriber_usage_limit_shows_a_dialog_not_an_api_error(claude_session):
     """With a claude.ai login (OAuth token) instead of an API key, the same 429 is NOT
     retried and NOT shown as 'API Error': the CLI prints "You've hit your session limit ·
-    resets <time> (<zone>)" and opens its /rate-limit-options dialog by itself. The
-    pattern file has no rule for this yet (tests/e2e/captures/LABELS.toml known_gap)."""
+    resets <time> (<zone>)" and opens its /rate-limit-options dialog by itself; both read
+    usage_limit with the reset placed on the right day (rules
+    claude.usage_limit.subscriber*)."""
     reset = (int(time.time()) // 60 + 150) * 60
     s = claude_session([Fail.usage_limit(reset, repeat=None)],
                        env={"ANTHROPIC_API_KEY": "", "CLAUDE_CODE_OAUTH_TOKEN": "sk-ant-oat01-e2e-fake-token"})
@@ -180,7 +201,9 @@ def test_subscriber_usage_limit_shows_a_dialog_not_an_api_error(claude_session):
     assert f"You've hit your session limit · resets {local} (UTC)" in screen
     assert "Stop and wait for limit to reset" in screen
     assert "API Error" not in screen
-    assert an.state == AgentState.WAITING_INPUT  # today's reading: a dialog
+    assert an.state == AgentState.USAGE_LIMIT
+    assert an.matches[0].rule == "claude.usage_limit.subscriber_dialog"
+    assert an.reset_at == datetime.fromtimestamp(reset, timezone.utc)
     main = s.main_requests()
     assert len(main) == 1 and main[0]["status"] == 429  # no retries for a subscriber
     assert main[0]["headers"].get("authorization") is None  # recorded without credentials
@@ -190,6 +213,7 @@ def test_subscriber_usage_limit_shows_a_dialog_not_an_api_error(claude_session):
                               15, "the dialog to close")
     s.record("13_subscriber_usage_limit_after_escape.txt", screen)
     assert "You've hit your session limit" in screen
+    assert an.state == AgentState.USAGE_LIMIT and an.reset_at == datetime.fromtimestamp(reset, timezone.utc)
     assert len(s.main_requests()) == 1
 
 
@@ -203,6 +227,10 @@ def test_exit_then_resume_restores_the_conversation(claude_session):
     s.record("08_after_exit.txt", screen)
     assert an.first(AgentState.EXITED).groups.get("session_id") == s.session_id
     s.stop_server()
+    # under load the transcript can reach the disk after the exit; resuming before that
+    # gives "No conversation found" (captures/16_resume_no_conversation.txt)
+    s.wait_until(lambda sc, a: any("PELICAN." in p.read_text(errors="replace") for p in
+                                   s.home.glob(f".claude/projects/*/{s.session_id}.jsonl")), 30, "the transcript")
 
     r = claude_session([Text("Resumed fine.")], resume_of=s, name=s.name + "-resumed")
     screen, an = r.wait_until(lambda sc, a: a.state == AgentState.IDLE and a.input_present
@@ -232,7 +260,8 @@ def test_recorded_captures_read_as_labelled(name, request):
     if label.get("known_gap"):
         request.applymarker(pytest.mark.xfail(reason=label["known_gap"], strict=True))
     screen = (CAPTURES / name).read_text(encoding="utf-8")
-    an = ClaudeBackend().analyse(screen, label.get("title", ""))
+    now = datetime.fromisoformat(label["now"].replace("Z", "+00:00")) if label.get("now") else None
+    an = ClaudeBackend().analyse(screen, label.get("title", ""), now)
     assert an.state.value == label["state"], name
     expected = label.get("reset_at")
     got = an.reset_at.strftime("%Y-%m-%dT%H:%M:%SZ") if an.reset_at else None

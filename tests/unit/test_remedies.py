@@ -41,10 +41,33 @@ def test_usage_limit_waits_for_the_reset_then_sends_continue(make_supervisor, fa
     later = fake_clock.now() + timedelta(minutes=30)
     show_usage_limit(pane, later)
     run_ticks(sup, 2)
+    # ... not while the continue is being answered (usage_limit.VERIFY_S), only after
+    assert len([e for e in events(sup, "remedy") if e["data"]["action"] == "wait"]) == 1
+    tick(sup, 20)
+    run_ticks(sup, 2)
     assert len([e for e in events(sup, "remedy") if e["data"]["action"] == "wait"]) == 2
     while fake_clock.now() < later + timedelta(seconds=10):
         tick(sup, 30)
     assert pane.submitted == ["continue", "continue"]
+    assert [e["kind"] for e in events(sup) if e["kind"] in RESTARTS] == ["agent_started"]
+
+
+def test_usage_limit_that_did_not_lift_backs_off(make_supervisor, fake_tmux, fake_clock):
+    sup = make_supervisor(agents=["a"], checks={**CHECKS, "stall_idle": 10**6, "api_error_backoff": 60})
+    tick(sup)
+    pane = fake_tmux.pane("a")
+    reset = fake_clock.now() + timedelta(seconds=30)
+    gaps = []
+    for _ in range(3):
+        show_usage_limit(pane, reset)  # after each continue, the same (now past) reset: not lifted
+        before = len(pane.submitted)
+        start = fake_clock.monotonic()
+        while len(pane.submitted) == before:
+            tick(sup, 1)
+            assert fake_clock.monotonic() - start < 3600
+        gaps.append(fake_clock.monotonic() - start)
+    # 1st: at the reset; then backed off 60 s, then 120 s (plus the 20 s verify pause)
+    assert gaps[1] >= 60 and gaps[2] >= 120 and gaps[2] > gaps[1]
     assert [e["kind"] for e in events(sup) if e["kind"] in RESTARTS] == ["agent_started"]
 
 
@@ -56,6 +79,35 @@ def test_usage_limit_is_never_restarted_even_past_restart_guards(make_supervisor
     run_ticks(sup, 600, step=5)
     assert [e["kind"] for e in events(sup) if e["kind"] in RESTARTS] == ["agent_started"]
     assert events(sup, "escalation") == []
+
+
+def test_a_failed_fresh_launch_is_never_followed_by_a_resume(make_supervisor, fake_tmux, fake_clock):
+    """Seen on the real CLI: the fresh launch after a thinking-block 400 failed (tmux was
+    exiting after its last session was killed); process death then resumed the poisoned
+    conversation. The old id is now forgotten before the fresh launch is tried."""
+    from ccci.tmux import TmuxError
+
+    sup = make_supervisor(agents=["a"], checks={**CHECKS, "backoff_initial": 0})
+    tick(sup)
+    old = sup.agents["a"].conversation_id
+    real_new_session = fake_tmux.new_session
+    failures = []
+
+    def new_session_failing_once(*args, **kwargs):
+        if not failures:
+            failures.append(1)
+            raise TmuxError("server exited unexpectedly")
+        return real_new_session(*args, **kwargs)
+
+    fake_tmux.new_session = new_session_failing_once
+    fake_tmux.pane("a").append("» next backlog item", FATAL_TEXT, "✓ turn done in 0s")
+    run_ticks(sup, 2)
+    assert failures and fake_tmux.panes.get(sup.agents["a"].session) is None  # the fresh launch failed
+    assert sup.store.agent("a").conversation_id == ""
+    run_ticks(sup, 4)  # process death restarts it: fresh, not a resume of the old id
+    new = fake_tmux.pane("a")
+    assert "--resume" not in new.argv and old not in new.argv
+    assert not events(sup, "agent_resumed")
 
 
 def test_fatal_error_restarts_fresh_never_resumes(make_supervisor, fake_tmux):

@@ -1,0 +1,330 @@
+"""Claude Code's own reports as the strongest state source: lifecycle hooks, then the
+session file, then (elsewhere) the pane.
+
+Sources, strongest first (agent-cli-facts.md, "Claude Code lifecycle hooks" and "What a
+supervisor can read"; recorded events in tests/golden/claude-2.1.197/hooks/):
+
+1. **Hooks.** :func:`ccci.backends.claude.write_hook_settings` installs command hooks
+   that run :mod:`ccci.hookrelay`, which appends each event to
+   ``<state_dir>/hooks/<agent>.jsonl``. Every tick this plugin reads the new complete
+   lines (the byte offset and the folded state are persisted in the state store, keys
+   ``claude_hooks.offset.<agent>`` / ``claude_hooks.state.<agent>``) and folds them
+   (:func:`fold`): SessionStart/Stop -> idle, UserPromptSubmit and an automatic
+   PreCompact -> busy (a manual one, ``/compact``, changes nothing: when it fails
+   ("Not enough messages to compact") no hook follows),
+   PermissionRequest and Notification ``permission_prompt`` -> waiting_input, SessionEnd
+   -> exited, StopFailure -> the API error's kind (:func:`classify`). Hooks fire 20 to 70
+   ms before the pane redraws.
+2. **Session file** ``$HOME/.claude/sessions/<pid>.json`` (``"status": "busy" | "idle"``),
+   used only while no hook has reported for the current process; it is left behind stale
+   after ``kill -9``, so it is read only for a live process.
+3. **The pane** (the backend's pattern data), which cross-checks (:func:`merge`).
+
+Merging (:func:`merge`): the newer information wins. The source's state wins unless the
+pane's content changed more than :data:`PANE_LAG_S` (+ one tick) after the source's event
+(the pane then shows something the source did not report, e.g. a draft, a lost Stop), or
+the source says busy while the pane, unchanged, says otherwise for :data:`STALE_BUSY_S`
+(a stale hook; reported once as a ``hook_stale`` event). An idle source never hides a
+draft (``unsent_input``) or a dialog (``waiting_input``) the pane shows.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ccci.clock import UTC, iso
+from ccci.hookspecs import hookimpl
+from ccci.model import AgentState, Event, Match, ScreenAnalysis
+
+PANE_LAG_S = 1.0  #: the pane may redraw this long after a hook (measured 20-70 ms) and still agree
+STALE_BUSY_S = 30.0  #: a busy hook with an unchanged idle pane this long after it is stale (seconds)
+READ_MAX = 1 << 20  #: bytes of spool read per agent per tick at most
+ROTATE_OVER = 4 << 20  #: a fully read spool larger than this is truncated (bytes)
+SOURCE_NOTE = "Claude Code 2.1.197 lifecycle hook via ccci.hookrelay (agent-cli-facts.md, hooks section)"
+
+THINKING_RE = re.compile(r"`(?:redacted_)?thinking`|\bthinking\b.*\bblocks?\b", re.I)
+CONTEXT_RE = re.compile(r"prompt is too long|context (?:limit|window)|maximum context", re.I)
+USAGE_RE = re.compile(r"usage limit reached(?:\|(?P<epoch>\d{9,12}))?|hit your [\w ]*limit|session limit reached", re.I)
+
+IDLE_LIKE = (AgentState.UNSENT_INPUT, AgentState.WAITING_INPUT)
+
+
+@dataclass
+class HookState:
+    """What the newest hook events say about one agent.
+
+    Attributes:
+        state: the concluded state (``None`` before any event).
+        event: the newest event's name (``StopFailure``...).
+        at: its time, unix seconds (UTC).
+        evidence: one line (event, error kind, the first 160 chars of the error text).
+        reset_at: usage-limit reset (ISO-8601 UTC) when the error gives one, else ``""``.
+        error: StopFailure ``error`` kind, ``""`` otherwise.
+        session_id: the session id the event carried.
+    """
+
+    state: str = ""
+    event: str = ""
+    at: float = 0.0
+    evidence: str = ""
+    reset_at: str = ""
+    error: str = ""
+    session_id: str = ""
+
+    @property
+    def agent_state(self) -> AgentState | None:
+        return AgentState(self.state) if self.state else None
+
+
+def classify(error: str, msg: str) -> tuple[AgentState, str]:
+    """State for a ``StopFailure`` hook and the reset time it gives.
+
+    Observed with 2.1.197 (hooks/api_errors.hooks.jsonl): ``error="unknown"`` with the
+    thinking-block 400 text, ``error="rate_limit"`` for a 429. The usage-limit text
+    ``Claude AI usage limit reached|<unix seconds>`` is the final screen's error line
+    (captures 07_usage_limit_final). Prompt too long is matched on its API text.
+
+    :param error: the hook's ``error`` field.
+    :param msg: the hook's error text (``last_assistant_message``), possibly ``""``.
+    :returns: ``(state, reset_at ISO-8601 UTC or "")``.
+    """
+    if THINKING_RE.search(msg) and "400" in msg:
+        return AgentState.FATAL_ERROR, ""
+    if CONTEXT_RE.search(msg):
+        return AgentState.CONTEXT_LIMIT, ""
+    m = USAGE_RE.search(msg)
+    if m:
+        epoch = m.group("epoch")
+        return AgentState.USAGE_LIMIT, (iso(datetime.fromtimestamp(int(epoch), UTC)) if epoch else "")
+    return AgentState.API_ERROR, ""
+
+
+def fold(st: HookState, rec: dict[str, Any]) -> HookState:
+    """The state after one spool record (see :mod:`ccci.hookrelay` for its fields).
+
+    Unknown events and notifications that say nothing about the state leave ``st`` as
+    it is (its time too). :returns: a new :class:`HookState`.
+    """
+    ev = str(rec.get("ev", ""))
+    t = float(rec.get("t") or 0.0)
+    sid = str(rec.get("sid", "")) or st.session_id
+    new: AgentState | None = None
+    evidence, reset, error = ev, "", ""
+    if ev == "SessionStart":
+        new, evidence = AgentState.IDLE, f"SessionStart source={rec.get('source', '?')}"
+    elif ev == "UserPromptSubmit":
+        new = AgentState.BUSY
+    elif ev == "PreCompact":
+        if rec.get("trigger") != "auto":
+            return st  # a typed /compact: the pane shows it; a failed one fires nothing after
+        new, evidence = AgentState.BUSY, "PreCompact trigger=auto"  # the CLI compacts mid-turn
+    elif ev == "Stop":
+        new = AgentState.IDLE
+    elif ev == "StopFailure":
+        error = str(rec.get("error", ""))
+        msg = str(rec.get("msg", ""))
+        new, reset = classify(error, msg)
+        evidence = f"StopFailure error={error or '?'}: {' '.join(msg.split())[:160]}"
+    elif ev == "PermissionRequest":
+        new, evidence = AgentState.WAITING_INPUT, f"PermissionRequest tool={rec.get('tool', '?')}"
+    elif ev == "Notification":
+        ntype = str(rec.get("ntype", ""))
+        if ntype == "permission_prompt":
+            new = AgentState.WAITING_INPUT
+        elif ntype == "idle_prompt" and st.state in ("", AgentState.IDLE.value, AgentState.BUSY.value):
+            new = AgentState.IDLE  # fires 60 s after Stop; never hides an error state
+        evidence = f"Notification {ntype or '?'}"
+    elif ev == "SessionEnd":
+        new, evidence = AgentState.EXITED, f"SessionEnd reason={rec.get('reason', '?')}"
+    if new is None:
+        return st
+    return HookState(state=new.value, event=ev, at=t, evidence=evidence, reset_at=reset, error=error, session_id=sid)
+
+
+def read_new_lines(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
+    """Complete JSON lines of ``path`` after byte ``offset`` (at most :data:`READ_MAX`).
+
+    A file shorter than ``offset`` (replaced or truncated) is read from 0. Lines that are
+    not JSON objects are skipped. :returns: ``(records, new offset)``.
+    """
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return [], 0
+    if size < offset:
+        offset = 0
+    if size == offset:
+        return [], offset
+    with open(path, "rb") as f:
+        f.seek(offset)
+        chunk = f.read(READ_MAX)
+    end = chunk.rfind(b"\n")
+    if end < 0:
+        return [], offset
+    out = []
+    for line in chunk[: end + 1].splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out, offset + end + 1
+
+
+def session_file_state(home: Path, pid: int | None, alive: bool) -> tuple[AgentState, float] | None:
+    """``(state, mtime)`` from ``home/.claude/sessions/<pid>.json``, or ``None`` when the
+    file is missing, unreadable, has no known ``status``, or the process is not alive
+    (the file is left behind stale after ``kill -9``)."""
+    if not pid or not alive:
+        return None
+    path = Path(home) / ".claude" / "sessions" / f"{pid}.json"
+    try:
+        mtime = path.stat().st_mtime
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    status = data.get("status") if isinstance(data, dict) else None
+    if status == "busy":
+        return AgentState.BUSY, mtime
+    if status == "idle":
+        return AgentState.IDLE, mtime
+    return None
+
+
+@dataclass
+class _Tracked:
+    """Per-agent bookkeeping between ticks (in memory; the spool offset is persisted)."""
+
+    generation: int = -1
+    hook: HookState | None = None
+    pane: ScreenAnalysis | None = None
+    merged: ScreenAnalysis | None = None
+    stale_reported_at: float = 0.0
+
+
+_tracked: dict[tuple[str, str], _Tracked] = {}
+
+
+def merge(pane: ScreenAnalysis, src_state: AgentState, src_mono: float, evidence: str, rule: str,
+          content_changed_mono: float, mono: float, tick_s: float = 1.0,
+          reset_at: datetime | None = None) -> tuple[ScreenAnalysis, str]:
+    """Combine the pane's reading with a source's state.
+
+    The newer information wins: the pane's when its content (timers and spinners
+    normalised away) changed more than :data:`PANE_LAG_S` + one tick after the source's
+    event (the redraw the event announced comes 20-70 ms after it and is seen up to a
+    tick late), else the source's. Two refinements: an idle source keeps a draft
+    (``unsent_input``) or dialog (``waiting_input``) the pane shows; a busy source whose
+    pane reads anything but busy, unchanged for :data:`STALE_BUSY_S` since the event, is
+    stale (a lost Stop, a failed ``/compact``).
+
+    :param pane: the backend's :class:`ScreenAnalysis` of the newest capture.
+    :param src_state: what the source (hook, session file) says.
+    :param src_mono: when the source's event happened (monotonic seconds).
+    :param content_changed_mono: last real change of the pane's content (monotonic).
+    :param mono: now (monotonic seconds).
+    :param tick_s: the watcher's tick (seconds).
+    :param reset_at: the source's usage-limit reset time (UTC), if any.
+    :returns: ``(analysis, winner)``; winner is ``"source"``, ``"pane"`` or ``"stale"``.
+    """
+    match = Match(rule=rule, state=src_state, line=evidence, groups={}, source=SOURCE_NOTE)
+    if pane.state == src_state:
+        # agreed: the pane's rule stays first (its line is the evidence); the source is noted
+        return replace(pane, matches=[*pane.matches, match], reset_at=pane.reset_at or reset_at), "source"
+    if content_changed_mono > src_mono + PANE_LAG_S + tick_s:
+        return pane, "pane"  # the pane changed after the event: it shows something newer
+    if src_state == AgentState.IDLE and pane.state in IDLE_LIKE:
+        return pane, "pane"  # idle, refined: a draft in the box or a dialog
+    if src_state == AgentState.BUSY and mono - src_mono >= STALE_BUSY_S:
+        return pane, "stale"
+    return replace(pane, state=src_state, matches=[match, *pane.matches],
+                   reset_at=reset_at or (pane.reset_at if src_state == AgentState.USAGE_LIMIT else None)), "source"
+
+
+def _home(spec: Any) -> Path:
+    return Path((spec.env or {}).get("HOME") or os.environ.get("HOME") or "~").expanduser()
+
+
+@hookimpl
+def ccci_observe(snapshot, config, state, now, mono, agents):
+    from ccci.backends.claude import hook_paths
+
+    tick_s = float(getattr(config, "tick_seconds", 1.0))
+    for name, rt in agents.items():
+        if rt.backend.name != "claude":
+            continue
+        key = (str(config.state_dir), name)
+        tr = _tracked.setdefault(key, _Tracked())
+        if tr.generation != rt.generation:
+            # a new process: what the old one reported no longer holds
+            tr.generation = rt.generation
+            tr.hook = None
+            saved = state.get(f"claude_hooks.state.{name}")
+            if saved and rt.generation:  # a watcher restart: what this process reported before
+                try:
+                    h = HookState(**json.loads(saved))
+                    started_wall = now.timestamp() - (mono - rt.started_mono)
+                    tr.hook = h if h.at >= started_wall - 1.0 else None
+                except (TypeError, ValueError):
+                    tr.hook = None
+        # events since the last tick
+        _settings, spool = hook_paths(config.state_dir, name)
+        offset = int(state.get(f"claude_hooks.offset.{name}", "0") or 0)
+        records, new_offset = read_new_lines(spool, offset)
+        if new_offset != offset:
+            started_wall = now.timestamp() - (mono - rt.started_mono)
+            hook = tr.hook or HookState()
+            before = hook.state
+            for rec in records:
+                if float(rec.get("t") or 0.0) < started_wall - 1.0:
+                    continue  # from a process before the current one
+                hook = fold(hook, rec)
+            tr.hook = hook if hook.state else None
+            state.put(f"claude_hooks.offset.{name}", str(new_offset))
+            if tr.hook is not None:
+                state.put(f"claude_hooks.state.{name}", json.dumps(asdict(tr.hook)))
+                if tr.hook.state != before and tr.hook.agent_state not in (AgentState.BUSY, AgentState.IDLE):
+                    snapshot.events.append(Event(
+                        "hook_state", f"hook {tr.hook.event}: {tr.hook.state} ({tr.hook.evidence[:160]})", agent=name,
+                        data={"state": tr.hook.state, "event": tr.hook.event, "error": tr.hook.error,
+                              "reset_at": tr.hook.reset_at or None, "hook_at": tr.hook.at}))
+            if new_offset > ROTATE_OVER:
+                try:
+                    if spool.stat().st_size == new_offset:
+                        os.truncate(spool, 0)
+                        state.put(f"claude_hooks.offset.{name}", "0")
+                except OSError:
+                    pass
+        # the pane's own reading (a new capture replaced our merged one)
+        if rt.analysis is not tr.merged:
+            tr.pane = rt.analysis
+        if tr.pane is None:
+            continue
+        src: tuple[AgentState, float, str, str, datetime | None] | None = None
+        if tr.hook is not None and tr.hook.agent_state is not None:
+            h = tr.hook
+            reset = datetime.fromisoformat(h.reset_at.replace("Z", "+00:00")) if h.reset_at else None
+            src = (h.agent_state, mono - (now.timestamp() - h.at), f"hook {h.evidence}", f"claude.hook.{h.event}", reset)
+        else:
+            proc = snapshot.processes.get(name)
+            sf = session_file_state(_home(rt.spec), rt.pid, bool(proc and proc.alive))
+            if sf is not None:
+                src = (sf[0], mono - (now.timestamp() - sf[1]), f"session file status={sf[0].value}",
+                       "claude.session_file.status", None)
+        if src is None:
+            tr.merged = None
+            continue
+        merged, winner = merge(tr.pane, src[0], src[1], src[2], src[3], rt.content_changed_mono, mono, tick_s,
+                               src[4])
+        if winner == "stale" and tr.stale_reported_at != src[1]:
+            tr.stale_reported_at = src[1]
+            snapshot.events.append(Event("hook_stale", f"{src[2]} {mono - src[1]:.0f}s ago but the unchanged pane reads "
+                                         f"{merged.state.value}; trusting the pane", agent=name))
+        tr.merged = merged
+        rt.analysis = merged
