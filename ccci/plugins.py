@@ -37,6 +37,7 @@ from ccci.hookspecs import PROJECT_NAME
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "ccci.backends.scripted",
     "ccci.backends.claude",
+    "ccci.backends.opencode",
     "ccci.checks.process_death",
     "ccci.checks.fatal_error",
     "ccci.checks.context_limit",
@@ -54,6 +55,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ccci.phases",
     "ccci.external",
     "ccci.jobs",
+    "ccci.opencode_serve",
 )
 ESSENTIAL = frozenset({"process_death", "restart"})
 LOCAL_PLUGIN_FILE = "ccci_plugins.py"

@@ -2,23 +2,47 @@
 is not alive. Detected directly each tick (tmux ``pane_dead`` + psutil), not from a log's
 mtime, which freezes when a process dies (the fleet ccci replaces needed 15 min).
 
+A backend that exits at every turn end (``Backend.exits_at_turn_end``, e.g. ``opencode
+run``) ends with exit status 0 after each turn: that is a *turn end*, not a crash. It is
+resumed promptly (the next message becomes the resume's prompt), without restart
+intensity or backoff but within ``max_resumes``. When the backend published how the turn
+ended (``snapshot.facts["turn_outcome"][agent]``, an :class:`ccci.model.AgentState`; the
+opencode backend reads it from its server) or the pane text shows an error, the turn
+end is left to the check of that error (a fresh session for the fatal 400, a wait for a
+usage limit...). While a ``wait`` remedy holds the agent, a turn end is not acted on
+(the wait's follow-up resumes it).
+
 Essential: cannot be disabled with ``CCCI_DISABLE_PLUGINS``.
 """
 from __future__ import annotations
 
 from ccci.hookspecs import hookimpl
-from ccci.model import Finding
+from ccci.model import AgentState, Finding
 
 CHECK = "process_death"
+#: screen states that say a turn ended in an error (their own checks decide the remedy)
+ERROR_STATES = frozenset({AgentState.FATAL_ERROR, AgentState.CONTEXT_LIMIT, AgentState.USAGE_LIMIT,
+                          AgentState.API_ERROR})
 
 
 @hookimpl
-def ccci_check_agent(agent, pane, process, snapshot):
+def ccci_check_agent(agent, backend, pane, process, analysis, snapshot, mono):
     if snapshot.facts.get("external", {}).get(agent.name):
         return None  # a hand-launched instance runs this agent's role (ccci.external)
     if pane is None:
         return Finding(CHECK, agent.name, "tmux session is gone", evidence=f"no session {agent.session}", immediate=True,
                        data={"mode": "restart"})
+    if pane.dead and backend.exits_at_turn_end and not pane.dead_signal and pane.dead_status == 0:
+        outcome = snapshot.facts.get("turn_outcome", {}).get(agent.name)
+        if outcome is not None and outcome != AgentState.IDLE:
+            return None  # the turn ended in an error: that error's check acts
+        if outcome is None and analysis.state in ERROR_STATES:
+            return None  # no word from the CLI's API: the pane's error decides
+        if mono < agent.hold_until_mono:
+            return None  # a wait remedy resumes it when the wait is over
+        return Finding(CHECK, agent.name, "turn ended (the CLI exits at every turn end)",
+                       evidence=f"pane {pane.pane_id} exited with status 0", immediate=True,
+                       data={"exit_status": 0, "turn_end": True})
     if pane.dead:
         how = f"signal {pane.dead_signal}" if pane.dead_signal else f"exit status {pane.dead_status}"
         return Finding(CHECK, agent.name, f"agent process exited ({how})", evidence=f"pane {pane.pane_id} dead: {how}",
@@ -37,4 +61,6 @@ def ccci_choose_remedy(finding, agent):
 
     # backends that exit at every turn end are resumed promptly; others are restarted
     # (continuing the conversation where the backend can)
+    if finding.data.get("turn_end"):
+        return Remedy("resume", agent.name, finding, data={"turn_end": True})
     return Remedy("restart", agent.name, finding)

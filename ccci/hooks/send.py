@@ -6,6 +6,11 @@
 * ``ping``: the handoff remedy: queue every ping of the finding with a per-commit dedup
   key and advance the git baseline, in one SQLite transaction (exactly once, even if
   the watcher is killed right after).
+
+A backend whose CLI exits at every turn end (``exits_at_turn_end``, e.g. opencode) has
+no input box: a ``send`` to it while its process has exited resumes it with the text as
+the prompt; while a turn runs, the text is queued and becomes the prompt of the resume
+at the turn's end.
 """
 from __future__ import annotations
 
@@ -29,6 +34,13 @@ def _send(remedy, supervisor) -> RemedyResult:
     rt = supervisor.agents[remedy.agent]
     if remedy.data.get("nudge"):
         rt.nudges += 1
+    if rt.backend.exits_at_turn_end:
+        pane = supervisor.tmux.list_panes().get(rt.session)
+        if pane is None or pane.dead:
+            return supervisor.launch_agent(rt.name, "resume", f"{remedy.reason.check}: send", prompt=remedy.text,
+                                           turn_end=True)
+        mid = supervisor.queue_message(rt.name, remedy.text)
+        return RemedyResult(True, f"queued message {mid} for the next turn", pending=False)
     if not remedy.data.get("now"):
         mid = supervisor.queue_message(rt.name, remedy.text)
         return RemedyResult(True, f"queued message {mid}", pending=False)
