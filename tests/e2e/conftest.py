@@ -37,7 +37,7 @@ import pytest
 from ccci.backends.claude import TESTED_VERSION, ClaudeBackend
 from ccci.model import AgentSpec, Role, ScreenAnalysis
 from ccci.testing.agent_clis import CliUnavailable, ensure_cli
-from ccci.testing.model_server import Echo, Failure, Text, ToolUse
+from ccci.testing.model_server import step_to_json
 from ccci.tmux import Tmux
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,32 +130,6 @@ def e2e_tmux() -> Iterator[Tmux]:
 
 
 # --------------------------------------------------------------------------- session
-
-
-def step_to_json(step: Any) -> Any:
-    """The ``--script`` JSON form of a step (inverse of ``step_from_json``)."""
-    if isinstance(step, Text):
-        return {"text": step.text, "delay": step.delay, "chunk": step.chunk}
-    if isinstance(step, ToolUse):
-        return {"tool_use": step.name, "input": step.input, "id": step.id, "text": step.text,
-                "delay": step.delay}
-    if isinstance(step, Echo):
-        return {"echo": True, "prefix": step.prefix}
-    if isinstance(step, Failure):
-        if step.kind == "usage_limit":
-            headers = dict(step.headers)
-            return {"fail": "usage_limit", "reset": int(headers["anthropic-ratelimit-unified-reset"]),
-                    "claim": headers["anthropic-ratelimit-unified-representative-claim"],
-                    "repeat": step.repeat}
-        if step.kind == "hang":
-            return {"fail": "hang", "seconds": step.seconds, "repeat": step.repeat}
-        if step.kind.startswith("http_"):
-            return {"fail": "http", "status": step.status, "type": step.error_type,
-                    "message": step.message, "headers": dict(step.headers), "repeat": step.repeat}
-        return {"fail": step.kind, "repeat": step.repeat}
-    if isinstance(step, (list, tuple)):
-        return [step_to_json(s) for s in step]
-    raise TypeError(f"not a step: {step!r}")
 
 
 def _git(cwd: Path, *args: str) -> str:
