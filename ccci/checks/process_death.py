@@ -32,8 +32,12 @@ def ccci_check_agent(agent, backend, pane, process, analysis, snapshot, mono):
     if pane is None:
         return Finding(CHECK, agent.name, "tmux session is gone", evidence=f"no session {agent.session}", immediate=True,
                        data={"mode": "restart"})
-    if pane.dead and backend.exits_at_turn_end and not pane.dead_signal and pane.dead_status == 0:
-        outcome = snapshot.facts.get("turn_outcome", {}).get(agent.name)
+    outcome = snapshot.facts.get("turn_outcome", {}).get(agent.name)
+    # tmux 3.3 sometimes reports a dead pane before its exit status (seen with opencode
+    # 1.18.33 at turn ends: pane_dead=1, pane_dead_status empty); the backend's own word
+    # that the turn ended (turn_outcome) then decides
+    clean = pane.dead_status == 0 or (pane.dead_status is None and outcome is not None)
+    if pane.dead and backend.exits_at_turn_end and not pane.dead_signal and clean:
         if outcome is not None and outcome != AgentState.IDLE:
             return None  # the turn ended in an error: that error's check acts
         if outcome is None and analysis.state in ERROR_STATES:
@@ -41,7 +45,7 @@ def ccci_check_agent(agent, backend, pane, process, analysis, snapshot, mono):
         if mono < agent.hold_until_mono:
             return None  # a wait remedy resumes it when the wait is over
         return Finding(CHECK, agent.name, "turn ended (the CLI exits at every turn end)",
-                       evidence=f"pane {pane.pane_id} exited with status 0", immediate=True,
+                       evidence=f"pane {pane.pane_id} exited with status {pane.dead_status}", immediate=True,
                        data={"exit_status": 0, "turn_end": True})
     if pane.dead:
         how = f"signal {pane.dead_signal}" if pane.dead_signal else f"exit status {pane.dead_status}"

@@ -73,33 +73,24 @@ def test_turn_end_exit_is_resumed_in_the_same_session(oc_fleet):
     f.record("02_turn_end_exited.txt", screen)
     assert OpencodeBackend().analyse(screen).state == AgentState.EXITED
 
-    # latency: the server's completion time of each turn -> ccci's resume event
-    lat = []
-    for e in resumed:
-        t = _at(e)
-        done = [r for r in f.requests() if r["kind"] == "main"]
-        lat.append(t)
-    print(f"\nturn-end resumes: {len(resumed)}")
 
 
 def test_resume_latency_after_turn_end(oc_fleet):
-    """Measures the delay from a turn's end (the model server's last byte of the reply)
-    to ccci's resume of the session, over several turns (printed, not asserted)."""
+    """Measures, over several turns, the delay from the model's answer (the scripted
+    server answers at once) to ccci's resume of the session: the CLI finishing its turn
+    and exiting, ccci seeing the dead pane (1 s ticks), and the relaunch. Printed, not
+    asserted."""
     f = oc_fleet({"builder": [Text(f"TURN-{i} done.") for i in range(6)]}, checks={"max_resumes": 5})
     f.wait_event(lambda evs: len(_resumes(evs, "builder")) >= 5, 120, "five turn-end resumes")
-    exits = [e for e in f.events() if e["kind"] == "finding" and e.get("agent") == "builder"
-             and "turn ended" in e["message"]]
-    resumes = _resumes(f.events(), "builder")
-    # the pane's death is what ccci sees first; measure from the finding (same tick) and
-    # from the end of the model's answer (request time + answer time, logged by the server)
+    evs = f.events()
+    resumes = _resumes(evs, "builder")
+    assert all(e["data"]["reason"].startswith("process_death: turn ended") for e in resumes), \
+        [e["message"] for e in resumes]
     reqs = f.main_requests("builder")
-    gaps = []
-    for i, e in enumerate(resumes[:5]):
-        if i + 1 < len(reqs):
-            gaps.append(_at(e) - reqs[i]["time"])
-    print(f"\nresume after turn end: request->resume {['%.2f' % g for g in gaps]} s; "
-          f"p50 {statistics.median(gaps):.2f} s (includes the CLI's exit after the reply)")
-    assert len(exits) >= 5
+    gaps = [_at(e) - reqs[i]["time"] for i, e in enumerate(resumes[:5]) if i < len(reqs)]
+    print(f"\nresume after turn end: model answer -> resume {['%.2f' % g for g in gaps]} s; "
+          f"p50 {statistics.median(gaps):.2f} s")
+    assert len({e["data"]["conversation_id"] for e in resumes}) == 1
 
 
 def test_kill_9_of_the_server_restarts_it_and_the_agent_continues(oc_fleet):
@@ -118,8 +109,6 @@ def test_kill_9_of_the_server_restarts_it_and_the_agent_continues(oc_fleet):
         latencies.append(ev["data"]["latency_s"])
         assert f.serve_state()["pid"] != old and psutil.pid_exists(f.serve_state()["pid"])
         assert f.events("opencode_serve_died")
-        if trial == 0:
-            f.record("05_server_killed_exited.txt", f.capture("builder"))
     # the agent re-attached to the new server and continued its one session
     f.wait_event(lambda evs: any("AFTER-KILL-3" in json.dumps(r["json"]["messages"]) for r in f.main_requests("builder"))
                  or len(f.main_requests("builder")) >= 7, 90, "the agent to continue after the restarts")
