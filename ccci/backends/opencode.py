@@ -170,11 +170,15 @@ def classify_message(msg: dict | None, now: datetime) -> TurnOutcome:
     text = "".join(p.get("text", "") for p in msg.get("parts") or [] if p.get("type") == "text")
     err = info.get("error")
     if not err:
-        if info.get("role") == "assistant" and not (info.get("time") or {}).get("completed") and not text:
-            # measured: a 429 repeated on every call ends `opencode run --attach` (exit 0)
-            # after 5 tries with this empty, uncompleted message and no error recorded
-            return TurnOutcome(AgentState.API_ERROR, "turn ended without a reply (last assistant message "
-                               "incomplete, no error recorded)")
+        if info.get("role") == "assistant" and not msg.get("parts"):
+            # measured (1.18.33, run --attach): opencode retries a 5xx/429 itself (backoff
+            # about 2, 4, 8 s); when it gives up (seen after 3 and after 5 tries) the turn
+            # ends with an assistant message that has no parts at all and no error
+            # recorded; a real reply always has step-start/step-finish parts
+            # (tests/golden/opencode-1.18.33/api/last_message_after_three_500s.json,
+            # api/last_message_clean_turn.json)
+            return TurnOutcome(AgentState.API_ERROR, "turn ended without a reply (the provider kept failing; "
+                               "opencode recorded no error)")
         return TurnOutcome(AgentState.IDLE, text=text)
     data = err.get("data") or {}
     message = str(data.get("message") or err.get("name") or "error")[:500]

@@ -37,6 +37,12 @@ def test_recorded_thinking_400_is_fatal():
     assert "`thinking` or `redacted_thinking` blocks" in out.evidence
 
 
+def test_recorded_reply_less_turn_after_5xx_is_an_api_error():
+    msg = json.loads((API / "last_message_after_three_500s.json").read_text())[-1]
+    assert msg["info"]["time"].get("completed") and not msg["info"].get("error")
+    assert classify_message(msg, NOW).state == AgentState.API_ERROR
+
+
 def test_recorded_clean_turn_is_a_turn_end():
     msg = json.loads((API / "last_message_clean_turn.json").read_text())[-1]
     out = classify_message(msg, NOW)
