@@ -69,9 +69,16 @@ def test_turn_end_exit_is_resumed_in_the_same_session(oc_fleet):
         assert rec.restarts == 0 and rec.resumes == 3
     finally:
         st.close()
-    screen = f.capture("builder")
+    # the dead pane (left by remain-on-exit) reads as exited once tmux drew its status line
+    deadline = time.monotonic() + 10
+    while True:
+        screen = f.capture("builder")
+        if OpencodeBackend().analyse(screen).state == AgentState.EXITED or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert f.tmux("list-panes", "-t", "=ccci-ocfleet-builder:", "-F", "#{pane_dead}").strip() == "1"
+    assert OpencodeBackend().analyse(screen).state == AgentState.EXITED, screen
     f.record("02_turn_end_exited.txt", screen)
-    assert OpencodeBackend().analyse(screen).state == AgentState.EXITED
 
 
 
