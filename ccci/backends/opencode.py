@@ -333,6 +333,7 @@ OUTCOME_CHECKS = {
     AgentState.API_ERROR: "api_error",
 }
 _outcomes: dict[tuple[str, str, int], TurnOutcome | None] = {}
+_reported: set[tuple[str, str, int]] = set()
 
 
 @hookimpl
@@ -366,7 +367,8 @@ def ccci_check_agent(agent, backend, pane, snapshot, mono):
     the builtin check's name (``fatal_error``, ``context_limit``, ``usage_limit``,
     ``api_error``), so that check's remedy applies: a fresh session, a wait for the reset,
     a back-off then ``continue``. Immediate: the process has exited, nothing will change
-    on screen. Quiet while a ``wait`` remedy holds the agent."""
+    on screen. Reported once per exited run (a wait's follow-up must not be re-armed when
+    the hold ends) and not while a ``wait`` remedy holds the agent."""
     if not isinstance(backend, OpencodeBackend) or pane is None or not pane.dead:
         return None
     if mono < agent.hold_until_mono:
@@ -374,6 +376,10 @@ def ccci_check_agent(agent, backend, pane, snapshot, mono):
     outcome = snapshot.facts.get("opencode_outcome", {}).get(agent.name)
     if outcome is None or outcome.state not in OUTCOME_CHECKS:
         return None
+    key = (str(agent.spec.workdir), agent.session, pane.pid)
+    if key in _reported:
+        return None  # once per exited run: its remedy (a wait's follow-up, a fresh start) is under way
+    _reported.add(key)
     from ccci.clock import iso
     from ccci.model import Finding
 

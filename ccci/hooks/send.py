@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ccci.gitwatch import BASELINE_KEY
 from ccci.hookspecs import hookimpl
-from ccci.model import RemedyResult
+from ccci.model import Remedy, RemedyResult
 
 
 @hookimpl
@@ -37,6 +37,10 @@ def _send(remedy, supervisor) -> RemedyResult:
     if rt.backend.exits_at_turn_end:
         pane = supervisor.tmux.list_panes().get(rt.session)
         if pane is None or pane.dead:
+            cap = int(supervisor.config.settings_for(rt.name)["max_resumes"])
+            if rt.resumes >= cap:
+                supervisor.run_remedy(Remedy("escalate", rt.name, remedy.reason))
+                return RemedyResult(False, f"max_resumes ({cap}) reached; not resuming to send", pending=False)
             return supervisor.launch_agent(rt.name, "resume", f"{remedy.reason.check}: send", prompt=remedy.text,
                                            turn_end=True)
         mid = supervisor.queue_message(rt.name, remedy.text)

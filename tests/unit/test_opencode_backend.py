@@ -199,6 +199,24 @@ def test_fatal_400_outcome_gives_a_fresh_session(oc_sup, fake_tmux, fake_clock):
     assert sup.agents["a"].conversation_id == "ses_fake2"
 
 
+def test_api_error_outcome_backs_off_then_continues(oc_sup, fake_tmux, fake_clock):
+    sup = oc_sup(api_error_backoff=5)
+    _settle(sup, fake_clock)
+    FakeClient.last = json.loads((API / "last_message_after_three_500s.json").read_text())[-1]
+    fake_tmux.pane("a").kill(status=0)
+    _settle(sup, fake_clock, 3)
+    assert len(fake_tmux.launches("a")) == 1  # held: no resume during the back-off
+    assert [e for e in sup.store.events() if e["kind"] == "finding" and e["data"].get("check") == "api_error"]
+    at = [e for e in sup.store.events() if e["kind"] == "scheduled"][0]["data"]["at"]
+    while fake_clock.now().strftime("%Y-%m-%dT%H:%M:%SZ") <= at:
+        _settle(sup, fake_clock, 1)
+    _settle(sup, fake_clock, 1)
+    launches = fake_tmux.launches("a")
+    assert len(launches) == 2 and launches[-1].argv[-1] == "continue", "\n".join(
+        f'{e["at"]} {e["kind"]} {e["message"]}' for e in sup.store.events())
+    assert launches[-1].argv[launches[-1].argv.index("--session") + 1] == "ses_fake1"
+
+
 def test_crash_exit_is_a_restart(oc_sup, fake_tmux, fake_clock):
     sup = oc_sup()
     _settle(sup, fake_clock)
