@@ -478,6 +478,10 @@ class Supervisor:
             else:
                 snap.processes[name] = procs.get(pane.pid, ProcessInfo(pid=pane.pid, alive=False))
         snap.facts["backends"] = {n: rt.backend for n, rt in self.agents.items()}
+        pending: dict[str, int] = {}
+        for msg in self.store.pending_messages():
+            pending[msg.agent] = pending.get(msg.agent, 0) + 1
+        snap.facts["pending_messages"] = pending  # {agent: queued messages}
         self._call_all("ccci_observe", {"snapshot": snap, "config": self.config, "state": self.store, "now": now, "mono": mono})
         for ev in snap.events:
             self.emit(ev.kind, ev.message, agent=ev.agent, data=ev.data)

@@ -342,7 +342,8 @@ def ccci_observe(snapshot, config, state, now):
     from the server (once per exit) and publish it:
     ``snapshot.facts["turn_outcome"][agent]`` = :class:`ccci.model.AgentState` (``IDLE``
     for a clean turn end; the process-death check resumes only those) and
-    ``snapshot.facts["opencode_outcome"][agent]`` = :class:`TurnOutcome`. Nothing is
+    ``snapshot.facts["opencode_outcome"][agent]`` = :class:`TurnOutcome`, and the
+    reply's declared ``WAITING-UNTIL`` (UTC) as ``snapshot.facts["turn_wait"][agent]``. Nothing is
     published when the server does not answer (the pane text decides then)."""
     backends = snapshot.facts.get("backends", {})
     for name, pane in snapshot.panes.items():
@@ -359,6 +360,23 @@ def ccci_observe(snapshot, config, state, now):
         if outcome is not None:
             snapshot.facts.setdefault("turn_outcome", {})[name] = outcome.state
             snapshot.facts.setdefault("opencode_outcome", {})[name] = outcome
+            wait = _declared_wait(outcome.text)
+            if wait is not None:
+                snapshot.facts.setdefault("turn_wait", {})[name] = wait
+
+
+def _declared_wait(text: str) -> datetime | None:
+    """The last ``WAITING-UNTIL: <ISO-8601 UTC>`` of a reply (README "Declared waits")."""
+    from ccci.clock import parse_utc
+    from ccci.patterns import WAITING_UNTIL_RE
+
+    found = None
+    for m in WAITING_UNTIL_RE.finditer(text or ""):
+        try:
+            found = parse_utc(m.group("iso"))
+        except ValueError:
+            continue
+    return found
 
 
 @hookimpl

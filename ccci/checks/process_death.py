@@ -10,7 +10,11 @@ ended (``snapshot.facts["turn_outcome"][agent]``, an :class:`ccci.model.AgentSta
 opencode backend reads it from its server) or the pane text shows an error, the turn
 end is left to the check of that error (a fresh session for the fatal 400, a wait for a
 usage limit...). While a ``wait`` remedy holds the agent, a turn end is not acted on
-(the wait's follow-up resumes it).
+(the wait's follow-up resumes it). A turn that ended declaring ``WAITING-UNTIL: <UTC>``
+(``snapshot.facts["turn_wait"]`` from the backend, else the pane's newest block) is
+resumed at that time, or at once when a message for the agent is queued
+(``snapshot.facts["pending_messages"]``): a loop waiting for a handoff is woken by the
+ping, not by empty "Continue." turns.
 
 Essential: cannot be disabled with ``CCCI_DISABLE_PLUGINS``.
 """
@@ -20,13 +24,15 @@ from ccci.hookspecs import hookimpl
 from ccci.model import AgentState, Finding
 
 CHECK = "process_death"
+EXIT_SETTLE_S = 2.0  #: s to wait for tmux's exit status of a backend that exits at turn end
+_gone_since: dict[tuple[str, int | None], float] = {}
 #: screen states that say a turn ended in an error (their own checks decide the remedy)
 ERROR_STATES = frozenset({AgentState.FATAL_ERROR, AgentState.CONTEXT_LIMIT, AgentState.USAGE_LIMIT,
                           AgentState.API_ERROR})
 
 
 @hookimpl
-def ccci_check_agent(agent, backend, pane, process, analysis, snapshot, mono):
+def ccci_check_agent(agent, backend, pane, process, analysis, snapshot, now, mono):
     if snapshot.facts.get("external", {}).get(agent.name):
         return None  # a hand-launched instance runs this agent's role (ccci.external)
     if pane is None:
@@ -44,6 +50,9 @@ def ccci_check_agent(agent, backend, pane, process, analysis, snapshot, mono):
             return None  # no word from the CLI's API: the pane's error decides
         if mono < agent.hold_until_mono:
             return None  # a wait remedy resumes it when the wait is over
+        wait = snapshot.facts.get("turn_wait", {}).get(agent.name) or analysis.waiting_until
+        if wait is not None and wait > now and not snapshot.facts.get("pending_messages", {}).get(agent.name):
+            return None  # a declared wait: resumed at that time, or by the next message
         return Finding(CHECK, agent.name, "turn ended (the CLI exits at every turn end)",
                        evidence=f"pane {pane.pane_id} exited with status {pane.dead_status}", immediate=True,
                        data={"exit_status": 0, "turn_end": True})
@@ -52,6 +61,15 @@ def ccci_check_agent(agent, backend, pane, process, analysis, snapshot, mono):
         return Finding(CHECK, agent.name, f"agent process exited ({how})", evidence=f"pane {pane.pane_id} dead: {how}",
                        immediate=True, data={"exit_status": pane.dead_status, "signal": pane.dead_signal})
     if not process.alive:
+        if backend.exits_at_turn_end:
+            # at a turn end the process is gone (a zombie) a moment before tmux marks the
+            # pane dead with its exit status (seen with opencode 1.18.33): give tmux up to
+            # EXIT_SETTLE_S to tell a turn end from a crash
+            if len(_gone_since) > 1000:
+                _gone_since.clear()
+            first = _gone_since.setdefault((agent.session, process.pid), mono)
+            if mono - first < EXIT_SETTLE_S:
+                return None
         return Finding(CHECK, agent.name, "agent process is not alive", evidence=f"pid {process.pid} gone or zombie",
                        immediate=True)
     return None

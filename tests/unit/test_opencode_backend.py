@@ -186,6 +186,30 @@ def test_turn_end_is_resumed_not_restarted(oc_sup, fake_tmux, fake_clock):
     assert kinds.count("agent_resumed") == 2 and "escalation" in kinds
 
 
+def test_declared_wait_is_kept_until_a_message_arrives(oc_sup, fake_tmux, fake_clock):
+    sup = oc_sup()
+    _settle(sup, fake_clock)
+    FakeClient.last = _msg(text="Nothing to do yet. WAITING-UNTIL: 2026-01-01T01:00:00Z")
+    fake_tmux.pane("a").kill(status=0)
+    _settle(sup, fake_clock, 5)
+    assert len(fake_tmux.launches("a")) == 1  # not resumed: the agent declared a wait
+    sup.queue_message("a", "New claim: 1234abc claim(y). Verify it.")
+    _settle(sup, fake_clock, 2)
+    launches = fake_tmux.launches("a")
+    assert len(launches) == 2 and launches[-1].argv[-1] == "New claim: 1234abc claim(y). Verify it."
+
+
+def test_declared_wait_ends_with_a_resume(oc_sup, fake_tmux, fake_clock):
+    sup = oc_sup()
+    _settle(sup, fake_clock)
+    FakeClient.last = _msg(text="WAITING-UNTIL: 2026-01-01T00:00:30Z")
+    fake_tmux.pane("a").kill(status=0)
+    _settle(sup, fake_clock, 10)
+    assert len(fake_tmux.launches("a")) == 1
+    _settle(sup, fake_clock, 25)
+    assert len(fake_tmux.launches("a")) == 2 and fake_tmux.launches("a")[-1].argv[-1] == "Continue."
+
+
 def test_fatal_400_outcome_gives_a_fresh_session(oc_sup, fake_tmux, fake_clock):
     sup = oc_sup()
     _settle(sup, fake_clock)

@@ -140,12 +140,18 @@ def test_thinking_400_gives_a_fresh_session(oc_fleet):
 
 
 def test_builder_claim_push_pings_the_adversary(oc_fleet):
+    """The builder (scripted tool call) commits ``claim(...)`` and pushes; the adversary
+    ended its turn declaring a far wait, so it is not resumed until ccci's ping arrives,
+    which becomes the prompt of its resume in the same session."""
     claim = ("printf 'x\\n' > claim.txt && git add claim.txt && git commit -q -m 'claim(e2e): feature done' "
              "&& git push -q origin HEAD:main && echo pushed-ok")
     f = oc_fleet({"builder": [Text("BUILDER-START"), ToolUse("bash", {"command": claim, "description": "claim"}),
-                              Text("Claimed and pushed.")],
-                  "adversary": [Text("ADVERSARY-IDLE") for _ in range(3)]},
+                              Text("Claimed and pushed. WAITING-UNTIL: 2099-01-01T00:00:00Z")],
+                  "adversary": [Text("Nothing to verify yet. WAITING-UNTIL: 2099-01-01T00:00:00Z"),
+                                Text("Verified. WAITING-UNTIL: 2099-01-01T00:00:00Z")]},
                  agents=("builder", "adversary"))
+    started = f.wait_event(lambda evs: [e for e in evs if e["kind"] == "agent_started" and e.get("agent") == "adversary"],
+                           60, "the adversary to start")
     f.wait_event(lambda evs: [e for e in evs if e["kind"] == "ping_queued" and e.get("agent") == "adversary"], 90,
                  "the claim ping")
     dl = f.wait_event(lambda evs: [e for e in evs if e["kind"] == "message_delivered" and e.get("agent") == "adversary"],
@@ -155,3 +161,8 @@ def test_builder_claim_push_pings_the_adversary(oc_fleet):
                                  for r in f.main_requests("adversary")), 60, "the adversary's model to see the ping")
     log = f.events()
     assert sum(1 for e in log if e["kind"] == "ping_queued") == 1
+    # woken by the ping only: its first turn declared a wait, so no empty "Continue." turns
+    resumed = _resumes(log, "adversary")
+    assert len(resumed) == 1 and resumed[0]["data"]["conversation_id"] == started[0]["data"]["conversation_id"]
+    assert len(f.main_requests("adversary")) == 2
+    assert (f.fleet / "work" / "builder" / "claim.txt").exists()
