@@ -13,7 +13,8 @@ uses ``backend = "opencode"``, the watcher:
   :data:`UNHEALTHY_LIMIT` checks in a row failed. Agents whose ``opencode run`` died with
   the server are resumed by the process-death check (``--session`` continues them; the
   sessions live in the server's storage and survive its restart);
-* reports each step as an event: ``opencode_serve_started``, ``opencode_serve_adopted``,
+* reports each step as an event (``data["happened_at"]``: when it happened, UTC; the
+  event itself is logged at the next tick): ``opencode_serve_started``, ``opencode_serve_adopted``,
   ``opencode_serve_stale_cleared``, ``opencode_serve_died``,
   ``opencode_serve_unhealthy``, ``opencode_serve_restarted`` (with ``latency_s``: death
   seen -> healthy again), ``opencode_serve_failed``.
@@ -42,6 +43,7 @@ import shutil
 import socket
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +179,9 @@ class ServeManager:
         tmp.replace(self.state_path)
 
     def _event(self, kind: str, message: str, **data: Any) -> None:
+        # events are logged at the next tick's observe; keep when it really happened
+        # (a start in ccci_configure precedes the agents' starts)
+        data["happened_at"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         self.events.append(Event(kind, message, data=data))
 
     def take_events(self) -> list[Event]:

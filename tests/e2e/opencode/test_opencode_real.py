@@ -41,6 +41,7 @@ def test_turn_end_exit_is_resumed_in_the_same_session(oc_fleet):
     assert conv.startswith("ses_"), started[0]
     serve = f.wait_event(lambda evs: [e for e in evs if e["kind"] == "opencode_serve_started"], 5, "serve event")
     assert f.serve_state()["url"] == serve[0]["data"]["url"]
+    assert serve[0]["data"]["happened_at"] < started[0]["at"]  # the server first, then the agents
     # the agent's process in the pane is the opencode binary, told apart from the server
     pane_pid = int(f.tmux("list-panes", "-t", "=ccci-ocfleet-builder:", "-F", "#{pane_pid}").split()[0] or 0)
     if pane_pid and psutil.pid_exists(pane_pid):
