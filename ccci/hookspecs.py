@@ -112,6 +112,14 @@ def ccci_observe(
     ``snapshot.events``; the runner logs it. An implementation must be cheap or
     rate-limit itself (the tick is 1 s).
 
+    Facts the builtins read: ``backends`` (``{agent: Backend}``, set by the runner),
+    ``pending_messages`` (``{agent: queued messages}``, set by the runner),
+    ``turn_outcome`` (``{agent: AgentState}``: how the last turn of a backend that exits
+    at turn end ended; ``IDLE`` = cleanly) and ``turn_wait`` (``{agent: datetime}``: the
+    ``WAITING-UNTIL`` that turn declared), both set by such a backend (opencode); the
+    process-death check resumes only clean turn ends, and only when no declared wait is
+    pending or a message is queued.
+
     :param snapshot: :class:`ccci.runtime.FleetSnapshot` for this tick (panes by agent,
         processes by agent, screens captured this tick, facts).
     :param config: the fleet config.
