@@ -42,13 +42,6 @@ def test_turn_end_exit_is_resumed_in_the_same_session(oc_fleet):
     serve = f.wait_event(lambda evs: [e for e in evs if e["kind"] == "opencode_serve_started"], 5, "serve event")
     assert f.serve_state()["url"] == serve[0]["data"]["url"]
     assert serve[0]["data"]["happened_at"] < started[0]["at"]  # the server first, then the agents
-    # the agent's process in the pane is the opencode binary, told apart from the server
-    pane_pid = int(f.tmux("list-panes", "-t", "=ccci-ocfleet-builder:", "-F", "#{pane_pid}").split()[0] or 0)
-    if pane_pid and psutil.pid_exists(pane_pid):
-        p = psutil.Process(pane_pid)
-        assert p.name() == "opencode" and OpencodeBackend().is_agent_process(p.name(), p.cmdline())
-    sp = psutil.Process(f.serve_state()["pid"])
-    assert sp.name() == "opencode" and not OpencodeBackend().is_agent_process(sp.name(), sp.cmdline())
 
     resumed = f.wait_event(lambda evs: len(_resumes(evs, "builder")) >= 3 and _resumes(evs, "builder"), 90,
                            "three turn-end resumes")
@@ -107,6 +100,15 @@ def test_kill_9_of_the_server_restarts_it_and_the_agent_continues(oc_fleet):
     first = f.wait_event(lambda evs: [e for e in evs if e["kind"] == "agent_started"], 60, "the agent to start")
     conv = first[0]["data"]["conversation_id"]
     latencies = []
+    f.wait_event(lambda evs: len(f.main_requests("builder")) >= 1, 60, "the first turn in flight")
+    # the agent's process in the pane is the opencode binary itself (tmux runs it with no
+    # shell or node wrapper), told apart from the server by its command line
+    pane_pid = int(f.tmux("list-panes", "-t", "=ccci-ocfleet-builder:", "-F", "#{pane_pid}").split()[0])
+    p = psutil.Process(pane_pid)
+    assert p.name() == "opencode" and p.cmdline()[1:3] == ["run", "--attach"]
+    assert OpencodeBackend().is_agent_process(p.name(), p.cmdline())
+    sp = psutil.Process(f.serve_state()["pid"])
+    assert sp.name() == "opencode" and not OpencodeBackend().is_agent_process(sp.name(), sp.cmdline())
     for trial in range(3):
         f.wait_event(lambda evs: len(f.main_requests("builder")) > trial * 2, 60, f"turn {trial} in flight")
         old = f.serve_state()["pid"]
