@@ -118,6 +118,16 @@ def port_free(port: int) -> bool:
         return True
 
 
+def _alive(pid: int | None) -> bool:
+    """True when ``pid`` exists and is not a zombie."""
+    if not pid:
+        return False
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
 def _is_serve(pid: int | None, port: int | None = None) -> bool:
     """True when ``pid`` is a live ``opencode serve`` (on ``port``, when given)."""
     if not pid:
@@ -276,8 +286,9 @@ class ServeManager:
                 self._event("opencode_serve_started", f"opencode serve up on {url} (pid {pane.pid}) after "
                             f"{self.mono() - t0:.2f}s", pid=pane.pid, url=url, startup_s=round(self.mono() - t0, 3))
                 return True
-            if not _is_serve(pane.pid):
-                break
+            if not _alive(pane.pid):
+                break  # exited (not: "not opencode yet": right after the fork the pane's
+                # process is still tmux's child, before it execs opencode; seen under load)
             time.sleep(0.1)
         self._failed(f"opencode serve on {url} (pid {pane.pid}) not healthy after {self.mono() - t0:.1f}s; "
                      f"see {Path(self.config.state_dir) / 'logs' / 'opencode-serve.log'}")
@@ -300,6 +311,18 @@ class ServeManager:
                 self._restart("process died")
             return
         if self.probe():
+            if not self.healthy:  # a start that was reported failed came up after all
+                self.start_failures = 0
+                if self.down_since_mono is not None:
+                    self.restarts += 1
+                    latency = mono - self.down_since_mono
+                    self.down_since_mono = None
+                    self._event("opencode_serve_restarted", f"opencode serve healthy again on {self.url} after "
+                                f"{latency:.2f}s", url=self.url, pid=self.pid, latency_s=round(latency, 3))
+                else:
+                    self._event("opencode_serve_started", f"opencode serve up on {self.url} (pid {self.pid})",
+                                pid=self.pid, url=self.url)
+                self._write_state()
             self.healthy, self.failures = True, 0
             return
         self.failures += 1
