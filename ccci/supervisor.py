@@ -914,11 +914,14 @@ SECRET_NAME_RE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH",
 
 def collect_secrets(config: FleetConfig, environ: dict[str, str] | None = None) -> list[str]:
     """Values that must never appear in events or logs: environment variables (and
-    agents' ``env``) whose names look secret (KEY, TOKEN, SECRET, PASSWORD, AUTH...),
-    at least 6 characters long. Longest first, so a secret containing another is
+    agents' ``env``, and ``[opencode] env``) whose names look secret (KEY, TOKEN,
+    SECRET, PASSWORD, AUTH...), at least 6 characters long. Longest first, so a secret containing another is
     redacted whole."""
     env = os.environ if environ is None else environ
     values = {v for k, v in env.items() if SECRET_NAME_RE.search(k) and len(v) >= 6}
     for spec in config.agents:
         values |= {v for k, v in spec.env.items() if SECRET_NAME_RE.search(k) and len(v) >= 6}
+    serve_env = (config.raw.get("opencode") or {}).get("env") if isinstance(config.raw.get("opencode"), dict) else None
+    if isinstance(serve_env, dict):  # the shared opencode serve's environment (provider keys)
+        values |= {str(v) for k, v in serve_env.items() if SECRET_NAME_RE.search(str(k)) and len(str(v)) >= 6}
     return sorted(values, key=len, reverse=True)

@@ -273,3 +273,11 @@ def test_stale_state_is_cleared_before_a_start(fleet_config, fake_tmux, monkeypa
     assert kinds == ["opencode_serve_stale_cleared", "opencode_serve_failed"]
     assert not (cfg.state_dir / opencode_serve.STATE_FILE).exists()
     assert m.next_start_mono > 0  # backed off before the next try
+
+
+def test_server_env_secrets_are_redacted(fleet_config):
+    from ccci.supervisor import collect_secrets
+
+    cfg = fleet_config(extra_toml='[opencode]\nenv = { OPENAI_API_KEY = "sk-serve-secret-123", HOME = "/home/x" }\n')
+    secrets = collect_secrets(cfg, environ={})
+    assert "sk-serve-secret-123" in secrets and "/home/x" not in secrets
