@@ -255,7 +255,8 @@ def _str(val: Any, path: Path, key: str) -> str:
     return val
 
 
-KNOWN_TOP = {"fleet", "git", "checks", "agents", "handoff", "patterns", "defaults", "notify", "phases", "plugins"}
+KNOWN_TOP = {"fleet", "git", "checks", "agents", "handoff", "patterns", "defaults", "notify", "phases", "plugins",
+             "opencode"}
 KNOWN_AGENT = {"name", "role", "backend", "model", "workdir", "prompt_file", "handoff_role", "env", "options", "checks",
                "schedule"}
 

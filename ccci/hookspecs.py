@@ -118,6 +118,14 @@ def ccci_observe(
     (and ``reset_at``) it knows better, its evidence first in ``matches`` (see
     :mod:`ccci.sources.claude_hooks`). Checks then see the merged reading.
 
+    Facts the builtins read: ``backends`` (``{agent: Backend}``, set by the runner),
+    ``pending_messages`` (``{agent: queued messages}``, set by the runner),
+    ``turn_outcome`` (``{agent: AgentState}``: how the last turn of a backend that exits
+    at turn end ended; ``IDLE`` = cleanly) and ``turn_wait`` (``{agent: datetime}``: the
+    ``WAITING-UNTIL`` that turn declared), both set by such a backend (opencode); the
+    process-death check resumes only clean turn ends, and only when no declared wait is
+    pending or a message is queued.
+
     :param snapshot: :class:`ccci.runtime.FleetSnapshot` for this tick (panes by agent,
         processes by agent, screens captured this tick, facts).
     :param config: the fleet config.

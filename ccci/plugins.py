@@ -38,6 +38,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ccci.backends.scripted",
     "ccci.backends.claude",
     "ccci.sources.claude_hooks",
+    "ccci.backends.opencode",
     "ccci.checks.process_death",
     "ccci.checks.fatal_error",
     "ccci.checks.context_limit",
@@ -55,6 +56,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ccci.phases",
     "ccci.external",
     "ccci.jobs",
+    "ccci.opencode_serve",
 )
 ESSENTIAL = frozenset({"process_death", "restart"})
 LOCAL_PLUGIN_FILE = "ccci_plugins.py"

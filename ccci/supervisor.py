@@ -333,7 +333,8 @@ class Supervisor:
                 self.store.db.execute("UPDATE messages SET status='queued' WHERE id=?", (row["id"],))
 
     # ================================================================== launching
-    def launch_agent(self, name: str, mode: str, reason: str, prompt: str | None = None) -> RemedyResult:
+    def launch_agent(self, name: str, mode: str, reason: str, prompt: str | None = None,
+                     turn_end: bool = False) -> RemedyResult:
         """Start an agent's process in its tmux session.
 
         :param name: agent name.
@@ -343,7 +344,12 @@ class Supervisor:
             it, else fresh).
         :param reason: why, for the event log and the agent's resume prompt.
         :param prompt: the initial prompt of a fresh start (default: phase preamble +
-            role prompt); a job's extra arguments arrive here.
+            role prompt); a job's extra arguments arrive here. For a resume: the message
+            to continue with (default: a note that ccci restarted the session).
+        :param turn_end: the backend exits at every turn end and this resume continues
+            after one (not counted as a restart). For such backends
+            (``exits_at_turn_end``) a resume's prompt is the agent's queued messages,
+            which are marked delivered: the CLI has no input box to type them into.
         :returns: a :class:`RemedyResult`; ``ok=False`` when the workdir is missing or tmux
             failed (reported as an event).
         """
@@ -377,13 +383,26 @@ class Supervisor:
             rt.conversation_id = ""
             self.store.update_agent(name, conversation_id="")
         fault_point("after_stop")
+        delivered: list = []
         if mode == "resume":
             conv = rt.conversation_id
-            prompt = (f"ccci restarted this session ({reason}). Continue from where you left off.")
+            if backend.exits_at_turn_end:
+                delivered = self.store.pending_messages(name)
+            if delivered:
+                prompt = "\n\n".join(m.text for m in delivered)
+            elif prompt is None:
+                prompt = ("Continue." if turn_end else
+                          f"ccci restarted this session ({reason}). Continue from where you left off.")
         else:
             conv = backend.new_conversation_id()
             prompt = prompt if prompt is not None else self.initial_prompt(name)
-        plan = backend.launch(spec, self.config, conv, mode == "resume", prompt)
+        try:
+            plan = backend.launch(spec, self.config, conv, mode == "resume", prompt)
+        except Exception as exc:  # noqa: BLE001 - e.g. the backend's server is down: report, retry later
+            self.emit("launch_failed", f"{backend.name} backend could not prepare the launch: "
+                      f"{type(exc).__name__}: {str(exc)[:200]}", agent=name)
+            return RemedyResult(False, f"launch failed: {str(exc)[:120]}", pending=False)
+        conv = plan.conversation_id or conv
         if shutil.which(plan.argv[0]) is None:
             # a restart cannot fix a missing program: hand it to a person at once
             self.emit("launch_failed", f"{plan.argv[0]!r} is not on PATH; install the {backend.name} CLI "
@@ -424,12 +443,20 @@ class Supervisor:
             self.store.update_agent(
                 name, session=rt.session, pane_id=pane.pane_id, pid=pane.pid, conversation_id=conv,
                 started_at=now, generation=rt.generation,
-                restarts=rec.restarts + (0 if mode == "start" else 1), resumes=rt.resumes,
+                restarts=rec.restarts + (0 if mode == "start" or turn_end else 1), resumes=rt.resumes,
                 state="starting", stopped=0,
             )
-            self.store.record_restart(name, kind, reason, now)
+            self.store.record_restart(name, "turn_end" if turn_end else kind, reason, now)
             self.store.put(INTENT_KEY.format(agent=name), "")
+            for m in delivered:
+                self.store.finish_message(m.id, "delivered", "given as the resume prompt", now, m.attempts + 1)
+        for m in delivered:
+            self.emit("message_delivered", f"delivered as the resume prompt: {m.text[:80]!r}", agent=name,
+                      message_id=m.id, attempts=m.attempts + 1,
+                      latency_s=round((now - m.queued_at).total_seconds(), 3))
         verb = {"start": "started", "fresh": "restarted fresh", "resume": "resumed"}[mode]
+        if turn_end:
+            rt.pending_action = "turn_end"
         self.emit(f"agent_{verb.replace(' ', '_')}", f"{verb} ({reason}); pid {pane.pid}, conversation {conv[:8]}",
                   agent=name, pid=pane.pid, conversation_id=conv, mode=mode, reason=reason)
         return RemedyResult(True, f"{verb}, pid {pane.pid}")
@@ -522,6 +549,10 @@ class Supervisor:
             else:
                 snap.processes[name] = procs.get(pane.pid, ProcessInfo(pid=pane.pid, alive=False))
         snap.facts["backends"] = {n: rt.backend for n, rt in self.agents.items()}
+        pending: dict[str, int] = {}
+        for msg in self.store.pending_messages():
+            pending[msg.agent] = pending.get(msg.agent, 0) + 1
+        snap.facts["pending_messages"] = pending  # {agent: queued messages}
         self._call_all("ccci_observe", {"snapshot": snap, "config": self.config, "state": self.store, "now": now, "mono": mono,
                                         "agents": self.agents})
         for ev in snap.events:
@@ -708,6 +739,8 @@ class Supervisor:
         outage, self.breaker_outage = self.breaker_outage, set()
         window = float(s["breaker_window"])
         for f in actionable:
+            if f.data.get("turn_end"):
+                continue  # a turn end of a backend that exits after each turn is no failure
             if f.agent is not None and f.agent not in outage:
                 self.failure_marks.append((mono, f.agent))
         self.failure_marks = [(t, a) for t, a in self.failure_marks if mono - t <= window]
@@ -758,6 +791,14 @@ class Supervisor:
                   check=finding.check, evidence=finding.evidence)
 
     def _restart_allowed(self, rt: AgentRuntime, remedy: Remedy, mono: float, settings: dict) -> bool:
+        if remedy.data.get("turn_end"):
+            # a backend that exits at every turn end: resuming is its normal life, not a
+            # crash, so neither restart intensity nor backoff apply; max_resumes does
+            if rt.resumes >= int(settings["max_resumes"]):
+                self._escalate(rt.name, f"max_resumes ({int(settings['max_resumes'])}) reached after turn ends; "
+                               "not resuming again")
+                return False
+            return True
         period = float(settings["restart_period"])
         recent = [t for t in rt.restart_marks if mono - t <= period]
         if len(recent) >= int(settings["restart_intensity"]):
@@ -1037,11 +1078,14 @@ SECRET_NAME_RE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH",
 
 def collect_secrets(config: FleetConfig, environ: dict[str, str] | None = None) -> list[str]:
     """Values that must never appear in events or logs: environment variables (and
-    agents' ``env``) whose names look secret (KEY, TOKEN, SECRET, PASSWORD, AUTH...),
-    at least 6 characters long. Longest first, so a secret containing another is
+    agents' ``env``, and ``[opencode] env``) whose names look secret (KEY, TOKEN,
+    SECRET, PASSWORD, AUTH...), at least 6 characters long. Longest first, so a secret containing another is
     redacted whole."""
     env = os.environ if environ is None else environ
     values = {v for k, v in env.items() if SECRET_NAME_RE.search(k) and len(v) >= 6}
     for spec in config.agents:
         values |= {v for k, v in spec.env.items() if SECRET_NAME_RE.search(k) and len(v) >= 6}
+    serve_env = (config.raw.get("opencode") or {}).get("env") if isinstance(config.raw.get("opencode"), dict) else None
+    if isinstance(serve_env, dict):  # the shared opencode serve's environment (provider keys)
+        values |= {str(v) for k, v in serve_env.items() if SECRET_NAME_RE.search(str(k)) and len(str(v)) >= 6}
     return sorted(values, key=len, reverse=True)

@@ -6,23 +6,60 @@ Remedy: a restart that resumes the conversation where the backend can; a fresh s
 when the dead pane says the conversation cannot be resumed (a ``resume_failed`` pattern
 group, e.g. Claude Code's "No conversation found with session ID: <id>").
 
+A backend that exits at every turn end (``Backend.exits_at_turn_end``, e.g. ``opencode
+run``) ends with exit status 0 after each turn: that is a *turn end*, not a crash. It is
+resumed promptly (the next message becomes the resume's prompt), without restart
+intensity or backoff but within ``max_resumes``. When the backend published how the turn
+ended (``snapshot.facts["turn_outcome"][agent]``, an :class:`ccci.model.AgentState`; the
+opencode backend reads it from its server) or the pane text shows an error, the turn
+end is left to the check of that error (a fresh session for the fatal 400, a wait for a
+usage limit...). While a ``wait`` remedy holds the agent, a turn end is not acted on
+(the wait's follow-up resumes it). A turn that ended declaring ``WAITING-UNTIL: <UTC>``
+(``snapshot.facts["turn_wait"]`` from the backend, else the pane's newest block) is
+resumed at that time, or at once when a message for the agent is queued
+(``snapshot.facts["pending_messages"]``): a loop waiting for a handoff is woken by the
+ping, not by empty "Continue." turns.
+
 Essential: cannot be disabled with ``CCCI_DISABLE_PLUGINS``.
 """
 from __future__ import annotations
 
 from ccci.hookspecs import hookimpl
-from ccci.model import Finding
+from ccci.model import AgentState, Finding
 
 CHECK = "process_death"
+EXIT_SETTLE_S = 2.0  #: s to wait for tmux's exit status of a backend that exits at turn end
+_gone_since: dict[tuple[str, int | None], float] = {}
+#: screen states that say a turn ended in an error (their own checks decide the remedy)
+ERROR_STATES = frozenset({AgentState.FATAL_ERROR, AgentState.CONTEXT_LIMIT, AgentState.USAGE_LIMIT,
+                          AgentState.API_ERROR})
 
 
 @hookimpl
-def ccci_check_agent(agent, pane, process, snapshot):
+def ccci_check_agent(agent, backend, pane, process, analysis, snapshot, now, mono):
     if snapshot.facts.get("external", {}).get(agent.name):
         return None  # a hand-launched instance runs this agent's role (ccci.external)
     if pane is None:
         return Finding(CHECK, agent.name, "tmux session is gone", evidence=f"no session {agent.session}", immediate=True,
                        data={"mode": "restart"})
+    outcome = snapshot.facts.get("turn_outcome", {}).get(agent.name)
+    # tmux 3.3 sometimes reports a dead pane before its exit status (seen with opencode
+    # 1.18.33 at turn ends: pane_dead=1, pane_dead_status empty); the backend's own word
+    # that the turn ended (turn_outcome) then decides
+    clean = pane.dead_status == 0 or (pane.dead_status is None and outcome is not None)
+    if pane.dead and backend.exits_at_turn_end and not pane.dead_signal and clean:
+        if outcome is not None and outcome != AgentState.IDLE:
+            return None  # the turn ended in an error: that error's check acts
+        if outcome is None and analysis.state in ERROR_STATES:
+            return None  # no word from the CLI's API: the pane's error decides
+        if mono < agent.hold_until_mono:
+            return None  # a wait remedy resumes it when the wait is over
+        wait = snapshot.facts.get("turn_wait", {}).get(agent.name) or analysis.waiting_until
+        if wait is not None and wait > now and not snapshot.facts.get("pending_messages", {}).get(agent.name):
+            return None  # a declared wait: resumed at that time, or by the next message
+        return Finding(CHECK, agent.name, "turn ended (the CLI exits at every turn end)",
+                       evidence=f"pane {pane.pane_id} exited with status {pane.dead_status}", immediate=True,
+                       data={"exit_status": 0, "turn_end": True})
     if pane.dead:
         # tmux can report the pane dead before it has reaped the process: neither known yet
         how = (f"signal {pane.dead_signal}" if pane.dead_signal else
@@ -30,6 +67,15 @@ def ccci_check_agent(agent, pane, process, snapshot):
         return Finding(CHECK, agent.name, f"agent process exited ({how})", evidence=f"pane {pane.pane_id} dead: {how}",
                        immediate=True, data={"exit_status": pane.dead_status, "signal": pane.dead_signal})
     if not process.alive:
+        if backend.exits_at_turn_end:
+            # at a turn end the process is gone (a zombie) a moment before tmux marks the
+            # pane dead with its exit status (seen with opencode 1.18.33): give tmux up to
+            # EXIT_SETTLE_S to tell a turn end from a crash
+            if len(_gone_since) > 1000:
+                _gone_since.clear()
+            first = _gone_since.setdefault((agent.session, process.pid), mono)
+            if mono - first < EXIT_SETTLE_S:
+                return None
         return Finding(CHECK, agent.name, "agent process is not alive", evidence=f"pid {process.pid} gone or zombie",
                        immediate=True)
     return None
@@ -50,4 +96,6 @@ def ccci_choose_remedy(finding, agent):
         return Remedy("fresh", agent.name, finding)
     # backends that exit at every turn end are resumed promptly; others are restarted
     # (continuing the conversation where the backend can)
+    if finding.data.get("turn_end"):
+        return Remedy("resume", agent.name, finding, data={"turn_end": True})
     return Remedy("restart", agent.name, finding)

@@ -17,4 +17,5 @@ def ccci_run_remedy(remedy, supervisor):
     if remedy.action not in ACTIONS or remedy.agent is None:
         return None
     reason = f"{remedy.reason.check}: {remedy.reason.summary}"
-    return supervisor.launch_agent(remedy.agent, remedy.action, reason)
+    return supervisor.launch_agent(remedy.agent, remedy.action, reason, prompt=remedy.text or None,
+                                   turn_end=bool(remedy.data.get("turn_end")))

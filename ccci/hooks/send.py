@@ -6,13 +6,18 @@
 * ``ping``: the handoff remedy: queue every ping of the finding with a per-commit dedup
   key, advance the git baseline and log ``ping_queued``, in one SQLite transaction
   (exactly once, even if the watcher is killed right after).
+
+A backend whose CLI exits at every turn end (``exits_at_turn_end``, e.g. opencode) has
+no input box: a ``send`` to it while its process has exited resumes it with the text as
+the prompt; while a turn runs, the text is queued and becomes the prompt of the resume
+at the turn's end.
 """
 from __future__ import annotations
 
 from ccci.faultpoint import fault_point
 from ccci.gitwatch import BASELINE_KEY
 from ccci.hookspecs import hookimpl
-from ccci.model import RemedyResult
+from ccci.model import Remedy, RemedyResult
 
 
 @hookimpl
@@ -30,6 +35,17 @@ def _send(remedy, supervisor) -> RemedyResult:
     rt = supervisor.agents[remedy.agent]
     if remedy.data.get("nudge"):
         rt.nudges += 1
+    if rt.backend.exits_at_turn_end:
+        pane = supervisor.tmux.list_panes().get(rt.session)
+        if pane is None or pane.dead:
+            cap = int(supervisor.config.settings_for(rt.name)["max_resumes"])
+            if rt.resumes >= cap:
+                supervisor.run_remedy(Remedy("escalate", rt.name, remedy.reason))
+                return RemedyResult(False, f"max_resumes ({cap}) reached; not resuming to send", pending=False)
+            return supervisor.launch_agent(rt.name, "resume", f"{remedy.reason.check}: send", prompt=remedy.text,
+                                           turn_end=True)
+        mid = supervisor.queue_message(rt.name, remedy.text)
+        return RemedyResult(True, f"queued message {mid} for the next turn", pending=False)
     if not remedy.data.get("now"):
         mid = supervisor.queue_message(rt.name, remedy.text)
         return RemedyResult(True, f"queued message {mid}", pending=False)

@@ -315,14 +315,95 @@ def step_from_json(obj: Any) -> Step:
     raise ValueError(f"not a script step: {obj!r}")
 
 
-def load_script(path: str | Path) -> tuple[list[Step], Step]:
-    """Read a ``--script`` JSON file: a list of steps, or ``{"steps": [...],
-    "default": step}``. Returns ``(steps, default)``."""
+def step_to_json(step: Any) -> Any:
+    """The ``--script`` JSON form of a step (inverse of :func:`step_from_json`).
+
+    :raises TypeError: for something that is not a step.
+    """
+    if isinstance(step, Text):
+        return {"text": step.text, "delay": step.delay, "chunk": step.chunk}
+    if isinstance(step, ToolUse):
+        return {"tool_use": step.name, "input": step.input, "id": step.id, "text": step.text,
+                "delay": step.delay}
+    if isinstance(step, Echo):
+        return {"echo": True, "prefix": step.prefix}
+    if isinstance(step, Failure):
+        if step.kind == "usage_limit":
+            headers = dict(step.headers)
+            return {"fail": "usage_limit", "reset": int(headers["anthropic-ratelimit-unified-reset"]),
+                    "claim": headers["anthropic-ratelimit-unified-representative-claim"],
+                    "repeat": step.repeat}
+        if step.kind == "hang":
+            return {"fail": "hang", "seconds": step.seconds, "repeat": step.repeat}
+        if step.kind.startswith("http_"):
+            return {"fail": "http", "status": step.status, "type": step.error_type,
+                    "message": step.message, "headers": dict(step.headers), "repeat": step.repeat}
+        return {"fail": step.kind, "repeat": step.repeat}
+    if isinstance(step, (list, tuple)):
+        return [step_to_json(s) for s in step]
+    raise TypeError(f"not a step: {step!r}")
+
+
+def _first_user_text(body: Any) -> str:
+    """The text of the first user message of an Anthropic or OpenAI request (a session's
+    opening prompt: every later call of the session repeats it)."""
+    if not isinstance(body, dict):
+        return ""
+    for msg in body.get("messages") or []:
+        if isinstance(msg, dict) and msg.get("role") == "user":
+            content = msg.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return "\n".join(str(c.get("text", "")) for c in content if isinstance(c, dict))
+    return ""
+
+
+class ByMarker:
+    """A callable script with one step list per conversation: the list whose marker (any
+    string) occurs in the request's first user message answers it. Several agents can
+    then share one server, each with its own script (e.g. ``ROLE-BUILDER`` in the
+    builder's prompt). A request matching no marker, or whose list is used up, gets the
+    server's ``default``. Failures honour ``repeat``.
+
+    :param scripts: ``{marker: [step, ...]}``.
+    """
+
+    def __init__(self, scripts: dict[str, Sequence[Step]]) -> None:
+        self._lists = {m: list(steps) for m, steps in scripts.items()}
+        self._uses = {m: 0 for m in scripts}
+        self._lock = threading.Lock()
+
+    def __call__(self, body: Any) -> Step | None:
+        first = _first_user_text(body)
+        with self._lock:
+            for marker, steps in self._lists.items():
+                if marker not in first:
+                    continue
+                if not steps:
+                    return None
+                step = steps[0]
+                repeat = step.repeat if isinstance(step, Failure) else 1
+                self._uses[marker] += 1
+                if repeat is not None and self._uses[marker] >= repeat:
+                    steps.pop(0)
+                    self._uses[marker] = 0
+                return step
+        return None
+
+
+def load_script(path: str | Path) -> tuple[Script, Step]:
+    """Read a ``--script`` JSON file: a list of steps, ``{"steps": [...], "default":
+    step}``, or ``{"by_marker": {"MARKER": [...], ...}, "default": step}`` (a
+    :class:`ByMarker` script). Returns ``(script, default)``."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
     default: Step = Echo()
     if isinstance(data, dict):
         if data.get("default") is not None:
             default = step_from_json(data["default"])
+        if isinstance(data.get("by_marker"), dict):
+            return ByMarker({str(m): [step_from_json(o) for o in steps]
+                             for m, steps in data["by_marker"].items()}), default
         data = data.get("steps", [])
     if not isinstance(data, list):
         raise ValueError(f"{path}: a script is a JSON list of steps")
@@ -964,7 +1045,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--all-calls-scripted", action="store_true",
                     help="no side calls: every model call takes a script step")
     args = ap.parse_args(argv)
-    steps: list[Step] = []
+    steps: Script = []
     default: Step = Echo()
     if args.script:
         steps, default = load_script(args.script)

@@ -22,7 +22,6 @@ to ``tests/e2e/captures/`` (labels are kept by hand in ``captures/LABELS.toml``)
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -38,12 +37,12 @@ import pytest
 
 from ccci.backends.claude import TESTED_VERSION, ClaudeBackend
 from ccci.model import AgentSpec, Role, ScreenAnalysis
-from ccci.testing.model_server import Echo, Failure, Text, ToolUse
+from ccci.testing.agent_clis import CliUnavailable, ensure_cli
+from ccci.testing.model_server import step_to_json
 from ccci.tmux import Tmux
 
 REPO = Path(__file__).resolve().parents[2]
 NPM_PREFIX = REPO / ".cache" / "npm"
-CLAUDE_PACKAGE = f"@anthropic-ai/claude-code@{TESTED_VERSION}"
 CAPTURES = Path(__file__).resolve().parent / "captures"
 API_KEY = "sk-ant-e2e-" + "0123456789abcdefghijklmnop"  # any value; its last 20 chars are pre-approved
 RECORD = os.environ.get("CCCI_E2E_RECORD") == "1"
@@ -56,43 +55,20 @@ def pytest_configure(config: pytest.Config) -> None:
 # ----------------------------------------------------------------------------- CLI
 
 
-def _cli_version(path: Path) -> str:
-    try:
-        res = subprocess.run([str(path), "--version"], capture_output=True, text=True, timeout=30,
-                             env={**os.environ, "DISABLE_AUTOUPDATER": "1"})
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return res.stdout.strip()
-
-
 @pytest.fixture(scope="session")
 def claude_bin() -> Path:
-    """The pinned Claude Code binary, installed under ``<repo>/.cache/npm`` on first use."""
+    """The pinned Claude Code binary, installed under ``<repo>/.cache/npm`` on first use
+    (:func:`ccci.testing.agent_clis.ensure_cli`, shared with the opencode fixture)."""
     override = os.environ.get("CCCI_CLAUDE_BIN")
     if override:
         path = Path(override)
         if not path.exists():
             pytest.skip(f"CCCI_CLAUDE_BIN={override} does not exist")
         return path
-    path = NPM_PREFIX / "node_modules" / ".bin" / "claude"
-    if path.exists() and _cli_version(path).startswith(TESTED_VERSION):
-        return path
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.skip(f"npm is not installed: cannot install {CLAUDE_PACKAGE} for the e2e tests")
-    NPM_PREFIX.mkdir(parents=True, exist_ok=True)
-    with open(NPM_PREFIX.parent / "npm-install.lock", "w") as lock:  # parallel runs install once
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (path.exists() and _cli_version(path).startswith(TESTED_VERSION)):
-            res = subprocess.run(
-                [npm, "install", "--prefix", str(NPM_PREFIX), "--no-audit", "--no-fund", CLAUDE_PACKAGE],
-                capture_output=True, text=True, timeout=600)
-            if res.returncode != 0:
-                pytest.skip(f"npm install {CLAUDE_PACKAGE} failed (offline?): {res.stderr.strip()[-500:]}")
-    version = _cli_version(path)
-    if not version.startswith(TESTED_VERSION):
-        pytest.skip(f"{path} --version printed {version!r}, expected {TESTED_VERSION}")
-    return path
+    try:
+        return ensure_cli("claude", NPM_PREFIX)
+    except CliUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 # ------------------------------------------------------------------- network namespace
@@ -155,32 +131,6 @@ def e2e_tmux() -> Iterator[Tmux]:
 
 
 # --------------------------------------------------------------------------- session
-
-
-def step_to_json(step: Any) -> Any:
-    """The ``--script`` JSON form of a step (inverse of ``step_from_json``)."""
-    if isinstance(step, Text):
-        return {"text": step.text, "delay": step.delay, "chunk": step.chunk}
-    if isinstance(step, ToolUse):
-        return {"tool_use": step.name, "input": step.input, "id": step.id, "text": step.text,
-                "delay": step.delay}
-    if isinstance(step, Echo):
-        return {"echo": True, "prefix": step.prefix}
-    if isinstance(step, Failure):
-        if step.kind == "usage_limit":
-            headers = dict(step.headers)
-            return {"fail": "usage_limit", "reset": int(headers["anthropic-ratelimit-unified-reset"]),
-                    "claim": headers["anthropic-ratelimit-unified-representative-claim"],
-                    "repeat": step.repeat}
-        if step.kind == "hang":
-            return {"fail": "hang", "seconds": step.seconds, "repeat": step.repeat}
-        if step.kind.startswith("http_"):
-            return {"fail": "http", "status": step.status, "type": step.error_type,
-                    "message": step.message, "headers": dict(step.headers), "repeat": step.repeat}
-        return {"fail": step.kind, "repeat": step.repeat}
-    if isinstance(step, (list, tuple)):
-        return [step_to_json(s) for s in step]
-    raise TypeError(f"not a step: {step!r}")
 
 
 def prepare_home(home: Path, project: Path) -> None:

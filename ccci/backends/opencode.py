@@ -1,0 +1,410 @@
+"""The ``opencode`` backend: opencode (``opencode-ai``) attached to the fleet's shared server.
+
+Registered through ``ccci_register_backends`` like any third-party backend. Facts used
+here were measured with opencode 1.18.33 against ccci's scripted model server (see the
+"opencode" section of ``/work/shared/notes/agent-cli-facts.md`` and
+``tests/e2e/opencode/``):
+
+* ``opencode serve --port P`` is one headless server per fleet (:mod:`ccci.opencode_serve`
+  starts and supervises it); ``opencode run --attach URL --session ID --dir DIR "msg"``
+  sends one message to a session of that server, prints the turn, and EXITS when the
+  turn ends (exit status 0, also when the turn ended in an API error). So the backend is
+  :attr:`~OpencodeBackend.exits_at_turn_end`: a clean exit is resumed promptly with the
+  next message, not treated as a crash.
+* ``--session ID`` continues a session (the conversation), offline too; sessions live in
+  the server's storage and survive a server restart. ccci creates each fresh session
+  itself (``POST /session?directory=DIR`` with a title, :class:`ServerClient`) so it
+  knows the id before the CLI runs, as ``claude --session-id`` does.
+* The agent process in the pane is the ``opencode`` binary itself (psutil ``name()`` is
+  ``opencode``, its exe ``.../opencode-ai/bin/opencode.exe``; tmux runs it directly, no
+  shell, no node wrapper). The shared server is also named ``opencode`` (``opencode
+  serve``): :meth:`OpencodeBackend.is_agent_process` tells them apart by the command line.
+* State, strongest source first: the server's API (``GET /session/status``: an entry
+  ``{"type": "busy"}`` or ``{"type": "retry", "attempt": N, "message": ...}`` while a
+  turn runs, nothing when idle; ``GET /session/<id>/message?limit=1``: the last message,
+  whose ``info.error`` holds the API error a turn ended with: ``{"name": "APIError",
+  "data": {"message", "statusCode", "isRetryable", "responseHeaders"}}``), then the pane
+  text (``ccci/patterns/opencode-1.18.33.toml``, recorded in
+  ``tests/golden/opencode-1.18.33/``).
+
+Agent options (``[agents.options]`` in ``ccci.toml``):
+
+``auto`` (bool, default ``True``)
+    Pass ``--auto``: approve tool permissions that are not explicitly denied, so a turn
+    never stops at a permission question (no one could answer it: the CLI is not
+    interactive).
+``agent`` (str, default off)
+    Pass ``--agent NAME`` (opencode's agent, e.g. ``build``).
+"""
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from ccci.backends.base import Backend, LaunchPlan
+from ccci.hookspecs import hookimpl
+from ccci.model import AgentSpec, AgentState, ScreenAnalysis
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ccci.config import FleetConfig
+
+#: opencode version the pattern file and these launch facts were checked against.
+TESTED_VERSION = "1.18.33"
+#: environment every opencode process gets: no self-update of the pinned CLI, no model
+#: list fetch, no LSP downloads, no sharing (agent-cli-facts.md "opencode"; all need the
+#: network, which a loopback-only fleet does not have).
+QUIET_ENV = {
+    "OPENCODE_DISABLE_AUTOUPDATE": "1",
+    "OPENCODE_DISABLE_MODELS_FETCH": "1",
+    "OPENCODE_DISABLE_LSP_DOWNLOAD": "1",
+    "OPENCODE_DISABLE_SHARE": "1",
+}
+HTTP_TIMEOUT_S = 2.0  #: seconds for one request to the local server
+
+#: API error classification (message regexes, checked in order; first match wins).
+#: fatal: the Anthropic thinking-block 400 (a resume repeats it); context: the provider's
+#: prompt-too-long 400s (opencode 1.18.33 compacts by itself first: an error left after
+#: that needs a fresh session); usage: plan limits.
+FATAL_RE = re.compile(r"`thinking` or `redacted_thinking` blocks", re.I)
+CONTEXT_RE = re.compile(r"prompt is too long|context[_ ]length|maximum context|context window", re.I)
+USAGE_RE = re.compile(r"usage limit|quota|insufficient_quota", re.I)
+RESET_HEADERS = ("anthropic-ratelimit-unified-reset", "x-ratelimit-reset", "retry-after")
+
+
+class ServerError(RuntimeError):
+    """The shared ``opencode serve`` did not answer (down, or an unexpected reply)."""
+
+
+@dataclass
+class ServerClient:
+    """A tiny client of the ``opencode serve`` HTTP API (loopback, no auth).
+
+    :param url: base URL, e.g. ``http://127.0.0.1:4096``.
+    :param timeout: seconds per request.
+    """
+
+    url: str
+    timeout: float = HTTP_TIMEOUT_S
+
+    def _request(self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None) -> Any:
+        full = self.url.rstrip("/") + path + (("?" + urllib.parse.urlencode(query)) if query else "")
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(full, data=data, method=method,
+                                     headers={"content-type": "application/json"} if data else {})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - loopback URL from config
+                raw = resp.read()
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise ServerError(f"{method} {path}: {exc}") from None
+        try:
+            return json.loads(raw) if raw else None
+        except ValueError:
+            raise ServerError(f"{method} {path}: not JSON: {raw[:100]!r}") from None
+
+    def health(self) -> dict:
+        """``GET /global/health`` -> ``{"healthy": true, "version": "1.18.33"}``.
+
+        :raises ServerError: when the server does not answer within ``timeout``.
+        """
+        return self._request("GET", "/global/health") or {}
+
+    def create_session(self, title: str, directory: str) -> str:
+        """``POST /session?directory=DIR`` with ``{"title": title}``; returns the new
+        session id (``ses_...``). :raises ServerError: on failure."""
+        out = self._request("POST", "/session", {"title": title}, {"directory": directory})
+        if not isinstance(out, dict) or not str(out.get("id", "")).startswith("ses"):
+            raise ServerError(f"POST /session: unexpected reply {str(out)[:200]}")
+        return str(out["id"])
+
+    def statuses(self) -> dict[str, dict]:
+        """``GET /session/status``: ``{session id: {"type": "busy" | "retry", ...}}`` for
+        sessions with a turn running (idle sessions are absent)."""
+        out = self._request("GET", "/session/status")
+        return out if isinstance(out, dict) else {}
+
+    def last_message(self, session_id: str) -> dict | None:
+        """The newest message of a session (``GET /session/<id>/message?limit=1``):
+        ``{"info": {...}, "parts": [...]}``, or ``None`` for an empty session."""
+        out = self._request("GET", f"/session/{urllib.parse.quote(session_id)}/message", query={"limit": "1"})
+        return out[-1] if isinstance(out, list) and out else None
+
+
+@dataclass
+class TurnOutcome:
+    """How an opencode turn ended, from the session's last message (API source).
+
+    Attributes:
+        state: :class:`ccci.model.AgentState`: ``IDLE`` (turn finished cleanly),
+            ``FATAL_ERROR``, ``CONTEXT_LIMIT``, ``USAGE_LIMIT``, ``API_ERROR``.
+        evidence: the error message (``""`` for a clean turn).
+        status: the HTTP status of the error, 0 when none.
+        reset_at: usage-limit reset (UTC) from the response headers, or ``None``.
+        text: the last assistant text (for ``WAITING-UNTIL``), possibly ``""``.
+    """
+
+    state: AgentState
+    evidence: str = ""
+    status: int = 0
+    reset_at: datetime | None = None
+    text: str = ""
+
+
+def classify_message(msg: dict | None, now: datetime) -> TurnOutcome:
+    """Classify the last message of a session (see :class:`TurnOutcome`).
+
+    The error shape is the one opencode 1.18.33 stores (``info.error.name`` ``APIError``,
+    ``data.statusCode``, ``data.message``, ``data.responseHeaders``), recorded in
+    ``tests/golden/opencode-1.18.33/api/``. A 429 is a usage limit when its message says
+    so or it carries a reset header (unix seconds, or seconds for ``retry-after``), else
+    an API error; 5xx and other errors are API errors.
+    """
+    if not msg:
+        return TurnOutcome(AgentState.IDLE)
+    info = msg.get("info") or {}
+    text = "".join(p.get("text", "") for p in msg.get("parts") or [] if p.get("type") == "text")
+    err = info.get("error")
+    if not err:
+        if info.get("role") == "assistant" and not msg.get("parts"):
+            # measured (1.18.33, run --attach): opencode retries a 5xx/429 itself (backoff
+            # about 2, 4, 8 s); when it gives up (seen after 3 and after 5 tries) the turn
+            # ends with an assistant message that has no parts at all and no error
+            # recorded; a real reply always has step-start/step-finish parts
+            # (tests/golden/opencode-1.18.33/api/last_message_after_three_500s.json,
+            # api/last_message_clean_turn.json)
+            return TurnOutcome(AgentState.API_ERROR, "turn ended without a reply (the provider kept failing; "
+                               "opencode recorded no error)")
+        return TurnOutcome(AgentState.IDLE, text=text)
+    data = err.get("data") or {}
+    message = str(data.get("message") or err.get("name") or "error")[:500]
+    status = int(data.get("statusCode") or 0)
+    if FATAL_RE.search(message):
+        return TurnOutcome(AgentState.FATAL_ERROR, message, status, text=text)
+    if CONTEXT_RE.search(message) or err.get("name") == "ContextOverflowError":
+        return TurnOutcome(AgentState.CONTEXT_LIMIT, message, status, text=text)
+    headers = {str(k).lower(): str(v) for k, v in (data.get("responseHeaders") or {}).items()}
+    reset = None
+    for h in RESET_HEADERS:
+        if h in headers:
+            try:
+                v = float(headers[h])
+            except ValueError:
+                continue
+            reset = now + timedelta(seconds=v) if h == "retry-after" else datetime.fromtimestamp(v, tz=now.tzinfo)
+            break
+    if status == 429 and (USAGE_RE.search(message) or (reset is not None and "unified" in " ".join(headers))):
+        return TurnOutcome(AgentState.USAGE_LIMIT, message, status, reset, text=text)
+    return TurnOutcome(AgentState.API_ERROR, message, status, reset, text=text)
+
+
+class OpencodeBackend(Backend):
+    """Launch, resume and read opencode attached to the fleet's ``opencode serve``.
+
+    Class attributes (see :class:`ccci.backends.base.Backend`):
+        name: ``"opencode"``.
+        process_names: ``("opencode",)``: psutil ``name()`` of both ``opencode run`` and
+            ``opencode serve`` (measured, 1.18.33).
+        exits_at_turn_end: ``True``: ``opencode run`` exits (status 0) at every turn end.
+        supports_resume: ``True``: ``--session <id>``.
+        compact_command: ``""``: there is no input box to type ``/compact`` into; opencode
+            1.18.33 compacts by itself when the provider says the prompt is too long.
+    """
+
+    name = "opencode"
+    process_names = ("opencode",)
+    exits_at_turn_end = True
+    supports_resume = True
+    compact_command = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: ``(config) -> base URL`` of the fleet's server; :mod:`ccci.opencode_serve`
+        #: provides the default. Tests may replace it.
+        self.server_url = _default_server_url
+        #: ``(url) -> ServerClient``; tests may replace it.
+        self.client_factory = ServerClient
+
+    def is_agent_process(self, name: str, cmdline: list[str]) -> bool:
+        """An ``opencode`` process that is not the shared server (``opencode serve``)."""
+        if name not in self.process_names and not any(a.endswith("/opencode") for a in cmdline[:1]):
+            return False
+        return "serve" not in cmdline[1:3]
+
+    def is_ready_for_input(self, analysis: ScreenAnalysis) -> bool:
+        """Never: ``opencode run`` has no input box. Messages for the agent are given to
+        its next ``opencode run`` as the prompt (the supervisor's resume at turn end)."""
+        return False
+
+    def session_title(self, spec: AgentSpec, config: "FleetConfig") -> str:
+        """``ccci-<fleet>-<agent>``: the title of the agent's sessions on the server
+        (the same string as its tmux session name)."""
+        return f"ccci-{config.name}-{spec.name}"
+
+    def launch(
+        self,
+        spec: AgentSpec,
+        config: "FleetConfig",
+        conversation_id: str,
+        resume: bool,
+        prompt: str,
+    ) -> LaunchPlan:
+        """The command that starts (``resume=False``) or resumes the agent.
+
+        argv, executed directly by tmux (no shell):
+        ``opencode run --attach URL --session ID --dir WORKDIR [--auto] [--model M]
+        [--agent A] [--] PROMPT``.
+
+        A fresh start first creates the session on the server (``POST /session`` titled
+        :meth:`session_title`), so the id is known before the CLI runs; ``conversation_id``
+        (ccci's UUID) is then replaced by the server's ``ses_...`` id in the returned
+        plan. A resume continues ``conversation_id``, which must be such an id.
+
+        :param spec: the agent (``model`` as ``provider/model``, ``options``, ``env``).
+        :param config: the fleet config (for the server URL and the title).
+        :param conversation_id: the session to resume (``ses_...``), or any string for a
+            fresh start.
+        :param resume: continue ``conversation_id``.
+        :param prompt: the message for this turn (``opencode run`` needs one: an empty
+            prompt becomes ``"Continue."``).
+        :returns: a :class:`ccci.backends.base.LaunchPlan` with ``cwd=spec.workdir``.
+        :raises ServerError: when the fleet's ``opencode serve`` is not running or does
+            not answer (the supervisor reports it; :mod:`ccci.opencode_serve` restarts it).
+        :raises ValueError: when resuming an id that is not an opencode session id.
+        """
+        url = self.server_url(config)
+        if resume:
+            if not str(conversation_id).startswith("ses"):
+                raise ValueError(f"opencode backend: cannot resume {conversation_id!r} for agent {spec.name!r}: "
+                                 "not an opencode session id (ses_...); start it fresh")
+            session = str(conversation_id)
+        else:
+            session = self.client_factory(url).create_session(self.session_title(spec, config), str(spec.workdir))
+        opts = spec.options or {}
+        argv = ["opencode", "run", "--attach", url, "--session", session, "--dir", str(spec.workdir)]
+        if bool(opts.get("auto", True)):
+            argv.append("--auto")
+        if spec.model:
+            argv += ["--model", spec.model]
+        if opts.get("agent"):
+            argv += ["--agent", str(opts["agent"])]
+        text = prompt or "Continue."
+        if text.startswith("-"):
+            argv.append("--")
+        argv.append(text)
+        env = dict(QUIET_ENV)
+        env.update(spec.env or {})
+        return LaunchPlan(argv=argv, env=env, cwd=spec.workdir, conversation_id=session)
+
+    # ------------------------------------------------------------------ API state
+    def turn_outcome(self, config: "FleetConfig", session_id: str, now: datetime) -> TurnOutcome | None:
+        """How the session's last turn ended, from the server (strongest source), or
+        ``None`` when the server does not answer (then the pane text decides)."""
+        if not str(session_id).startswith("ses"):
+            return None
+        try:
+            client = self.client_factory(self.server_url(config))
+            return classify_message(client.last_message(session_id), now)
+        except ServerError:
+            return None
+
+
+def _default_server_url(config: "FleetConfig") -> str:
+    from ccci import opencode_serve
+
+    return opencode_serve.server_url(config)
+
+
+@hookimpl
+def ccci_register_backends():
+    return [OpencodeBackend()]
+
+
+# --------------------------------------------------------------------------- checks
+#: check names of the builtin checks whose remedies fit each API outcome
+OUTCOME_CHECKS = {
+    AgentState.FATAL_ERROR: "fatal_error",
+    AgentState.CONTEXT_LIMIT: "context_limit",
+    AgentState.USAGE_LIMIT: "usage_limit",
+    AgentState.API_ERROR: "api_error",
+}
+_outcomes: dict[tuple[str, str, int], TurnOutcome | None] = {}
+_reported: set[tuple[str, str, int]] = set()
+
+
+@hookimpl
+def ccci_observe(snapshot, config, state, now):
+    """For each opencode agent whose ``opencode run`` exited, read how its turn ended
+    from the server (once per exit) and publish it:
+    ``snapshot.facts["turn_outcome"][agent]`` = :class:`ccci.model.AgentState` (``IDLE``
+    for a clean turn end; the process-death check resumes only those) and
+    ``snapshot.facts["opencode_outcome"][agent]`` = :class:`TurnOutcome`, and the
+    reply's declared ``WAITING-UNTIL`` (UTC) as ``snapshot.facts["turn_wait"][agent]``. Nothing is
+    published when the server does not answer (the pane text decides then)."""
+    backends = snapshot.facts.get("backends", {})
+    for name, pane in snapshot.panes.items():
+        backend = backends.get(name)
+        if not isinstance(backend, OpencodeBackend) or pane is None or not pane.dead:
+            continue
+        key = (str(config.state_dir), name, pane.pid)
+        if key not in _outcomes:
+            conv = state.agent(name).conversation_id
+            _outcomes[key] = backend.turn_outcome(config, conv, now)
+            if len(_outcomes) > 1000:
+                _outcomes.pop(next(iter(_outcomes)))
+        outcome = _outcomes[key]
+        if outcome is not None:
+            snapshot.facts.setdefault("turn_outcome", {})[name] = outcome.state
+            snapshot.facts.setdefault("opencode_outcome", {})[name] = outcome
+            wait = _declared_wait(outcome.text)
+            if wait is not None:
+                snapshot.facts.setdefault("turn_wait", {})[name] = wait
+
+
+def _declared_wait(text: str) -> datetime | None:
+    """The last ``WAITING-UNTIL: <ISO-8601 UTC>`` of a reply (README "Declared waits")."""
+    from ccci.clock import parse_utc
+    from ccci.patterns import WAITING_UNTIL_RE
+
+    found = None
+    for m in WAITING_UNTIL_RE.finditer(text or ""):
+        try:
+            found = parse_utc(m.group("iso"))
+        except ValueError:
+            continue
+    return found
+
+
+@hookimpl
+def ccci_check_agent(agent, backend, pane, snapshot, mono):
+    """An opencode turn that ended in an API error (read from the server) is reported under
+    the builtin check's name (``fatal_error``, ``context_limit``, ``usage_limit``,
+    ``api_error``), so that check's remedy applies: a fresh session, a wait for the reset,
+    a back-off then ``continue``. Immediate: the process has exited, nothing will change
+    on screen. Reported once per exited run (a wait's follow-up must not be re-armed when
+    the hold ends) and not while a ``wait`` remedy holds the agent."""
+    if not isinstance(backend, OpencodeBackend) or pane is None or not pane.dead:
+        return None
+    if mono < agent.hold_until_mono:
+        return None
+    outcome = snapshot.facts.get("opencode_outcome", {}).get(agent.name)
+    if outcome is None or outcome.state not in OUTCOME_CHECKS:
+        return None
+    key = (str(agent.spec.workdir), agent.session, pane.pid)
+    if key in _reported:
+        return None  # once per exited run: its remedy (a wait's follow-up, a fresh start) is under way
+    _reported.add(key)
+    from ccci.clock import iso
+    from ccci.model import Finding
+
+    check = OUTCOME_CHECKS[outcome.state]
+    data: dict[str, Any] = {"source": "opencode API", "status": outcome.status}
+    if outcome.state == AgentState.USAGE_LIMIT:
+        data["reset_at"] = iso(outcome.reset_at)
+    return Finding(check, agent.name, f"opencode turn ended with {outcome.state.value}"
+                   + (f" (HTTP {outcome.status})" if outcome.status else ""),
+                   evidence=outcome.evidence[:300], immediate=True, data=data)
