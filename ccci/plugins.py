@@ -37,6 +37,8 @@ from ccci.hookspecs import PROJECT_NAME
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "ccci.backends.scripted",
     "ccci.backends.claude",
+    "ccci.backends.codex",
+    "ccci.backends.gemini",
     "ccci.checks.process_death",
     "ccci.checks.fatal_error",
     "ccci.checks.context_limit",
