@@ -31,6 +31,9 @@ if TYPE_CHECKING:  # pragma: no cover
 ANSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 PASTE_OVER = 4000  # characters; a single tty line over ~4 KB is cut
+#: states that end a turn: seen right after our Enter, with the input box gone, they
+#: mean the message was taken (the model answered it with an error)
+TURN_OUTCOMES = (AgentState.USAGE_LIMIT, AgentState.FATAL_ERROR, AgentState.CONTEXT_LIMIT, AgentState.API_ERROR)
 VERIFY_GAP_S = 0.6  # agent-cli-facts: a second Enter 0.6 s later submitted 30/30
 
 
@@ -116,6 +119,11 @@ def deliver(
         if a.state == AgentState.BUSY or (a.input_present and not a.input_text and after != before):
             return SendResult(True, attempts, f"submitted after {attempts} Enter")
         if not a.input_present:
+            if a0.input_present and a.state in TURN_OUTCOMES:
+                # the box took the Enter and the turn already ended in an error that
+                # replaces the box (Gemini CLI 0.61.0 draws its usage-limit dialog 0.4 s
+                # after Enter, tests/golden/gemini-0.61.0/10_usage_limit_dialog.txt)
+                return SendResult(True, attempts, f"submitted after {attempts} Enter; the turn ended in {a.state.value}")
             # no input box and not busy: the agent is not taking input (wedged, or a
             # dialog); pressing Enter again would only answer something else
             return SendResult(False, attempts, f"no input box and not busy after Enter (state {a.state.value})")

@@ -195,3 +195,15 @@ def test_supervisor_delivers_queued_messages_only_when_idle(make_supervisor, fak
     sup.tick()
     assert pane.submitted == ["hello from a test"]
     assert [m["status"] for m in sup.store.messages()] == ["delivered"]
+
+
+def test_deliver_counts_an_error_that_replaces_the_box_right_after_enter_as_taken(fake_tmux, fake_clock, tmp_path, pane):
+    # Gemini CLI 0.61.0: a quota 429 answers the message and its dialog replaces the input
+    # box before the first check (tests/golden/gemini-0.61.0/10_usage_limit_dialog.txt)
+    def quota(p, key):
+        p.set_screen("API Error: usage limit reached|1795323116", input_box=None)
+        return True
+
+    pane.on_key = quota
+    res = send(fake_tmux, fake_clock, tmp_path, pane)
+    assert res.delivered and pane.keys == ["Enter"] and "ended in usage_limit" in res.detail
