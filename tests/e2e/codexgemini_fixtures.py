@@ -256,7 +256,11 @@ class CliSession:
             env["GOOGLE_GEMINI_BASE_URL"] = self.url
         argv = ["ip", "netns", "exec", self.netns, "env", "-i",
                 *(f"{k}={v}" for k, v in env.items()), str(self.bin_path), *plan.argv[1:]]
-        self.tmux.kill_session(self.name)
+        if self.pane_id:
+            # relaunch in a new tmux session: killing the only session would make the
+            # server exit under the next command ("server exited unexpectedly")
+            self.launches = getattr(self, "launches", 1) + 1
+            self.name = f"{self.name.split('~')[0]}~{self.launches}"
         pane = self.tmux.new_session(self.name, argv, cwd=plan.cwd, env={})
         self.pane_id = pane.pane_id
         return plan.argv
