@@ -43,6 +43,7 @@ from ccci.backends.base import Backend
 from ccci.backends.codex import TESTED_VERSION as CODEX_VERSION, CodexBackend
 from ccci.backends.gemini import TESTED_VERSION as GEMINI_VERSION, GeminiBackend
 from ccci.model import AgentSpec, Role, ScreenAnalysis
+from ccci.supervisor import kill_tree
 from ccci.testing.model_server import step_to_json
 from ccci.tmux import Tmux
 
@@ -155,6 +156,8 @@ class CliSession:
         self.extra_env = dict(env or {})
         self.model = model
         self.server: subprocess.Popen | None = None
+        self.pids: list[int] = []  # pane pids of every launch
+        self.names: list[str] = []  # tmux sessions of every launch
         self.url = ""
         self.pane_id = ""
         self.home = root / f"home-{kind}"
@@ -263,6 +266,8 @@ class CliSession:
             self.name = f"{self.name.split('~')[0]}~{self.launches}"
         pane = self.tmux.new_session(self.name, argv, cwd=plan.cwd, env={})
         self.pane_id = pane.pane_id
+        self.pids.append(pane.pid)
+        self.names.append(self.name)
         return plan.argv
 
     # ------------------------------------------------------------------ reading
@@ -308,7 +313,12 @@ class CliSession:
 
     # ------------------------------------------------------------------ teardown
     def stop_cli(self) -> None:
-        self.tmux.kill_session(self.name)
+        """Kill every CLI process this session launched, then its tmux sessions. Gemini CLI
+        0.61.0 (node) survives the SIGHUP of a closed pane, so closing tmux is not enough."""
+        for pid in self.pids:
+            kill_tree(pid)
+        for name in {self.name, *self.names}:
+            self.tmux.kill_session(name)
 
     def stop_server(self) -> None:
         if self.server is not None and self.server.poll() is None:
