@@ -6,14 +6,24 @@ the screen rules live in ``ccci/patterns/codex-0.169.0.toml`` (checked against
 ``tests/golden/codex-0.169.0/``).
 
 Codex assigns its own session id (a UUIDv7, e.g. ``01a2023b-d217-7183-93d8-730de81570f0``)
-when a session starts; it cannot be chosen on the command line. The id is in the
-session file ``$CODEX_HOME/sessions/YYYY/MM/DD/rollout-<local time>-<id>.jsonl`` (first
-line ``session_meta`` with ``payload.id`` and ``payload.cwd``), which the running
-``codex`` process keeps open. :meth:`CodexBackend.session_id_of_pid` reads it from there,
-:meth:`CodexBackend.sessions` lists the files. A resume with an id Codex knows runs
-``codex resume <id>``; with an id Codex never saw (the handle ccci made up at a fresh
-start) it runs ``codex resume --last``, which picks the newest session whose cwd is the
-agent's workdir (Codex filters ``resume`` by cwd unless ``--all``).
+when a session starts; it cannot be chosen on the command line. ccci learns it three ways:
+
+1. its own ``SessionStart`` lifecycle hook: every launch passes ``-c hooks.SessionStart=...``
+   (a command hook that writes the hook's JSON, which has ``session_id``, to
+   :meth:`CodexBackend.session_start_file`) and ``--dangerously-bypass-hook-trust``
+   (hooks not in Codex's trust store do not run otherwise). Codex 0.169.0 fires it when
+   the thread starts (at the first prompt) and on resume
+   (``tests/golden/codex-0.169.0/hooks/lifecycle.hooks.jsonl``);
+2. the session file ``$CODEX_HOME/sessions/YYYY/MM/DD/rollout-<local time>-<id>.jsonl``
+   (first line ``session_meta`` with ``payload.id`` and ``payload.cwd``), which the running
+   ``codex`` process keeps open: :meth:`CodexBackend.session_id_of_pid` reads it there,
+   :meth:`CodexBackend.sessions` lists the files;
+3. failing both, ``codex resume --last`` picks the newest session whose cwd is the
+   agent's workdir (Codex filters ``resume`` by cwd unless ``--all``).
+
+A resume with an id Codex knows runs ``codex resume <id>``; with ccci's own handle (the
+id :meth:`new_conversation_id` made at a fresh start) it uses the id the hook recorded,
+else ``--last``.
 
 Agent options (``[agents.options]`` in ``ccci.toml``):
 
@@ -31,12 +41,18 @@ Agent options (``[agents.options]`` in ``ccci.toml``):
 ``no_daemon`` (bool, default ``True``)
     Pass ``--no-daemon``: the TUI runs its own app server as a child instead of a shared
     background daemon, so killing the pane's process tree ends the whole agent.
+``session_hook`` (bool, default ``True``)
+    Install the ``SessionStart`` hook above (needs the fleet's ``state_dir``). It implies
+    ``--dangerously-bypass-hook-trust``, which also runs untrusted hooks of the user's or
+    the repository's Codex config; set ``False`` to keep Codex's hook trust checks (ccci
+    then relies on the session files).
 """
 from __future__ import annotations
 
 import json
 import os
 import re
+import shlex
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,6 +201,28 @@ class CodexBackend(Backend):
                     return m.group("id")
         return None
 
+    @staticmethod
+    def session_start_file(config: "FleetConfig", agent: str) -> Path | None:
+        """Where the ``SessionStart`` hook of ``agent`` writes its JSON:
+        ``<state_dir>/codex/<agent>.session-start.json`` (``None`` without a state dir)."""
+        state_dir = getattr(config, "state_dir", None)
+        if not state_dir:
+            return None
+        return Path(state_dir) / "codex" / f"{agent}.session-start.json"
+
+    @classmethod
+    def hooked_session_id(cls, config: "FleetConfig", agent: str) -> str | None:
+        """The ``session_id`` the last ``SessionStart`` hook of ``agent`` reported, or
+        ``None`` (no hook ran yet, or its file is unreadable)."""
+        path = cls.session_start_file(config, agent)
+        if path is None:
+            return None
+        try:
+            sid = json.loads(path.read_text(encoding="utf-8")).get("session_id")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return str(sid) if sid else None
+
     def known_session(self, spec: AgentSpec, conversation_id: str) -> bool:
         """True when ``conversation_id`` names a session file under the agent's
         ``$CODEX_HOME``."""
@@ -211,6 +249,9 @@ class CodexBackend(Backend):
         * options: ``--dangerously-bypass-approvals-and-sandbox`` (default) or
           ``-a``/``-s`` from the agent options; ``-m <spec.model>``; ``-c k=v`` for each
           ``options.config`` entry; ``--no-daemon`` unless ``options.no_daemon`` is false;
+          the ``SessionStart`` hook (``--dangerously-bypass-hook-trust -c
+          hooks.SessionStart=[...]``) unless ``options.session_hook`` is false or the
+          config has no ``state_dir``;
         * the prompt LAST as one argument (never piped or typed); a prompt starting with
           ``-`` is preceded by ``--``.
 
@@ -220,7 +261,7 @@ class CodexBackend(Backend):
 
         :param spec: the agent; ``spec.model`` (``""`` = the config's model),
             ``spec.options`` (module docstring), ``spec.env``, ``spec.workdir``.
-        :param config: the fleet config (not read).
+        :param config: the fleet config; ``config.state_dir`` (Path) holds the hook's file.
         :param conversation_id: the id to resume (any string for a fresh start; the id
             Codex assigns is learned afterwards, see the module docstring).
         :param resume: continue the conversation instead of starting one.
@@ -242,12 +283,22 @@ class CodexBackend(Backend):
             flags += ["-c", f"{key}={_toml_value(value)}"]
         if bool(opts.get("no_daemon", True)):
             flags.append("--no-daemon")
+        hook_file = self.session_start_file(config, spec.name) if opts.get("session_hook", True) else None
+        if hook_file is not None:
+            hook_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Codex runs hook commands through the shell; the path is quoted for it
+            hook = {"type": "command", "command": f"cat > {shlex.quote(str(hook_file))}", "timeout": 10}
+            flags += ["--dangerously-bypass-hook-trust",
+                      "-c", f"hooks.SessionStart={_toml_value([{'hooks': [hook]}])}"]
         argv = ["codex"]
         if resume:
             argv.append("resume")
             argv += flags
+            hooked = self.hooked_session_id(config, spec.name)
             if self.known_session(spec, conversation_id):
                 argv.append(conversation_id)
+            elif hooked and self.known_session(spec, hooked):
+                argv.append(hooked)
             else:
                 argv.append("--last")
         else:

@@ -155,6 +155,7 @@ class CliSession:
         self.backend: Backend = CLIS[kind]["backend"]()
         self.extra_env = dict(env or {})
         self.model = model
+        self.config = SimpleNamespace(name="e2e", state_dir=root / "state")  # what launch() reads
         self.server: subprocess.Popen | None = None
         self.pids: list[int] = []  # pane pids of every launch
         self.names: list[str] = []  # tmux sessions of every launch
@@ -235,13 +236,13 @@ class CliSession:
         return line
 
     def spec(self) -> AgentSpec:
-        return AgentSpec(name=self.name, role=Role.LOOP, backend=self.kind, workdir=self.project,
+        return AgentSpec(name=self.name.split("~")[0], role=Role.LOOP, backend=self.kind, workdir=self.project,
                          model=self.model, env={"HOME": str(self.home)})
 
     def launch(self, resume: bool = False, prompt: str = "") -> list[str]:
         """Start the CLI with the argv of the backend's ``launch()``; returns that argv."""
         self.prepare_home()
-        plan = self.backend.launch(self.spec(), SimpleNamespace(name="e2e"), self.conversation_id, resume, prompt)
+        plan = self.backend.launch(self.spec(), self.config, self.conversation_id, resume, prompt)
         assert plan.argv[0] == self.kind, plan.argv
         env = {
             "PATH": f"{self.bin_path.parent}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin",

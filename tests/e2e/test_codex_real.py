@@ -2,7 +2,8 @@
 server's Responses API: :class:`ccci.backends.codex.CodexBackend` launches it, ccci's send
 path (:func:`ccci.send.deliver`) delivers messages, a scripted ``exec_command`` call
 commits and pushes, a 400 reads as ``fatal_error``, the running session's id is learned
-from the rollout file the CLI keeps open, and ``codex resume <id>`` restores it.
+from ccci's ``SessionStart`` hook (and the rollout file the CLI keeps open), and
+``codex resume <id>`` restores it.
 
 Runs in the loopback-only namespace of ``conftest.netns``; the CLI is installed once
 under ``<repo>/.cache/npm`` (``codexgemini_fixtures.codex_bin``).
@@ -56,10 +57,12 @@ def test_codex_launch_send_tool_fatal_exit_resume(codex_session, tmp_path):
     screen, an = s.wait_state("fatal_error", timeout=60)
     assert an.matches[0].rule == "codex.fatal.thinking_block"
 
-    # the id Codex chose, from the rollout file the running CLI keeps open
+    # the id Codex chose: from ccci's SessionStart hook, and from the rollout file the
+    # running CLI keeps open
     pane = s.pane()
     session_id = s.backend.session_id_of_pid(pane.pid)
     assert session_id and s.backend.known_session(s.spec(), session_id)
+    assert s.backend.hooked_session_id(s.config, s.spec().name) == session_id
     assert [x.id for x in s.backend.sessions(s.home / ".codex", s.project)] == [session_id]
 
     s.tmux.send_literal(s.pane_id, "/quit")
@@ -68,9 +71,10 @@ def test_codex_launch_send_tool_fatal_exit_resume(codex_session, tmp_path):
     screen, an = s.wait_state("exited", timeout=30)
     assert an.matches[0].groups["session_id"] == session_id
 
-    s.conversation_id = session_id
+    # ccci persisted its own handle at the fresh start; resume finds Codex's id via the hook
+    assert s.conversation_id != session_id
     argv = s.launch(resume=True)
-    assert argv[:2] == ["codex", "resume"] and session_id in argv
+    assert argv[:2] == ["codex", "resume"] and session_id in argv and "--last" not in argv
     screen, an = s.wait_state("fatal_error", timeout=60, also=lambda sc: "Committed and pushed." in sc)
     assert an.input_present  # the resumed TUI is up, history (and its last error) redrawn
     assert time.monotonic() - t0 < 180

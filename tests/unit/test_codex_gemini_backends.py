@@ -90,6 +90,31 @@ def test_codex_resume_by_known_id_else_last_in_workdir(tmp_path):
     assert plan.conversation_id == CODEX_ID
 
 
+def test_codex_session_start_hook_is_installed_and_read_back_at_resume(tmp_path):
+    b = CodexBackend()
+    config = SimpleNamespace(name="fleet", state_dir=tmp_path / "state")
+    s = spec("codex", tmp_path)
+    argv = b.launch(s, config, "handle", False, "go").argv
+    hook_file = tmp_path / "state" / "codex" / "a1.session-start.json"
+    assert hook_file.parent.is_dir() and argv[-1] == "go"
+    i = argv.index("--dangerously-bypass-hook-trust")
+    assert argv[i + 1] == "-c" and argv[i + 2] == (
+        'hooks.SessionStart=[{hooks = [{type = "command", command = "cat > '
+        + str(hook_file) + '", timeout = 10}]}]')
+    # no hook report yet: resume the newest session in the workdir
+    assert b.launch(s, config, "handle", True, "").argv[-1] == "--last"
+    # what Codex 0.169.0 writes to the hook's stdin (hooks/lifecycle.hooks.jsonl)
+    hook_file.write_text(json.dumps({"session_id": CODEX_ID, "hook_event_name": "SessionStart", "source": "startup"}))
+    assert b.hooked_session_id(config, "a1") == CODEX_ID
+    assert b.launch(s, config, "handle", True, "").argv[-1] == "--last"  # id unknown to Codex: not trusted
+    write_rollout(tmp_path / "home", CODEX_ID, tmp_path / "work")
+    assert b.launch(s, config, "handle", True, "").argv[-1] == CODEX_ID
+    off = spec("codex", tmp_path, options={"session_hook": False})
+    assert "--dangerously-bypass-hook-trust" not in b.launch(off, config, "handle", False, "").argv
+    hook_file.write_text("{broken")
+    assert b.hooked_session_id(config, "a1") is None
+
+
 def test_codex_home_prefers_codex_home_then_home(tmp_path):
     assert CodexBackend.codex_home(spec("codex", tmp_path)) == tmp_path / "home" / ".codex"
     s = spec("codex", tmp_path, env={"CODEX_HOME": str(tmp_path / "ch"), "HOME": "/nowhere"})
