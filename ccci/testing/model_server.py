@@ -744,6 +744,12 @@ class ModelServer:
         return f'{step.prefix} #{n}: I received {len(text)} chars: "{quoted}"'
 
 
+def _fails_in_stream(step: Failure, api: str, body: dict) -> bool:
+    """True when ``step`` is answered as an in-stream ``response.failed`` (an over-long
+    input on the streamed Responses API) instead of an HTTP error."""
+    return api == "responses" and step.kind == "prompt_too_long" and bool(body.get("stream"))
+
+
 def _blocks_of(step: Any, server: ModelServer, body: Any) -> list[Block]:
     if isinstance(step, Echo):
         return [Text(server.echo_text(step, body))]
@@ -926,7 +932,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         # recorded before the answer goes out, so a client that has its answer always
         # finds the request in the records; the status is corrected if the send fails
-        rec = self._record(body, kind, label, step.status if isinstance(step, Failure) else 200, t0)
+        status = step.status if isinstance(step, Failure) else 200
+        if isinstance(step, Failure) and _fails_in_stream(step, api, body):
+            status = 200  # the failure is a response.failed event inside a 200 stream
+        rec = self._record(body, kind, label, status, t0)
         try:
             self._answer(step, body, api)
         except _Dropped:
@@ -947,7 +956,7 @@ class _Handler(BaseHTTPRequestHandler):
         model = str(body.get("model") or DEFAULT_MODEL)
         stream = bool(body.get("stream"))
         if isinstance(step, Failure):
-            if api == "responses" and step.kind == "prompt_too_long" and stream:
+            if _fails_in_stream(step, api, body):
                 # the Responses API reports an over-long input inside the stream:
                 # response.failed with code context_length_exceeded (Codex CLI maps it to
                 # its context-window error)

@@ -583,6 +583,7 @@ def test_responses_failures(server):
     assert events[1][1]["response"]["error"]["code"] == "context_length_exceeded"
     assert [r.step for r in srv.requests] == ["fail:thinking_400", "fail:usage_limit", "fail:rate_limit_429",
                                               "fail:prompt_too_long"]
+    assert [r.status for r in srv.requests] == [400, 429, 429, 200]
 
 
 def test_responses_title_side_call_gets_its_json_schema(server):
