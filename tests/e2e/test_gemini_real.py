@@ -54,6 +54,14 @@ def test_gemini_launch_send_tool_usage_limit_exit_resume(gemini_session, tmp_pat
     assert res.delivered, res.detail
     screen, an = s.wait_state("usage_limit", timeout=90)
     assert an.matches[0].rule == "gemini.usage_limit.dialog" and not an.input_present
+    # what the usage-limit remedy does after its wait: send "continue". The letters go to
+    # the dialog; the Enter picks the highlighted "1. Keep trying", which retries the
+    # request (the limit is still on here, so the dialog comes back)
+    calls = len(s.main_requests())
+    res = deliver(s.tmux, s.pane_id, s.backend, "continue", SEND, Clock(), tmp_path)
+    assert not res.delivered and "no input box" in res.detail
+    s.wait_until(lambda sc, a: len(s.main_requests()) > calls and a.state.value == "usage_limit"
+                 and not a.input_present, 60, "a retried request and the dialog again")
     s.tmux.send_key(s.pane_id, "Down")  # "2. Stop"
     time.sleep(0.3)
     s.tmux.send_key(s.pane_id, "Enter")
