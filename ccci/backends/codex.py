@@ -69,6 +69,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Codex CLI version the pattern file and these launch facts were checked against.
 TESTED_VERSION = "0.169.0"
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 #: ``rollout-2026-11-22T07-50-04-<uuid>.jsonl`` (Codex 0.169.0 session files)
 ROLLOUT_RE = re.compile(
     r"^rollout-(?P<ts>\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2})-(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.jsonl$")
@@ -226,8 +227,10 @@ class CodexBackend(Backend):
     def known_session(self, spec: AgentSpec, conversation_id: str) -> bool:
         """True when ``conversation_id`` names a session file under the agent's
         ``$CODEX_HOME``."""
+        if not UUID_RE.fullmatch(conversation_id or ""):
+            return False  # never put anything but a UUID into the glob
         home = self.codex_home(spec)
-        return any(home.glob(f"sessions/*/*/*/rollout-*-{conversation_id}.jsonl")) if conversation_id else False
+        return any(home.glob(f"sessions/*/*/*/rollout-*-{conversation_id}.jsonl"))
 
     # ------------------------------------------------------------------ launching
     def launch(

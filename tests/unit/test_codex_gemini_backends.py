@@ -84,6 +84,7 @@ def test_codex_resume_by_known_id_else_last_in_workdir(tmp_path):
         "codex", "resume", "--dangerously-bypass-approvals-and-sandbox", "--no-daemon", "--last"]
     write_rollout(tmp_path / "home", CODEX_ID, tmp_path / "work")
     assert b.known_session(s, CODEX_ID)
+    assert not b.known_session(s, "*") and not b.known_session(s, "") and not b.known_session(s, "01a2023b-*")
     plan = b.launch(s, CONFIG, CODEX_ID, True, "ccci restarted this session")
     assert plan.argv == ["codex", "resume", "--dangerously-bypass-approvals-and-sandbox", "--no-daemon",
                          CODEX_ID, "ccci restarted this session"]
