@@ -74,7 +74,9 @@ def _ours(draft: str, text: str) -> bool:
     d, t = _norm(draft), _norm(text)
     if not d:
         return False
-    if d.startswith("[Pasted text"):
+    if d.startswith(("[Pasted text", "[Pasted Content")):
+        # a paste collapsed by the CLI: Claude Code "[Pasted text #N +M lines]", Codex CLI
+        # 0.169.0 "[Pasted Content N chars]"
         return True
     return t.startswith(d[:60]) or d.startswith(t[:60]) or t[-40:] in d
 
@@ -103,7 +105,10 @@ def deliver(
     if a0.input_text and not _ours(a0.input_text, clean):
         return SendResult(False, 0, f"input box holds someone else's draft ({a0.input_text[:40]!r}); not typing over it", retry_later=True)
     if not a0.input_text:
-        if multiline or len(clean) > PASTE_OVER:
+        # a backend may paste shorter text: CLIs that redraw per keystroke lose Enter
+        # behind a long typed burst (Backend.paste_over, characters)
+        paste_over = int(getattr(backend, "paste_over", PASTE_OVER) or PASTE_OVER)
+        if multiline or len(clean) > paste_over:
             tmux.paste(pane_id, clean, tmpdir)
         else:
             tmux.send_literal(pane_id, clean)

@@ -118,6 +118,10 @@ class CodexBackend(Backend):
             the launcher and the TUI, not the app-server children.
         exits_at_turn_end: ``False``: the TUI stays up after turns and API errors.
         supports_resume: ``True``: ``codex resume <id>`` / ``--last``.
+        paste_over: ``200``: :func:`ccci.send.deliver` pastes (bracketed paste) any
+            message longer than 200 characters instead of typing it: typed bursts over ~1000 characters become ``[Pasted Content N chars]`` and swallowed the Enter;
+            pasted, 300 to 5000 characters arrived exactly, on the first Enter
+            (Codex CLI 0.169.0, docs/backends.md "Sending messages").
         compact_command: ``"/compact"`` (Codex's slash command that summarises the
             conversation).
     """
@@ -126,6 +130,7 @@ class CodexBackend(Backend):
     process_names = ("codex",)
     exits_at_turn_end = False
     supports_resume = True
+    paste_over = 200
     compact_command = "/compact"
 
     # ------------------------------------------------------------------ processes

@@ -72,6 +72,10 @@ class GeminiBackend(Backend):
             ``node``, Gemini CLI 0.61.0), recognised by :meth:`is_agent_process`.
         exits_at_turn_end: ``False``: the interactive CLI stays up after turns and errors.
         supports_resume: ``True``: ``gemini --resume <uuid>``.
+        paste_over: ``200``: :func:`ccci.send.deliver` pastes (bracketed paste) any
+            message longer than 200 characters instead of typing it: it took up to 3 s to draw 1500 typed characters, and Enters sent meanwhile submitted parts or copies;
+            pasted, 300 to 5000 characters arrived exactly, on the first Enter
+            (Gemini CLI 0.61.0, docs/backends.md "Sending messages").
         compact_command: ``"/compress"`` (Gemini CLI's slash command that summarises the
             chat; it has no ``/compact``).
     """
@@ -80,6 +84,7 @@ class GeminiBackend(Backend):
     process_names = ("gemini",)
     exits_at_turn_end = False
     supports_resume = True
+    paste_over = 200
     compact_command = "/compress"
 
     def is_agent_process(self, name: str, cmdline: list[str]) -> bool:

@@ -78,3 +78,34 @@ def test_codex_launch_send_tool_fatal_exit_resume(codex_session, tmp_path):
     screen, an = s.wait_state("fatal_error", timeout=60, also=lambda sc: "Committed and pushed." in sc)
     assert an.input_present  # the resumed TUI is up, history (and its last error) redrawn
     assert time.monotonic() - t0 < 180
+
+
+def last_user_text(request: dict) -> str:
+    """The text of the last user message of a Responses API request."""
+    for item in reversed(request["json"]["input"]):
+        if item.get("role") == "user":
+            return "".join(c.get("text", "") for c in item["content"])
+    return ""
+
+
+def test_codex_twenty_long_messages_each_delivered_exactly_once(codex_session, tmp_path):
+    """20 messages of 600-3000 characters through ccci's send path (pasted: the backend's
+    paste_over is 200): every one submitted, each reaching the model exactly once."""
+    import random
+
+    rnd = random.Random(5)
+    s = codex_session([])  # the server echoes every message
+    s.wait_state("idle", timeout=60)
+    sent = []
+    for n in range(20):
+        size = rnd.randint(600, 3000)
+        msg = f"message {n:02d}: " + " ".join(f"w{rnd.randint(0, 99999):05d}" for _ in range(size // 7))
+        msg = msg[:size].strip()
+        before = len(s.main_requests())
+        res = deliver(s.tmux, s.pane_id, s.backend, msg, SEND, Clock(), tmp_path)
+        assert res.delivered and res.attempts == 1, (n, res)
+        s.wait_until(lambda sc, a: len(s.main_requests()) > before and a.state.value == "idle", 60,
+                     f"message {n} answered")
+        sent.append(msg)
+    got = [last_user_text(r) for r in s.main_requests()]
+    assert got == sent

@@ -83,3 +83,28 @@ def test_gemini_launch_send_tool_usage_limit_exit_resume(gemini_session, tmp_pat
     assert argv[:3] == ["gemini", "--resume", s.conversation_id]
     s.wait_until(lambda sc, a: a.input_present and "Committed and pushed." in sc, 60, "resumed history")
     assert time.monotonic() - t0 < 180
+
+
+def test_gemini_twenty_long_messages_each_delivered_exactly_once(gemini_session, tmp_path):
+    """20 messages of 600-3000 characters through ccci's send path (pasted: the backend's
+    paste_over is 200): every one submitted, each reaching the model exactly once."""
+    import random
+
+    rnd = random.Random(5)
+    s = gemini_session([])  # the server echoes every message
+    s.wait_state("idle", timeout=60, also=lambda sc: "Gemini CLI v0.61.0" in sc)
+    sent = []
+    for n in range(20):
+        size = rnd.randint(600, 3000)
+        msg = f"message {n:02d}: " + " ".join(f"w{rnd.randint(0, 99999):05d}" for _ in range(size // 7))
+        msg = msg[:size].strip()
+        before = len(s.main_requests())
+        res = deliver(s.tmux, s.pane_id, s.backend, msg, SEND, Clock(), tmp_path)
+        assert res.delivered and res.attempts == 1, (n, res)
+        s.wait_until(lambda sc, a: len(s.main_requests()) > before and a.state.value == "idle", 60,
+                     f"message {n} answered")
+        sent.append(msg)
+    # the last user turn of each request; the first also carries the session context part
+    got = [[c for c in r["json"]["contents"] if c["role"] == "user"][-1]["parts"][-1]["text"]
+           for r in s.main_requests()]
+    assert got == sent

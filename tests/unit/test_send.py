@@ -207,3 +207,20 @@ def test_deliver_counts_an_error_that_replaces_the_box_right_after_enter_as_take
     pane.on_key = quota
     res = send(fake_tmux, fake_clock, tmp_path, pane)
     assert res.delivered and pane.keys == ["Enter"] and "ended in usage_limit" in res.detail
+
+
+def test_deliver_pastes_text_longer_than_the_backends_paste_over(fake_tmux, fake_clock, tmp_path, pane):
+    class Pasting(ScriptedBackend):
+        paste_over = 20  # e.g. Codex/Gemini CLI: 200
+
+    res = deliver(fake_tmux, pane.pane_id, Pasting(), "twenty-one characters", SETTINGS, fake_clock, tmp_path)
+    assert [c[0] for c in fake_tmux.log if c[0] in ("send_literal", "paste")] == ["paste"]
+    assert res.delivered and pane.submitted == ["twenty-one characters"]
+    fake_tmux.log.clear()
+    deliver(fake_tmux, pane.pane_id, Pasting(), "twenty characters..", SETTINGS, fake_clock, tmp_path)
+    assert [c[0] for c in fake_tmux.log if c[0] in ("send_literal", "paste")] == ["send_literal"]
+
+
+def test_a_codex_pasted_content_placeholder_is_our_draft():
+    from ccci.send import _ours
+    assert _ours("[Pasted Content 1001 chars]", "x" * 1000)
