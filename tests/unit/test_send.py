@@ -221,6 +221,8 @@ def test_deliver_pastes_text_longer_than_the_backends_paste_over(fake_tmux, fake
     assert [c[0] for c in fake_tmux.log if c[0] in ("send_literal", "paste")] == ["send_literal"]
 
 
-def test_a_codex_pasted_content_placeholder_is_our_draft():
+def test_collapsed_paste_placeholders_are_our_draft():
     from ccci.send import _ours
-    assert _ours("[Pasted Content 1001 chars]", "x" * 1000)
+    assert _ours("[Pasted Content 1001 chars]", "x" * 1000)  # Codex CLI 0.169.0
+    assert _ours("[Pasted Text: 3000 chars]", "x" * 3000)  # Gemini CLI 0.61.0
+    assert not _ours("someone else's words", "x" * 3000)
