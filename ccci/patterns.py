@@ -12,6 +12,9 @@ Files live in ``ccci/patterns/<backend>-<version>.toml``. Each has:
     ``input_top``: regex of a border line just above the input line (optional).
     ``input_search_lines``: look for the input line only among the bottom N non-blank
     lines (default 0: anywhere), for CLIs whose echoed old prompts look like it.
+    ``input_placeholder``: regex; when the input box's text matches it, the box is
+    empty (CLIs that draw a placeholder such as ``Ask Codex to do anything`` in an empty
+    box; ``capture-pane -p`` loses the dim colour that tells it from typed text).
     ``block_start``: regex of the line that opens a user turn; the *newest block* is
     from the last such line above the input box down to the box. Old errors stay on
     screen above newer turns, so rules with ``scope = "block"`` see only the newest.
@@ -86,6 +89,7 @@ class PatternSet:
     input_line: re.Pattern | None = None
     input_end: re.Pattern | None = None
     input_top: re.Pattern | None = None
+    input_placeholder: re.Pattern | None = None
     input_search_lines: int = 0
     block_start: re.Pattern | None = None
     normalize: list[re.Pattern] = field(default_factory=list)
@@ -107,7 +111,7 @@ class PatternSet:
             rules=[],
             origin=origin,
         )
-        for key in ("input_line", "input_end", "input_top", "block_start"):
+        for key in ("input_line", "input_end", "input_top", "input_placeholder", "block_start"):
             if key in layout:
                 setattr(ps, key, _compile(layout[key], origin, f"layout.{key}"))
         ps.normalize = [_compile(r, origin, "layout.normalize") for r in layout.get("normalize", [])]
@@ -236,6 +240,8 @@ class PatternSet:
         first = (m.groupdict().get("text") or "") if m else ""
         input_lines = [first] + [ln.strip() for ln in lines[idx + 1:end]]
         text = "\n".join(x for x in (s.strip() for s in input_lines) if x)
+        if self.input_placeholder is not None and text and self.input_placeholder.search(text):
+            text, input_lines = "", [""]  # the placeholder of an empty box, not typed text
         top = idx
         if self.input_top is not None and top > 0 and self.input_top.search(lines[top - 1]):
             top -= 1

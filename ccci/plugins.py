@@ -39,6 +39,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ccci.backends.claude",
     "ccci.sources.claude_hooks",
     "ccci.backends.opencode",
+    "ccci.backends.codex",
+    "ccci.backends.gemini",
     "ccci.checks.process_death",
     "ccci.checks.fatal_error",
     "ccci.checks.context_limit",

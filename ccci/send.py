@@ -31,6 +31,9 @@ if TYPE_CHECKING:  # pragma: no cover
 ANSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 PASTE_OVER = 4000  # characters; a single tty line over ~4 KB is cut
+#: states that end a turn: seen right after our Enter, with the input box gone, they
+#: mean the message was taken (the model answered it with an error)
+TURN_OUTCOMES = (AgentState.USAGE_LIMIT, AgentState.FATAL_ERROR, AgentState.CONTEXT_LIMIT, AgentState.API_ERROR)
 VERIFY_GAP_S = 0.6  # agent-cli-facts: a second Enter 0.6 s later submitted 30/30
 
 
@@ -71,7 +74,9 @@ def _ours(draft: str, text: str) -> bool:
     d, t = _norm(draft), _norm(text)
     if not d:
         return False
-    if d.startswith("[Pasted text"):
+    if d.startswith(("[Pasted text", "[Pasted Content", "[Pasted Text")):
+        # a paste collapsed by the CLI: Claude Code "[Pasted text #N +M lines]", Codex CLI
+        # 0.169.0 "[Pasted Content N chars]", Gemini CLI 0.61.0 "[Pasted Text: N chars]"
         return True
     return t.startswith(d[:60]) or d.startswith(t[:60]) or t[-40:] in d
 
@@ -100,7 +105,10 @@ def deliver(
     if a0.input_text and not _ours(a0.input_text, clean):
         return SendResult(False, 0, f"input box holds someone else's draft ({a0.input_text[:40]!r}); not typing over it", retry_later=True)
     if not a0.input_text:
-        if multiline or len(clean) > PASTE_OVER:
+        # a backend may paste shorter text: CLIs that redraw per keystroke lose Enter
+        # behind a long typed burst (Backend.paste_over, characters)
+        paste_over = int(getattr(backend, "paste_over", PASTE_OVER) or PASTE_OVER)
+        if multiline or len(clean) > paste_over:
             tmux.paste(pane_id, clean, tmpdir)
         else:
             tmux.send_literal(pane_id, clean)
@@ -116,6 +124,11 @@ def deliver(
         if a.state == AgentState.BUSY or (a.input_present and not a.input_text and after != before):
             return SendResult(True, attempts, f"submitted after {attempts} Enter")
         if not a.input_present:
+            if a0.input_present and a.state in TURN_OUTCOMES:
+                # the box took the Enter and the turn already ended in an error that
+                # replaces the box (Gemini CLI 0.61.0 draws its usage-limit dialog 0.4 s
+                # after Enter, tests/golden/gemini-0.61.0/10_usage_limit_dialog.txt)
+                return SendResult(True, attempts, f"submitted after {attempts} Enter; the turn ended in {a.state.value}")
             # no input box and not busy: the agent is not taking input (wedged, or a
             # dialog); pressing Enter again would only answer something else
             return SendResult(False, attempts, f"no input box and not busy after Enter (state {a.state.value})")

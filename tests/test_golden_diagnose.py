@@ -26,7 +26,7 @@ CASES = list(_cases())
 
 def test_corpus_covers_both_backends_and_every_state():
     backends = {c.values[1] for c in CASES}
-    assert {"claude", "scripted"} <= backends
+    assert {"claude", "scripted", "codex", "gemini"} <= backends
     states = {c.values[2]["state"] for c in CASES}
     assert {"busy", "idle", "unsent_input", "waiting_input", "fatal_error", "context_limit", "usage_limit",
             "api_error", "exited"} <= states
@@ -34,8 +34,12 @@ def test_corpus_covers_both_backends_and_every_state():
 
 @pytest.mark.parametrize("path,backend,label", CASES)
 def test_diagnose_gives_the_labelled_state(path, backend, label):
-    now = ["--now", label["now"]] if label.get("now") else []
-    result = CliRunner().invoke(main, ["diagnose", str(path), "--backend", backend, "--json", *now])
+    args = ["diagnose", str(path), "--backend", backend, "--json"]
+    if label.get("now"):  # when the screen was captured (a reset shown as a clock time)
+        args += ["--now", label["now"]]
+    if label.get("title"):  # the pane title at capture time, where the screen alone cannot tell
+        args += ["--title", label["title"]]
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert out["state"] == label["state"], out["matches"]

@@ -9,6 +9,8 @@ name           npm package                     version    binary (``node_modules
 =============  ==============================  =========  ==========================
 ``claude``     ``@anthropic-ai/claude-code``   2.1.197    ``claude``
 ``opencode``   ``opencode-ai``                 1.18.33    ``opencode``
+``codex``      ``@openai/codex``               0.169.0    ``codex``
+``gemini``     ``@google/gemini-cli``          0.61.0     ``gemini``
 =============  ==============================  =========  ==========================
 
 The versions are the ones the backends' pattern files were recorded with
@@ -61,6 +63,8 @@ class PinnedCli:
 PINNED: dict[str, PinnedCli] = {
     "claude": PinnedCli("@anthropic-ai/claude-code", "2.1.197", "claude", (("DISABLE_AUTOUPDATER", "1"),)),
     "opencode": PinnedCli("opencode-ai", "1.18.33", "opencode", (("OPENCODE_DISABLE_AUTOUPDATE", "1"),)),
+    "codex": PinnedCli("@openai/codex", "0.169.0", "codex"),
+    "gemini": PinnedCli("@google/gemini-cli", "0.61.0", "gemini"),
 }
 
 
@@ -79,15 +83,21 @@ def cli_version(path: Path, cli: PinnedCli) -> str:
     return res.stdout.strip()
 
 
+def _is_version(printed: str, cli: PinnedCli) -> bool:
+    """``--version`` output names the pinned version as one word (Claude Code prints
+    ``2.1.197 (Claude Code)``, Codex ``codex-cli 0.169.0``, the others the bare version)."""
+    return cli.version in printed.split()
+
+
 def _ok(path: Path, cli: PinnedCli) -> bool:
-    return path.exists() and cli_version(path, cli).startswith(cli.version)
+    return path.exists() and _is_version(cli_version(path, cli), cli)
 
 
 def ensure_cli(name: str, prefix: Path | None = None) -> Path:
     """The pinned CLI ``name`` (a key of :data:`PINNED`), installed with
     ``npm install --prefix PREFIX`` when missing or at another version.
 
-    :param name: ``"claude"`` or ``"opencode"``.
+    :param name: ``"claude"``, ``"opencode"``, ``"codex"`` or ``"gemini"``.
     :param prefix: npm prefix (default ``<repo>/.cache/npm``).
     :returns: the path of ``PREFIX/node_modules/.bin/<binary>``.
     :raises KeyError: for an unknown name.
@@ -112,7 +122,7 @@ def ensure_cli(name: str, prefix: Path | None = None) -> Path:
             if res.returncode != 0:
                 raise CliUnavailable(f"npm install {cli.spec} failed (offline?): {res.stderr.strip()[-500:]}")
     version = cli_version(path, cli)
-    if not version.startswith(cli.version):
+    if not _is_version(version, cli):
         raise CliUnavailable(f"{path} --version printed {version!r}, expected {cli.version}")
     return path
 

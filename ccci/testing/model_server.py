@@ -1,5 +1,6 @@
-"""A scripted model server on loopback: the Anthropic Messages API and OpenAI chat
-completions, answered from a script instead of a model. Standard library only.
+"""A scripted model server on loopback: the Anthropic Messages API, OpenAI chat
+completions, the OpenAI Responses API (Codex CLI) and the Gemini API (Gemini CLI),
+answered from a script instead of a model. Standard library only.
 
 It lets a real agent CLI (Claude Code, opencode) run offline, in tests and in
 ``ccci demo --backend claude``: the script decides every answer, including tool calls the
@@ -17,6 +18,13 @@ Endpoints:
 ``POST /v1/messages/count_tokens`` ``{"input_tokens": N}`` (an estimate)
 ``POST /v1/chat/completions``      OpenAI chat completions (SSE ``data:`` chunks ending
                                    with ``data: [DONE]``, or one JSON completion)
+``POST /v1/responses``             OpenAI Responses API, streamed (``response.*``
+                                   events; Codex CLI 0.169.0 only speaks this), or
+                                   one JSON response
+``POST /v1beta/models/M:streamGenerateContent``
+                                   Gemini API, ``?alt=sse`` ``data:`` chunks (Gemini CLI
+                                   0.61.0); ``:generateContent`` one JSON answer;
+                                   ``:countTokens`` ``{"totalTokens": N}``
 ``GET /v1/models``                 a one-model list (both formats' clients accept it)
 =================================  ==================================================
 
@@ -71,6 +79,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import secrets
 import signal
 import socket
@@ -85,13 +94,19 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "Echo", "Fail", "Failure", "ModelServer", "RecordedRequest", "Text", "ToolUse",
-    "load_script", "step_from_json", "step_label", "main",
+    "load_script", "step_from_json", "step_label", "step_to_json", "main",
 ]
 
 #: request headers never recorded (credentials)
 SECRET_HEADERS = frozenset({"authorization", "x-api-key", "proxy-authorization", "cookie", "api-key"})
 
 DEFAULT_MODEL = "scripted-model"
+#: Gemini API model calls: ``/v1beta/models/<model>:<method>``
+GEMINI_PATH = re.compile(r"^/v1(?:beta|alpha)?/models/(?P<model>[^/:]+):(?P<method>streamGenerateContent|generateContent|countTokens)$")
+#: HTTP status -> google.rpc status name, for Gemini API error bodies
+GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE",
+                 504: "DEADLINE_EXCEEDED", 529: "UNAVAILABLE"}
 THINKING_400_MESSAGE = (
     "messages.{index}.content.0: `thinking` or `redacted_thinking` blocks in the latest "
     "assistant message cannot be modified. These blocks must remain as they were in the "
@@ -169,6 +184,42 @@ class Failure:
     def openai_body(self) -> dict:
         return {"error": {"message": self.message, "type": self.error_type, "param": None,
                           "code": self.error_type}}
+
+    def responses_body(self) -> dict:
+        """The OpenAI Responses API error body. A usage limit uses the type Codex CLI
+        reads as "usage limit reached" (``usage_limit_reached`` with ``resets_at``, unix
+        seconds; codex-rs ``api-client/src/error.rs`` ``UsageLimitReached``)."""
+        if self.kind == "usage_limit":
+            reset = int(dict(self.headers).get("anthropic-ratelimit-unified-reset", "0") or 0)
+            return {"error": {"type": "usage_limit_reached", "message": "The usage limit has been reached",
+                              "plan_type": "plus", "resets_at": reset, "resets_in_seconds":
+                              max(0, reset - int(time.time()))}}
+        code = {"prompt_too_long": "context_length_exceeded", "rate_limit_429": "rate_limit_exceeded",
+                "overloaded_529": "server_is_overloaded"}.get(self.kind, self.error_type)
+        return {"error": {"message": self.message, "type": self.error_type, "param": None, "code": code}}
+
+    def gemini_body(self) -> dict:
+        """The Google API error body (``{"error": {"code", "message", "status",
+        "details"}}``); a usage limit carries a ``QuotaFailure`` and ``RetryInfo`` as the
+        Gemini API sends for an exhausted quota."""
+        status = GOOGLE_STATUS.get(self.status, "UNKNOWN")
+        message = self.message
+        details: list[dict] = []
+        if self.kind == "usage_limit":
+            reset = int(dict(self.headers).get("anthropic-ratelimit-unified-reset", "0") or 0)
+            wait = max(1, reset - int(time.time()))
+            message = ("You exceeded your current quota, please check your plan and billing details. "
+                       "Quota exceeded for metric: generativelanguage.googleapis.com/generate_requests_per_day, "
+                       f"limit: 100. Please retry in {wait}s.")
+            details = [
+                {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{
+                    "quotaMetric": "generativelanguage.googleapis.com/generate_requests_per_day",
+                    "quotaId": "GenerateRequestsPerDayPerProjectPerModel", "quotaValue": "100"}]},
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{wait}s"},
+            ]
+        elif self.kind == "prompt_too_long":
+            message = "The input token count (1048577) exceeds the maximum number of tokens allowed (1048576)."
+        return {"error": {"code": self.status, "message": message, "status": status, "details": details}}
 
 
 class Fail:
@@ -316,9 +367,11 @@ def step_from_json(obj: Any) -> Step:
 
 
 def step_to_json(step: Any) -> Any:
-    """The ``--script`` JSON form of a step (inverse of :func:`step_from_json`).
+    """The ``--script`` JSON form of a step (inverse of :func:`step_from_json`), to hand a
+    script to a server running in another process (``python -m ccci.testing.model_server
+    --script FILE``).
 
-    :raises TypeError: for something that is not a step.
+    :raises TypeError: when ``step`` is not a step.
     """
     if isinstance(step, Text):
         return {"text": step.text, "delay": step.delay, "chunk": step.chunk}
@@ -467,6 +520,22 @@ def _last_user_text(body: Any) -> str:
     """The text of the last user message of an Anthropic or OpenAI request."""
     if not isinstance(body, dict):
         return ""
+    if isinstance(body.get("input"), (list, str)):  # OpenAI Responses API
+        if isinstance(body["input"], str):
+            return body["input"]
+        for item in reversed(body["input"]):
+            if isinstance(item, dict) and item.get("role") == "user" and isinstance(item.get("content"), list):
+                texts = [c.get("text", "") for c in item["content"] if isinstance(c, dict)
+                         and c.get("type") == "input_text"]
+                return "\n".join(texts)
+        return ""
+    if isinstance(body.get("contents"), list):  # Gemini API
+        for item in reversed(body["contents"]):
+            if isinstance(item, dict) and item.get("role") == "user":
+                texts = [p["text"] for p in item.get("parts") or [] if isinstance(p, dict) and "text" in p]
+                if texts:
+                    return "\n".join(texts)
+        return ""
     for msg in reversed(body.get("messages") or []):
         if not isinstance(msg, dict) or msg.get("role") != "user":
             continue
@@ -494,6 +563,8 @@ def _sample(schema: Any, text: str) -> Any:
     t = schema.get("type")
     if isinstance(t, list):
         t = next((x for x in t if x != "null"), "string")
+    if isinstance(t, str):
+        t = t.lower()  # the Gemini API writes "OBJECT", "STRING"...
     if t == "object" or "properties" in schema:
         props = schema.get("properties") or {}
         return {k: _sample(v, text) for k, v in props.items()}
@@ -707,6 +778,12 @@ class ModelServer:
             rf = body.get("response_format")
             if isinstance(rf, dict) and rf.get("type") == "json_schema":
                 schema = (rf.get("json_schema") or {}).get("schema")
+            tf = body.get("text")  # Responses API: {"format": {"type": "json_schema", "schema"}}
+            if isinstance(tf, dict) and isinstance(tf.get("format"), dict) and tf["format"].get("type") == "json_schema":
+                schema = tf["format"].get("schema")
+            gc = body.get("generationConfig")  # Gemini API
+            if isinstance(gc, dict):
+                schema = gc.get("responseJsonSchema") or gc.get("responseSchema") or schema
         if not isinstance(schema, dict):
             return self.side_text
         return json.dumps(_sample(schema, self.side_text))
@@ -717,6 +794,12 @@ class ModelServer:
             n = self._main_count
         quoted = text[:80] + ("..." if len(text) > 80 else "")
         return f'{step.prefix} #{n}: I received {len(text)} chars: "{quoted}"'
+
+
+def _fails_in_stream(step: Failure, api: str, body: dict) -> bool:
+    """True when ``step`` is answered as an in-stream ``response.failed`` (an over-long
+    input on the streamed Responses API) instead of an HTTP error."""
+    return api == "responses" and step.kind == "prompt_too_long" and bool(body.get("stream"))
 
 
 def _blocks_of(step: Any, server: ModelServer, body: Any) -> list[Block]:
@@ -864,7 +947,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._record(body, "other", "", 200, t0)
             self._send_json(200, {"input_tokens": _estimate_tokens(body)})
             return
-        if path not in ("/v1/messages", "/v1/chat/completions"):
+        gm = GEMINI_PATH.match(path)
+        if gm and gm.group("method") == "countTokens":
+            self._record(body, "other", "", 200, t0)
+            self._send_json(200, {"totalTokens": _estimate_tokens(body)})
+            return
+        if path not in ("/v1/messages", "/v1/chat/completions", "/v1/responses") and gm is None:
             self._record(body, "other", "", 404, t0)
             self._send_json(404, {"type": "error", "error": {"type": "not_found_error",
                                                               "message": f"no route {path}"}})
@@ -874,7 +962,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, {"type": "error", "error": {"type": "invalid_request_error",
                                                               "message": "body is not a JSON object"}})
             return
-        openai = path == "/v1/chat/completions"
+        api = ("openai" if path == "/v1/chat/completions" else "responses" if path == "/v1/responses"
+               else "gemini" if gm is not None else "anthropic")
+        if gm is not None:
+            body = {**body, "model": gm.group("model"),
+                    "stream": gm.group("method") == "streamGenerateContent"}
         if srv.is_side_call(self.path, body):
             kind, step = "side", Text(srv.side_answer(body))
             label = "side"
@@ -892,9 +984,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         # recorded before the answer goes out, so a client that has its answer always
         # finds the request in the records; the status is corrected if the send fails
-        rec = self._record(body, kind, label, step.status if isinstance(step, Failure) else 200, t0)
+        status = step.status if isinstance(step, Failure) else 200
+        if isinstance(step, Failure) and _fails_in_stream(step, api, body):
+            status = 200  # the failure is a response.failed event inside a 200 stream
+        rec = self._record(body, kind, label, status, t0)
         try:
-            self._answer(step, body, openai)
+            self._answer(step, body, api)
         except _Dropped:
             self.close_connection = True
             rec.status = 0
@@ -903,19 +998,160 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(500, {"type": "error", "error": {"type": "api_error", "message": str(e)}})
 
     # ------------------------------------------------------------------ answers
-    def _answer(self, step: Any, body: dict, openai: bool) -> int:
-        """Send the answer for one step; returns the HTTP status (0 = dropped)."""
+    def _answer(self, step: Any, body: dict, api: str) -> int:
+        """Send the answer for one step; returns the HTTP status (0 = dropped).
+
+        :param api: ``"anthropic"``, ``"openai"`` (chat completions), ``"responses"``
+            or ``"gemini"``.
+        """
         request_id = "req_" + _rand(24)
+        model = str(body.get("model") or DEFAULT_MODEL)
+        stream = bool(body.get("stream"))
         if isinstance(step, Failure):
-            obj = step.openai_body() if openai else step.anthropic_body(request_id)
+            if _fails_in_stream(step, api, body):
+                # the Responses API reports an over-long input inside the stream:
+                # response.failed with code context_length_exceeded (Codex CLI maps it to
+                # its context-window error)
+                return self._responses_failed(step, model)
+            obj = {"openai": step.openai_body, "responses": step.responses_body,
+                   "gemini": step.gemini_body}.get(api, lambda: step.anthropic_body(request_id))()
             self._send_json(step.status, obj, [("request-id", request_id), *step.headers])
             return step.status
         blocks = _blocks_of(step, self.model_server, body)
-        model = str(body.get("model") or DEFAULT_MODEL)
-        stream = bool(body.get("stream"))
-        if openai:
+        if api == "openai":
             return self._openai(blocks, body, model, stream)
+        if api == "responses":
+            return self._responses(blocks, body, model, stream)
+        if api == "gemini":
+            return self._gemini(blocks, body, model, stream)
         return self._anthropic(blocks, body, model, stream, request_id)
+
+    # OpenAI Responses API (Codex CLI 0.169.0: wire_api = "responses", always streamed)
+    def _responses_event(self, data: dict) -> None:
+        self._seq = getattr(self, "_seq", 0) + 1
+        data = {**data, "sequence_number": self._seq}
+        self._chunk(f"event: {data['type']}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode("utf-8"))
+
+    def _responses_failed(self, step: Failure, model: str) -> int:
+        rid = "resp_" + _rand(24)
+        self._seq = 0
+        self._start_sse()
+        self._responses_event({"type": "response.created", "response": {
+            "id": rid, "object": "response", "status": "in_progress", "model": model, "output": []}})
+        err = step.responses_body()["error"]
+        self._responses_event({"type": "response.failed", "response": {
+            "id": rid, "object": "response", "status": "failed", "model": model, "output": [],
+            "error": {"code": err.get("code") or err.get("type"), "message": err.get("message", "")}}})
+        self._end_chunks()
+        return 200
+
+    def _responses(self, blocks: list[Block], body: dict, model: str, stream: bool) -> int:
+        rid = "resp_" + _rand(24)
+        # (output item, seconds between chunks, characters per chunk)
+        items: list[tuple[dict, float, int]] = []
+        for b in blocks:
+            text = b.text
+            if text:
+                items.append(({"type": "message", "id": "msg_" + _rand(24), "status": "completed",
+                               "role": "assistant",
+                               "content": [{"type": "output_text", "text": text, "annotations": []}]},
+                              b.delay, b.chunk if isinstance(b, Text) else 16))
+            if isinstance(b, ToolUse):
+                items.append(({"type": "function_call", "id": "fc_" + _rand(24), "status": "completed",
+                               "call_id": b.id or "call_" + _rand(24), "name": b.name,
+                               "arguments": json.dumps(b.input, ensure_ascii=False)}, b.delay, 12))
+        output = [it for it, _, _ in items]
+        in_tokens = _estimate_tokens(body.get("input"))
+        out_tokens = max(1, len(json.dumps(output)) // 4)
+        usage = {"input_tokens": in_tokens, "input_tokens_details": {"cached_tokens": 0},
+                 "output_tokens": out_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+                 "total_tokens": in_tokens + out_tokens}
+        done = {"id": rid, "object": "response", "created_at": int(time.time()), "status": "completed",
+                "model": model, "output": output, "usage": usage}
+        if not stream:
+            self._send_json(200, done)
+            return 200
+        self._seq = 0
+        self._start_sse()
+        ev = self._responses_event
+        ev({"type": "response.created", "response": {**done, "status": "in_progress", "output": [],
+                                                     "usage": None}})
+        ev({"type": "response.in_progress", "response": {**done, "status": "in_progress", "output": [],
+                                                         "usage": None}})
+        for n, (item, delay, size) in enumerate(items):
+            if item["type"] == "message":
+                text = item["content"][0]["text"]
+                ev({"type": "response.output_item.added", "output_index": n,
+                    "item": {**item, "status": "in_progress", "content": []}})
+                part = {"type": "output_text", "text": "", "annotations": []}
+                ev({"type": "response.content_part.added", "item_id": item["id"], "output_index": n,
+                    "content_index": 0, "part": part})
+                for piece in _chunks(text, size):
+                    self._sleep(delay)
+                    ev({"type": "response.output_text.delta", "item_id": item["id"], "output_index": n,
+                        "content_index": 0, "delta": piece})
+                ev({"type": "response.output_text.done", "item_id": item["id"], "output_index": n,
+                    "content_index": 0, "text": text})
+                ev({"type": "response.content_part.done", "item_id": item["id"], "output_index": n,
+                    "content_index": 0, "part": {**part, "text": text}})
+            else:
+                ev({"type": "response.output_item.added", "output_index": n,
+                    "item": {**item, "status": "in_progress", "arguments": ""}})
+                for piece in _chunks(item["arguments"], size):
+                    self._sleep(delay)
+                    ev({"type": "response.function_call_arguments.delta", "item_id": item["id"],
+                        "output_index": n, "delta": piece})
+                ev({"type": "response.function_call_arguments.done", "item_id": item["id"],
+                    "output_index": n, "arguments": item["arguments"]})
+            ev({"type": "response.output_item.done", "output_index": n, "item": item})
+        ev({"type": "response.completed", "response": done})
+        self._end_chunks()
+        return 200
+
+    # Gemini API (Gemini CLI 0.61.0: GOOGLE_GEMINI_BASE_URL, streamGenerateContent?alt=sse)
+    def _gemini(self, blocks: list[Block], body: dict, model: str, stream: bool) -> int:
+        parts_paced: list[tuple[dict, float, int]] = []
+        for b in blocks:
+            if b.text:
+                parts_paced.append(({"text": b.text}, b.delay, b.chunk if isinstance(b, Text) else 16))
+            if isinstance(b, ToolUse):
+                call: dict[str, Any] = {"name": b.name, "args": b.input}
+                if b.id:
+                    call["id"] = b.id
+                parts_paced.append(({"functionCall": call}, b.delay, 0))
+        in_tokens = _estimate_tokens(body.get("contents"))
+        out_tokens = max(1, len(json.dumps([p for p, _, _ in parts_paced])) // 4)
+        usage = {"promptTokenCount": in_tokens, "candidatesTokenCount": out_tokens,
+                 "totalTokenCount": in_tokens + out_tokens}
+        rid = _rand(20)
+
+        def answer(parts: list[dict], finish: bool) -> dict:
+            cand: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+            if finish:
+                cand["finishReason"] = "STOP"
+            obj: dict[str, Any] = {"candidates": [cand], "modelVersion": model, "responseId": rid}
+            if finish:
+                obj["usageMetadata"] = usage
+            return obj
+
+        if not stream:
+            self._send_json(200, answer([p for p, _, _ in parts_paced], True))
+            return 200
+        self._start_sse()
+        pieces: list[tuple[dict, float]] = []
+        for part, delay, size in parts_paced:
+            if "text" in part:
+                pieces += [({"text": t}, delay) for t in _chunks(part["text"], size)]
+            else:
+                pieces.append((part, delay))
+        if not pieces:
+            pieces = [({"text": ""}, 0.0)]
+        for n, (part, delay) in enumerate(pieces):
+            self._sleep(delay)
+            obj = answer([part], n == len(pieces) - 1)
+            self._chunk(f"data: {json.dumps(obj, ensure_ascii=False)}\r\n\r\n".encode("utf-8"))
+        self._end_chunks()
+        return 200
 
     def _anthropic(self, blocks: list[Block], body: dict, model: str, stream: bool,
                    request_id: str) -> int:

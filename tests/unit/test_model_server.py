@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 
 from ccci.testing.model_server import (
-    Echo, Fail, ModelServer, Text, ToolUse, load_script, step_from_json, step_label,
+    Echo, Fail, ModelServer, Text, ToolUse, load_script, step_from_json, step_label, step_to_json,
 )
 
 TOOLS = [{"name": "Bash", "description": "run a command", "input_schema": {"type": "object"}}]
@@ -502,3 +502,181 @@ def test_cli_prints_url_serves_script_and_logs(tmp_path):
         proc.stdout.close()
         proc.stderr.close()
     assert rc == 0
+
+
+# ------------------------------------------- OpenAI Responses API (Codex CLI 0.169.0)
+
+
+def responses(prompt: str = "hello", *, stream: bool = True, tools: bool = True, **extra) -> dict:
+    """A request shaped like Codex CLI 0.169.0's (``input`` items, ``store: false``)."""
+    body = {"model": "scripted-model", "stream": stream, "store": False,
+            "input": [{"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "sys"}]},
+                      {"type": "message", "role": "user", "content": [{"type": "input_text", "text": prompt}]}],
+            **extra}
+    if tools:
+        body["tools"] = [{"type": "function", "name": "exec_command", "parameters": {"type": "object"}}]
+    return body
+
+
+def test_responses_stream_text_event_sequence(server):
+    srv = server([Text("Hello, codex!", chunk=5)])
+    status, headers, raw = post(srv.url, "/v1/responses", responses())
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    events = sse(raw)
+    names = [n for n, _ in events]
+    assert names == ["response.created", "response.in_progress", "response.output_item.added",
+                     "response.content_part.added", "response.output_text.delta", "response.output_text.delta",
+                     "response.output_text.delta", "response.output_text.done", "response.content_part.done",
+                     "response.output_item.done", "response.completed"]
+    for name, data in events:  # every event's data names its own type; sequence numbers rise
+        assert data["type"] == name
+    assert [d["sequence_number"] for _, d in events] == list(range(1, len(events) + 1))
+    assert "".join(d["delta"] for n, d in events if n == "response.output_text.delta") == "Hello, codex!"
+    item = events[-2][1]["item"]
+    assert item["type"] == "message" and item["role"] == "assistant"
+    assert item["content"] == [{"type": "output_text", "text": "Hello, codex!", "annotations": []}]
+    done = events[-1][1]["response"]
+    assert done["status"] == "completed" and done["id"].startswith("resp_") and done["output"] == [item]
+    assert done["usage"]["input_tokens"] > 0 and done["usage"]["total_tokens"] >= done["usage"]["output_tokens"] > 0
+    assert [(r.kind, r.step) for r in srv.requests] == [("main", "text")]
+
+
+def test_responses_function_call_streams_arguments(server):
+    srv = server([ToolUse("exec_command", {"cmd": "git push"}, text="Pushing."), Text("done")])
+    events = sse(post(srv.url, "/v1/responses", responses())[2])
+    items = [d["item"] for n, d in events if n == "response.output_item.done"]
+    assert [i["type"] for i in items] == ["message", "function_call"]
+    call = items[1]
+    assert call["name"] == "exec_command" and json.loads(call["arguments"]) == {"cmd": "git push"}
+    assert call["call_id"].startswith("call_") and call["status"] == "completed"
+    args = "".join(d["delta"] for n, d in events if n == "response.function_call_arguments.delta")
+    assert json.loads(args) == {"cmd": "git push"}
+    assert events[-1][1]["response"]["output"][1] == call
+    # the tool result comes back as a function_call_output item: the next step answers it
+    follow = responses()
+    follow["input"].append({"type": "function_call_output", "call_id": call["call_id"], "output": "ok"})
+    events = sse(post(srv.url, "/v1/responses", follow)[2])
+    assert "".join(d["delta"] for n, d in events if n == "response.output_text.delta") == "done"
+
+
+def test_responses_non_streaming_and_echo(server):
+    srv = server([], default=Echo())
+    status, _, raw = post(srv.url, "/v1/responses", responses("quote me", stream=False))
+    out = json.loads(raw)
+    assert status == 200 and out["status"] == "completed"
+    assert 'I received 8 chars: "quote me"' in out["output"][0]["content"][0]["text"]
+
+
+def test_responses_failures(server):
+    srv = server([Fail.thinking_400(), Fail.usage_limit(1795323116), Fail.rate_limit_429(), Fail.prompt_too_long()])
+    status, _, raw = post(srv.url, "/v1/responses", responses())
+    assert status == 400 and "`thinking`" in json.loads(raw)["error"]["message"]
+    status, _, raw = post(srv.url, "/v1/responses", responses())
+    err = json.loads(raw)["error"]
+    assert status == 429 and err["type"] == "usage_limit_reached" and err["resets_at"] == 1795323116
+    status, _, raw = post(srv.url, "/v1/responses", responses())
+    assert status == 429 and json.loads(raw)["error"]["code"] == "rate_limit_exceeded"
+    # an over-long input fails inside the stream (response.failed), as Codex expects
+    status, _, raw = post(srv.url, "/v1/responses", responses())
+    events = sse(raw)
+    assert status == 200 and [n for n, _ in events] == ["response.created", "response.failed"]
+    assert events[1][1]["response"]["error"]["code"] == "context_length_exceeded"
+    assert [r.step for r in srv.requests] == ["fail:thinking_400", "fail:usage_limit", "fail:rate_limit_429",
+                                              "fail:prompt_too_long"]
+    assert [r.status for r in srv.requests] == [400, 429, 429, 200]
+
+
+def test_responses_title_side_call_gets_its_json_schema(server):
+    srv = server([Text("main")])
+    body = responses("Generate a concise title", tools=False, text={"format": {
+        "type": "json_schema", "name": "codex_output_schema", "strict": True,
+        "schema": {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]}}})
+    body["tools"] = []
+    events = sse(post(srv.url, "/v1/responses", body)[2])
+    text = "".join(d["delta"] for n, d in events if n == "response.output_text.delta")
+    assert json.loads(text) == {"title": "Scripted session"}
+    assert [r.kind for r in srv.requests] == ["side"] and srv.remaining_steps == 1
+
+
+# --------------------------------------------------- Gemini API (Gemini CLI 0.61.0)
+
+
+def gemini(text: str = "hello", *, tools: bool = True, **extra) -> dict:
+    body = {"contents": [{"role": "user", "parts": [{"text": "<session_context>"}]},
+                         {"role": "user", "parts": [{"text": text}]}], **extra}
+    if tools:
+        body["tools"] = [{"functionDeclarations": [{"name": "run_shell_command"}]}]
+    return body
+
+
+STREAM = "/v1beta/models/gemini-test:streamGenerateContent?alt=sse"
+
+
+def test_gemini_stream_text_chunks_end_with_stop(server):
+    srv = server([Text("Hello, gemini!", chunk=6)])
+    status, headers, raw = post(srv.url, STREAM, gemini())
+    assert status == 200 and headers["content-type"].startswith("text/event-stream")
+    assert b"\r\n\r\n" in raw  # the Gemini API separates its SSE events with CRLF
+    chunks = [d for _, d in sse(raw.replace(b"\r\n", b"\n"))]
+    assert [c["candidates"][0]["content"]["parts"][0]["text"] for c in chunks] == ["Hello,", " gemin", "i!"]
+    assert all(c["candidates"][0]["content"]["role"] == "model" for c in chunks)
+    assert [c["candidates"][0].get("finishReason") for c in chunks] == [None, None, "STOP"]
+    assert chunks[-1]["usageMetadata"]["totalTokenCount"] > 0 and chunks[-1]["modelVersion"] == "gemini-test"
+    assert [(r.kind, r.step, r.json["model"]) for r in srv.requests] == [("main", "text", "gemini-test")]
+
+
+def test_gemini_function_call_and_non_streaming(server):
+    srv = server([ToolUse("run_shell_command", {"command": "git push"}), Text("ok")])
+    chunks = [d for _, d in sse(post(srv.url, STREAM, gemini())[2].replace(b"\r\n", b"\n"))]
+    assert chunks[-1]["candidates"][0]["content"]["parts"] == [
+        {"functionCall": {"name": "run_shell_command", "args": {"command": "git push"}}}]
+    assert chunks[-1]["candidates"][0]["finishReason"] == "STOP"
+    status, _, raw = post(srv.url, "/v1beta/models/gemini-test:generateContent", gemini())
+    assert status == 200 and json.loads(raw)["candidates"][0]["content"]["parts"] == [{"text": "ok"}]
+    status, _, raw = post(srv.url, "/v1beta/models/gemini-test:countTokens", gemini())
+    assert status == 200 and json.loads(raw)["totalTokens"] > 0
+
+
+def test_gemini_failures_use_google_error_bodies(server):
+    srv = server([Fail.thinking_400(), Fail.prompt_too_long(), Fail.usage_limit(int(time.time()) + 600),
+                  Fail.overloaded_529()])
+    status, _, raw = post(srv.url, STREAM, gemini())
+    err = json.loads(raw)["error"]
+    assert status == 400 and err["status"] == "INVALID_ARGUMENT" and "`thinking`" in err["message"]
+    status, _, raw = post(srv.url, STREAM, gemini())
+    assert status == 400 and "exceeds the maximum number of tokens" in json.loads(raw)["error"]["message"]
+    status, _, raw = post(srv.url, STREAM, gemini())
+    err = json.loads(raw)["error"]
+    assert status == 429 and err["status"] == "RESOURCE_EXHAUSTED"
+    kinds = {d["@type"].rsplit(".", 1)[-1]: d for d in err["details"]}
+    assert kinds["QuotaFailure"]["violations"][0]["quotaId"].startswith("GenerateRequestsPerDay")
+    assert 590 <= int(kinds["RetryInfo"]["retryDelay"].rstrip("s")) <= 600
+    status, _, raw = post(srv.url, STREAM, gemini())
+    assert status == 529 and json.loads(raw)["error"]["status"] == "UNAVAILABLE"
+
+
+def test_gemini_routing_side_call_fits_its_upper_case_schema(server):
+    srv = server([Text("main")])
+    body = gemini("route me", tools=False, generationConfig={"responseJsonSchema": {
+        "type": "OBJECT", "properties": {"complexity_reasoning": {"type": "STRING"},
+                                         "complexity_score": {"type": "INTEGER"}}}})
+    status, _, raw = post(srv.url, "/v1beta/models/flash-lite:generateContent", body)
+    answer = json.loads(json.loads(raw)["candidates"][0]["content"]["parts"][0]["text"])
+    assert status == 200 and answer == {"complexity_reasoning": "Scripted session", "complexity_score": 0}
+    assert [r.kind for r in srv.requests] == ["side"] and srv.remaining_steps == 1
+
+
+def test_gemini_echo_quotes_the_last_user_text(server):
+    srv = server([], default=Echo())
+    chunks = [d for _, d in sse(post(srv.url, STREAM, gemini("what now?"))[2].replace(b"\r\n", b"\n"))]
+    text = "".join(c["candidates"][0]["content"]["parts"][0]["text"] for c in chunks)
+    assert 'I received 9 chars: "what now?"' in text
+
+
+def test_step_to_json_round_trips():
+    steps = [Text("a", delay=0.1, chunk=3), ToolUse("exec_command", {"cmd": "ls"}, text="t"), Echo("p"),
+             Fail.thinking_400(), Fail.usage_limit(1795323116, repeat=2), Fail.hang(3.0),
+             Fail.http(500, "api_error", "boom"), (Text("x"), ToolUse("Bash", {}))]
+    for step in steps:
+        again = step_from_json(json.loads(json.dumps(step_to_json(step))))
+        assert step_to_json(again) == step_to_json(step)

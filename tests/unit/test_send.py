@@ -195,3 +195,34 @@ def test_supervisor_delivers_queued_messages_only_when_idle(make_supervisor, fak
     sup.tick()
     assert pane.submitted == ["hello from a test"]
     assert [m["status"] for m in sup.store.messages()] == ["delivered"]
+
+
+def test_deliver_counts_an_error_that_replaces_the_box_right_after_enter_as_taken(fake_tmux, fake_clock, tmp_path, pane):
+    # Gemini CLI 0.61.0: a quota 429 answers the message and its dialog replaces the input
+    # box before the first check (tests/golden/gemini-0.61.0/10_usage_limit_dialog.txt)
+    def quota(p, key):
+        p.set_screen("API Error: usage limit reached|1795323116", input_box=None)
+        return True
+
+    pane.on_key = quota
+    res = send(fake_tmux, fake_clock, tmp_path, pane)
+    assert res.delivered and pane.keys == ["Enter"] and "ended in usage_limit" in res.detail
+
+
+def test_deliver_pastes_text_longer_than_the_backends_paste_over(fake_tmux, fake_clock, tmp_path, pane):
+    class Pasting(ScriptedBackend):
+        paste_over = 20  # e.g. Codex/Gemini CLI: 200
+
+    res = deliver(fake_tmux, pane.pane_id, Pasting(), "twenty-one characters", SETTINGS, fake_clock, tmp_path)
+    assert [c[0] for c in fake_tmux.log if c[0] in ("send_literal", "paste")] == ["paste"]
+    assert res.delivered and pane.submitted == ["twenty-one characters"]
+    fake_tmux.log.clear()
+    deliver(fake_tmux, pane.pane_id, Pasting(), "twenty characters..", SETTINGS, fake_clock, tmp_path)
+    assert [c[0] for c in fake_tmux.log if c[0] in ("send_literal", "paste")] == ["send_literal"]
+
+
+def test_collapsed_paste_placeholders_are_our_draft():
+    from ccci.send import _ours
+    assert _ours("[Pasted Content 1001 chars]", "x" * 1000)  # Codex CLI 0.169.0
+    assert _ours("[Pasted Text: 3000 chars]", "x" * 3000)  # Gemini CLI 0.61.0
+    assert not _ours("someone else's words", "x" * 3000)
