@@ -392,8 +392,10 @@ def ccci_configure(config):
         manager(config).ensure()
 
 
-@hookimpl
+@hookimpl(tryfirst=True)
 def ccci_observe(snapshot, config):
+    """Health-check (and restart) the shared server before the backends read it this
+    tick; publishes ``snapshot.facts["opencode_serve"]``."""
     if not needed(config):
         return
     m = manager(config)

@@ -334,6 +334,8 @@ OUTCOME_CHECKS = {
 }
 _outcomes: dict[tuple[str, str, int], TurnOutcome | None] = {}
 _reported: set[tuple[str, str, int]] = set()
+#: (state dir, agent, pid of ``opencode run``) -> pid of the ``opencode serve`` that run was first seen alive with
+_serve_seen: dict[tuple[str, str, int], int] = {}
 
 
 @hookimpl
@@ -344,16 +346,40 @@ def ccci_observe(snapshot, config, state, now):
     for a clean turn end; the process-death check resumes only those) and
     ``snapshot.facts["opencode_outcome"][agent]`` = :class:`TurnOutcome`, and the
     reply's declared ``WAITING-UNTIL`` (UTC) as ``snapshot.facts["turn_wait"][agent]``. Nothing is
-    published when the server does not answer (the pane text decides then)."""
+    published when the server does not answer (the pane text decides then). A run whose
+    ``opencode serve`` died while it ran (``snapshot.facts["opencode_serve"]``, published by
+    :mod:`ccci.opencode_serve`, shows another pid or an unhealthy server than when the run
+    was first seen alive) ended because its server went away: its outcome is ``UNKNOWN``
+    (nothing acts) until the server is healthy again, then ``IDLE`` (resumed at once),
+    whatever the half-written last message says."""
     backends = snapshot.facts.get("backends", {})
+    serve = snapshot.facts.get("opencode_serve") or {}
     for name, pane in snapshot.panes.items():
         backend = backends.get(name)
-        if not isinstance(backend, OpencodeBackend) or pane is None or not pane.dead:
+        if not isinstance(backend, OpencodeBackend) or pane is None:
             continue
         key = (str(config.state_dir), name, pane.pid)
+        if not pane.dead:
+            if serve.get("healthy") and serve.get("pid"):
+                _serve_seen.setdefault(key, serve["pid"])
+                if len(_serve_seen) > 1000:
+                    _serve_seen.pop(next(iter(_serve_seen)))
+            continue
         if key not in _outcomes:
-            conv = state.agent(name).conversation_id
-            _outcomes[key] = backend.turn_outcome(config, conv, now)
+            seen = _serve_seen.get(key)
+            if seen is not None and (serve.get("pid") != seen or not serve.get("healthy")):
+                # the server this run was attached to died under it: the run ended because
+                # its server went away, not because of the model (measured with 1.18.33: the
+                # turn's assistant message is left with no parts, which otherwise reads as
+                # the provider failing). Resume it once the server is back; until then
+                # nothing acts on it (UNKNOWN is no turn end and no error)
+                if not serve.get("healthy"):
+                    snapshot.facts.setdefault("turn_outcome", {})[name] = AgentState.UNKNOWN
+                    continue
+                _outcomes[key] = TurnOutcome(AgentState.IDLE, "opencode serve restarted during the turn")
+            else:
+                conv = state.agent(name).conversation_id
+                _outcomes[key] = backend.turn_outcome(config, conv, now)
             if len(_outcomes) > 1000:
                 _outcomes.pop(next(iter(_outcomes)))
         outcome = _outcomes[key]

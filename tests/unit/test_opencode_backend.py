@@ -12,6 +12,7 @@ import pytest
 
 from ccci import opencode_serve
 from ccci.backends.opencode import OpencodeBackend, ServerError, classify_message
+from ccci.hookspecs import hookimpl
 from ccci.model import AgentSpec, AgentState, Role
 
 API = Path(__file__).resolve().parents[1] / "golden" / "opencode-1.18.33" / "api"
@@ -239,6 +240,40 @@ def test_api_error_outcome_backs_off_then_continues(oc_sup, fake_tmux, fake_cloc
     assert len(launches) == 2 and launches[-1].argv[-1] == "continue", "\n".join(
         f'{e["at"]} {e["kind"]} {e["message"]}' for e in sup.store.events())
     assert launches[-1].argv[launches[-1].argv.index("--session") + 1] == "ses_fake1"
+
+
+class _ServeFacts:
+    """Stands in for ccci.opencode_serve's tick report (``facts["opencode_serve"]``)."""
+
+    def __init__(self):
+        self.facts = {"url": "http://127.0.0.1:1", "healthy": True, "pid": 1000, "restarts": 0}
+
+    @hookimpl(tryfirst=True)
+    def ccci_observe(self, snapshot):
+        snapshot.facts["opencode_serve"] = dict(self.facts)
+
+
+def test_a_run_whose_server_died_is_resumed_once_the_server_is_back(oc_sup, fake_tmux, fake_clock):
+    """opencode serve killed under a running turn: the half-written last message (no parts,
+    no error) would read as the provider failing (an api_error back-off); it is a lost
+    server instead, resumed at once when the server is healthy again."""
+    sup = oc_sup(api_error_backoff=60)
+    serve = _ServeFacts()
+    sup.pm.register(serve, "fake_serve_facts")
+    _settle(sup, fake_clock)
+    FakeClient.last = json.loads((API / "last_message_after_three_500s.json").read_text())[-1]
+    serve.facts.update(healthy=False, pid=None)
+    fake_tmux.pane("a").kill(status=0)
+    _settle(sup, fake_clock, 3)
+    assert len(fake_tmux.launches("a")) == 1  # the server is down: nothing acts yet
+    serve.facts.update(healthy=True, pid=2000, restarts=1)
+    _settle(sup, fake_clock, 2)
+    events = sup.store.events()
+    launches = fake_tmux.launches("a")
+    assert len(launches) == 2, "\n".join(f'{e["kind"]} {e["message"]}' for e in events)
+    assert launches[-1].argv[launches[-1].argv.index("--session") + 1] == "ses_fake1"
+    assert not [e for e in events if e["kind"] == "finding" and e["data"].get("check") == "api_error"]
+    assert not [e for e in events if e["kind"] == "scheduled"]
 
 
 def test_crash_exit_is_a_restart(oc_sup, fake_tmux, fake_clock):

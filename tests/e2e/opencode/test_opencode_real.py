@@ -63,14 +63,24 @@ def test_turn_end_exit_is_resumed_in_the_same_session(oc_fleet):
         assert rec.restarts == 0 and rec.resumes == 3
     finally:
         st.close()
-    # the dead pane (left by remain-on-exit) reads as exited once tmux drew its status line
+    # the dead pane (left by remain-on-exit) reads as exited once tmux drew its status line.
+    # tmux 3.3 draws "Pane is dead (status N, ...)" only once it has the exit status, and
+    # it can miss the SIGCHLD (libutempter, tmux/tmux#311): seen in CI, pane_dead=1 with an
+    # empty pane_dead_status and no status line for over 10 s. ccci goes by pane_dead there.
     deadline = time.monotonic() + 10
     while True:
         screen = f.capture("builder")
         if OpencodeBackend().analyse(screen).state == AgentState.EXITED or time.monotonic() > deadline:
             break
         time.sleep(0.2)
-    assert f.tmux("list-panes", "-t", "=ccci-ocfleet-builder:", "-F", "#{pane_dead}").strip() == "1"
+    dead, status = f.tmux("list-panes", "-t", "=ccci-ocfleet-builder:", "-F",
+                          "#{pane_dead}:#{pane_dead_status}").strip().split(":")
+    assert dead == "1"
+    if status == "":
+        # the status line waits for the exit status; the rule that reads it is checked on
+        # the recorded screen by tests/test_golden_diagnose.py
+        assert "Pane is dead" not in screen
+        return
     assert OpencodeBackend().analyse(screen).state == AgentState.EXITED, screen
     f.record("02_turn_end_exited.txt", screen)
 
