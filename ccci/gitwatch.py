@@ -12,6 +12,7 @@ mirror (ccci's own cache) is rebuilt from origin (``mirror_rebuilt``).
 """
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass, field
 
@@ -22,6 +23,16 @@ from ccci.hookspecs import hookimpl
 from ccci.model import Event
 
 BASELINE_KEY = "git.baseline.{branch}"
+#: a commit id as ``git ls-remote`` / ``rev-parse`` print it (SHA-1; the null id is excluded separately)
+SHA_RE = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
+
+
+def valid_head(sha: str | None) -> bool:
+    """``True`` for a real commit id: 40 (SHA-1) or 64 (SHA-256) lowercase hex digits,
+    not the null id. git 2.39 ``ls-remote`` prints the null id (all zeros) for a branch
+    whose ref file holds garbage (seen in tests/faults/test_git_trouble.py): that is a
+    broken ref, never a head to baseline on."""
+    return bool(sha) and bool(SHA_RE.match(sha)) and sha.strip("0") != ""
 
 
 @dataclass
@@ -81,10 +92,17 @@ class GitWatcher:
                 head = out.split()[0] if out.strip() else None
                 if head is None:
                     raise LookupError(f"origin has no branch {branch} (deleted, never pushed, or a broken ref)")
+                if not valid_head(head):
+                    raise LookupError(f"origin's branch {branch} is a broken ref (ls-remote gave {head[:40]!r})")
                 if head != f.head:
                     rebuilt = self._fetch(config, head)
                     if rebuilt:
                         snapshot.events.append(Event("mirror_rebuilt", rebuilt))
+                    # what was fetched, not what ls-remote said a moment earlier: origin may
+                    # have moved (or been repaired) in between
+                    head = self._mirror(config).git.rev_parse(f"refs/ccci/origin/{branch}").strip()
+                    if not valid_head(head):
+                        raise LookupError(f"the fetched {branch} is not a commit ({head[:40]!r})")
                     fault_point("after_fetch")
                     f.head = head
                 if f.error:

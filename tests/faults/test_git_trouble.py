@@ -28,8 +28,11 @@ def git_fleet(make_fleet):
 
 def _kill_and_check_restart(fleet, agent="adversary"):
     old = fleet.live_pid(agent)
+    n0 = len(fleet.restarts(agent))
     os.kill(old, signal.SIGKILL)
-    assert fleet.wait(lambda: (p := fleet.live_pid(agent)) and p != old and fleet.store.agent(agent).state == "running", 15), \
+    # the restart event is written once the new process runs: a moment after its pid shows
+    assert fleet.wait(lambda: (p := fleet.live_pid(agent)) and p != old and fleet.store.agent(agent).state == "running"
+                      and len(fleet.restarts(agent)) > n0, 15), \
         "a kill -9 during the git trouble was not restarted"
 
 
@@ -38,7 +41,8 @@ def _claim_is_pinged_once(fleet, tmp_path, label):
     key = f"ping:{sha}:adversary"
     assert fleet.wait(lambda: fleet.store.db.execute(
         "SELECT 1 FROM messages WHERE dedup_key=? AND status='delivered'", (key,)).fetchone(), 30), \
-        f"no ping after recovering from {label}"
+        f"no ping after recovering from {label}: {sha[:10]}\n" + "\n".join(
+            f'{e["at"]} {e["kind"]} {e.get("agent") or "-"}: {e["message"]}' for e in fleet.events()[-40:])
     assert fleet.wait(lambda: typed_turns(fleet, "adversary", sha[:10]) == 1, 10)
 
 

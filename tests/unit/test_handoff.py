@@ -82,3 +82,40 @@ def test_the_baseline_persists_across_watcher_restarts(fleet, make_supervisor, f
     [rping] = pinged(fake_tmux, "builder")
     assert rsha[:10] in rping
     assert len(pinged(fake_tmux, "adversary")) == 1
+
+
+def test_valid_head():
+    from ccci.gitwatch import valid_head
+
+    assert valid_head("819b7be83ec20688c538f2819268922946faa3c8")
+    assert not valid_head("0" * 40)  # git 2.39 ls-remote's answer for a ref file holding garbage
+    assert not valid_head("this") and not valid_head("") and not valid_head(None)
+
+
+def test_a_garbage_origin_ref_is_degraded_and_never_becomes_the_baseline(fleet, make_supervisor, fake_tmux,
+                                                                        git_origin):
+    """Found by tests/faults/test_git_trouble.py under load: origin's ref file overwritten
+    with garbage made ls-remote print the null id, which became the head and then the
+    silent baseline, so the first claim pushed after the repair was never pinged."""
+    from pathlib import Path
+
+    sup = make_supervisor(fleet)
+    tick(sup)
+    good = sup.store.get(BASELINE_KEY.format(branch="main"))
+    bare = Path(git_origin.path)
+    ref, packed = bare / "refs" / "heads" / "main", bare / "packed-refs"
+    saved = {p: p.read_bytes() for p in (ref, packed) if p.exists()}
+    packed.unlink(missing_ok=True)
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    ref.write_text("this is not a sha\n")
+    run_ticks(sup, 3)
+    assert [e for e in events(sup, "degraded") if "broken ref" in e["message"]]
+    assert sup.store.get(BASELINE_KEY.format(branch="main")) == good
+    ref.unlink()
+    for p, data in saved.items():
+        p.write_bytes(data)
+    sha = git_origin.push_commit("claim(step 2): pushed right after the repair")
+    run_ticks(sup, 3)
+    assert events(sup, "recovered")
+    [ping] = pinged(fake_tmux, "adversary")
+    assert sha[:10] in ping
