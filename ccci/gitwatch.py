@@ -23,7 +23,7 @@ from ccci.hookspecs import hookimpl
 from ccci.model import Event
 
 BASELINE_KEY = "git.baseline.{branch}"
-#: a commit id as ``git ls-remote`` / ``rev-parse`` print it (SHA-1; the null id is excluded separately)
+#: a commit id as ``git ls-remote`` / ``rev-parse`` print it: SHA-1 (40 hex) or SHA-256 (64 hex); see :func:`valid_head`
 SHA_RE = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
 
 
