@@ -97,6 +97,21 @@ class Fleet:
         """``agent_resumed`` and ``agent_restarted_fresh`` events (every restart)."""
         return [e for e in self.events(agent=agent) if e["kind"] in ("agent_resumed", "agent_restarted_fresh")]
 
+    def kill_and_wait_restart(self, agent: str, timeout: float = 15.0) -> int | None:
+        """``kill -9`` the agent's pane process and wait until the watcher restarted it:
+        a new live pane pid, the agent ``running`` in the state store, and one more restart
+        event (written once the new process runs, a moment after its pid shows).
+
+        :returns: the new pid, or ``None`` after ``timeout`` seconds.
+        :raises AssertionError: when the agent has no live pane to kill.
+        """
+        old = self.live_pid(agent)
+        assert old, f"{agent} has no live pane to kill"
+        n0 = len(self.restarts(agent))
+        os.kill(old, signal.SIGKILL)
+        return self.wait(lambda: (p := self.live_pid(agent)) and p != old and self.store.agent(agent).state == "running"
+                         and len(self.restarts(agent)) > n0 and p, timeout)
+
     def wait(self, pred: Callable[[], Any], timeout: float = 30.0, poll: float = 0.1):
         """Poll ``pred`` until it returns something truthy (returned) or ``timeout`` s."""
         end = time.monotonic() + timeout

@@ -5,9 +5,7 @@ agent is restarted), the trouble is reported once as a ``degraded`` event (not e
 fetch), and recovery is automatic: a claim pushed afterwards is pinged once."""
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
@@ -27,13 +25,7 @@ def git_fleet(make_fleet):
 
 
 def _kill_and_check_restart(fleet, agent="adversary"):
-    old = fleet.live_pid(agent)
-    n0 = len(fleet.restarts(agent))
-    os.kill(old, signal.SIGKILL)
-    # the restart event is written once the new process runs: a moment after its pid shows
-    assert fleet.wait(lambda: (p := fleet.live_pid(agent)) and p != old and fleet.store.agent(agent).state == "running"
-                      and len(fleet.restarts(agent)) > n0, 15), \
-        "a kill -9 during the git trouble was not restarted"
+    assert fleet.kill_and_wait_restart(agent, 15), "a kill -9 during the git trouble was not restarted"
 
 
 def _claim_is_pinged_once(fleet, tmp_path, label):

@@ -4,8 +4,6 @@ supervising (a killed agent is restarted), reports the plugin and disables it af
 ticks with a ``plugin_disabled`` event."""
 from __future__ import annotations
 
-import os
-import signal
 
 import pytest
 
@@ -32,9 +30,7 @@ def test_a_faulty_check_is_disabled_and_supervision_goes_on(make_fleet, trials, 
     errors = [e for e in fleet.events("plugin_error") if e["data"].get("plugin") == "ccci_plugins"]
     assert errors and all(EXPECT[kind] in e["message"] for e in errors), errors[:2]
     assert fleet.wait(lambda: all(fleet.store.agent(a).state == "running" for a in fleet.AGENTS), 20)
-    old = fleet.live_pid("builder")
-    os.kill(old, signal.SIGKILL)
-    assert fleet.wait(lambda: (p := fleet.live_pid("builder")) and p != old, 15), "supervision stopped"
+    assert fleet.kill_and_wait_restart("builder", 15), "supervision stopped"
     n_err = len(fleet.events("plugin_error"))
     fleet.wait(lambda: False, 1.5)
     assert len(fleet.events("plugin_error")) == n_err, "a disabled plugin was still called"

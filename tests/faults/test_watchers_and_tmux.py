@@ -6,7 +6,6 @@ Scenario 4: the tmux server is killed (three times): the watcher survives and re
 every agent, once each."""
 from __future__ import annotations
 
-import os
 import signal
 
 import pytest
@@ -19,10 +18,8 @@ pytestmark = [pytest.mark.faults, pytest.mark.tmux, pytest.mark.slow]
 def _kill_agents_once_each(fleet, t):
     for agent in fleet.AGENTS:
         n = len(fleet.restarts(agent))
-        old = fleet.wait(lambda: fleet.store.agent(agent).state == "running" and fleet.live_pid(agent), 15)
-        assert old
-        os.kill(old, signal.SIGKILL)
-        assert fleet.wait(lambda: (p := fleet.live_pid(agent)) and p != old and fleet.store.agent(agent).state == "running", 15)
+        assert fleet.wait(lambda: fleet.store.agent(agent).state == "running" and fleet.live_pid(agent), 15)
+        assert fleet.kill_and_wait_restart(agent, 15)
         fleet.wait(lambda: False, 1.0)  # a second watcher acting would show by now
         assert len(fleet.restarts(agent)) == n + 1, f"{agent}: {len(fleet.restarts(agent)) - n} restarts for one kill"
         assert exactly_one_instance(fleet, agent) is None, exactly_one_instance(fleet, agent)
