@@ -27,12 +27,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+import git
 from rich.console import Console
 from rich.table import Table
 
 from ccci import config as config_mod
 from ccci.clock import UTC, parse_utc
-from ccci.fleet import init_fleet
+from ccci.fleet import ROLES, init_fleet
+from ccci.gitwatch import BASELINE_KEY
 from ccci.state import StateStore
 from ccci.tmux import Tmux
 
@@ -151,19 +153,57 @@ class Demo:
         return bool(lines) and lines[-1].startswith(">")
 
     # ------------------------------------------------------------------ faults
-    def settle(self, quiet_s: float = 3.0, timeout: float = 60.0) -> None:
-        """Wait until both agents are idle, no message is queued and no event came for
-        ``quiet_s`` seconds, so one fault's aftermath (pings, resumed turns) does not
-        heal or mask the next one."""
+    def origin_head(self) -> str | None:
+        """The sha of origin's watched branch, read from the origin itself (GitPython)."""
+        try:
+            out = git.cmd.Git().ls_remote(self.cfg.git.origin, f"refs/heads/{self.cfg.git.branch}")
+        except git.GitCommandError:
+            return None
+        return out.split()[0] if out.strip() else None
+
+    def quiet_state(self) -> str:
+        """Why the fleet is not quiet yet (``""`` when it is): a commit on origin that
+        ccci has not yet turned into pings, a message queued or being typed, or an agent
+        that is busy or not drawn yet. Any of these can heal or mask the next fault (a
+        handoff ping wakes an agent that was meant to oversleep)."""
+        head = self.origin_head()
+        baseline = self.store.get(BASELINE_KEY.format(branch=self.cfg.git.branch))
+        if head is None or head != baseline:
+            return f"origin head {str(head)[:10]} not yet processed (baseline {str(baseline)[:10]})"
+        unfinished = self.store.unfinished_messages()
+        if unfinished:
+            return f"{len(unfinished)} message(s) queued or being delivered"
+        busy = [a for a in ROLES if not self.alive_and_idle(a)]
+        if busy:
+            return f"not idle: {', '.join(busy)}"
+        return ""
+
+    def settle(self, quiet_s: float = 3.0, timeout: float = 90.0) -> bool:
+        """Wait until the fleet is quiet (:meth:`quiet_state`) and has stayed quiet, with
+        no new event, for ``quiet_s`` seconds, so one fault's aftermath (pings, resumed
+        turns, their own handoffs) can neither heal nor mask the next fault.
+
+        :returns: ``False`` (with a printed note) when ``timeout`` seconds pass first.
+        """
         end = time.time() + timeout
+        quiet_since: float | None = None
+        last_id = self.store.last_event_id()
+        why = ""
         while time.time() < end:
             self.print_new_events()
-            last = self.store.events(after_id=max(0, self.store.last_event_id() - 1))
-            age = (datetime.now(UTC) - parse_utc(last[-1]["at"])).total_seconds() if last else quiet_s
-            pending = self.store.pending_messages()
-            if age >= quiet_s and not pending and all(self.alive_and_idle(a) for a in ("builder", "adversary")):
-                return
+            why = self.quiet_state()
+            newest = self.store.last_event_id()
+            if why or newest != last_id:
+                quiet_since = None
+                last_id = newest
+            elif quiet_since is None:
+                quiet_since = time.time()
+            elif time.time() - quiet_since >= quiet_s:
+                return True
             time.sleep(0.3)
+        self.console.print(f"  (the fleet did not settle in {timeout:.0f} s: {why or 'events kept coming'})",
+                           highlight=False, markup=False)
+        return False
 
     def inject(self, r: FaultResult, do: Callable[[], None], detect_kinds: tuple[str, ...],
                heal: Callable[[datetime], dict | None], detect_pred=lambda e: True) -> FaultResult:
@@ -255,7 +295,7 @@ class Demo:
         c.print("\n[bold]fault: kill -9 of the watcher[/bold] — expect: new watcher adopts both agents, no restart, no re-ping",
                 soft_wrap=True)
         pids = {a: self.pane(a).pid for a in ("builder", "adversary")}
-        pinged_before = {row["dedup_key"] for row in self.store.db.execute("SELECT dedup_key FROM messages WHERE dedup_key LIKE 'ping:%'")}
+        pinged_before = self.store.dedup_keys("ping:")
         r = FaultResult("kill -9 watcher", "(watcher)", "adopt running agents; no second session; no repeated ping")
         r.injected_at = datetime.now(UTC)
         self.kill_watcher()

@@ -400,6 +400,23 @@ class StateStore:
         rows = self.db.execute(q + " ORDER BY id", args).fetchall()
         return [Message(r["id"], r["agent"], r["text"], r["status"], r["attempts"], parse_utc(r["queued_at"])) for r in rows]
 
+    def unfinished_messages(self, agent: str | None = None) -> list[Message]:
+        """Messages not yet delivered or failed: ``queued`` and ``sending`` (typed into a
+        pane, submission not yet verified), oldest first."""
+        q = "SELECT * FROM messages WHERE status IN ('queued', 'sending')"
+        args: tuple = ()
+        if agent:
+            q += " AND agent=?"
+            args = (agent,)
+        rows = self.db.execute(q + " ORDER BY id", args).fetchall()
+        return [Message(r["id"], r["agent"], r["text"], r["status"], r["attempts"], parse_utc(r["queued_at"])) for r in rows]
+
+    def dedup_keys(self, prefix: str) -> set[str]:
+        """Every message dedup key starting with ``prefix`` (e.g. ``"ping:"``), any status."""
+        rows = self.db.execute("SELECT dedup_key FROM messages WHERE substr(dedup_key, 1, ?) = ?",
+                               (len(prefix), prefix)).fetchall()
+        return {r["dedup_key"] for r in rows}
+
     def finish_message(self, msg_id: int, status: str, detail: str, at: datetime, attempts: int) -> None:
         """Mark a message ``delivered`` or ``failed``."""
         self.db.execute(
