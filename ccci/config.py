@@ -23,7 +23,8 @@ CONFIG_NAME = "ccci.toml"
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 
 #: Check thresholds and runner limits; seconds for durations. Where the number comes
-#: from is noted: the fleet ccci replaces, Kubernetes, OTP, systemd.
+#: from is noted: the fleet ccci replaces, Kubernetes, OTP, systemd
+#: (docs/agent-clis.md#where-the-supervisor-defaults-come-from).
 DEFAULT_CHECKS: dict[str, float | int] = {
     "stall_idle": 300,  # s without a screen change and no declared wait (the fleet ccci replaces)
     "stall_grace": 180,  # s past a WAITING-UNTIL before acting (a self-wake was 37 s late)
@@ -41,7 +42,7 @@ DEFAULT_CHECKS: dict[str, float | int] = {
     "breaker_cooldown": 300,  # s the breaker stays open
     "nudges_before_restart": 1,  # stall: nudges before a restart
     "send_retries": 3,  # Enter re-sends when verifying delivery
-    "send_enter_delay": 0.2,  # s between the text and Enter (agent-cli-facts: 0.05-0.2 s)
+    "send_enter_delay": 0.2,  # s between the text and Enter (0.05-0.2 s: docs/agent-clis.md#enter-after-paste)
     "check_budget": 2.0,  # s a single check may take before it is reported as slow
     "check_timeout": 10.0,  # s after which a check is interrupted (UNKNOWN; 5 in a row disable it)
     "api_error_backoff": 60,  # s to wait after an API error before sending 'continue'

@@ -1,7 +1,7 @@
 """The relay Claude Code's lifecycle hooks run: ``python <this file> <spool-file>``.
 
 Claude Code (2.1.197) runs each command hook with the event as one JSON object on stdin
-(agent-cli-facts.md, "Claude Code lifecycle hooks"). This relay appends ONE line to the
+(docs/agent-clis.md#claude-code-lifecycle-hooks). This relay appends ONE line to the
 agent's spool file (JSON Lines, opened ``O_APPEND``, created 0600) with only what ccci
 needs, and exits 0 whatever happens, so it can never fail or block the CLI:
 

@@ -1,6 +1,6 @@
 """Reliable delivery of a message into an agent's input box.
 
-Measured on Claude Code 2.1.197 (``shared/notes/agent-cli-facts.md``): text and Enter
+Measured on Claude Code 2.1.197 (``docs/agent-clis.md#enter-after-paste``): text and Enter
 in one tmux call lose the Enter for anything over ~20 characters; two calls with a
 0.05-0.2 s gap submit reliably; a swallowed Enter leaves the draft in the box and a
 second Enter 0.6 s later submitted it every time. So:
@@ -34,7 +34,7 @@ PASTE_OVER = 4000  # characters; a single tty line over ~4 KB is cut
 #: states that end a turn: seen right after our Enter, with the input box gone, they
 #: mean the message was taken (the model answered it with an error)
 TURN_OUTCOMES = (AgentState.USAGE_LIMIT, AgentState.FATAL_ERROR, AgentState.CONTEXT_LIMIT, AgentState.API_ERROR)
-VERIFY_GAP_S = 0.6  # agent-cli-facts: a second Enter 0.6 s later submitted 30/30
+VERIFY_GAP_S = 0.6  # a second Enter 0.6 s later submitted 30/30 (docs/agent-clis.md#enter-after-paste)
 
 
 def sanitize(text: str, keep_newlines: bool = False) -> str:

@@ -24,7 +24,7 @@ FIELDS = (
 )
 SEP = "\x1f"  # unit separator: cannot appear in tmux format output of these fields
 LIST_FORMAT = SEP.join("#{%s}" % f for f in FIELDS)
-MAX_LITERAL = 4096  # a single line over ~4 KB is cut by the tty (agent-cli-facts.md)
+MAX_LITERAL = 4096  # a single line over ~4 KB is cut by the tty (docs/agent-clis.md#tmux-behaviour-ccci-works-around)
 
 
 #: tmux's messages when the server it reached exited under it (measured: ``new-session``

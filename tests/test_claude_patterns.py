@@ -237,7 +237,7 @@ def test_every_rule_fires_on_some_screen_or_is_documented_extra(backend):
     recorded = GOLDEN.parent / "claude-2.1.197-recorded"  # screens recorded by tests/e2e
     for name in tomllib.loads((recorded / "LABELS.toml").read_text(encoding="utf-8")):
         fired |= {m.rule for m in backend.analyse((recorded / name).read_text(encoding="utf-8")).matches}
-    # rules for screens the captures do not show at the bottom (documented in agent-cli-facts.md)
+    # rules for screens the captures do not show at the bottom (documented in docs/agent-clis.md)
     extra = {"claude.exited.pane_dead_no_box", "claude.exited.root_refused"}  # resume_hint_no_box: recorded 16
     assert {r.id for r in backend.patterns.rules} - fired == extra
 

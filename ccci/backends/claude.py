@@ -2,7 +2,7 @@
 
 Registered through ``ccci_register_backends`` like any third-party backend. Facts used
 here were measured with Claude Code 2.1.197 and are written down in
-``/work/shared/notes/agent-cli-facts.md``; the screen rules live in
+``docs/agent-clis.md`` (the "Claude Code ..." sections); the screen rules live in
 ``ccci/patterns/claude-2.1.197.toml`` (checked against ``tests/golden/claude-2.1.197/``).
 
 Agent options (``[agents.options]`` in ``ccci.toml``):
@@ -15,7 +15,7 @@ Agent options (``[agents.options]`` in ``ccci.toml``):
     tmux session name ``ccci-<fleet>-<agent>``.
 ``settings`` (str, default off)
     Extra settings for this run only: a JSON object text or the path of a JSON file
-    (agent-cli-facts.md, "What a supervisor can read"). Merged into the settings file
+    (docs/agent-clis.md#claude-code-session-files). Merged into the settings file
     ccci writes (below); without ccci's hooks it is passed to ``--settings`` as given.
 ``hooks`` (bool, default ``True``)
     Install ccci's lifecycle hooks: ccci writes ``<state_dir>/hooks/<agent>.settings.json``
@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
 TESTED_VERSION = "2.1.197"
 
 #: Lifecycle hooks ccci installs; every one fired offline with 2.1.197
-#: (/work/shared/captures/claude-code-2.1.197/hooks/*.jsonl, agent-cli-facts.md).
+#: (tests/golden/claude-2.1.197/hooks/*.jsonl, docs/agent-clis.md#claude-code-lifecycle-hooks).
 HOOK_EVENTS = ("SessionStart", "UserPromptSubmit", "Stop", "StopFailure", "PermissionRequest",
                "Notification", "SessionEnd", "PreCompact")
 HOOK_TIMEOUT_S = 10  #: the CLI's per-hook time limit (seconds); the relay takes ~50 ms
@@ -124,10 +124,10 @@ class ClaudeBackend(Backend):
         process_names: ``("claude",)``: the pane pid is the ``claude`` process itself
             (one native binary; tools run as ``bash -c`` children) and
             ``pane_current_command`` reads ``claude`` even while a tool runs
-            (agent-cli-facts.md; captures ``30_ps_process_tree.txt``,
-            ``33_ps_during_bash_tool.txt``).
+            (docs/agent-clis.md#claude-code-process-and-pane; tests/golden/claude-2.1.197/
+            ``30_ps_process_tree.txt``, ``33_ps_during_bash_tool.txt``).
         exits_at_turn_end: ``False``: the interactive CLI stays alive after a turn and
-            after every API failure (agent-cli-facts.md, "API failures").
+            after every API failure (docs/agent-clis.md#claude-code-api-failures).
         supports_resume: ``True``: ``claude --resume <id>`` restores the conversation,
             offline too.
         compact_command: ``"/compact"`` (the CLI's own hint after a context-limit error:
@@ -173,14 +173,13 @@ class ClaudeBackend(Backend):
           ``options.hooks`` is false or ``config`` has no ``state_dir``; else
           ``--settings <value>`` when ``options.settings`` is set;
         * the prompt LAST, as one positional argument (never piped, never typed: typed
-          text of 100+ characters loses its Enter, agent-cli-facts.md "Delivering a
-          message"). A prompt starting with ``-`` is preceded by ``--`` so it is not read
+          text of 100+ characters loses its Enter, docs/agent-clis.md#enter-after-paste). A prompt starting with ``-`` is preceded by ``--`` so it is not read
           as an option.
 
         Environment additions: ``DISABLE_AUTOUPDATER=1`` (no self-update of a pinned CLI);
         ``IS_SANDBOX=1`` when running as root with skip-permissions, without which Claude
         Code 2.1.197 prints "cannot be used with root/sudo privileges" and exits 1
-        (agent-cli-facts.md); then ``spec.env`` on top (the user's values win).
+        (docs/agent-clis.md#claude-code-offline); then ``spec.env`` on top (the user's values win).
 
         :param spec: the agent; ``spec.model`` (str, ``""`` = CLI default),
             ``spec.options`` (see the module docstring), ``spec.env``, ``spec.workdir``.

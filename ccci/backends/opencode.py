@@ -1,9 +1,8 @@
 """The ``opencode`` backend: opencode (``opencode-ai``) attached to the fleet's shared server.
 
 Registered through ``ccci_register_backends`` like any third-party backend. Facts used
-here were measured with opencode 1.18.33 against ccci's scripted model server (see the
-"opencode" section of ``/work/shared/notes/agent-cli-facts.md`` and
-``tests/e2e/opencode/``):
+here were measured with opencode 1.18.33 against ccci's scripted model server (see
+``docs/agent-clis.md#opencode`` and ``tests/e2e/opencode/``):
 
 * ``opencode serve --port P`` is one headless server per fleet (:mod:`ccci.opencode_serve`
   starts and supervises it); ``opencode run --attach URL --session ID --dir DIR "msg"``
@@ -57,7 +56,7 @@ if TYPE_CHECKING:  # pragma: no cover
 #: opencode version the pattern file and these launch facts were checked against.
 TESTED_VERSION = "1.18.33"
 #: environment every opencode process gets: no self-update of the pinned CLI, no model
-#: list fetch, no LSP downloads, no sharing (agent-cli-facts.md "opencode"; all need the
+#: list fetch, no LSP downloads, no sharing (docs/agent-clis.md#opencode; all need the
 #: network, which a loopback-only fleet does not have).
 QUIET_ENV = {
     "OPENCODE_DISABLE_AUTOUPDATE": "1",

@@ -1,8 +1,9 @@
 """Claude Code's own reports as the strongest state source: lifecycle hooks, then the
 session file, then (elsewhere) the pane.
 
-Sources, strongest first (agent-cli-facts.md, "Claude Code lifecycle hooks" and "What a
-supervisor can read"; recorded events in tests/golden/claude-2.1.197/hooks/):
+Sources, strongest first (docs/agent-clis.md#claude-code-lifecycle-hooks and
+docs/agent-clis.md#claude-code-session-files; recorded events in
+tests/golden/claude-2.1.197/hooks/):
 
 1. **Hooks.** :func:`ccci.backends.claude.write_hook_settings` installs command hooks
    that run :mod:`ccci.hookrelay`, which appends each event to
@@ -45,7 +46,7 @@ PANE_LAG_S = 1.0  #: the pane may redraw this long after a hook (measured 20-70 
 STALE_BUSY_S = 30.0  #: a busy hook with an unchanged idle pane this long after it is stale (seconds)
 READ_MAX = 1 << 20  #: bytes of spool read per agent per tick at most
 ROTATE_OVER = 4 << 20  #: a fully read spool larger than this is truncated (bytes)
-SOURCE_NOTE = "Claude Code 2.1.197 lifecycle hook via ccci.hookrelay (agent-cli-facts.md, hooks section)"
+SOURCE_NOTE = "Claude Code 2.1.197 lifecycle hook via ccci.hookrelay (docs/agent-clis.md#claude-code-lifecycle-hooks)"
 
 THINKING_RE = re.compile(r"`(?:redacted_)?thinking`|\bthinking\b.*\bblocks?\b", re.I)
 CONTEXT_RE = re.compile(r"prompt is too long|context (?:limit|window)|maximum context", re.I)

@@ -6,7 +6,7 @@ It lets a real agent CLI (Claude Code, opencode) run offline, in tests and in
 ``ccci demo --backend claude``: the script decides every answer, including tool calls the
 real CLI then executes (``ToolUse("Bash", {"command": "git commit ..."})``) and API
 failures injected at a chosen turn. How the CLIs behave against it is written down in
-``/work/shared/notes/agent-cli-facts.md``.
+``docs/agent-clis.md`` and ``docs/backends.md``.
 
 Endpoints:
 
@@ -225,7 +225,7 @@ class Failure:
 class Fail:
     """Factories for :class:`Failure` steps, with the status codes, bodies and headers
     the real API sends (Claude Code 2.1.197 renders each one differently; see
-    agent-cli-facts.md "API failures")."""
+    docs/agent-clis.md#claude-code-api-failures)."""
 
     @staticmethod
     def thinking_400(message_index: int = 1, repeat: int | None = 1) -> Failure:

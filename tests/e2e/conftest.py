@@ -134,7 +134,7 @@ def e2e_tmux() -> Iterator[Tmux]:
 
 
 def prepare_home(home: Path, project: Path) -> None:
-    """A throwaway HOME in which Claude Code starts with no dialog (agent-cli-facts.md:
+    """A throwaway HOME in which Claude Code starts with no dialog (docs/agent-clis.md#claude-code-offline:
     onboarding done, the API key and ``project`` pre-approved, skip-permissions accepted)."""
     (home / ".claude").mkdir(parents=True, exist_ok=True)
     state = {
@@ -292,7 +292,7 @@ class ClaudeSession:
 
     # ------------------------------------------------------------------ writing
     def type_and_enter(self, text: str) -> None:
-        """Type ``text`` and press Enter in two tmux calls (agent-cli-facts.md)."""
+        """Type ``text`` and press Enter in two tmux calls (docs/agent-clis.md#enter-after-paste)."""
         self.tmux.send_literal(self.pane_id, text)
         self.tmux.send_key(self.pane_id, "Enter")
 

@@ -167,7 +167,7 @@ def test_prompt_too_long_on_the_first_exchange_then_compact_fails(claude_session
 
 
 def test_hung_server_reads_busy_until_the_cli_times_out(claude_session):
-    # API_TIMEOUT_MS makes the CLI give up on the hung request and retry (agent-cli-facts.md)
+    # API_TIMEOUT_MS makes the CLI give up on the hung request and retry (docs/agent-clis.md#claude-code-api-failures)
     s = claude_session([Fail.hang(60), Text("Answer after the retry.")],
                        env={"API_TIMEOUT_MS": "4000", "CLAUDE_CODE_MAX_RETRIES": "1"})
     s.wait_until(_ready, 45, "the CLI to start idle")
