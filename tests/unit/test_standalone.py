@@ -114,7 +114,7 @@ def test_docs_references_point_at_existing_docs_and_headings():
 def test_the_checks_see_a_planted_reference(tmp_path):
     """The scanners are not vacuous: a forbidden word and a dead doc link are caught."""
     planted = tmp_path / "x.py"
-    planted.write_text("# see ../" + "shared" + "/notes\n# docs/no-such-file.md\n", encoding="utf-8")
+    planted.write_text("# see ../" + "shared" + "/notes\n# " + "docs/" + "no-such-file.md\n", encoding="utf-8")
     lines = text_lines(planted)
     assert any(w in lines[0] for w in FORBIDDEN)
     assert DOC_REF_RE.findall(lines[1]) == [("no-such-file.md", "")]
