@@ -3,6 +3,10 @@
 Every command that works on a fleet finds ``ccci.toml`` in ``--fleet DIR`` (or
 ``$CCCI_FLEET``, or the current directory and its parents). Errors are one line on
 stderr with exit status 2 (bad input) or 3 (another watcher holds the fleet).
+
+Text that comes from users, configs, panes, commits or exceptions is printed literally:
+through :func:`say` (a :class:`rich.text.Text`, so no markup, no ``:emoji:`` codes) or as
+``Text`` table cells; only fixed words carry styles. ``[phases]`` stays ``[phases]``.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ccci import config as config_mod
 from ccci.clock import UTC
@@ -26,8 +31,20 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def say(*parts: str | tuple[str, str], err: bool = False, out: Console | None = None) -> None:
+    """Print one line literally: each part is plain text, or ``(text, style)`` for a
+    styled fixed word. Nothing in the text is read as markup or an emoji code."""
+    target = out or (err_console if err else console)
+    target.print(Text.assemble(*parts), soft_wrap=True)
+
+
+def cell(value: object) -> Text:
+    """A table cell that shows ``value`` as it is (table strings are markup otherwise)."""
+    return Text("" if value is None else str(value))
+
+
 def fail(msg: str, code: int = 2) -> None:
-    err_console.print(f"[red]ccci:[/red] {msg}", highlight=False, soft_wrap=True)
+    say(("ccci:", "red"), " ", msg, err=True)
     sys.exit(code)
 
 
@@ -50,7 +67,7 @@ def build(cfg: config_mod.FleetConfig, echo_errors: bool = True):
     pm = get_plugin_manager(cfg.root)
     if echo_errors:
         for line in pm.load_errors:
-            err_console.print(f"[yellow]ccci:[/yellow] {line}", highlight=False, soft_wrap=True)
+            say(("ccci:", "yellow"), " ", line, err=True)
     try:
         store = StateStore(cfg.state_dir)
     except Exception as exc:  # noqa: BLE001
@@ -87,7 +104,8 @@ def init(directory: Path, origin: str | None, branch: str, backend: str, name: s
         cfg = init_fleet(directory, origin=origin, branch=branch, backend=backend, name=name)
     except InitError as exc:
         fail(str(exc))
-    console.print(f"created {cfg}\nnext: ccci --fleet {directory} watch   (starts the agents and supervises them)")
+    say(f"created {cfg}")
+    say(f"next: ccci --fleet {directory} watch   (starts the agents and supervises them)")
 
 
 # ---------------------------------------------------------------------------- start/stop
@@ -113,7 +131,7 @@ def start(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
     except LockHeld:
         for n in names:
             sup.store.update_agent(n, stopped=0, given_up=0)
-        console.print(f"watcher running: it will start {', '.join(names)} within a tick")
+        say(f"watcher running: it will start {', '.join(names)} within a tick")
         return
     try:
         panes = sup.tmux.list_panes()
@@ -122,16 +140,16 @@ def start(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
             pane = panes.get(rt.session)
             sup.store.update_agent(n, stopped=0, given_up=0)
             if pane is not None and not pane.dead:
-                console.print(f"{n}: already running (pid {pane.pid}); left alone")
+                say(f"{n}: already running (pid {pane.pid}); left alone")
                 continue
             res = sup.launch_agent(n, "start", reason="ccci start")
-            console.print(f"{n}: {res.detail}")
+            say(f"{n}: {res.detail}")
             if not res.ok:
                 sys.exit(1)
     finally:
         lock.release()
     if not no_watch:
-        console.print(f"watcher pid {ensure_watcher(cfg)} supervises fleet {cfg.name}")
+        say(f"watcher pid {ensure_watcher(cfg)} supervises fleet {cfg.name}")
 
 
 @main.command()
@@ -144,7 +162,7 @@ def stop(ctx: click.Context, agents: tuple[str, ...]) -> None:
     for n in _agent_names(cfg, agents):
         sup.store.update_agent(n, stopped=1)
         sup.stop_agent(n)
-        console.print(f"{n}: stopped")
+        say(f"{n}: stopped")
 
 
 def _agent_names(cfg: config_mod.FleetConfig, agents: tuple[str, ...]) -> list[str]:
@@ -201,12 +219,12 @@ def status(ctx: click.Context, as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     held = FleetLock(cfg.state_dir)
-    t = Table(title=f"fleet {cfg.name} — watcher {'running (pid %s)' % held.holder() if held.is_held() else 'NOT running'}")
+    t = Table(title=cell(f"fleet {cfg.name} — watcher {'running (pid %s)' % held.holder() if held.is_held() else 'NOT running'}"))
     for col in ("agent", "backend", "state", "pid", "uptime", "restarts", "last event"):
         t.add_column(col, overflow="fold")
     for r in rows:
         up = _dur(r["uptime_s"]) if r["uptime_s"] is not None else "-"
-        t.add_row(r["name"], r["backend"], r["state"], str(r["pid"] or "-"), up, str(r["restarts"]), r["last_event"][:70])
+        t.add_row(*map(cell, (r["name"], r["backend"], r["state"], r["pid"] or "-", up, r["restarts"], r["last_event"][:70])))
     console.print(t)
 
 
@@ -293,7 +311,7 @@ def watch(ctx: click.Context, standby: bool, quiet: bool, ticks: int | None) -> 
     signal.signal(signal.SIGTERM, _stop_wait)
     try:
         if standby and lock.is_held():
-            err_console.print(f"ccci: standing by; watcher pid {lock.holder()} holds {cfg.name}", highlight=False)
+            say(f"ccci: standing by; watcher pid {lock.holder()} holds {cfg.name}", err=True)
         lock.acquire(wait=standby, should_stop=lambda: stop_waiting["flag"])
     except LockHeld as exc:
         fail(str(exc), code=3)
@@ -352,7 +370,7 @@ def send(ctx: click.Context, agent: str, text: str, timeout: float) -> None:
         time.sleep(0.3)
     row = sup.store.db.execute("SELECT status, detail FROM messages WHERE id=?", (mid,)).fetchone()
     if row["status"] == "delivered":
-        console.print(f"delivered to {agent}: {row['detail']}")
+        say(f"delivered to {agent}: {row['detail']}")
         return
     fail(f"message {mid} to {agent} is {row['status']} after {timeout:.0f}s: {row['detail'] or 'agent not idle'}", code=1)
 
@@ -389,15 +407,15 @@ def diagnose(file: Path, backend: str, title: str, as_json: bool, now_text: str)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    console.print(f"[bold]{file}[/bold]: [bold]{result['state']}[/bold] (patterns {result['patterns']})", highlight=False)
+    say((str(file), "bold"), ": ", (str(result["state"]), "bold"), f" (patterns {result['patterns']})")
     if result["reset_at"]:
-        console.print(f"  reset_at {result['reset_at']}")
+        say(f"  reset_at {result['reset_at']}")
     for m in result["matches"]:
-        console.print(f"  rule {m['rule']} -> {m['state']}: {m['line'][:120]!r}", highlight=False)
+        say(f"  rule {m['rule']} -> {m['state']}: {m['line'][:120]!r}")
     for f in result["findings"]:
-        console.print(f"  finding {f['check']}: {f['summary']} | {f['evidence'][:120]}", highlight=False)
+        say(f"  finding {f['check']}: {f['summary']} | {f['evidence'][:120]}")
     for e in result["errors"]:
-        console.print(f"  [yellow]check error[/yellow] {e}", highlight=False)
+        say("  ", ("check error", "yellow"), f" {e}")
 
 
 def _fleet_root_or_none() -> Path | None:
@@ -454,7 +472,7 @@ def _job(ctx: click.Context, name: str, args: tuple[str, ...], mode: str, timeou
     while time.monotonic() < end:
         res = store.get(key)
         if res:
-            console.print(f"{name}: {res} (watcher pid {pid}); view it with: ccci logs {name} -f", highlight=False)
+            say(f"{name}: {res} (watcher pid {pid}); view it with: ccci logs {name} -f")
             if res.startswith("failed"):
                 sys.exit(1)
             return
@@ -506,9 +524,9 @@ def phase(ctx: click.Context, action: str, phase_id: str | None, at: str) -> Non
     if action == "status":
         for p in seq:
             mark = "→" if p == cur else " "
-            console.print(f"{mark} {p}", highlight=False)
+            say(f"{mark} {p}")
         if cur is None:
-            console.print("sequence complete")
+            say("sequence complete")
         return
     watching = FleetLock(cfg.state_dir).is_held()
     if action == "insert":
@@ -526,10 +544,10 @@ def phase(ctx: click.Context, action: str, phase_id: str | None, at: str) -> Non
         target = ph.next_after(cfg, store, cur)
     if watching:
         ph.request_enter(store, target)
-        console.print(f"asked the watcher to move the fleet to phase {target or '(end)'}")
+        say(f"asked the watcher to move the fleet to phase {target or '(end)'}")
     else:
         store.put(ph.CURRENT_KEY, target or "")
-        console.print(f"phase is now {target or '(complete)'}; agents start in it")
+        say(f"phase is now {target or '(complete)'}; agents start in it")
 
 
 # ---------------------------------------------------------------------------- plugins
@@ -549,10 +567,10 @@ def plugins(as_json: bool) -> None:
     t.add_column("source")
     t.add_column("hooks", overflow="fold")
     for i in infos:
-        t.add_row(i.name, i.source, ", ".join(h.removeprefix("ccci_") for h in i.hooks))
+        t.add_row(cell(i.name), cell(i.source), cell(", ".join(h.removeprefix("ccci_") for h in i.hooks)))
     console.print(t)
     for line in pm.load_errors:
-        err_console.print(f"[yellow]ccci:[/yellow] {line}", highlight=False, soft_wrap=True)
+        say(("ccci:", "yellow"), " ", line, err=True)
 
 
 # ---------------------------------------------------------------------------- demo

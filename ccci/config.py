@@ -315,7 +315,7 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
             raise _err(path, f"{where}.name", "missing; every agent needs a name")
         aname = _str(a["name"], path, f"{where}.name")
         if not NAME_RE.match(aname):
-            raise _err(path, f"{where}.name", f"{aname!r} must match [a-z0-9][a-z0-9_-]* (max 40)")
+            raise _err(path, f"{where}.name", f"{aname!r} must match [a-z0-9][a-z0-9_-]* (max 40); rename it")
         if aname in seen:
             raise _err(path, f"{where}.name", f"duplicate agent {aname!r}; names must be unique")
         seen.add(aname)
