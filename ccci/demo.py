@@ -11,7 +11,8 @@
    (the new watcher must adopt the agents, not restart them, and re-ping nothing);
 5. print the timeline and a table with the detection and heal latency of each fault.
 
-Exits 0 only if every fault was detected and healed.
+Exits 0 only if every fault was detected and healed. Event messages, paths and details
+are printed literally (:class:`rich.text.Text`); only fixed words are styled.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from typing import Callable
 import git
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ccci import config as config_mod
 from ccci.clock import UTC, parse_utc
@@ -103,11 +105,15 @@ class Demo:
         for e in self.store.events(after_id=self.seen_id):
             self.seen_id = e["id"]
             rel = parse_utc(e["at"]).timestamp() - self.t0
-            who = f"[cyan]{e['agent']:<9}[/cyan]" if e["agent"] else " " * 9
+            who = (f"{e['agent']:<9}", "cyan") if e["agent"] else " " * 9
             kind = e["kind"]
             style = "red" if kind in ("escalation", "plugin_error", "tick_error", "remedy_failed", "message_failed") else (
                 "green" if kind.startswith("agent_") or kind in ("message_delivered", "remedy") else "white")
-            self.console.print(f"  {rel:7.2f}s {who} [{style}]{kind:<18}[/{style}] {e['message'][:110]}", highlight=False, soft_wrap=True)
+            self.say(f"  {rel:7.2f}s ", who, " ", (f"{kind:<18}", style), f" {e['message'][:110]}")
+
+    def say(self, *parts: str | tuple[str, str]) -> None:
+        """One line, literally: plain strings, or ``(text, style)`` for styled fixed words."""
+        self.console.print(Text.assemble(*parts), soft_wrap=True)
 
     def wait_for(self, pred: Callable[[], object], timeout: float = STEP_TIMEOUT_S) -> object:
         end = time.time() + timeout
@@ -201,14 +207,13 @@ class Demo:
             elif time.time() - quiet_since >= quiet_s:
                 return True
             time.sleep(0.3)
-        self.console.print(f"  (the fleet did not settle in {timeout:.0f} s: {why or 'events kept coming'})",
-                           highlight=False, markup=False)
+        self.say(f"  (the fleet did not settle in {timeout:.0f} s: {why or 'events kept coming'})")
         return False
 
     def inject(self, r: FaultResult, do: Callable[[], None], detect_kinds: tuple[str, ...],
                heal: Callable[[datetime], dict | None], detect_pred=lambda e: True) -> FaultResult:
         self.settle()
-        self.console.print(f"\n[bold]fault: {r.name}[/bold] on {r.agent} — expect: {r.expected}", soft_wrap=True)
+        self.say("\n", (f"fault: {r.name}", "bold"), f" on {r.agent} — expect: {r.expected}")
         self.wait_for(lambda: self.alive_and_idle(r.agent), timeout=30)
         r.injected_at = datetime.now(UTC)
         do()
@@ -222,7 +227,7 @@ class Demo:
 
     def run(self) -> list[FaultResult]:
         c = self.console
-        c.print(f"[bold]ccci demo[/bold]: fleet in {self.dir} (tmux -L {self.cfg.tmux_socket})")
+        self.say(("ccci demo", "bold"), f": fleet in {self.dir} (tmux -L {self.cfg.tmux_socket})")
         self.start_watcher()
         results: list[FaultResult] = []
 
@@ -340,14 +345,14 @@ def run_demo(console: Console, keep: bool = False, directory: Path | None = None
     for col in ("fault", "agent", "expected remedy", "detected (s)", "healed (s)", "result"):
         table.add_column(col)
     for r in results:
-        table.add_row(r.name, r.agent, r.expected, _fmt(r.detected_s), _fmt(r.healed_s),
-                      "[green]healed[/green]" if r.ok else f"[red]FAILED[/red] {r.detail}")
+        table.add_row(Text(r.name), Text(r.agent), Text(r.expected), _fmt(r.detected_s), _fmt(r.healed_s),
+                      Text("healed", "green") if r.ok else Text.assemble(("FAILED", "red"), f" {r.detail}"))
     console.print()
     console.print(table)
     ok = bool(results) and all(r.ok for r in results)
     console.print("[green]every fault detected and healed[/green]" if ok else "[red]some faults were not healed[/red]")
     if keep:
-        console.print(f"fleet kept in {directory}; tmux -L {demo.cfg.tmux_socket} attach")
+        console.print(Text(f"fleet kept in {directory}; tmux -L {demo.cfg.tmux_socket} attach"), soft_wrap=True)
     return ok
 
 
