@@ -173,8 +173,9 @@ class ClaudeBackend(Backend):
           ``options.hooks`` is false or ``config`` has no ``state_dir``; else
           ``--settings <value>`` when ``options.settings`` is set;
         * the prompt LAST, as one positional argument (never piped, never typed: typed
-          text of 100+ characters loses its Enter, docs/agent-clis.md#enter-after-paste). A prompt starting with ``-`` is preceded by ``--`` so it is not read
-          as an option.
+          text of 100+ characters loses its Enter, docs/agent-clis.md#enter-after-paste).
+          A prompt starting with ``-`` is preceded by ``--`` so it is not read as an
+          option.
 
         Environment additions: ``DISABLE_AUTOUPDATER=1`` (no self-update of a pinned CLI);
         ``IS_SANDBOX=1`` when running as root with skip-permissions, without which Claude

@@ -134,8 +134,9 @@ def e2e_tmux() -> Iterator[Tmux]:
 
 
 def prepare_home(home: Path, project: Path) -> None:
-    """A throwaway HOME in which Claude Code starts with no dialog (docs/agent-clis.md#claude-code-offline:
-    onboarding done, the API key and ``project`` pre-approved, skip-permissions accepted)."""
+    """A throwaway HOME in which Claude Code starts with no dialog: onboarding done, the
+    API key and ``project`` pre-approved, skip-permissions accepted
+    (docs/agent-clis.md#claude-code-offline)."""
     (home / ".claude").mkdir(parents=True, exist_ok=True)
     state = {
         "hasCompletedOnboarding": True,
