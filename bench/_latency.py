@@ -257,9 +257,10 @@ class LatencyBench:
         t0 = now_utc()  # the push returned: origin's ref has moved
 
         def delivered():
-            row = self.store.db.execute("SELECT id FROM messages WHERE dedup_key=?", (f"ping:{sha}:adversary",)).fetchone()
-            if row is None:
+            rows = self.store.message_by_key(f"ping:{sha}:adversary")
+            if not rows:
                 return None
+            row = rows[0]
             return self.first(last, "adversary", ("message_delivered",), lambda e: e["data"].get("message_id") == row["id"])
 
         ev = self.wait(delivered, 30, poll=0.05, what=f"ping of {sha[:10]} to the adversary")
@@ -332,8 +333,8 @@ class LatencyBench:
         return done
 
     def zombie_repro(self, reps: int = 3) -> dict:
-        """Deterministic reproduction of the slow restart: ``ccci.supervisor.kill_tree``
-        (what ``launch_agent`` runs through ``stop_agent_process`` before it starts the new
+        """Deterministic reproduction of the slow restart: ``ccci.processes.kill_tree``
+        (what ``Lifecycle.launch`` runs through ``stop_process`` before it starts the new
         process) on a process that is dead but not reaped by its parent, the state tmux
         leaves a pane process in when it misses the SIGCHLD. The parent here is a
         process that never calls wait(); one call is profiled."""
@@ -342,7 +343,7 @@ class LatencyBench:
 
         import psutil
 
-        from ccci.supervisor import kill_tree
+        from ccci.processes import kill_tree
 
         code = ("import os, time\npid = os.fork()\nif pid == 0:\n    time.sleep(3600)\n"
                 "else:\n    print(pid, flush=True)\n    time.sleep(3600)\n")

@@ -63,7 +63,7 @@ def run_memory(tick_bench, cleanup: Cleanup, work: Path, n_agents: int, seconds:
     while time.monotonic() - t0 < 60:
         if w.poll() is not None:
             raise RuntimeError(f"memory: ccci watch exited ({w.returncode}): {(root / 'watcher.out').read_text()[-800:]}")
-        n = store.db.execute("SELECT COUNT(*) AS n FROM events WHERE kind='agent_adopted'").fetchone()["n"]
+        n = store.event_counts().get("agent_adopted", 0)
         if n >= n_agents:
             break
         time.sleep(0.2)
@@ -97,7 +97,7 @@ def run_memory(tick_bench, cleanup: Cleanup, work: Path, n_agents: int, seconds:
     cpu1 = proc.cpu_times()
     hwm = _hwm_kb(w.pid)
     elapsed = time.monotonic() - start
-    kinds = {r["kind"]: r["n"] for r in store.db.execute("SELECT kind, COUNT(*) AS n FROM events GROUP BY kind")}
+    kinds = store.event_counts()
     Cleanup.stop_proc(w)
     store.close()
     rss_vals = [s[1] for s in samples]

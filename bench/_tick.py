@@ -278,7 +278,7 @@ class TickBench:
         cfg = self.write_config(self.work / f"tick-{n}-{tag}", n)
         pm = get_plugin_manager(cfg.root)
         sup = Supervisor(cfg, pm, StateStore(cfg.state_dir), Tmux(self.socket))
-        sup._call_all("ccci_configure", {"config": cfg})
+        sup.configure()
         sup.adopt()
         adopted = [e for e in sup.store.events(limit=100000) if e["kind"] == "agent_adopted"]
         if len(adopted) != n:
@@ -297,7 +297,7 @@ class TickBench:
         timer.wrap(sup.backends["scripted"], "analyse", "screen analysis (patterns)")
         timer.wrap(sup, "_refresh_flags", "state: agents' flags (SQLite)")
         timer.wrap(sup, "check_agent", "ccci_check_agent hooks")
-        timer.wrap(sup, "deliver_pending", "message queue (SQLite)")
+        timer.wrap(sup.outbox, "deliver_pending", "message queue (SQLite)")
         return timer
 
     @staticmethod

@@ -9,7 +9,10 @@ Plugin authors import :data:`hookimpl` from here::
         ...
 """
 from ccci.hookspecs import hookimpl, hookspec
-from ccci.model import AgentState, Finding, Remedy, RemedyResult
+from ccci.model import AgentState, Event, Finding, Remedy, RemedyResult
+from ccci.services import Services
+from ccci.stash import Stash, StashKey
 
-__all__ = ["hookimpl", "hookspec", "AgentState", "Finding", "Remedy", "RemedyResult"]
+__all__ = ["hookimpl", "hookspec", "AgentState", "Event", "Finding", "Remedy", "RemedyResult", "Services", "Stash",
+           "StashKey"]
 __version__ = "0.1.0"

@@ -142,7 +142,7 @@ def start(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
             if pane is not None and not pane.dead:
                 say(f"{n}: already running (pid {pane.pid}); left alone")
                 continue
-            res = sup.launch_agent(n, "start", reason="ccci start")
+            res = sup.lifecycle.launch(n, "start", reason="ccci start")
             say(f"{n}: {res.detail}")
             if not res.ok:
                 sys.exit(1)
@@ -161,7 +161,7 @@ def stop(ctx: click.Context, agents: tuple[str, ...]) -> None:
     sup = build(cfg)
     for n in _agent_names(cfg, agents):
         sup.store.update_agent(n, stopped=1)
-        sup.stop_agent(n)
+        sup.lifecycle.stop(n)
         say(f"{n}: stopped")
 
 
@@ -318,11 +318,13 @@ def watch(ctx: click.Context, standby: bool, quiet: bool, ticks: int | None) -> 
     if stop_waiting["flag"]:
         return
     sup = build(cfg)
+    if not quiet:
+        sup.pm.register_checked(eventlog.EventEcho(), "eventlog-echo", "builtin")
     for line in sup.pm.load_errors:
         sup.emit("plugin_skipped", line)
-    eventlog.echo = not quiet
     signal.signal(signal.SIGTERM, sup.request_stop)
     signal.signal(signal.SIGINT, sup.request_stop)
+    signal.signal(signal.SIGHUP, sup.request_reload)  # reload the fleet's ccci_plugins.py
     sup.emit("watcher_started", f"watching fleet {cfg.name} (pid {os.getpid()}, tick {cfg.tick_seconds}s)", pid=os.getpid())
     def _still_ours() -> None:
         # the lock file may be deleted (rm -rf of the state directory): lock a new one,
@@ -358,17 +360,17 @@ def send(ctx: click.Context, agent: str, text: str, timeout: float) -> None:
         # no watcher: deliver ourselves, waiting for the agent to be ready
         while time.monotonic() < deadline:
             sup.observe()
-            sup.deliver_pending()
-            row = sup.store.db.execute("SELECT status, detail FROM messages WHERE id=?", (mid,)).fetchone()
+            sup.outbox.deliver_pending()
+            row = sup.store.message(mid)
             if row["status"] != "queued":
                 break
             time.sleep(0.5)
     while time.monotonic() < deadline:
-        row = sup.store.db.execute("SELECT status, detail FROM messages WHERE id=?", (mid,)).fetchone()
+        row = sup.store.message(mid)
         if row["status"] in ("delivered", "failed"):
             break
         time.sleep(0.3)
-    row = sup.store.db.execute("SELECT status, detail FROM messages WHERE id=?", (mid,)).fetchone()
+    row = sup.store.message(mid)
     if row["status"] == "delivered":
         say(f"delivered to {agent}: {row['detail']}")
         return
@@ -418,9 +420,9 @@ def diagnose(file: Path, backend: str, title: str, as_json: bool, now_text: str)
         say("  ", ("check error", "yellow"), f" {e}")
 
 
-def _fleet_root_or_none() -> Path | None:
+def _fleet_root_or_none(fleet: str | None = None) -> Path | None:
     try:
-        return config_mod.find_config().parent
+        return config_mod.find_config(Path(fleet) if fleet else None).parent
     except ConfigError:
         return None
 
@@ -553,14 +555,22 @@ def phase(ctx: click.Context, action: str, phase_id: str | None, at: str) -> Non
 # ---------------------------------------------------------------------------- plugins
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
-def plugins(as_json: bool) -> None:
-    """List plugins: name, where each came from, the hooks it implements; and skipped ones."""
+@click.pass_context
+def plugins(ctx: click.Context, as_json: bool) -> None:
+    """List plugins: name, where each came from, the hooks it implements; skipped ones;
+    and disabled ones with the reason and how to re-enable them."""
     from ccci.plugins import get_plugin_manager
 
-    pm = get_plugin_manager(fleet_root=_fleet_root_or_none())
+    root = _fleet_root_or_none(ctx.obj.get("fleet"))
+    pm = get_plugin_manager(fleet_root=root)
     infos = pm.describe()
+    disabled = [{"name": n, "reason": "CCCI_DISABLE_PLUGINS",
+                 "enable": "remove it from CCCI_DISABLE_PLUGINS and restart the watcher"}
+                for n in sorted(pm.disabled)]
+    disabled += _disabled_by_watcher(root)
     if as_json:
-        click.echo(json.dumps({"plugins": [i.__dict__ for i in infos], "errors": pm.load_errors}, indent=2))
+        click.echo(json.dumps({"plugins": [i.__dict__ for i in infos], "errors": pm.load_errors,
+                               "disabled": disabled}, indent=2))
         return
     t = Table(title="ccci plugins")
     t.add_column("plugin")
@@ -569,8 +579,43 @@ def plugins(as_json: bool) -> None:
     for i in infos:
         t.add_row(cell(i.name), cell(i.source), cell(", ".join(h.removeprefix("ccci_") for h in i.hooks)))
     console.print(t)
+    for d in disabled:
+        say(("disabled:", "yellow"), " ", f"{d['name']} ({d['reason']}); to enable: {d['enable']}")
     for line in pm.load_errors:
         say(("ccci:", "yellow"), " ", line, err=True)
+
+
+def _disabled_by_watcher(root: Path | None) -> list[dict]:
+    """Plugins the fleet's current watcher disabled (five failing ticks), from the
+    ``plugin_disabled`` events since its last start or plugin reload."""
+    if root is None:
+        return []
+    try:
+        cfg = config_mod.load(config_mod.find_config(root))
+    except ConfigError:
+        return []
+    if not (cfg.state_dir / "state.db").exists():
+        return []
+    from ccci.state import StateStore
+
+    store = StateStore(cfg.state_dir)
+    try:
+        out: dict[str, dict] = {}
+        for e in store.events(limit=10**7):
+            if e["kind"] == "watcher_started":
+                out.clear()
+            elif e["kind"] == "plugins_reloaded":
+                for name in e["data"].get("enabled", []):
+                    out.pop(name, None)
+            elif e["kind"] == "plugin_disabled" and e["data"].get("plugin"):
+                name = e["data"]["plugin"]
+                how = ("fix ccci_plugins.py, then send the watcher SIGHUP (kill -HUP <pid>) or restart it"
+                       if name == "ccci_plugins" else "fix or upgrade the plugin, then restart the watcher")
+                out[name] = {"name": name, "reason": f"disabled by the watcher: {e['data'].get('reason', e['message'])}",
+                             "enable": how}
+        return list(out.values())
+    finally:
+        store.close()
 
 
 # ---------------------------------------------------------------------------- demo

@@ -45,6 +45,7 @@ DEFAULT_CHECKS: dict[str, float | int] = {
     "send_enter_delay": 0.2,  # s between the text and Enter (0.05-0.2 s: docs/agent-clis.md#enter-after-paste)
     "check_budget": 2.0,  # s a single check may take before it is reported as slow
     "check_timeout": 10.0,  # s after which a check is interrupted (UNKNOWN; 5 in a row disable it)
+    "remedy_timeout": 60.0,  # s after which a remedy (or ccci_configure) implementation is interrupted
     "api_error_backoff": 60,  # s to wait after an API error before sending 'continue'
 }
 

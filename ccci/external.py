@@ -17,6 +17,7 @@ import psutil
 
 from ccci.hookspecs import hookimpl
 from ccci.model import Event, Role
+from ccci.stash import StashKey
 
 SCAN_INTERVAL_S = 5.0
 
@@ -52,15 +53,15 @@ class _Scanner:
         self.found: dict[str, int] = {}
 
 
-_scanners: dict[str, _Scanner] = {}
+SCANNER = StashKey[_Scanner]("scanner")
 
 
 @hookimpl
-def ccci_observe(snapshot, config, mono):
+def ccci_observe(snapshot, config, mono, stash):
     orchestrators = [a for a in config.agents if a.role == Role.ORCHESTRATOR]
     if not orchestrators:
         return
-    sc = _scanners.setdefault(str(config.state_dir), _Scanner())
+    sc = stash.setdefault(SCANNER, _Scanner())
     if mono - sc.last_mono >= SCAN_INTERVAL_S:
         sc.last_mono = mono
         managed = {p.pid for p in snapshot.panes.values() if p is not None}
@@ -77,3 +78,22 @@ def ccci_observe(snapshot, config, mono):
                                                  f"cwd {spec.workdir}); not starting another", agent=spec.name, data={"pid": pid}))
         sc.found = found
     snapshot.facts["external"] = dict(sc.found)
+
+
+@hookimpl
+def ccci_agent_active(agent, snapshot):
+    if snapshot is not None and snapshot.facts.get("external", {}).get(agent.name):
+        return False  # a hand-launched instance holds this role: not ours to judge
+    return None
+
+
+@hookimpl
+def ccci_before_launch(agent, spec, services):
+    if spec.role != Role.ORCHESTRATOR:
+        return None
+    pid = find_external(agent.backend, spec.workdir, {p for p in (agent.pid,) if p})
+    if pid:
+        services.emit("orchestrator_external", f"an orchestrator already runs outside ccci (pid {pid}); "
+                      f"not starting another", agent=agent.name, pid=pid)
+        return f"external orchestrator pid {pid}"
+    return None

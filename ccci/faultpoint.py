@@ -12,13 +12,13 @@ normal case) every call is a dictionary lookup and returns.
 Points (see where :func:`fault_point` is called):
 
 ========================  ===============================================================
-``after_stop``            :meth:`ccci.supervisor.Supervisor.launch_agent`: the old process
+``after_stop``            :meth:`ccci.lifecycle.Lifecycle.launch`: the old process
                           and session are gone, the new one is not started yet
 ``after_fetch``           :mod:`ccci.gitwatch`: new commits are fetched into the mirror,
                           no ping is queued yet
 ``after_ping_queued``     :mod:`ccci.hooks.send`: pings queued and the baseline advanced
                           (one transaction), nothing delivered yet
-``after_type``            :meth:`ccci.supervisor.Supervisor.deliver_pending`: the message
+``after_type``            :meth:`ccci.outbox.Outbox.deliver_pending`: the message
                           was typed and submitted, its row still says ``sending``
 ========================  ===============================================================
 

@@ -21,6 +21,7 @@ import git
 from ccci.faultpoint import fault_point
 from ccci.hookspecs import hookimpl
 from ccci.model import Event
+from ccci.stash import StashKey
 
 BASELINE_KEY = "git.baseline.{branch}"
 #: a commit id as ``git ls-remote`` / ``rev-parse`` print it: SHA-1 (40 hex) or SHA-256 (64 hex); see :func:`valid_head`
@@ -201,14 +202,14 @@ def _subject(repo: git.Repo, commit) -> str:
         return s if isinstance(s, str) else s.decode("utf-8", "replace")
 
 
-_watchers: dict[str, GitWatcher] = {}  # one per fleet state directory
+WATCHER = StashKey[GitWatcher]("watcher")  #: one per runner, in the plugin's fleet stash
 
 
 @hookimpl
-def ccci_configure(config):
-    _watchers[str(config.state_dir)] = GitWatcher()
+def ccci_configure(stash):
+    stash[WATCHER] = GitWatcher()
 
 
 @hookimpl
-def ccci_observe(snapshot, config, state, mono):
-    _watchers.setdefault(str(config.state_dir), GitWatcher()).observe(snapshot, config, state, mono)
+def ccci_observe(snapshot, config, state, mono, stash):
+    stash.setdefault(WATCHER, GitWatcher()).observe(snapshot, config, state, mono)

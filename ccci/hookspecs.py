@@ -17,10 +17,32 @@ Result rules
   non-``None`` results.
 * ``firstresult``: pluggy stops at the first non-``None`` result.
 
-Checks are called one implementation at a time by the runner (so one raising plugin
-cannot hide the others): an exception counts as an UNKNOWN result for that check, is
-reported as a ``plugin_error`` event, and a plugin that raises on 5 consecutive ticks is
-disabled with a ``plugin_disabled`` event.
+Arguments every hook offers
+---------------------------
+Besides the arguments in each spec, every hook offers two more, by name:
+
+* ``stash``: the calling plugin's :class:`ccci.stash.Stash` for the hook's agent (the
+  fleet's in fleet-wide hooks): the only place a plugin keeps state; keys made with
+  ``StashKey(name, persist=True)`` survive a watcher restart.
+* ``services``: a :class:`ccci.services.Services` bound to the calling plugin: what a
+  plugin may do (emit an event, queue a message, launch/stop an agent, schedule,
+  escalate, read the clock and the config, its stash). No hook receives the runner.
+
+Isolation and order
+-------------------
+Every implementation of every hook is called on its own by the runner
+(:mod:`ccci.calls`): with a time limit, and a raise, a time-out or a result of the wrong
+type is UNKNOWN for that implementation only, reported as one ``plugin_error`` event
+that names the plugin, the hook and ``file:line``; a plugin failing on 5 consecutive
+ticks is disabled (``plugin_disabled``). Order: ``tryfirst``, then the others, then
+``trylast``; within each, builtins first, then in registration order. Hook wrappers are
+refused at registration. ``firstresult`` hooks take the first accepted non-``None``
+result of an implementation that did not fail.
+
+The essential builtins (``CCCI_ESSENTIAL``: process death and the restart remedy) cannot
+be blocked: their restart remedy is run before any other ``ccci_run_remedy``, and for
+their findings another chooser's answer counts only when it is a restart (``restart``,
+``resume``, ``fresh``, ``start``) or ``escalate``; otherwise the builtin choice stands.
 """
 from __future__ import annotations
 
@@ -34,8 +56,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from ccci.backends.base import Backend
     from ccci.config import FleetConfig
     from ccci.model import Event, Finding, PaneInfo, ProcessInfo, Remedy, RemedyResult, ScreenAnalysis
+    from ccci.model import AgentSpec
     from ccci.runtime import AgentRuntime, FleetSnapshot
-    from ccci.supervisor import Supervisor
+    from ccci.services import KeyValue, Services
+    from ccci.stash import Stash
 
 PROJECT_NAME = "ccci"
 
@@ -47,24 +71,28 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec
-def ccci_configure(config: "FleetConfig") -> None:
+def ccci_configure(config: "FleetConfig", stash: "Stash", services: "Services") -> None:
     """Called once after the fleet config is loaded and every plugin is registered.
 
     Called by ``ccci watch`` before the first tick, and by ``ccci diagnose`` and the
     other commands that build a plugin manager.
 
     :param config: the validated :class:`ccci.config.FleetConfig`.
+    :param stash: the calling plugin's :class:`ccci.stash.Stash` (see "Arguments every hook offers").
+    :param services: :class:`ccci.services.Services` bound to the calling plugin.
     :returns: nothing; results are ignored.
     """
 
 
 @hookspec
-def ccci_unconfigure(config: "FleetConfig") -> None:
+def ccci_unconfigure(config: "FleetConfig", stash: "Stash", services: "Services") -> None:
     """Called once when the watcher stops (normal exit, SIGTERM, or Ctrl-C).
 
     Release resources opened in :func:`ccci_configure` here.
 
     :param config: the same :class:`ccci.config.FleetConfig` given to ``ccci_configure``.
+    :param stash: the calling plugin's :class:`ccci.stash.Stash` (see "Arguments every hook offers").
+    :param services: :class:`ccci.services.Services` bound to the calling plugin.
     :returns: nothing; results are ignored.
     """
 
@@ -89,20 +117,23 @@ def ccci_register_backends() -> "list[Backend]":
 
 
 @hookspec
-def ccci_tick_start(tick: int, now: "datetime", mono: float) -> None:
+def ccci_tick_start(tick: int, now: "datetime", mono: float, stash: "Stash", services: "Services") -> None:
     """Called at the start of every tick, before the fleet is observed.
 
     :param tick: tick number, 1 for the first tick of this watcher process.
     :param now: UTC wall time (``datetime`` with ``tzinfo=UTC``).
     :param mono: monotonic clock reading in seconds.
+    :param stash: the calling plugin's :class:`ccci.stash.Stash` (see "Arguments every hook offers").
+    :param services: :class:`ccci.services.Services` bound to the calling plugin.
     :returns: nothing; results are ignored.
     """
 
 
 @hookspec
 def ccci_observe(
-    snapshot: "FleetSnapshot", config: "FleetConfig", state: Any, now: "datetime", mono: float,
+    snapshot: "FleetSnapshot", config: "FleetConfig", state: "KeyValue", now: "datetime", mono: float,
     agents: "dict[str, AgentRuntime]",
+    stash: "Stash", services: "Services",
 ) -> None:
     """Called once per tick after the batched tmux query and the process scan.
 
@@ -129,22 +160,27 @@ def ccci_observe(
     :param snapshot: :class:`ccci.runtime.FleetSnapshot` for this tick (panes by agent,
         processes by agent, screens captured this tick, facts).
     :param config: the fleet config.
-    :param state: the durable :class:`ccci.state.StateStore` (read-only use expected).
+    :param state: fleet-wide named values (:class:`ccci.services.KeyValue`: ``get``,
+        ``put``, ``delete``, ``transaction``).
     :param now: UTC wall time.
     :param mono: monotonic seconds.
     :param agents: agent name -> :class:`ccci.runtime.AgentRuntime` (this tick's screen
         analysis in ``analysis``).
+    :param stash: the calling plugin's :class:`ccci.stash.Stash` (see "Arguments every hook offers").
+    :param services: :class:`ccci.services.Services` bound to the calling plugin.
     :returns: nothing; results are ignored.
     """
 
 
 @hookspec
-def ccci_tick_end(tick: int, findings: "list[Finding]", duration_s: float) -> None:
+def ccci_tick_end(tick: int, findings: "list[Finding]", duration_s: float, stash: "Stash", services: "Services") -> None:
     """Called at the end of every tick, after remedies were dispatched.
 
     :param tick: tick number.
     :param findings: every finding produced this tick (before hysteresis).
     :param duration_s: wall seconds the tick took (observation + checks + remedies).
+    :param stash: the calling plugin's :class:`ccci.stash.Stash` (see "Arguments every hook offers").
+    :param services: :class:`ccci.services.Services` bound to the calling plugin.
     :returns: nothing; results are ignored.
     """
 
@@ -159,12 +195,14 @@ def ccci_check_agent(
     pane: "PaneInfo | None",
     process: "ProcessInfo",
     screen: str,
+    block: str,
     analysis: "ScreenAnalysis",
     backend: "Backend",
     settings: dict,
     snapshot: "FleetSnapshot",
     now: "datetime",
     mono: float,
+    stash: "Stash", services: "Services",
 ) -> "Finding | list[Finding] | None":
     """Called once per tick for every supervised agent whose evaluation is not paused.
 
@@ -178,6 +216,9 @@ def ccci_check_agent(
         session does not exist.
     :param process: :class:`ccci.model.ProcessInfo` from this tick's process scan.
     :param screen: the newest pane capture (plain text, no escapes), ``""`` if none.
+    :param block: the newest block of ``screen``: the lines from the newest user turn on,
+        above the input box (``analysis.block``). Text of older turns is not in it, so
+        a check that reads ``block`` does not act on an error that scrolled past.
     :param analysis: the backend's :class:`ccci.model.ScreenAnalysis` of ``screen``.
     :param backend: the agent's :class:`ccci.backends.base.Backend`.
     :param settings: the check thresholds in force for this agent (``[checks]`` in
@@ -185,6 +226,8 @@ def ccci_check_agent(
     :param snapshot: the whole :class:`ccci.runtime.FleetSnapshot` of this tick.
     :param now: UTC wall time (for declared deadlines like ``WAITING-UNTIL``).
     :param mono: monotonic seconds (for intervals).
+    :param stash: the calling plugin's :class:`ccci.stash.Stash` (see "Arguments every hook offers").
+    :param services: :class:`ccci.services.Services` bound to the calling plugin.
     :returns: a :class:`ccci.model.Finding`, a list of them, or ``None`` when healthy.
         All results are collected. A raised exception counts as UNKNOWN.
     """
@@ -192,17 +235,20 @@ def ccci_check_agent(
 
 @hookspec
 def ccci_check_fleet(
-    snapshot: "FleetSnapshot", config: "FleetConfig", state: Any, now: "datetime", mono: float
+    snapshot: "FleetSnapshot", config: "FleetConfig", state: "KeyValue", now: "datetime", mono: float,
+    stash: "Stash", services: "Services",
 ) -> "Finding | list[Finding] | None":
     """Called once per tick for fleet-level signals (new handoff commits, phase done).
 
     :param snapshot: this tick's :class:`ccci.runtime.FleetSnapshot`, with the facts
         that ``ccci_observe`` implementations gathered.
     :param config: the fleet config.
-    :param state: the durable :class:`ccci.state.StateStore` (read baselines here; the
-        remedy, not the check, advances them).
+    :param state: fleet-wide named values (:class:`ccci.services.KeyValue`; read
+        baselines here: the remedy, not the check, advances them).
     :param now: UTC wall time.
     :param mono: monotonic seconds.
+    :param stash: the calling plugin's :class:`ccci.stash.Stash` (see "Arguments every hook offers").
+    :param services: :class:`ccci.services.Services` bound to the calling plugin.
     :returns: a :class:`ccci.model.Finding`, a list of them, or ``None``; all collected.
     """
 
@@ -212,7 +258,8 @@ def ccci_check_fleet(
 
 @hookspec(firstresult=True)
 def ccci_choose_remedy(
-    finding: "Finding", agent: "AgentRuntime | None", settings: dict, now: "datetime"
+    finding: "Finding", agent: "AgentRuntime | None", settings: dict, now: "datetime",
+    stash: "Stash", services: "Services",
 ) -> "Remedy | None":
     """Called for each finding that passed hysteresis, to decide what to do.
 
@@ -224,24 +271,113 @@ def ccci_choose_remedy(
         findings.
     :param settings: the thresholds in force (``max_resumes``, backoff seconds, ...).
     :param now: UTC wall time.
+    :param stash: the calling plugin's :class:`ccci.stash.Stash` (see "Arguments every hook offers").
+    :param services: :class:`ccci.services.Services` bound to the calling plugin.
     :returns: a :class:`ccci.model.Remedy`, or ``None`` to leave the decision to the
         next plugin (and, if nobody decides, the finding is only reported).
     """
 
 
 @hookspec(firstresult=True)
-def ccci_run_remedy(remedy: "Remedy", supervisor: "Supervisor") -> "RemedyResult | None":
+def ccci_run_remedy(
+    remedy: "Remedy", services: "Services", agent: "AgentRuntime | None", config: "FleetConfig", now: "datetime",
+    stash: "Stash",
+) -> "RemedyResult | None":
     """Called to carry out a remedy the runner allowed (restart intensity, backoff,
     breaker and "one remedy in flight per agent" are enforced before this call).
 
     The implementation that handles ``remedy.action`` returns a result; others return
-    ``None`` (``firstresult``).
+    ``None`` (``firstresult``). The result decides what happens next: ``ok=True`` and no
+    ``retry_after_s``: done for this occurrence of the finding, never repeated while it
+    lasts (also across a watcher restart); ``retry_after_s``: the runner may act again
+    after that many seconds if the finding is still there; ``ok=False``: failed, tried
+    again on a later tick. ``pending=True``: the agent's checks pause until its process
+    is back (a restart).
 
     :param remedy: the :class:`ccci.model.Remedy`.
-    :param supervisor: the :class:`ccci.supervisor.Supervisor`, giving access to tmux,
-        the state store, backends and the agents' bookkeeping.
+    :param services: :class:`ccci.services.Services` bound to this plugin (act through it).
+    :param agent: the target's runtime view (``None`` for fleet remedies).
+    :param config: the fleet config.
+    :param now: UTC wall time.
+    :param stash: the calling plugin's :class:`ccci.stash.Stash` (see "Arguments every hook offers").
     :returns: a :class:`ccci.model.RemedyResult`, or ``None`` if this plugin does not
-        handle the action. Raising counts as a failed remedy (reported, backed off).
+        handle the action. Raising is a ``plugin_error``; the next implementation is
+        asked.
+    """
+
+
+# --------------------------------------------------------------------------- launching
+
+
+@hookspec
+def ccci_agent_active(
+    agent: "AgentRuntime", spec: "AgentSpec", config: "FleetConfig", state: "KeyValue", snapshot: "FleetSnapshot | None",
+    stash: "Stash", services: "Services",
+) -> "bool | None":
+    """Called at watcher start (``snapshot`` ``None``) and every tick before an agent's
+    checks: is this agent ccci's to start and judge now?
+
+    ``False`` from any implementation: the agent is neither started at watcher start nor
+    checked this tick (a job between runs, a role a person launched by hand, a fleet
+    whose phases are all complete).
+
+    :param agent: the agent's :class:`ccci.runtime.AgentRuntime`.
+    :param spec: its :class:`ccci.model.AgentSpec`.
+    :param config: the fleet config.
+    :param state: fleet-wide named values (:class:`ccci.services.KeyValue`).
+    :param snapshot: this tick's :class:`ccci.runtime.FleetSnapshot`, ``None`` at watcher start.
+    :param stash: the calling plugin's :class:`ccci.stash.Stash` (see "Arguments every hook offers").
+    :param services: :class:`ccci.services.Services` bound to the calling plugin.
+    :returns: ``False`` to leave the agent alone, ``True`` or ``None`` otherwise (all
+        results are collected; one ``False`` decides).
+    """
+
+
+@hookspec
+def ccci_before_launch(agent: "AgentRuntime", spec: "AgentSpec", mode: str, config: "FleetConfig", stash: "Stash", services: "Services") -> "str | None":
+    """Called before an agent is (re)started (``mode``: ``start``, ``fresh``,
+    ``resume`` or ``restart``).
+
+    :param agent: the agent's :class:`ccci.runtime.AgentRuntime`.
+    :param spec: its :class:`ccci.model.AgentSpec`.
+    :param mode: the requested launch mode.
+    :param config: the fleet config.
+    :param stash: the calling plugin's :class:`ccci.stash.Stash` (see "Arguments every hook offers").
+    :param services: :class:`ccci.services.Services` bound to the calling plugin.
+    :returns: a one-line reason not to launch it now (the launch is skipped and
+        reported as not carried out), or ``None``.
+    """
+
+
+@hookspec
+def ccci_launch_env(agent: "AgentRuntime", spec: "AgentSpec", config: "FleetConfig", state: "KeyValue", stash: "Stash", services: "Services") -> "dict | None":
+    """Called at every launch for environment variables of the agent's process (e.g.
+    ``CCCI_PHASE``), merged over ``CCCI_AGENT``, ``CCCI_FLEET``, the agent's ``env`` and
+    the backend's.
+
+    :param agent: the agent's :class:`ccci.runtime.AgentRuntime`.
+    :param spec: its :class:`ccci.model.AgentSpec`.
+    :param config: the fleet config.
+    :param state: fleet-wide named values (:class:`ccci.services.KeyValue`).
+    :param stash: the calling plugin's :class:`ccci.stash.Stash` (see "Arguments every hook offers").
+    :param services: :class:`ccci.services.Services` bound to the calling plugin.
+    :returns: ``{name: value}`` (strings) or ``None``; all results are merged in calling
+        order.
+    """
+
+
+@hookspec
+def ccci_prompt_preamble(agent: "AgentRuntime", spec: "AgentSpec", config: "FleetConfig", state: "KeyValue", stash: "Stash", services: "Services") -> "str | None":
+    """Called when a fresh session's prompt is built, for text ahead of the role prompt
+    (e.g. the current phase and its plan).
+
+    :param agent: the agent's :class:`ccci.runtime.AgentRuntime`.
+    :param spec: its :class:`ccci.model.AgentSpec`.
+    :param config: the fleet config.
+    :param state: fleet-wide named values (:class:`ccci.services.KeyValue`).
+    :param stash: the calling plugin's :class:`ccci.stash.Stash` (see "Arguments every hook offers").
+    :param services: :class:`ccci.services.Services` bound to the calling plugin.
+    :returns: a paragraph, or ``None``; all results are joined by blank lines.
     """
 
 
@@ -249,12 +385,14 @@ def ccci_run_remedy(remedy: "Remedy", supervisor: "Supervisor") -> "RemedyResult
 
 
 @hookspec
-def ccci_report_event(event: "Event") -> None:
+def ccci_report_event(event: "Event", stash: "Stash", services: "Services") -> None:
     """Called for every event after it is appended to the durable event log.
 
     Used for logging, notifications (webhooks, shell commands) and metrics. Must not
     block for long: the call is on the tick's thread.
 
     :param event: the :class:`ccci.model.Event` (``at`` is UTC wall time).
+    :param stash: the calling plugin's :class:`ccci.stash.Stash` (see "Arguments every hook offers").
+    :param services: :class:`ccci.services.Services` bound to the calling plugin.
     :returns: nothing; results are ignored.
     """

@@ -23,6 +23,7 @@ from datetime import datetime
 from ccci.clock import iso, parse_utc
 from ccci.hookspecs import hookimpl
 from ccci.model import AgentState, Finding, Remedy, RemedyResult, Role
+from ccci.stash import StashKey
 
 REQUEST_KEY = "job.{name}.request"
 ACTIVE_KEY = "job.{name}.active"
@@ -38,7 +39,7 @@ def is_active(store, name: str) -> bool:
 def request(store, name: str, mode: str, args: list[str]) -> None:
     """Ask the watcher to start job ``name`` (``mode``: ``start`` = use-or-create,
     ``fresh`` = always restart) with ``args`` appended to its prompt."""
-    store.db.execute("DELETE FROM kv WHERE key=?", (RESULT_KEY.format(name=name),))
+    store.delete(RESULT_KEY.format(name=name))
     store.put(REQUEST_KEY.format(name=name), json.dumps({"mode": mode, "args": list(args)}))
 
 
@@ -71,16 +72,26 @@ def ccci_check_fleet(config, state, now):
     return out
 
 
+BUSY_SEEN = StashKey[bool]("busy_seen")  #: the job's run was seen busy (so idle now means finished)
+
+
 @hookimpl
-def ccci_check_agent(agent, spec, analysis, snapshot):
+def ccci_agent_active(spec, state):
+    if spec.role == Role.JOB and not is_active(state, spec.name):
+        return False  # a job starts only through 'ccci job start' or its schedule; finished, it stays idle
+    return None
+
+
+@hookimpl
+def ccci_check_agent(agent, spec, analysis, snapshot, stash):
     if spec.role != Role.JOB:
         return None
     # active (the runner skips inactive jobs): its turn ended -> the job is finished
     if analysis.state == AgentState.IDLE and agent.pending_since_mono is None:
-        if snapshot.mono - agent.started_mono >= 2.0 and agent.job_was_busy:
+        if snapshot.mono - agent.started_mono >= 2.0 and stash.get(BUSY_SEEN):
             return Finding("job_finished", agent.name, "the job's turn ended; it stays idle and viewable", immediate=True)
     if analysis.state == AgentState.BUSY:
-        agent.job_was_busy = True
+        stash[BUSY_SEEN] = True
     return None
 
 
@@ -94,31 +105,31 @@ def ccci_choose_remedy(finding):
 
 
 @hookimpl
-def ccci_run_remedy(remedy, supervisor):
+def ccci_run_remedy(remedy, services, stash):
     if remedy.action not in ("job_start", "job_done") or not remedy.agent:
         return None
-    store, name = supervisor.store, remedy.agent
-    rt = supervisor.agents[name]
+    state, name = services.state, remedy.agent
     if remedy.action == "job_done":
-        store.put(ACTIVE_KEY.format(name=name), "0")
-        supervisor.emit("job_finished", "job finished; left idle and viewable", agent=name)
+        state.put(ACTIVE_KEY.format(name=name), "0")
+        services.emit("job_finished", "job finished; left idle and viewable", agent=name)
         return RemedyResult(True, "job finished", pending=False)
     data = remedy.data
-    store.db.execute("DELETE FROM kv WHERE key=?", (REQUEST_KEY.format(name=name),))
+    state.delete(REQUEST_KEY.format(name=name))
     if data.get("scheduled"):
-        store.put(LAST_RUN_KEY.format(name=name), iso(supervisor.clock.now()))
-    pane = (supervisor.last_snapshot.panes.get(name) if supervisor.last_snapshot else None)
+        state.put(LAST_RUN_KEY.format(name=name), iso(services.now()))
+    pane = services.pane(name)
     alive = pane is not None and not pane.dead
-    if data.get("mode") == "start" and alive and is_active(store, name) and rt.analysis.state == AgentState.BUSY:
-        store.put(RESULT_KEY.format(name=name), "busy: left alone")
+    if (data.get("mode") == "start" and alive and is_active(state, name)
+            and services.agent(name).analysis.state == AgentState.BUSY):
+        state.put(RESULT_KEY.format(name=name), "busy: left alone")
         return RemedyResult(True, "job is busy: left alone", pending=False)
-    prompt = supervisor.initial_prompt(name)
+    prompt = services.initial_prompt(name)
     if data.get("args"):
         prompt = f"{prompt}\n\n{' '.join(data['args'])}"
-    rt.job_was_busy = False
-    store.put(ACTIVE_KEY.format(name=name), "1")
-    res = supervisor.launch_agent(name, "fresh", reason=f"job {data.get('mode', 'start')}", prompt=prompt)
-    store.put(RESULT_KEY.format(name=name), "started fresh" if res.ok else f"failed: {res.detail}")
+    stash[BUSY_SEEN] = False
+    state.put(ACTIVE_KEY.format(name=name), "1")
+    res = services.launch(name, "fresh", reason=f"job {data.get('mode', 'start')}", prompt=prompt)
+    state.put(RESULT_KEY.format(name=name), "started fresh" if res.ok else f"failed: {res.detail}")
     if not res.ok:
-        store.put(ACTIVE_KEY.format(name=name), "0")
+        state.put(ACTIVE_KEY.format(name=name), "0")
     return res

@@ -162,6 +162,9 @@ class ScreenAnalysis:
         waiting_until: the newest ``WAITING-UNTIL:`` deadline (UTC) on screen, if any.
         fingerprint: hash of the screen with timers and counters normalised; equal
             fingerprints mean "nothing really changed" (used by the stall check).
+        block: the newest block of the screen: the lines from the newest user turn on
+            (the backend's ``block_start`` rule), above the input box; older turns'
+            text is not in it. Checks get it as the ``block`` argument.
     """
 
     state: AgentState = AgentState.UNKNOWN
@@ -171,6 +174,7 @@ class ScreenAnalysis:
     reset_at: datetime | None = None
     waiting_until: datetime | None = None
     fingerprint: str = ""
+    block: str = ""
 
     def first(self, state: AgentState) -> Match | None:
         """The first match concluding ``state``, or ``None``."""
@@ -192,6 +196,13 @@ class Finding:
         severity: ``"fail"`` (acts after hysteresis) or ``"info"`` (reported only).
         data: structured details for the remedy (e.g. ``{"reset_at": "..."}``).
         immediate: skip hysteresis (e.g. a dead process is a fact, not a flicker).
+        plugin: the plugin that produced it (set by the runner).
+
+    Identity: a finding is the same *occurrence* as an earlier one when its ``check``,
+    ``agent``, the agent's process generation and :meth:`fingerprint` (of ``evidence``)
+    are equal; a remedy runs once per occurrence (see :class:`RemedyResult`). Put what
+    makes an occurrence new (a line, a commit, a pid) in ``evidence``, and nothing that
+    changes every tick (a counter of seconds) unless each tick is a new occurrence.
     """
 
     check: str
@@ -201,6 +212,13 @@ class Finding:
     severity: str = "fail"
     data: dict[str, Any] = field(default_factory=dict)
     immediate: bool = False
+    plugin: str = ""
+
+    def fingerprint(self) -> str:
+        """A short stable hash of ``evidence`` (16 hex digits, BLAKE2b)."""
+        import hashlib
+
+        return hashlib.blake2b(self.evidence.encode("utf-8", "replace"), digest_size=8).hexdigest()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form (used by ``diagnose --json`` and the event log)."""
@@ -227,6 +245,9 @@ class Remedy:
         text: message text for ``send``.
         not_before: UTC time before which the action must not run (``wait``).
         data: extra parameters for the executing plugin.
+        retry_after_s: seconds after which the runner may act again on the same
+            occurrence of the finding if it is still there, when the result does not
+            say otherwise (``None``: once). E.g. ``/compact`` is given 60 s to work.
     """
 
     action: str
@@ -235,6 +256,7 @@ class Remedy:
     text: str = ""
     not_before: datetime | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    retry_after_s: float | None = None
 
 
 @dataclass
@@ -242,14 +264,25 @@ class RemedyResult:
     """Outcome of carrying out a :class:`Remedy`.
 
     Attributes:
-        ok: the action was carried out (not necessarily that the agent is healthy yet).
+        ok: ``True``: the action was carried out (not necessarily that the agent is
+            healthy yet). The runner then does not run a remedy for the same occurrence
+            of the finding again (same check, agent, process generation and evidence;
+            also after a watcher restart), unless ``retry_after_s`` is set.
+            ``False``: it could not be carried out; the runner may run a remedy again on
+            a later tick while the finding persists (after ``retry_after_s`` when set;
+            restarts stay under restart intensity and backoff).
         detail: one line for the event log.
-        pending: the agent is expected to come back (pause its evaluation until it does).
+        pending: the agent is expected to come back (a restart): its checks are paused
+            until its process is back, at most 30 s.
+        retry_after_s: seconds after which the runner may act again on the same
+            occurrence if the finding is still there (``None``: once, for ``ok``; on the
+            next tick, for a failure). A ``wait`` until a usage limit resets sets it.
     """
 
     ok: bool
     detail: str = ""
-    pending: bool = True
+    pending: bool = False
+    retry_after_s: float | None = None
 
 
 @dataclass

@@ -51,6 +51,7 @@ import psutil
 
 from ccci.backends.opencode import QUIET_ENV, ServerClient, ServerError
 from ccci.hookspecs import hookimpl
+from ccci.stash import StashKey
 from ccci.model import Event
 
 STATE_FILE = "opencode-serve.json"
@@ -233,7 +234,7 @@ class ServeManager:
         return self._start(port, conf)
 
     def _clear_stale(self, st: dict) -> None:
-        from ccci.supervisor import kill_tree
+        from ccci.processes import kill_tree
 
         cleared = []
         pid = st.get("pid")
@@ -332,7 +333,7 @@ class ServeManager:
             self._event("opencode_serve_unhealthy", f"opencode serve (pid {self.pid}) failed {self.failures} "
                         "health checks in a row; restarting it", pid=self.pid)
             self.healthy = False
-            from ccci.supervisor import kill_tree
+            from ccci.processes import kill_tree
 
             kill_tree(self.pid)
             self.pid = None
@@ -349,23 +350,21 @@ class ServeManager:
                         "agents resume with --session", url=self.url, pid=self.pid, latency_s=round(latency, 3))
 
 
-_managers: dict[str, ServeManager] = {}
+MANAGER = StashKey[ServeManager]("manager")  #: the fleet's server manager, in this plugin's fleet stash
 
 
-def manager(config, tmux=None) -> ServeManager:
-    """The fleet's :class:`ServeManager` (one per state directory, created on first use)."""
-    key = str(Path(config.state_dir).resolve())
-    m = _managers.get(key)
+def manager(config, stash, tmux=None) -> ServeManager:
+    """The fleet's :class:`ServeManager` kept in ``stash`` (created on first use)."""
+    m = stash.get(MANAGER)
     if m is None or m.config is not config:
         if tmux is None:
             from ccci.tmux import Tmux
 
             tmux = Tmux(socket_name=config.tmux_socket or None)
-        m = ServeManager(config, tmux)
-        old = _managers.get(key)
+        old, m = m, ServeManager(config, tmux)
         if old is not None:
             m.pid, m.port, m.url, m.healthy = old.pid, old.port, old.url, old.healthy
-        _managers[key] = m
+        stash[MANAGER] = m
     return m
 
 
@@ -375,9 +374,6 @@ def server_url(config) -> str:
     :raises ServerError: when no server is known to run (none started, or the last
         start failed).
     """
-    m = _managers.get(str(Path(config.state_dir).resolve()))
-    if m is not None and m.url and m.healthy:
-        return m.url
     st = ServeManager(config, None)._read_state()
     if st.get("url") and _is_serve(st.get("pid"), st.get("port")):
         return str(st["url"])
@@ -386,19 +382,19 @@ def server_url(config) -> str:
 
 
 @hookimpl
-def ccci_configure(config):
+def ccci_configure(config, stash):
     if needed(config):
         settings(config)  # a bad [opencode] table fails here, at start, in one line
-        manager(config).ensure()
+        manager(config, stash).ensure()
 
 
 @hookimpl(tryfirst=True)
-def ccci_observe(snapshot, config):
+def ccci_observe(snapshot, config, stash):
     """Health-check (and restart) the shared server before the backends read it this
     tick; publishes ``snapshot.facts["opencode_serve"]``."""
     if not needed(config):
         return
-    m = manager(config)
+    m = manager(config, stash)
     m.check()
     snapshot.events.extend(m.take_events())
     snapshot.facts["opencode_serve"] = {"url": m.url, "healthy": m.healthy, "pid": m.pid, "restarts": m.restarts}

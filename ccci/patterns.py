@@ -173,7 +173,7 @@ class PatternSet:
             if m is not None:
                 matches.append(m)
         analysis = ScreenAnalysis(matches=matches, input_text=regions["_input_text"][0] if regions["_input_text"] else "",
-                                  input_present=regions["_has_input"])
+                                  input_present=regions["_has_input"], block="\n".join(regions["block"]))
         if matches:
             analysis.state = matches[0].state
         elif regions["_has_input"]:

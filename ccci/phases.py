@@ -159,33 +159,59 @@ def ccci_choose_remedy(finding):
 
 
 @hookimpl
-def ccci_run_remedy(remedy, supervisor):
+def ccci_run_remedy(remedy, services):
     if remedy.action != "advance_phase":
         return None
     data = remedy.reason.data
-    cfg, store = supervisor.config, supervisor.store
-    loops = [n for n, rt in supervisor.agents.items() if rt.spec.role == Role.LOOP]
+    cfg, state = services.config, services.state
+    loops = [n for n in services.agents() if services.agent(n).spec.role == Role.LOOP]
     for name in loops:
-        supervisor.stop_agent_process(name)
-    with store.transaction():
+        services.stop(name, reason=f"phase {data['phase']} ends", keep_stopped=False)
+    with state.transaction():
         if data.get("head"):
-            store.put(BASELINE_KEY.format(branch=cfg.git.branch), data["head"])
-        store.put(CURRENT_KEY, data["next"] or "")
-        store.db.execute("DELETE FROM kv WHERE key=?", (REQUEST_KEY,))
+            state.put(BASELINE_KEY.format(branch=cfg.git.branch), data["head"])
+        state.put(CURRENT_KEY, data["next"] or "")
+        state.delete(REQUEST_KEY)
         # pings of the finished phase that were not delivered are dropped
-        store.db.execute("UPDATE messages SET status='failed', detail='phase ended' WHERE status='queued' AND dedup_key LIKE 'ping:%'")
+        services.fail_queued_messages("ping:", "phase ended")
     if data.get("requested"):
-        supervisor.emit("phase_moved", f"phase {data['phase']} -> {data['next']} (ccci phase)", phase=data["phase"], next=data["next"])
+        services.emit("phase_moved", f"phase {data['phase']} -> {data['next']} (ccci phase)", phase=data["phase"],
+                      next=data["next"])
     else:
-        supervisor.emit("phase_complete", f"phase {data['phase']} complete", phase=data["phase"], next=data["next"])
+        services.emit("phase_complete", f"phase {data['phase']} complete", phase=data["phase"], next=data["next"])
     if data["next"]:
         for name in loops:
-            supervisor.launch_agent(name, "fresh", reason=f"phase {data['next']} begins")
+            services.launch(name, "fresh", reason=f"phase {data['next']} begins")
         return RemedyResult(True, f"phase {data['phase']} -> {data['next']}", pending=False)
     marker = cfg.root / COMPLETE_FILE
-    marker.write_text(f"{iso(supervisor.clock.now())} phases {', '.join(order(cfg, store))} complete\n")
+    marker.write_text(f"{iso(services.now())} phases {', '.join(order(cfg, state))} complete\n")
     for name in loops:
-        supervisor.stop_agent(name, reason="sequence complete")
-    supervisor.emit("sequence_complete", f"all phases complete; wrote {marker}")
-    supervisor.request_stop()
+        services.stop(name, reason="sequence complete")
+    services.emit("sequence_complete", f"all phases complete; wrote {marker}")
+    services.request_stop()
     return RemedyResult(True, "sequence complete", pending=False)
+
+
+@hookimpl
+def ccci_configure(config, services):
+    if settings(config) is not None and current(config, services.state) is None:
+        services.emit("sequence_complete", "all phases are complete already; nothing to supervise")
+        services.request_stop()
+
+
+@hookimpl
+def ccci_agent_active(config, state):
+    if settings(config) is not None and current(config, state) is None:
+        return False  # the sequence is complete: nothing to start or judge
+    return None
+
+
+@hookimpl
+def ccci_launch_env(config, state):
+    phase = current(config, state)
+    return {"CCCI_PHASE": phase} if phase else None
+
+
+@hookimpl
+def ccci_prompt_preamble(spec, config, state):
+    return preamble(config, state) or None if spec.role == Role.LOOP else None

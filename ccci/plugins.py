@@ -10,12 +10,15 @@ Plugins come from, in order:
    ``conftest.py``).
 
 ``CCCI_DISABLE_PLUGINS=a,b`` blocks plugins by name (a builtin's name is its module's
-last component, e.g. ``stall``; an entry point's is its entry-point name). The
-essential plugins (:data:`ESSENTIAL`: process-death detection and restart) cannot be
-disabled. A plugin that fails to import, implements an unknown hook, or has a bad hook
+last component, e.g. ``stall``; an entry point's is its entry-point name). A builtin
+module that declares ``CCCI_ESSENTIAL = True`` (process-death detection and the restart
+remedy) cannot be disabled, by the environment or by the runner's five strikes. A plugin that fails to import, implements an unknown hook, or has a bad hook
 signature is reported in one line (:attr:`CcciPluginManager.load_errors`) and skipped.
 Functions named ``ccci_*`` count as hook implementations even without the
 ``@hookimpl`` marker (as pytest does for ``pytest_*``), so a misspelt hook name is caught.
+Hook wrappers (``wrapper=True``, ``hookwrapper=True``) are refused at registration with
+a one-line error: the runner calls every implementation on its own
+(:mod:`ccci.calls`), so a wrapper would never wrap anything.
 """
 from __future__ import annotations
 
@@ -52,7 +55,6 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ccci.hooks.send",
     "ccci.hooks.wait",
     "ccci.hooks.escalate",
-    "ccci.hooks.eventlog",
     "ccci.hooks.notify",
     "ccci.gitwatch",
     "ccci.phases",
@@ -60,8 +62,8 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ccci.jobs",
     "ccci.opencode_serve",
 )
-ESSENTIAL = frozenset({"process_death", "restart"})
 LOCAL_PLUGIN_FILE = "ccci_plugins.py"
+LOCAL_PLUGIN_NAME = "ccci_plugins"  #: the plugin name of a fleet's ccci_plugins.py
 ENTRY_POINT_GROUP = "ccci"
 
 
@@ -84,6 +86,28 @@ class CcciPluginManager(pluggy.PluginManager):
         self.sources: dict[str, str] = {}
         self.load_errors: list[str] = []
         self.disabled_requested: set[str] = set()
+        #: plugin name -> why it is disabled (the environment, or the runner's strikes)
+        self.disabled: dict[str, str] = {}
+        self.essential: set[str] = set()
+        #: bumped at every register/unregister (the call layer caches the call order)
+        self.version = 0
+
+    def register(self, plugin: Any, name: str | None = None) -> str | None:  # type: ignore[override]
+        self.version += 1
+        return super().register(plugin, name)
+
+    def unregister(self, plugin: Any = None, name: str | None = None) -> Any:  # type: ignore[override]
+        self.version += 1
+        return super().unregister(plugin, name)
+
+    def is_builtin(self, name: str) -> bool:
+        """``True`` for a plugin registered from :data:`BUILTIN_PLUGINS`."""
+        return self.sources.get(name) == "builtin"
+
+    def is_essential(self, name: str) -> bool:
+        """``True`` for a builtin that declares ``CCCI_ESSENTIAL = True``: never
+        disabled, and its decisions cannot be overridden into nothing."""
+        return name in self.essential
 
     def parse_hookimpl_opts(self, plugin: Any, name: str):  # type: ignore[override]
         opts = super().parse_hookimpl_opts(plugin, name)
@@ -111,6 +135,15 @@ class CcciPluginManager(pluggy.PluginManager):
                 self.unregister(plugin)
             self.load_errors.append(f"plugin {name} ({source}) skipped: {_one_line(exc)}")
             return False
+        wrappers = sorted(hc.name for hc in self.get_hookcallers(plugin) or []
+                          for impl in hc.get_hookimpls() if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper))
+        if wrappers:
+            self.unregister(plugin)
+            self.load_errors.append(
+                f"plugin {name} ({source}) skipped: hook wrappers are not supported ({', '.join(wrappers)}); "
+                f"ccci calls each implementation on its own: use tryfirst/trylast instead"
+            )
+            return False
         unknown = [hc.name for hc in self.get_hookcallers(plugin) or [] if not hc.has_spec()]
         if unknown:
             self.unregister(plugin)
@@ -129,18 +162,24 @@ class CcciPluginManager(pluggy.PluginManager):
             if not name:
                 continue
             short = name.rsplit(".", 1)[-1]
-            if short in ESSENTIAL:
-                self.load_errors.append(f"plugin {short} cannot be disabled (process-death detection and restart are essential)")
-                continue
             self.disabled_requested.add(short)
+            self.disabled[short] = "CCCI_DISABLE_PLUGINS"
             self.set_blocked(short)
 
     def load_builtins(self) -> None:
         for modname in BUILTIN_PLUGINS:
             short = modname.rsplit(".", 1)[-1]
+            mod = importlib.import_module(modname)
+            if getattr(mod, "CCCI_ESSENTIAL", False) is True:
+                self.essential.add(short)
+                if self.is_blocked(short):
+                    self.unblock(short)
+                    self.disabled_requested.discard(short)
+                    self.disabled.pop(short, None)
+                    self.load_errors.append(f"plugin {short} cannot be disabled: it is essential "
+                                            f"(process-death detection and restart)")
             if self.is_blocked(short):
                 continue
-            mod = importlib.import_module(modname)
             self.register_checked(mod, short, "builtin")
 
     def load_entrypoints(self) -> None:
@@ -169,7 +208,7 @@ class CcciPluginManager(pluggy.PluginManager):
         path = fleet_root / LOCAL_PLUGIN_FILE
         if not path.is_file():
             return
-        name = "ccci_plugins"
+        name = LOCAL_PLUGIN_NAME
         if self.is_blocked(name):
             return
         modname = f"ccci_local_plugins_{abs(hash(str(path)))}"
@@ -197,17 +236,18 @@ class CcciPluginManager(pluggy.PluginManager):
             out.append(PluginInfo(name=name, source=self.sources.get(name, "registered"), hooks=hooks))
         return out
 
-    def disable(self, name: str) -> bool:
+    def disable(self, name: str, reason: str = "disabled at run time") -> bool:
         """Unregister a plugin at run time (the runner does this after 5 failing ticks).
 
         :returns: ``False`` for essential plugins, which stay.
         """
-        if name in ESSENTIAL:
+        if self.is_essential(name):
             return False
         plugin = self.get_plugin(name)
         if plugin is not None:
             self.unregister(plugin)
         self.set_blocked(name)
+        self.disabled[name] = reason
         return True
 
 

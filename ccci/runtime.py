@@ -74,8 +74,6 @@ class AgentRuntime:
     given_up: bool = False
     stopped: bool = False
     reported_wait: str = ""
-    compacted_generation: int | None = None
-    job_was_busy: bool = False
 
     @property
     def name(self) -> str:

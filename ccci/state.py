@@ -380,6 +380,20 @@ class StateStore:
     def put(self, key: str, value: str) -> None:
         self.db.execute("INSERT INTO kv(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
 
+    def items(self, prefix: str) -> dict[str, str]:
+        """Every ``kv`` entry whose key starts with ``prefix``."""
+        rows = self.db.execute("SELECT key, value FROM kv WHERE substr(key, 1, ?) = ?", (len(prefix), prefix)).fetchall()
+        return {r["key"]: r["value"] for r in rows}
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; ``True`` when it existed."""
+        return self.db.execute("DELETE FROM kv WHERE key=?", (key,)).rowcount > 0
+
+    def restart_count(self, name: str, kind: str) -> int:
+        """How many (re)starts of ``kind`` the agent had (``restarts`` table)."""
+        row = self.db.execute("SELECT COUNT(*) AS n FROM restarts WHERE agent=? AND kind=?", (name, kind)).fetchone()
+        return int(row["n"])
+
     # ------------------------------------------------------------------ messages
     def queue_message(self, agent: str, text: str, at: datetime, dedup_key: str | None = None) -> int | None:
         """Queue ``text`` for ``agent``. With ``dedup_key``, a second queueing of the same
@@ -392,22 +406,20 @@ class StateStore:
         return cur.lastrowid if cur.rowcount else None
 
     def pending_messages(self, agent: str | None = None) -> list[Message]:
-        q = "SELECT * FROM messages WHERE status='queued'"
-        args: tuple = ()
-        if agent:
-            q += " AND agent=?"
-            args = (agent,)
-        rows = self.db.execute(q + " ORDER BY id", args).fetchall()
-        return [Message(r["id"], r["agent"], r["text"], r["status"], r["attempts"], parse_utc(r["queued_at"])) for r in rows]
+        """Messages waiting to be typed (``queued``), oldest first."""
+        return self._messages(("queued",), agent)
 
     def unfinished_messages(self, agent: str | None = None) -> list[Message]:
         """Messages not yet delivered or failed: ``queued`` and ``sending`` (typed into a
         pane, submission not yet verified), oldest first."""
-        q = "SELECT * FROM messages WHERE status IN ('queued', 'sending')"
-        args: tuple = ()
+        return self._messages(("queued", "sending"), agent)
+
+    def _messages(self, statuses: tuple[str, ...], agent: str | None) -> list[Message]:
+        q = f"SELECT * FROM messages WHERE status IN ({', '.join('?' * len(statuses))})"
+        args: tuple = statuses
         if agent:
             q += " AND agent=?"
-            args = (agent,)
+            args = (*statuses, agent)
         rows = self.db.execute(q + " ORDER BY id", args).fetchall()
         return [Message(r["id"], r["agent"], r["text"], r["status"], r["attempts"], parse_utc(r["queued_at"])) for r in rows]
 
@@ -416,6 +428,40 @@ class StateStore:
         rows = self.db.execute("SELECT dedup_key FROM messages WHERE substr(dedup_key, 1, ?) = ?",
                                (len(prefix), prefix)).fetchall()
         return {r["dedup_key"] for r in rows}
+
+    def message(self, msg_id: int) -> dict[str, Any] | None:
+        """One message row as a dict (``id``, ``agent``, ``text``, ``status``, ``detail``,
+        ``attempts``, ``dedup_key``, ``queued_at``, ``done_at``), or ``None``."""
+        row = self.db.execute("SELECT * FROM messages WHERE id=?", (msg_id,)).fetchone()
+        return dict(row) if row else None
+
+    def message_by_key(self, dedup_key: str) -> list[dict[str, Any]]:
+        """The message rows with this dedup key (at most one while keys are unique)."""
+        return [dict(r) for r in self.db.execute("SELECT * FROM messages WHERE dedup_key=?", (dedup_key,)).fetchall()]
+
+    def sending_messages(self) -> list[dict[str, Any]]:
+        """Messages left ``sending`` (typed, not verified): ``id``, ``agent``, ``text``, ``detail``."""
+        return [dict(r) for r in self.db.execute("SELECT id, agent, text, detail FROM messages WHERE status='sending'")]
+
+    def mark_sending(self, msg_id: int, detail: str) -> None:
+        """The message is being typed now; ``detail`` records where the pane log ended."""
+        self.db.execute("UPDATE messages SET status='sending', detail=? WHERE id=?", (detail, msg_id))
+
+    def requeue_message(self, msg_id: int, count_attempt: bool = False) -> None:
+        """Back to ``queued`` (to be delivered on a later tick)."""
+        self.db.execute("UPDATE messages SET status='queued', attempts=attempts+? WHERE id=?",
+                        (1 if count_attempt else 0, msg_id))
+
+    def fail_queued(self, key_prefix: str, detail: str, at: datetime) -> int:
+        """Mark queued messages whose dedup key starts with ``key_prefix`` failed."""
+        cur = self.db.execute(
+            "UPDATE messages SET status='failed', detail=?, done_at=? "
+            "WHERE status='queued' AND substr(dedup_key, 1, ?) = ?", (detail, iso(at), len(key_prefix), key_prefix))
+        return cur.rowcount
+
+    def event_counts(self) -> dict[str, int]:
+        """``{kind: number of events}`` over the whole log."""
+        return {r["kind"]: r["n"] for r in self.db.execute("SELECT kind, COUNT(*) AS n FROM events GROUP BY kind")}
 
     def finish_message(self, msg_id: int, status: str, detail: str, at: datetime, attempts: int) -> None:
         """Mark a message ``delivered`` or ``failed``."""
@@ -479,3 +525,61 @@ class _Tx:
             self.db.execute("COMMIT")
         else:
             self.db.execute("ROLLBACK")
+
+
+STATE_RETRY_S = 5.0  #: seconds between attempts to write an in-memory state database back to disk
+
+
+class StorageMonitor:
+    """Keeps the watcher's state database on disk: writes back a ``state.db`` deleted
+    under the watcher (``state_restored``); reports a database that fell back to memory
+    (``state_degraded``, once, also as one line on stderr) and every
+    :data:`STATE_RETRY_S` seconds tries to write it back (``state_recovered``).
+
+    :param store: the :class:`StateStore`.
+    :param emit: ``emit(kind, message, **data)``.
+    """
+
+    def __init__(self, store: "StateStore", emit) -> None:
+        self.store = store
+        self.emit = emit
+        self._retry_mono = 0.0  # no restore of a deleted state.db before this
+        self._flush_mono = 0.0  # last attempt to write an in-memory state back
+
+    def check(self, mono: float) -> None:
+        """Run once per tick (``mono``: monotonic seconds)."""
+        import sys
+        import time
+
+        db = getattr(self.store, "db", None)
+        if db is not None and hasattr(db, "reattach_if_missing") and mono >= self._retry_mono:
+            try:
+                if db.reattach_if_missing():
+                    msg = f"{db.path} was deleted or replaced under the watcher; written back from the open database"
+                    sys.stderr.write(f"ccci: {msg}\n")
+                    self.emit("state_restored", msg)
+            except Exception as exc:  # noqa: BLE001 - retried after STATE_RETRY_S
+                self._retry_mono = mono + STATE_RETRY_S
+                self.emit("state_degraded", f"cannot restore {db.path}: {' '.join(str(exc).split())[:160]}")
+        if not getattr(db, "in_memory", False):
+            return
+        if db.new_failure:
+            db.new_failure = False
+            self._flush_mono = mono
+            msg = (f"cannot write the state database ({db.error}); supervising on with the state in memory, "
+                   f"it is written back when the disk takes writes again")
+            sys.stderr.write(f"ccci: {msg}\n")
+            sys.stderr.flush()
+            self.emit("state_degraded", msg, error=db.error)
+            return
+        if mono - self._flush_mono < STATE_RETRY_S:
+            return
+        self._flush_mono = mono
+        since = db.failed_at
+        saved = db.try_flush()
+        if saved is not None:
+            took = f" after {time.time() - since:.0f}s" if since else ""
+            sys.stderr.write(f"ccci: state database writable again{took}; {saved} pending writes saved\n")
+            sys.stderr.flush()
+            self.emit("state_recovered", f"state database writable again{took}; {saved} pending writes saved",
+                      writes=saved)

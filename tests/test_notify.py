@@ -48,7 +48,7 @@ def test_escalation_runs_command_and_posts_webhook(tmp_path, monkeypatch):
     )
     cfg = config_mod.load(tmp_path, environ={})
     sup = Supervisor(cfg, get_plugin_manager(entrypoints=False), StateStore(cfg.state_dir), _NoTmux())
-    sup._call_all("ccci_configure", {"config": cfg})
+    sup.configure()
     why = "restart intensity exceeded; token tok-do-not-leak-123456"
     sup.run_remedy(Remedy("escalate", "builder", Finding("runner", "builder", why, evidence=why)))
     srv.shutdown()

@@ -49,6 +49,9 @@ class Backend:
         compact_command: text that compacts the context (``/compact``), or ``""``.
         nudge_text: what a stall nudge types into the agent.
         cli_version: pattern version to use (``None``: newest shipped).
+        pattern_data: the backend's screen rules as data (the parsed form of a pattern
+            TOML file: ``meta``, ``layout``, ``rules``), for a backend that ships outside
+            ccci; ``None``: ``ccci/patterns/<name>-<version>.toml``.
     """
 
     name: str = ""
@@ -61,6 +64,7 @@ class Backend:
         "your turn with WAITING-UNTIL: <ISO-8601 UTC>."
     )
     cli_version: str | None = None
+    pattern_data: dict[str, Any] | None = None
 
     def __init__(self) -> None:
         self._patterns: patterns_mod.PatternSet | None = None
@@ -72,7 +76,10 @@ class Backend:
     def patterns(self) -> patterns_mod.PatternSet:
         """The :class:`ccci.patterns.PatternSet` in force (shipped data + overrides)."""
         if self._patterns is None:
-            ps = patterns_mod.load_for(self.name, self.cli_version)
+            if self.pattern_data is not None:
+                ps = patterns_mod.PatternSet.from_dict(self.pattern_data, f"{type(self).__qualname__}.pattern_data")
+            else:
+                ps = patterns_mod.load_for(self.name, self.cli_version)
             if self._overrides:
                 ps = ps.with_overrides(self._overrides, self._override_origin)
             self._patterns = ps

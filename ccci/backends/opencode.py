@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from ccci.backends.base import Backend, LaunchPlan
 from ccci.hookspecs import hookimpl
+from ccci.stash import StashKey
 from ccci.model import AgentSpec, AgentState, ScreenAnalysis
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -331,14 +332,16 @@ OUTCOME_CHECKS = {
     AgentState.USAGE_LIMIT: "usage_limit",
     AgentState.API_ERROR: "api_error",
 }
-_outcomes: dict[tuple[str, str, int], TurnOutcome | None] = {}
-_reported: set[tuple[str, str, int]] = set()
-#: (state dir, agent, pid of ``opencode run``) -> pid of the ``opencode serve`` that run was first seen alive with
-_serve_seen: dict[tuple[str, str, int], int] = {}
+#: (agent, pid of ``opencode run``) -> how that run's turn ended (fleet stash)
+OUTCOMES = StashKey[dict]("outcomes")
+#: (agent, pid of ``opencode run``) -> pid of the ``opencode serve`` that run was first seen alive with
+SERVE_SEEN = StashKey[dict]("serve_seen")
+#: pid of the exited run whose outcome was last reported (agent stash)
+REPORTED_PID = StashKey[int]("reported_pid")
 
 
 @hookimpl
-def ccci_observe(snapshot, config, state, now):
+def ccci_observe(snapshot, config, agents, now, stash):
     """For each opencode agent whose ``opencode run`` exited, read how its turn ended
     from the server (once per exit) and publish it:
     ``snapshot.facts["turn_outcome"][agent]`` = :class:`ccci.model.AgentState` (``IDLE``
@@ -353,11 +356,13 @@ def ccci_observe(snapshot, config, state, now):
     whatever the half-written last message says."""
     backends = snapshot.facts.get("backends", {})
     serve = snapshot.facts.get("opencode_serve") or {}
+    _outcomes = stash.setdefault(OUTCOMES, {})
+    _serve_seen = stash.setdefault(SERVE_SEEN, {})
     for name, pane in snapshot.panes.items():
         backend = backends.get(name)
         if not isinstance(backend, OpencodeBackend) or pane is None:
             continue
-        key = (str(config.state_dir), name, pane.pid)
+        key = (name, pane.pid)
         if not pane.dead:
             if serve.get("healthy") and serve.get("pid"):
                 _serve_seen.setdefault(key, serve["pid"])
@@ -377,7 +382,7 @@ def ccci_observe(snapshot, config, state, now):
                     continue
                 _outcomes[key] = TurnOutcome(AgentState.IDLE, "opencode serve restarted during the turn")
             else:
-                conv = state.agent(name).conversation_id
+                conv = agents[name].conversation_id
                 _outcomes[key] = backend.turn_outcome(config, conv, now)
             if len(_outcomes) > 1000:
                 _outcomes.pop(next(iter(_outcomes)))
@@ -405,7 +410,7 @@ def _declared_wait(text: str) -> datetime | None:
 
 
 @hookimpl
-def ccci_check_agent(agent, backend, pane, snapshot, mono):
+def ccci_check_agent(agent, backend, pane, snapshot, mono, stash):
     """An opencode turn that ended in an API error (read from the server) is reported under
     the builtin check's name (``fatal_error``, ``context_limit``, ``usage_limit``,
     ``api_error``), so that check's remedy applies: a fresh session, a wait for the reset,
@@ -419,10 +424,9 @@ def ccci_check_agent(agent, backend, pane, snapshot, mono):
     outcome = snapshot.facts.get("opencode_outcome", {}).get(agent.name)
     if outcome is None or outcome.state not in OUTCOME_CHECKS:
         return None
-    key = (str(agent.spec.workdir), agent.session, pane.pid)
-    if key in _reported:
+    if stash.get(REPORTED_PID) == pane.pid:
         return None  # once per exited run: its remedy (a wait's follow-up, a fresh start) is under way
-    _reported.add(key)
+    stash[REPORTED_PID] = pane.pid
     from ccci.clock import iso
     from ccci.model import Finding
 

@@ -20,23 +20,27 @@ resumed at that time, or at once when a message for the agent is queued
 (``snapshot.facts["pending_messages"]``): a loop waiting for a handoff is woken by the
 ping, not by empty "Continue." turns.
 
-Essential: cannot be disabled with ``CCCI_DISABLE_PLUGINS``.
+Essential (``CCCI_ESSENTIAL``): cannot be disabled, and for its findings another
+plugin's remedy choice counts only when it is a restart or an escalation.
 """
 from __future__ import annotations
 
 from ccci.hookspecs import hookimpl
 from ccci.model import AgentState, Finding
+from ccci.stash import StashKey
 
+CCCI_ESSENTIAL = True
 CHECK = "process_death"
 EXIT_SETTLE_S = 2.0  #: s to wait for tmux's exit status of a backend that exits at turn end
-_gone_since: dict[tuple[str, int | None], float] = {}
+#: (pid, monotonic seconds) when the agent's process was first seen gone
+GONE_SINCE = StashKey[tuple]("gone_since")
 #: screen states that say a turn ended in an error (their own checks decide the remedy)
 ERROR_STATES = frozenset({AgentState.FATAL_ERROR, AgentState.CONTEXT_LIMIT, AgentState.USAGE_LIMIT,
                           AgentState.API_ERROR})
 
 
 @hookimpl
-def ccci_check_agent(agent, backend, pane, process, analysis, snapshot, now, mono):
+def ccci_check_agent(agent, backend, pane, process, analysis, snapshot, now, mono, stash):
     if snapshot.facts.get("external", {}).get(agent.name):
         return None  # a hand-launched instance runs this agent's role (ccci.external)
     if pane is None:
@@ -71,10 +75,10 @@ def ccci_check_agent(agent, backend, pane, process, analysis, snapshot, now, mon
             # at a turn end the process is gone (a zombie) a moment before tmux marks the
             # pane dead with its exit status (seen with opencode 1.18.33): give tmux up to
             # EXIT_SETTLE_S to tell a turn end from a crash
-            if len(_gone_since) > 1000:
-                _gone_since.clear()
-            first = _gone_since.setdefault((agent.session, process.pid), mono)
-            if mono - first < EXIT_SETTLE_S:
+            gone = stash.get(GONE_SINCE)
+            if gone is None or gone[0] != process.pid:
+                gone = stash[GONE_SINCE] = (process.pid, mono)
+            if mono - gone[1] < EXIT_SETTLE_S:
                 return None
         return Finding(CHECK, agent.name, "agent process is not alive", evidence=f"pid {process.pid} gone or zombie",
                        immediate=True)

@@ -14,11 +14,10 @@ the conversation.
 """
 from __future__ import annotations
 
-from datetime import datetime
-
 from ccci.clock import iso
 from ccci.hookspecs import hookimpl
 from ccci.model import AgentState, Finding, Remedy
+from ccci.stash import StashKey
 
 CHECK = "stall"
 QUIET_STATES = (AgentState.IDLE, AgentState.UNKNOWN, AgentState.UNSENT_INPUT)
@@ -27,22 +26,22 @@ OTHER_CHECKS_STATES = (
     AgentState.WAITING_INPUT, AgentState.EXITED,
 )
 
-# agent session -> (declared deadline, wall time first seen, mono first seen)
-_seen: dict[str, tuple[datetime, datetime, float]] = {}
+#: (declared deadline, wall time first seen, mono first seen) of the agent's newest wait
+SEEN = StashKey[tuple]("declared_wait")
 
 
 @hookimpl
-def ccci_check_agent(agent, pane, analysis, settings, now, mono):
+def ccci_check_agent(agent, pane, analysis, settings, now, mono, stash):
     if pane is None or pane.dead or analysis.state in OTHER_CHECKS_STATES:
         return None  # not running: process death's business
     grace = float(settings["stall_grace"])
     idle_limit = float(settings["stall_idle"])
     deadline = analysis.waiting_until
     if deadline is not None and analysis.state in QUIET_STATES:
-        prev = _seen.get(agent.session)
+        prev = stash.get(SEEN)
         if prev is None or prev[0] != deadline:
             prev = (deadline, now, mono)
-            _seen[agent.session] = prev
+            stash[SEEN] = prev
         _, seen_wall, seen_mono = prev
         by_wall = (now - deadline).total_seconds()
         by_mono = mono - (seen_mono + (deadline - seen_wall).total_seconds())

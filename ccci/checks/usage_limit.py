@@ -15,8 +15,11 @@ from ccci.clock import iso
 from ccci.checks import screen_finding
 from ccci.hookspecs import hookimpl
 from ccci.model import AgentState, Remedy
+from ccci.stash import StashKey
 
 CHECK = "usage_limit"
+#: {"gen": process generation, "tries": waits of that session already done}
+WAITS = StashKey[dict]("waits", persist=True)
 RESET_SLACK_S = 5  # resume a little after the announced reset
 VERIFY_S = 20.0  #: checks stay paused this long after 'continue', so the old screen is not acted on again
 
@@ -29,15 +32,15 @@ def ccci_check_agent(agent, analysis):
 
 
 @hookimpl
-def ccci_choose_remedy(finding, agent, settings, now):
+def ccci_choose_remedy(finding, agent, settings, now, stash):
     if finding.check != CHECK or agent is None:
         return None
     from ccci.clock import parse_utc
 
     reset = finding.data.get("reset_at")
-    waits = getattr(agent, "usage_limit_waits", {})
-    tries = waits.get(agent.generation, 0)  # waits of this session already done
-    agent.usage_limit_waits = {agent.generation: tries + 1}
+    waits = stash.get(WAITS) or {}
+    tries = waits.get("tries", 0) if waits.get("gen") == agent.generation else 0  # waits of this session
+    stash[WAITS] = {"gen": agent.generation, "tries": tries + 1}
     backoff = timedelta(seconds=float(settings["api_error_backoff"]) * 2 ** min(tries, 5))
     at = parse_utc(reset) + timedelta(seconds=RESET_SLACK_S) if reset else now + backoff
     if at <= now:

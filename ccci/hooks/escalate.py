@@ -12,11 +12,11 @@ from ccci.model import RemedyResult
 
 
 @hookimpl
-def ccci_run_remedy(remedy, supervisor):
+def ccci_run_remedy(remedy, services):
     if remedy.action != "escalate":
         return None
     if remedy.agent:
-        supervisor.give_up(remedy.agent)
-    supervisor.emit("escalation", remedy.reason.summary, agent=remedy.agent, check=remedy.reason.check,
-                    evidence=remedy.reason.evidence)
+        services.give_up(remedy.agent)
+    services.emit("escalation", remedy.reason.summary, agent=remedy.agent, check=remedy.reason.check,
+                  evidence=remedy.reason.evidence)
     return RemedyResult(True, "handed to a person" + (f"; {remedy.agent} given up" if remedy.agent else ""), pending=False)

@@ -1,21 +1,27 @@
-"""Event reporter: prints each event as one line when ``echo`` is on (``ccci watch`` in
-the foreground turns it on). Events are already in the durable log (SQLite) before any
-``ccci_report_event`` runs; ``ccci events`` reads them from there.
+"""Event echo: prints each event as one line on stderr. ``ccci watch`` in the
+foreground (without ``--quiet``) registers an :class:`EventEcho`; events are already in
+the durable log (SQLite) before any ``ccci_report_event`` runs, and ``ccci events``
+reads them from there.
 """
 from __future__ import annotations
 
 import sys
+from typing import TextIO
 
 from ccci.clock import iso
 from ccci.hookspecs import hookimpl
 
-echo = False
 
+class EventEcho:
+    """A reporter plugin writing ``<UTC> <kind> [<agent>] <message>`` lines to ``stream``
+    (default ``sys.stderr``)."""
 
-@hookimpl
-def ccci_report_event(event):
-    if not echo:
-        return
-    who = f" [{event.agent}]" if event.agent else ""
-    sys.stderr.write(f"{iso(event.at)} {event.kind}{who} {event.message}\n")
-    sys.stderr.flush()
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream
+
+    @hookimpl
+    def ccci_report_event(self, event):
+        out = self.stream or sys.stderr
+        who = f" [{event.agent}]" if event.agent else ""
+        out.write(f"{iso(event.at)} {event.kind}{who} {event.message}\n")
+        out.flush()

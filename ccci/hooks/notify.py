@@ -24,33 +24,32 @@ import urllib.request
 
 from ccci.clock import iso
 from ccci.hookspecs import hookimpl
+from ccci.stash import StashKey
 
 DEFAULT_EVENTS = ("escalation", "breaker_open", "phase_complete", "sequence_complete")
 
-_settings: dict = {}
-_failed: set[str] = set()
+SETTINGS = StashKey[dict]("settings")  #: the ``[notify]`` table and the fleet name
+FAILED = StashKey[list]("failed")  #: kinds of failure already reported on stderr
 
 
 @hookimpl
-def ccci_configure(config):
+def ccci_configure(config, stash):
     raw = config.raw.get("notify", {})
-    _settings.clear()
-    if isinstance(raw, dict):
-        _settings.update(raw)
-        _settings["fleet"] = config.name
+    stash[SETTINGS] = {**raw, "fleet": config.name} if isinstance(raw, dict) and raw else {}
 
 
-def payload(event) -> dict:
+def payload(event, fleet: str = "") -> dict:
     """The JSON object sent: ``fleet``, ``kind``, ``agent``, ``message``, ``at`` (UTC), ``data``."""
-    return {"fleet": _settings.get("fleet", ""), "kind": event.kind, "agent": event.agent,
+    return {"fleet": fleet, "kind": event.kind, "agent": event.agent,
             "message": event.message, "at": iso(event.at), "data": event.data}
 
 
 @hookimpl
-def ccci_report_event(event):
+def ccci_report_event(event, stash):
+    _settings = stash.get(SETTINGS) or {}
     if not _settings or event.kind not in tuple(_settings.get("events", DEFAULT_EVENTS)):
         return
-    body = json.dumps(payload(event), default=str).encode()
+    body = json.dumps(payload(event, _settings.get("fleet", "")), default=str).encode()
     timeout = float(_settings.get("timeout", 5))
     cmd = _settings.get("command")
     if cmd:
@@ -58,17 +57,18 @@ def ccci_report_event(event):
         try:
             subprocess.run(argv, input=body, timeout=timeout, capture_output=True, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            _warn("command", f"notify command {argv[0]!r} failed: {exc}")
+            _warn(stash, "command", f"notify command {argv[0]!r} failed: {exc}")
     url = _settings.get("webhook")
     if url:
         req = urllib.request.Request(str(url), data=body, headers={"Content-Type": "application/json"}, method="POST")
         try:
             urllib.request.urlopen(req, timeout=timeout).close()
         except Exception as exc:  # noqa: BLE001 - notification is best effort
-            _warn("webhook", f"notify webhook failed: {type(exc).__name__}: {str(exc)[:120]}")
+            _warn(stash, "webhook", f"notify webhook failed: {type(exc).__name__}: {str(exc)[:120]}")
 
 
-def _warn(kind: str, msg: str) -> None:
-    if kind not in _failed:
-        _failed.add(kind)
+def _warn(stash, kind: str, msg: str) -> None:
+    failed = stash.setdefault(FAILED, [])
+    if kind not in failed:
+        failed.append(kind)
         sys.stderr.write(f"ccci: {msg}\n")

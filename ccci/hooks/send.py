@@ -21,58 +21,54 @@ from ccci.model import Remedy, RemedyResult
 
 
 @hookimpl
-def ccci_run_remedy(remedy, supervisor):
+def ccci_run_remedy(remedy, services):
     if remedy.action == "send" and remedy.agent:
-        return _send(remedy, supervisor)
+        return _send(remedy, services)
     if remedy.action == "ping":
-        return _ping(remedy, supervisor)
+        return _ping(remedy, services)
     return None
 
 
-def _send(remedy, supervisor) -> RemedyResult:
-    from ccci.send import deliver
-
-    rt = supervisor.agents[remedy.agent]
+def _send(remedy, services) -> RemedyResult:
+    name = remedy.agent
+    agent = services.agent(name)
     if remedy.data.get("nudge"):
-        rt.nudges += 1
-    if rt.backend.exits_at_turn_end:
-        pane = supervisor.tmux.list_panes().get(rt.session)
+        services.count_nudge(name)
+    if agent.backend.exits_at_turn_end:
+        pane = services.pane(name)
         if pane is None or pane.dead:
-            cap = int(supervisor.config.settings_for(rt.name)["max_resumes"])
-            if rt.resumes >= cap:
-                supervisor.run_remedy(Remedy("escalate", rt.name, remedy.reason))
+            cap = int(services.config.settings_for(name)["max_resumes"])
+            if agent.resumes >= cap:
+                services.run_remedy(Remedy("escalate", name, remedy.reason))
                 return RemedyResult(False, f"max_resumes ({cap}) reached; not resuming to send", pending=False)
-            return supervisor.launch_agent(rt.name, "resume", f"{remedy.reason.check}: send", prompt=remedy.text,
-                                           turn_end=True)
-        mid = supervisor.queue_message(rt.name, remedy.text)
+            return services.launch(name, "resume", f"{remedy.reason.check}: send", prompt=remedy.text, turn_end=True)
+        mid = services.queue_message(name, remedy.text)
         return RemedyResult(True, f"queued message {mid} for the next turn", pending=False)
     if not remedy.data.get("now"):
-        mid = supervisor.queue_message(rt.name, remedy.text)
+        mid = services.queue_message(name, remedy.text)
         return RemedyResult(True, f"queued message {mid}", pending=False)
-    if not rt.pane_id:
+    if not agent.pane_id:
         return RemedyResult(False, "no pane", pending=False)
-    res = deliver(supervisor.tmux, rt.pane_id, rt.backend, remedy.text, supervisor.config.settings_for(rt.name),
-                  supervisor.clock, tmpdir=supervisor.config.state_dir / "tmp")
-    rt.last_change_key = None
+    res = services.deliver_now(name, remedy.text)
     return RemedyResult(res.delivered, f"{'sent' if res.delivered else 'NOT delivered'} {remedy.text[:40]!r}: {res.detail}",
                         pending=False)
 
 
-def _ping(remedy, supervisor) -> RemedyResult:
+def _ping(remedy, services) -> RemedyResult:
     data = remedy.reason.data
-    branch = supervisor.config.git.branch
+    branch = services.config.git.branch
     queued = []
-    with supervisor.store.transaction():
+    with services.state.transaction():
         for p in data.get("pings", []):
-            mid = supervisor.store.queue_message(p["agent"], p["text"], supervisor.clock.now(), dedup_key=p["key"])
+            mid = services.queue_message(p["agent"], p["text"], dedup_key=p["key"])
             if mid is not None:
                 queued.append(p)
-        supervisor.store.put(BASELINE_KEY.format(branch=branch), data["head"])
+        services.state.put(BASELINE_KEY.format(branch=branch), data["head"])
         # logged in the same transaction: a watcher killed right after it leaves no
         # queued ping without its event
         for p in queued:
-            supervisor.emit("ping_queued", f"{p['sha'][:10]} {p['subject'][:80]} -> {p['agent']}", agent=p["agent"],
-                            sha=p["sha"], subject=p["subject"])
+            services.emit("ping_queued", f"{p['sha'][:10]} {p['subject'][:80]} -> {p['agent']}", agent=p["agent"],
+                          sha=p["sha"], subject=p["subject"])
     fault_point("after_ping_queued")
     if data.get("first_sight"):
         return RemedyResult(True, f"baseline set to {data['head'][:10]} (no pings for existing commits)", pending=False)

@@ -5,7 +5,9 @@ run the follow-up (``data["then"]``, e.g. ``send`` ``continue``). Used for usage
 ``data["verify_s"]`` (seconds, default 0) keeps the checks paused that long after the
 follow-up, so the screen that caused the wait (still on screen when the follow-up is
 typed) is not acted on again before the agent answered: if the condition is still there
-afterwards, the check fires again and a new wait (with its back-off) starts.
+afterwards, the check fires again and a new wait (with its back-off) starts: the result
+asks the runner to act on the same occurrence again once the wait and the verification
+are over (``retry_after_s``).
 """
 from __future__ import annotations
 
@@ -15,16 +17,17 @@ from ccci.model import Remedy, RemedyResult
 
 
 @hookimpl
-def ccci_run_remedy(remedy, supervisor):
+def ccci_run_remedy(remedy, services):
     if remedy.action != "wait" or remedy.agent is None:
         return None
-    rt = supervisor.agents[remedy.agent]
-    now, mono = supervisor.clock.now(), supervisor.clock.monotonic()
+    now = services.now()
     at = remedy.not_before or now
     verify = float(remedy.data.get("verify_s", 0.0))
-    rt.hold_until_mono = mono + max(0.0, (at - now).total_seconds()) + verify
+    held = max(0.0, (at - now).total_seconds()) + verify
+    services.hold(remedy.agent, held)
     then = remedy.data.get("then")
     if then:
-        supervisor.schedule(Remedy(then, rt.name, remedy.reason, text=remedy.data.get("text", ""),
-                                   not_before=at, data={"now": True}))
-    return RemedyResult(True, f"waiting until {iso(at)}, then {then or 'nothing'}", pending=False)
+        services.schedule(Remedy(then, remedy.agent, remedy.reason, text=remedy.data.get("text", ""),
+                                 not_before=at, data={"now": True}))
+    return RemedyResult(True, f"waiting until {iso(at)}, then {then or 'nothing'}", pending=False,
+                        retry_after_s=held)

@@ -40,6 +40,7 @@ from typing import Any
 
 from ccci.clock import UTC, iso
 from ccci.hookspecs import hookimpl
+from ccci.stash import StashKey
 from ccci.model import AgentState, Event, Match, ScreenAnalysis
 
 PANE_LAG_S = 1.0  #: the pane may redraw this long after a hook (measured 20-70 ms) and still agree
@@ -209,7 +210,7 @@ class _Tracked:
     stale_reported_at: float = 0.0
 
 
-_tracked: dict[tuple[str, str], _Tracked] = {}
+TRACKED = StashKey[dict]("tracked")  #: agent name -> :class:`_Tracked` (fleet stash, this watcher only)
 
 
 def merge(pane: ScreenAnalysis, src_state: AgentState, src_mono: float, evidence: str, rule: str,
@@ -253,15 +254,15 @@ def _home(spec: Any) -> Path:
 
 
 @hookimpl
-def ccci_observe(snapshot, config, state, now, mono, agents):
+def ccci_observe(snapshot, config, state, now, mono, agents, stash):
     from ccci.backends.claude import hook_paths
 
     tick_s = float(getattr(config, "tick_seconds", 1.0))
+    tracked = stash.setdefault(TRACKED, {})
     for name, rt in agents.items():
         if rt.backend.name != "claude":
             continue
-        key = (str(config.state_dir), name)
-        tr = _tracked.setdefault(key, _Tracked())
+        tr = tracked.setdefault(name, _Tracked())
         if tr.generation != rt.generation:
             # a new process: what the old one reported no longer holds
             tr.generation = rt.generation

@@ -344,14 +344,14 @@ class FakeTmux:
 
     def kill_pid(self, pid: int) -> None:
         """Kill the process ``pid`` (SIGKILL): its pane becomes dead. Used in place of
-        :func:`ccci.supervisor.kill_tree` by the ``make_supervisor`` fixture."""
+        :func:`ccci.processes.kill_tree` by the ``make_supervisor`` fixture."""
         self.killed_pids.append(pid)
         for p in self.panes.values():
             if p.pid == pid and not p.dead:
                 p.kill(signal=9)
 
     def scan_processes(self, pids: list[int]) -> dict[int, ProcessInfo]:
-        """A stand-in for :func:`ccci.supervisor.scan_processes`: a pid is alive when a
+        """A stand-in for :func:`ccci.processes.scan_processes`: a pid is alive when a
         live, not dead pane has it and its :attr:`FakePane.process_alive` is true."""
         out: dict[int, ProcessInfo] = {}
         for pid in pids:

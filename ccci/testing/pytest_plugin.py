@@ -201,19 +201,19 @@ def make_supervisor(
     The supervisor uses ``fake_tmux``, ``fake_clock``, a
     :class:`ccci.state.StateStore` in the config's state dir (``<tmp_path>/.ccci``), and
     ``fake_tmux.scan_processes`` as its process scan (pids of live FakePanes are alive).
-    Its process kills (:func:`ccci.supervisor.kill_tree`) only mark fake panes dead.
+    Its process kills (:func:`ccci.processes.kill_tree`) only mark fake panes dead.
     Several supervisors can share one config (a watcher restart on the same state);
     each gets its own store connection; all are closed at teardown.
 
     ``sup.tick()`` runs one tick and returns its findings (before hysteresis); events
     are in ``sup.store.events()``.
     """
+    from ccci import processes as processes_mod
     from ccci import supervisor as supervisor_mod
-    from ccci.checks import stall
     from ccci.plugins import get_plugin_manager
     from ccci.state import StateStore
 
-    monkeypatch.setattr(supervisor_mod, "kill_tree", fake_tmux.kill_pid)
+    monkeypatch.setattr(processes_mod, "kill_tree", fake_tmux.kill_pid)
     made: list[Any] = []
 
     def factory(
@@ -239,12 +239,9 @@ def make_supervisor(
                 raise RuntimeError(f"plugin(s) {', '.join(skipped)} not registered: {'; '.join(pm.load_errors)}")
         store = StateStore(cfg.state_dir)
         sup = supervisor_mod.Supervisor(cfg, pm, store, fake_tmux, fake_clock, process_scan=fake_tmux.scan_processes)
-        # a new watcher process starts with no memory of declared waits (module state)
-        for spec in cfg.agents:
-            stall._seen.pop(cfg.session_name(spec.name), None)
         made.append((sup, start))
         if start:
-            pm.hook.ccci_configure(config=cfg)
+            sup.configure()
             sup.adopt()
         return sup
 
@@ -252,7 +249,7 @@ def make_supervisor(
     for sup, started in made:
         if started:
             try:
-                sup.pm.hook.ccci_unconfigure(config=sup.config)
+                sup.calls.call_all("ccci_unconfigure", {"config": sup.config})
             except Exception:  # noqa: BLE001 - teardown must not mask the test's result
                 pass
         sup.store.close()

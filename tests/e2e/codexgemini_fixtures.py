@@ -41,7 +41,7 @@ from ccci.backends.base import Backend
 from ccci.backends.codex import TESTED_VERSION as CODEX_VERSION, CodexBackend
 from ccci.backends.gemini import TESTED_VERSION as GEMINI_VERSION, GeminiBackend
 from ccci.model import AgentSpec, Role, ScreenAnalysis
-from ccci.supervisor import kill_tree
+from ccci.processes import kill_tree
 from ccci.testing import agent_clis
 from ccci.testing.model_server import step_to_json
 from ccci.tmux import Tmux

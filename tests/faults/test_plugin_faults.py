@@ -15,7 +15,7 @@ PLUGINS = {
     "garbage": "def ccci_check_agent(agent):\n    return {'state': 'ok', 'agent': agent.name}\n",
     "garbage_list": "def ccci_check_fleet(snapshot):\n    return ['stall', 42]\n",
 }
-EXPECT = {"raises": "RuntimeError", "hangs": "CheckTimeout", "garbage": "PluginResultError",
+EXPECT = {"raises": "RuntimeError", "hangs": "PluginTimeout", "garbage": "PluginResultError",
           "garbage_list": "PluginResultError"}
 
 

@@ -14,7 +14,8 @@ from ccci import config as config_mod
 from ccci.fleet import render_config
 from ccci.plugins import get_plugin_manager
 from ccci.state import StateStore
-from ccci.supervisor import Supervisor, collect_secrets
+from ccci.redact import collect_secrets
+from ccci.supervisor import Supervisor
 
 PKG = Path(__file__).resolve().parents[2] / "ccci"
 pytestmark = [pytest.mark.faults]

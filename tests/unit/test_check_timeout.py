@@ -25,7 +25,7 @@ def test_hanging_check_is_interrupted_then_disabled(make_supervisor, fake_clock)
         fake_clock.advance(1)
     took = time.monotonic() - t0
     errors = [e for e in sup.store.events() if e["kind"] == "plugin_error" and e["data"].get("plugin") == "hangs"]
-    assert errors and "CheckTimeout" in errors[0]["message"]
+    assert errors and "PluginTimeout" in errors[0]["message"]
     assert [e for e in sup.store.events() if e["kind"] == "plugin_disabled" and e["data"].get("plugin") == "hangs"]
     assert sup.pm.get_plugin("hangs") is None
     assert took < 6 * 0.2 * len(sup.agents) + 3, f"ticks took {took:.1f}s: the hang was not cut short"

@@ -227,9 +227,7 @@ def claude_on_path(tmp_path, monkeypatch):
     exe.write_text("#!/bin/sh\nexit 0\n")
     exe.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ.get('PATH', '')}")
-    claude_hooks._tracked.clear()
     yield
-    claude_hooks._tracked.clear()
 
 
 IDLE_SCREEN = "❯ hello\n● hi\n\n" + "─" * 20
@@ -296,7 +294,6 @@ def test_supervisor_state_follows_hooks_and_a_stale_busy_hook_yields_to_the_pane
     assert len(stale) == 1 and "reads idle" in stale[0]["message"]
     # a new watcher on the same state: the offset is kept, nothing is re-read
     before = int(sup.store.get("claude_hooks.offset.a"))
-    claude_hooks._tracked.clear()
     sup2 = make_supervisor(sup.config)
     fake_clock.advance(1)
     sup2.tick()

@@ -137,12 +137,12 @@ def test_agent_process_is_not_the_server():
 
 @pytest.fixture
 def oc_sup(make_supervisor, fake_tmux, monkeypatch):
-    from ccci import supervisor as supervisor_mod
+    from ccci import lifecycle as lifecycle_mod
 
     backend = _backend()
     FakeClient.created, FakeClient.last = [], None
-    real_which = supervisor_mod.shutil.which
-    monkeypatch.setattr(supervisor_mod.shutil, "which",
+    real_which = lifecycle_mod.shutil.which
+    monkeypatch.setattr(lifecycle_mod.shutil, "which",
                         lambda name: "/usr/bin/opencode" if name == "opencode" else real_which(name))
 
     def make(**checks):
@@ -311,7 +311,7 @@ def test_stale_state_is_cleared_before_a_start(fleet_config, fake_tmux, monkeypa
 
 
 def test_server_env_secrets_are_redacted(fleet_config):
-    from ccci.supervisor import collect_secrets
+    from ccci.redact import collect_secrets
 
     cfg = fleet_config(extra_toml='[opencode]\nenv = { OPENAI_API_KEY = "sk-serve-secret-123", HOME = "/home/x" }\n')
     secrets = collect_secrets(cfg, environ={})

@@ -9,7 +9,9 @@ import types
 import pytest
 
 from ccci import hookimpl
-from ccci.plugins import BUILTIN_PLUGINS, ESSENTIAL, get_plugin_manager
+from ccci.plugins import BUILTIN_PLUGINS, get_plugin_manager
+
+ESSENTIAL = ("process_death", "restart")  # the builtins that declare CCCI_ESSENTIAL = True
 
 BUILTIN_NAMES = [m.rsplit(".", 1)[-1] for m in BUILTIN_PLUGINS]
 
@@ -50,6 +52,40 @@ def test_essential_plugins_cannot_be_disabled(name):
     [err] = pm.load_errors
     assert "\n" not in err and f"plugin {short} cannot be disabled" in err
     assert pm.disable(short) is False and pm.get_plugin(short) is not None
+
+
+def test_the_essential_builtins_are_those_that_declare_it():
+    pm = pm_with()
+    assert sorted(pm.essential) == sorted(ESSENTIAL)
+    assert all(pm.is_builtin(n) for n in pm.essential)
+
+
+def test_a_third_party_plugin_cannot_declare_itself_essential():
+    mod = types.ModuleType("sneaky")
+    mod.CCCI_ESSENTIAL = True
+    pm = pm_with(extra=[(mod, "sneaky")])
+    assert not pm.is_essential("sneaky") and pm.disable("sneaky") is True
+
+
+class Wrapper:
+    @hookimpl(wrapper=True)
+    def ccci_check_agent(self, agent):
+        return (yield)
+
+
+class OldWrapper:
+    @hookimpl(hookwrapper=True)
+    def ccci_report_event(self, event):
+        yield
+
+
+@pytest.mark.parametrize("plugin", [Wrapper(), OldWrapper()], ids=["wrapper", "hookwrapper"])
+def test_hook_wrappers_are_refused_at_registration_in_one_line(plugin):
+    pm = pm_with(extra=[(plugin, "wrapping")])
+    assert not pm.is_registered(plugin) and pm.get_plugin("wrapping") is None
+    [err] = pm.load_errors
+    assert "\n" not in err and "plugin wrapping (registered) skipped: hook wrappers are not supported" in err
+    assert "tryfirst/trylast" in err
 
 
 def test_a_non_essential_plugin_can_be_disabled_at_run_time():

@@ -10,7 +10,7 @@ import time
 
 import psutil
 
-from ccci.supervisor import ProcessScanner, child_counts, scan_processes
+from ccci.processes import ProcessScanner, child_counts, scan_processes
 
 # a parent with two sleeping children; prints its pid once both run
 PARENT = (

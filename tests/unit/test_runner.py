@@ -6,7 +6,8 @@ import pytest
 
 from ccci import Finding, Remedy, RemedyResult, hookimpl
 from ccci.scripted_agent import FATAL_TEXT
-from ccci.supervisor import PENDING_TIMEOUT_S, PLUGIN_ERROR_LIMIT
+from ccci.calls import PLUGIN_ERROR_LIMIT
+from ccci.supervisor import PENDING_TIMEOUT_S
 from ccci.testing.fakes import events, run_ticks, tick
 
 RESTARTS = ("agent_resumed", "agent_restarted_fresh")

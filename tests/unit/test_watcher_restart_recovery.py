@@ -3,7 +3,7 @@
 for the same on a real fleet)."""
 from __future__ import annotations
 
-from ccci.supervisor import INTENT_KEY
+from ccci.lifecycle import INTENT_KEY
 from ccci.testing.fakes import tick
 
 PING = "ccci: new claim pushed to origin/main: {sha} claim(step {n}): parser. Verify it adversarially."
@@ -18,7 +18,7 @@ def test_only_the_message_seen_on_screen_is_marked_delivered(make_supervisor, fa
     assert one[:40] == two[:40]
     sup.store.db.execute("UPDATE messages SET status='sending'")
     fake_tmux.pane("a").append(f"» {one}")  # only the first was typed before the watcher died
-    sup._recover_sending_messages(fake_tmux.list_panes())
+    sup.outbox.recover_sending(fake_tmux.list_panes())
     status = {r["id"]: r["status"] for r in sup.store.db.execute("SELECT id, status FROM messages")}
     assert status == {ids[0]: "delivered", ids[1]: "queued"}
 
@@ -46,11 +46,11 @@ def test_an_identical_earlier_message_in_the_log_does_not_count(make_supervisor,
     mid = sup.queue_message("a", "please run the tests again")
     sup.store.db.execute("UPDATE messages SET status='sending', detail=? WHERE id=?", (f"log_offset={log.stat().st_size}", mid))
     fake_tmux.pane("a").append("» please run the tests again")  # the old one, still on screen
-    sup._recover_sending_messages(fake_tmux.list_panes())
+    sup.outbox.recover_sending(fake_tmux.list_panes())
     assert sup.store.db.execute("SELECT status FROM messages WHERE id=?", (mid,)).fetchone()[0] == "queued"
     # typed this time before the watcher died: it is in the log after the offset
     sup.store.db.execute("UPDATE messages SET status='sending' WHERE id=?", (mid,))
     with open(log, "a") as fh:
         fh.write("\x1b[2K> please run\x1b[0m the tests again\r\n")
-    sup._recover_sending_messages(fake_tmux.list_panes())
+    sup.outbox.recover_sending(fake_tmux.list_panes())
     assert sup.store.db.execute("SELECT status FROM messages WHERE id=?", (mid,)).fetchone()[0] == "delivered"

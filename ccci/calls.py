@@ -1,0 +1,290 @@
+"""The one layer through which the runner calls plugin code (the idea of pytest's
+``CallInfo``: every call's outcome is a value, never an exception in the caller).
+
+Every hook implementation — checks, observers, remedy choice, remedy runs, reporters,
+lifecycle hooks — is called on its own by :meth:`PluginCalls.call`:
+
+* with only the arguments it declares (pluggy's ``argnames``); ``stash`` (the plugin's
+  :class:`ccci.stash.Stash` for the hook's agent) and ``services`` (a
+  :class:`ccci.services.Services` bound to the plugin) are offered to every hook;
+* under a time limit (SIGALRM on the main thread, like pytest-timeout's signal method):
+  ``check_timeout`` seconds (default 10) for checks, observers, remedy choice and
+  reporters; ``remedy_timeout`` (default 60) for remedy runs and ``ccci_configure``;
+* a raise, a time-out, or a result of the wrong type (:data:`RESULT_RULES`) is a failed
+  call: UNKNOWN for that implementation only, reported as one ``plugin_error`` event
+  naming the plugin, the hook and the ``file:line`` where it raised;
+* a plugin with a failed call on :data:`PLUGIN_ERROR_LIMIT` consecutive ticks (of those
+  in which it was called) is disabled (a ``plugin_disabled`` event), except an essential builtin
+  (:meth:`ccci.plugins.CcciPluginManager.is_essential`), which is never disabled.
+
+Order: ``tryfirst`` implementations, then the others, then ``trylast`` ones; within each
+group builtins come first, then plugins in the order they were registered (entry
+points, then the fleet's ``ccci_plugins.py``). A third-party plugin therefore overrides
+a builtin decision only by asking for it (``@hookimpl(tryfirst=True)``).
+
+Hook wrappers (``wrapper=True`` / ``hookwrapper=True``) are refused at registration
+(:meth:`ccci.plugins.CcciPluginManager.register_checked`): every implementation is
+called on its own here, outside pluggy's call loop, so a wrapper would never wrap.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from ccci.model import Finding, Remedy, RemedyResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ccci.plugins import CcciPluginManager
+    from ccci.stash import Stashes
+
+PLUGIN_ERROR_LIMIT = 5  #: consecutive ticks with a failed call before a plugin is disabled
+CHECK_HOOKS = frozenset({"ccci_check_agent", "ccci_check_fleet"})
+#: hooks whose implementations get ``remedy_timeout`` instead of ``check_timeout``
+LONG_HOOKS = frozenset({"ccci_run_remedy", "ccci_configure", "ccci_unconfigure"})
+
+
+def _findings_shaped(result: Any) -> bool:
+    if result is None or isinstance(result, Finding):
+        return True
+    return isinstance(result, (list, tuple)) and all(isinstance(f, Finding) for f in result)
+
+
+#: hook -> (what a result must be, test). Hooks not listed: the result is ignored.
+RESULT_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "ccci_check_agent": ("a Finding, a list of Findings or None", _findings_shaped),
+    "ccci_check_fleet": ("a Finding, a list of Findings or None", _findings_shaped),
+    "ccci_choose_remedy": ("a Remedy or None", lambda r: r is None or isinstance(r, Remedy)),
+    "ccci_run_remedy": ("a RemedyResult or None", lambda r: r is None or isinstance(r, RemedyResult)),
+    "ccci_launch_env": ("a dict of str to str or None", lambda r: r is None or (
+        isinstance(r, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in r.items()))),
+    "ccci_prompt_preamble": ("a str or None", lambda r: r is None or isinstance(r, str)),
+    "ccci_agent_active": ("True, False or None", lambda r: r is None or isinstance(r, bool)),
+    "ccci_before_launch": ("a str (why not to launch) or None", lambda r: r is None or isinstance(r, str)),
+}
+
+
+class PluginTimeout(Exception):
+    """A hook implementation ran past its time limit and was interrupted."""
+
+
+class PluginResultError(TypeError):
+    """A hook implementation returned a result of the wrong type."""
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise PluginTimeout("ran past its time limit and was interrupted")
+
+
+try:  # the C function under signal.getsignal, which wraps every answer in an enum
+    # lookup that raises and catches ValueError for a Python handler: ~1.7 us, run for
+    # every check of every agent (0.6 ms of a 50-agent tick in bench/); this is ~0.1 us
+    from _signal import getsignal as _raw_getsignal
+except ImportError:  # pragma: no cover - not CPython
+    _raw_getsignal = signal.getsignal
+
+
+@dataclass
+class CallInfo:
+    """The outcome of one call of one hook implementation.
+
+    Attributes:
+        hook: hook name, e.g. ``"ccci_check_agent"``.
+        plugin: the implementing plugin's name.
+        result: what it returned (``None`` when it failed).
+        excinfo: the exception when it raised, timed out or returned the wrong type.
+        duration_s: wall seconds the call took.
+        where: ``file:line`` where it raised (the innermost frame), else ``""``.
+    """
+
+    hook: str
+    plugin: str
+    result: Any = None
+    excinfo: BaseException | None = None
+    duration_s: float = 0.0
+    where: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.excinfo is None
+
+
+def where_raised(exc: BaseException) -> str:
+    """``file:line`` of the innermost traceback frame of ``exc`` (``""`` without one)."""
+    tb = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else None
+    return f"{Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
+
+
+class PluginCalls:
+    """Calls hook implementations in isolation and keeps the strike count.
+
+    :param pm: the plugin manager.
+    :param emit: ``emit(kind, message, agent=None, **data)``: how ``plugin_error``,
+        ``plugin_slow`` and ``plugin_disabled`` events are reported.
+    :param settings: ``() -> dict``: the fleet's ``[checks]`` thresholds
+        (``check_timeout``, ``remedy_timeout``, ``check_budget``; seconds).
+    :param stashes: the runner's :class:`ccci.stash.Stashes`.
+    :param services_for: ``plugin name -> Services`` bound to that plugin.
+    """
+
+    def __init__(self, pm: "CcciPluginManager", emit: Callable[..., None], settings: Callable[[], dict],
+                 stashes: "Stashes", services_for: Callable[[str], Any]) -> None:
+        self.pm = pm
+        self.emit = emit
+        self.settings = settings
+        self.stashes = stashes
+        self.services_for = services_for
+        self.strikes: dict[str, int] = {}
+        self._failed_this_tick: set[str] = set()
+        self._called_this_tick: set[str] = set()
+        self._order_cache: dict[str, tuple[int, list]] = {}
+        self._alarm_depth = 0
+
+    # ------------------------------------------------------------------ order
+    def ordered(self, hook: str) -> list:
+        """Implementations of ``hook`` in calling order (see the module docstring)."""
+        cached = self._order_cache.get(hook)
+        if cached is not None and cached[0] == self.pm.version:
+            return cached[1]
+        impls = getattr(self.pm.hook, hook).get_hookimpls()
+        builtin = self.pm.is_builtin
+
+        def key(item: tuple[int, Any]) -> tuple:
+            index, impl = item
+            group = 0 if impl.tryfirst else 2 if impl.trylast else 1
+            return (group, 0 if builtin(impl.plugin_name) else 1, index)
+
+        order = [impl for _, impl in sorted(enumerate(impls), key=key)]
+        self._order_cache[hook] = (self.pm.version, order)
+        return order
+
+    # ------------------------------------------------------------------ one call
+    def call(self, impl: Any, hook: str, kwargs: dict[str, Any], agent: str | None = None) -> CallInfo:
+        """Call one implementation with the arguments it declares; never raises
+        (except ``KeyboardInterrupt``/``SystemExit``).
+
+        :param agent: whose ``stash`` the implementation gets (``None``: the fleet's).
+        """
+        info = CallInfo(hook=hook, plugin=impl.plugin_name)
+        self._called_this_tick.add(impl.plugin_name)
+        timed = self._alarm_depth == 0 and self._can_alarm()
+        start = time.monotonic()
+        try:
+            args = []
+            for name in impl.argnames:
+                if name in kwargs:
+                    args.append(kwargs[name])
+                elif name == "stash":
+                    args.append(self.stashes.get(impl.plugin_name, agent))
+                elif name == "services":
+                    args.append(self.services_for(impl.plugin_name))
+                else:
+                    raise TypeError(f"{hook} offers no argument {name!r}")
+            if timed:
+                s = self.settings()
+                limit = float(s.get("remedy_timeout", 60.0) if hook in LONG_HOOKS else s.get("check_timeout", 10.0))
+                signal.setitimer(signal.ITIMER_REAL, limit)
+            self._alarm_depth += 1
+            try:
+                info.result = impl.function(*args)
+            finally:
+                self._alarm_depth -= 1
+                if timed:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+        except Exception as exc:  # noqa: BLE001 - a plugin must never stop the daemon
+            info.excinfo = exc
+            info.where = where_raised(exc)
+        info.duration_s = time.monotonic() - start
+        if info.ok and hook in RESULT_RULES:
+            want, test = RESULT_RULES[hook]
+            if not test(info.result):
+                info.excinfo = PluginResultError(f"returned {type(info.result).__name__} {str(info.result)[:60]!r}; "
+                                                 f"{hook} returns {want}")
+                info.where = _source_of(impl.function)
+                if hook in CHECK_HOOKS:  # the Findings in it still count
+                    items = info.result if isinstance(info.result, (list, tuple)) else [info.result]
+                    info.result = [f for f in items if isinstance(f, Finding)]
+                else:
+                    info.result = None
+        if not info.ok:
+            self._failed(info)
+        elif hook in CHECK_HOOKS:
+            budget = float(self.settings().get("check_budget", 2.0))
+            if info.duration_s > budget:
+                self.emit("plugin_slow", f"{info.plugin}.{hook} took {info.duration_s:.2f}s (budget {budget}s)",
+                          plugin=info.plugin, hook=hook, seconds=round(info.duration_s, 3))
+        return info
+
+    def _failed(self, info: CallInfo) -> None:
+        name = info.plugin
+        if name not in self._failed_this_tick:
+            self._failed_this_tick.add(name)
+            self.strikes[name] = self.strikes.get(name, 0) + 1
+        if info.hook == "ccci_report_event":
+            return  # reporting a reporter's failure through the reporters would loop
+        exc = info.excinfo
+        self.emit("plugin_error", f"plugin {name}: {info.hook} raised {type(exc).__name__}: {str(exc)[:200]} "
+                  f"at {info.where or '?'} (UNKNOWN)",
+                  plugin=name, hook=info.hook, where=info.where, error=type(exc).__name__)
+
+    # ------------------------------------------------------------------ many calls
+    def call_all(self, hook: str, kwargs: dict[str, Any], agent: str | None = None) -> list[CallInfo]:
+        """Call every implementation; returns the :class:`CallInfo` of each call that
+        produced a non-``None`` result (a failed check may still carry Findings)."""
+        out = []
+        for impl in self.ordered(hook):
+            info = self.call(impl, hook, kwargs, agent)
+            if info.result is not None:
+                out.append(info)
+        return out
+
+    def call_first(self, hook: str, kwargs: dict[str, Any], agent: str | None = None,
+                   accept: Callable[[CallInfo], bool] | None = None) -> CallInfo | None:
+        """Call implementations in order until one returns an accepted non-``None``
+        result (``firstresult`` with isolation: a failing implementation is skipped).
+
+        :param accept: ``CallInfo -> bool``: a further test of the result (default: any).
+        """
+        for impl in self.ordered(hook):
+            info = self.call(impl, hook, kwargs, agent)
+            if info.ok and info.result is not None and (accept is None or accept(info)):
+                return info
+        return None
+
+    # ------------------------------------------------------------------ accounting
+    def end_tick(self) -> None:
+        """Strike accounting at the end of a tick: a plugin with a failed call on
+        :data:`PLUGIN_ERROR_LIMIT` consecutive ticks in which it was called is disabled;
+        a tick in which it was called and nothing failed clears its count (ticks in
+        which it was not called at all, e.g. a remedy plugin between findings, count
+        neither way)."""
+        for name in list(self.strikes):
+            if name not in self._failed_this_tick:
+                if name in self._called_this_tick:
+                    del self.strikes[name]
+            elif self.strikes[name] >= PLUGIN_ERROR_LIMIT:
+                reason = f"failed on {PLUGIN_ERROR_LIMIT} ticks in a row"
+                if self.pm.disable(name, reason):
+                    self.stashes.forget_plugin(name)
+                    self.emit("plugin_disabled", f"plugin {name} {reason}; disabled until the watcher restarts "
+                              f"(fix it, then restart the watcher or send it SIGHUP)", plugin=name, reason=reason)
+                    del self.strikes[name]
+        self._failed_this_tick = set()
+        self._called_this_tick = set()
+
+    @staticmethod
+    def _can_alarm() -> bool:
+        if threading.current_thread() is not threading.main_thread():
+            return False
+        if _raw_getsignal(signal.SIGALRM) is not _on_alarm:
+            signal.signal(signal.SIGALRM, _on_alarm)
+        return True
+
+
+def _source_of(function: Any) -> str:
+    code = getattr(function, "__code__", None)
+    return f"{Path(code.co_filename).name}:{code.co_firstlineno}" if code else ""

@@ -1,0 +1,122 @@
+"""The outbox: queued messages delivered to agents that are ready for input, each
+typed, submitted and verified (:func:`ccci.send.deliver`), oldest first, one per
+agent per tick; and after a watcher restart, messages it left half-sent.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ccci.faultpoint import fault_point
+from ccci.model import PaneInfo
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ccci.send import SendResult
+    from ccci.supervisor import Supervisor
+
+RECOVER_PROBE_CHARS = 100  #: non-blank characters of a 'sending' message looked for after a watcher restart
+MAX_DELIVERY_ROUNDS = 3  #: delivery rounds (each with its own Enter retries) before a message fails
+
+
+class Outbox:
+    """Message delivery for a :class:`ccci.supervisor.Supervisor`."""
+
+    def __init__(self, sup: "Supervisor") -> None:
+        self.sup = sup
+
+    def deliver_now(self, name: str, text: str) -> "SendResult":
+        """Type ``text`` into the agent's pane now and verify the submission."""
+        from ccci.send import SendResult, deliver
+
+        sup = self.sup
+        rt = sup.agents[name]
+        if not rt.pane_id:
+            return SendResult(False, 0, "no pane")
+        res = deliver(sup.tmux, rt.pane_id, rt.backend, text, sup.config.settings_for(name), sup.clock,
+                      tmpdir=sup.config.state_dir / "tmp")
+        rt.last_change_key = None  # re-read the screen next tick
+        return res
+
+    def deliver_pending(self) -> None:
+        """Deliver queued messages to agents that are ready for input, oldest first,
+        one per agent per tick."""
+        sup = self.sup
+        for msg in sup.store.pending_messages():
+            rt = sup.agents.get(msg.agent)
+            if rt is None:
+                sup.store.finish_message(msg.id, "failed", "no such agent", sup.clock.now(), msg.attempts)
+                continue
+            if rt.stopped or rt.given_up or rt.pending_since_mono is not None or not rt.pane_id:
+                continue
+            if not rt.backend.is_ready_for_input(rt.analysis):
+                continue
+            # where the agent's pane log ends now: after a watcher crash, recovery looks
+            # for the message only in what the pane printed after this point
+            sup.store.mark_sending(msg.id, f"log_offset={_file_size(sup.log_dir / f'{rt.name}.log')}")
+            res = self.deliver_now(rt.name, msg.text)
+            if res.delivered:
+                fault_point("after_type")
+            status = "delivered" if res.delivered else ("queued" if res.retry_later else "failed")
+            if status == "failed" and msg.attempts + 1 < MAX_DELIVERY_ROUNDS:
+                status = "queued"  # try again on a later tick (e.g. after the agent's restart)
+                sup.emit("message_retry", f"not delivered yet ({res.detail}); will retry", agent=rt.name,
+                         message_id=msg.id)
+            if status == "queued":
+                sup.store.requeue_message(msg.id, count_attempt=True)
+            else:
+                sup.store.finish_message(msg.id, status, res.detail, sup.clock.now(), msg.attempts + res.attempts)
+                sup.emit("message_delivered" if res.delivered else "message_failed",
+                         f"{'delivered' if res.delivered else 'NOT delivered'}: {res.detail}; {msg.text[:80]!r}",
+                         agent=rt.name, message_id=msg.id, attempts=res.attempts, latency_s=round(
+                             (sup.clock.now() - msg.queued_at).total_seconds(), 3))
+
+    def recover_sending(self, panes: dict[str, PaneInfo]) -> None:
+        """Messages left in state 'sending' by a killed watcher: delivered if their text
+        shows in the agent's pane log after the point where the typing began (recorded in
+        the row's ``detail``; the screen when there is no log), else queued again (so a
+        ping is delivered once).
+
+        The probe is the first :data:`RECOVER_PROBE_CHARS` non-blank characters of the
+        message, compared with all whitespace removed (a wrapped line splits words):
+        long enough to hold a ping's commit sha, so two pings never match each other."""
+        sup = self.sup
+        for row in sup.store.sending_messages():
+            rt = sup.agents.get(row["agent"])
+            pane = panes.get(rt.session) if rt else None
+            m = re.match(r"log_offset=(\d+)$", row["detail"] or "")
+            log = sup.log_dir / f"{rt.name}.log" if rt else None
+            if m and log is not None and log.exists():
+                # only what the pane printed after the typing began: an identical earlier
+                # message on screen or in the log does not count
+                seen = log_since(log, int(m.group(1)))
+            else:
+                seen = sup.tmux.capture([pane.pane_id]).get(pane.pane_id, "") if pane else ""
+            probe = "".join(row["text"].split())[:RECOVER_PROBE_CHARS]
+            if probe and probe in "".join(seen.split()):
+                sup.store.finish_message(row["id"], "delivered", "seen on screen after watcher restart", sup.clock.now(), 1)
+            else:
+                sup.store.requeue_message(row["id"])
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def log_since(path: Path, offset: int, limit: int = 1 << 20) -> str:
+    """An agent's pane log from byte ``offset`` (at most ``limit`` bytes) as text,
+    escape sequences removed ("" when there is no log). A log shorter than ``offset``
+    (rotated or recreated) is read from the start."""
+    from ccci.send import ANSI_RE
+
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(offset if offset <= size else 0)
+            return ANSI_RE.sub("", fh.read(limit).decode("utf-8", "replace"))
+    except OSError:
+        return ""
