@@ -18,7 +18,7 @@ Fixtures
                     a tmux pane, launched with :meth:`ClaudeBackend.launch`'s argv/env.
 
 Recording captures: with ``CCCI_E2E_RECORD=1`` the tests write the screens they assert on
-to ``tests/e2e/captures/`` (labels are kept by hand in ``captures/LABELS.toml``).
+to ``tests/golden/claude-2.1.197-recorded/`` (labels are kept by hand in its ``LABELS.toml``).
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ from ccci.tmux import Tmux
 
 REPO = Path(__file__).resolve().parents[2]
 NPM_PREFIX = REPO / ".cache" / "npm"
-CAPTURES = Path(__file__).resolve().parent / "captures"
+CAPTURES = REPO / "tests" / "golden" / "claude-2.1.197-recorded"
 API_KEY = "sk-ant-e2e-" + "0123456789abcdefghijklmnop"  # any value; its last 20 chars are pre-approved
 RECORD = os.environ.get("CCCI_E2E_RECORD") == "1"
 
@@ -297,7 +297,7 @@ class ClaudeSession:
         self.tmux.send_key(self.pane_id, "Enter")
 
     def record(self, filename: str, screen: str) -> None:
-        """With ``CCCI_E2E_RECORD=1``, save ``screen`` as ``tests/e2e/captures/<filename>``."""
+        """With ``CCCI_E2E_RECORD=1``, save ``screen`` as ``tests/golden/claude-2.1.197-recorded/<filename>``."""
         if RECORD:
             CAPTURES.mkdir(exist_ok=True)
             (CAPTURES / filename).write_text(screen + "\n", encoding="utf-8")
