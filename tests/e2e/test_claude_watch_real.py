@@ -20,7 +20,7 @@ import pytest
 from ccci.clock import parse_utc
 from ccci.testing.model_server import Fail, Text, ToolUse
 
-pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(600)]  # real CLIs: minutes
 
 LATENCY: dict[str, list[float]] = {}
 

@@ -22,7 +22,7 @@ from ccci.backends.opencode import OpencodeBackend
 from ccci.model import AgentState
 from ccci.testing.model_server import Fail, Text, ToolUse
 
-pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(600)]  # real CLIs: minutes
 
 
 def _at(e: dict) -> float:
