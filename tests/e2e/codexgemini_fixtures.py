@@ -33,7 +33,7 @@ from types import SimpleNamespace
 from typing import Callable, Iterator
 
 import pytest
-from real_cli import PaneSession, git, pinned_cli, seed_origin, write_gitconfig
+from real_cli import PaneSession, git, pane_sessions, pinned_cli, seed_origin, write_gitconfig
 
 from ccci.backends.codex import TESTED_VERSION as CODEX_VERSION, CodexBackend
 from ccci.backends.gemini import TESTED_VERSION as GEMINI_VERSION, GeminiBackend
@@ -198,24 +198,13 @@ class CliSession(PaneSession):
 
 
 def _sessions(kind: str, tmp_path: Path, tmux: Tmux, netns: str, bin_path: Path) -> Iterator[Callable[..., CliSession]]:
-    """The body of ``codex_session`` / ``gemini_session``: a factory, then every session
-    it made closed."""
-    sessions: list[CliSession] = []
+    """The body of ``codex_session`` / ``gemini_session``."""
+    def new(script: list, i: int, *, env: dict[str, str] | None = None, name: str | None = None,
+            resume_of: CliSession | None = None, model: str = "") -> CliSession:
+        return CliSession(kind=kind, root=tmp_path, name=name or f"{kind}-{i}-{uuid.uuid4().hex[:4]}", tmux=tmux,
+                          netns=netns, bin_path=bin_path, script=script, env=env, resume_of=resume_of, model=model)
 
-    def make(script: list, *, env: dict[str, str] | None = None, name: str | None = None,
-             start: bool = True, resume_of: CliSession | None = None, model: str = "") -> CliSession:
-        s = CliSession(kind=kind, root=tmp_path, name=name or f"{kind}-{len(sessions)}-{uuid.uuid4().hex[:4]}",
-                       tmux=tmux, netns=netns, bin_path=bin_path, script=script, env=env,
-                       resume_of=resume_of, model=model)
-        sessions.append(s)
-        if start:
-            s.start_server()
-            s.launch(resume=resume_of is not None)
-        return s
-
-    yield make
-    for s in sessions:
-        s.close()
+    yield from pane_sessions(new)
 
 
 @pytest.fixture

@@ -33,8 +33,8 @@ from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 import pytest
-from real_cli import (RECORD, REPO, PaneSession, WatchedFleet, git, kill_tmux_server, pinned_cli, read_jsonl,
-                      seed_origin, start_model_server, write_gitconfig, write_script)
+from real_cli import (RECORD, REPO, PaneSession, WatchedFleet, git, kill_tmux_server, pane_sessions, pinned_cli,
+                      read_jsonl, seed_origin, start_model_server, write_gitconfig, write_script)
 
 from ccci.backends.claude import TESTED_VERSION, ClaudeBackend
 from ccci.model import AgentSpec, Role
@@ -200,22 +200,13 @@ def claude_session(tmp_path: Path, e2e_tmux: Tmux, netns: str, claude_bin: Path
                    ) -> Iterator[Callable[..., ClaudeSession]]:
     """Factory: ``claude_session(script, env=None, name=None, start=True)`` -> a started
     :class:`ClaudeSession` (server up, CLI launched with a fresh session id)."""
-    sessions: list[ClaudeSession] = []
+    def new(script: list, i: int, *, env: dict[str, str] | None = None, name: str | None = None,
+            resume_of: ClaudeSession | None = None, hooks: bool = False) -> ClaudeSession:
+        return ClaudeSession(root=tmp_path, name=name or f"e2e-{i}-{uuid.uuid4().hex[:4]}", tmux=e2e_tmux,
+                             netns=netns, claude_bin=claude_bin, script=script, env=env, resume_of=resume_of,
+                             hooks=hooks)
 
-    def make(script: list, *, env: dict[str, str] | None = None, name: str | None = None,
-             start: bool = True, resume_of: ClaudeSession | None = None, hooks: bool = False) -> ClaudeSession:
-        s = ClaudeSession(root=tmp_path, name=name or f"e2e-{len(sessions)}-{uuid.uuid4().hex[:4]}",
-                          tmux=e2e_tmux, netns=netns, claude_bin=claude_bin, script=script, env=env,
-                          resume_of=resume_of, hooks=hooks)
-        sessions.append(s)
-        if start:
-            s.start_server()
-            s.launch(resume=resume_of is not None)
-        return s
-
-    yield make
-    for s in sessions:
-        s.close()
+    yield from pane_sessions(new)
 
 
 # ------------------------------------------------------------------ a supervised fleet

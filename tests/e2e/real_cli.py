@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -255,6 +255,26 @@ class PaneSession:
     def close(self) -> None:
         self.stop_cli()
         self.stop_server()
+
+
+def pane_sessions(new: Callable[..., PaneSession]) -> Iterator[Callable[..., PaneSession]]:
+    """The body of a session fixture: yields ``make(script, *, start=True, resume_of=None,
+    **kw)``, which builds a session with ``new(script, index, resume_of=..., **kw)`` and,
+    with ``start``, starts its model server and launches the CLI (resuming when
+    ``resume_of`` is given); every session made is closed afterwards."""
+    made: list[PaneSession] = []
+
+    def make(script: list, *, start: bool = True, resume_of: PaneSession | None = None, **kw: Any) -> PaneSession:
+        s = new(script, len(made), resume_of=resume_of, **kw)
+        made.append(s)
+        if start:
+            s.start_server()
+            s.launch(resume=resume_of is not None)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
 
 
 # ------------------------------------------------------- a fleet under a real ccci watch
