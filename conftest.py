@@ -20,3 +20,22 @@ def pytest_configure(config: pytest.Config) -> None:
     from ccci.testing import pytest_plugin
 
     pytest_plugin.register_once(config.pluginmanager, pytest_plugin, "ccci")
+
+
+#: fixtures that run a :class:`ccci.supervisor.Supervisor` in the test's own process
+#: (``pytester`` runs pytest in-process, and its tests use ``make_supervisor``)
+_IN_PROCESS_SUPERVISOR = frozenset({"make_supervisor", "pytester"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """pytest-timeout's signal method (``timeout_method`` in pyproject.toml) arms SIGALRM
+    with ``setitimer``; a Supervisor ticking in the test's process arms the same timer for
+    ``check_timeout`` and disarms it after each check, which would silently cancel the
+    test's limit. Those tests use the thread method, with the limit they already have."""
+    for item in items:
+        if not _IN_PROCESS_SUPERVISOR.intersection(getattr(item, "fixturenames", ())):
+            continue
+        own = item.get_closest_marker("timeout")
+        limit = (own.kwargs.get("timeout", own.args[0] if own.args else None)) if own else None
+        kwargs = {"method": "thread"} if limit is None else {"timeout": limit, "method": "thread"}
+        item.add_marker(pytest.mark.timeout(**kwargs), append=False)

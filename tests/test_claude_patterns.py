@@ -14,6 +14,9 @@ from ccci.model import AgentSpec, AgentState, Role
 
 GOLDEN = Path(__file__).parent / "golden" / "claude-2.1.197"
 LABELS = tomllib.loads((GOLDEN / "LABELS.toml").read_text(encoding="utf-8"))
+#: screens recorded from the real CLI by tests/e2e/test_claude_real.py (CCCI_E2E_RECORD=1)
+RECORDED = GOLDEN.parent / "claude-2.1.197-recorded"
+RECORDED_LABELS = tomllib.loads((RECORDED / "LABELS.toml").read_text(encoding="utf-8"))
 PATTERN_FILE = Path(patterns_mod.__file__).parent / "patterns" / "claude-2.1.197.toml"
 NBSP = "\xa0"
 
@@ -54,6 +57,25 @@ def test_golden_capture(backend, name):
         assert analysis.reset_at is None
     if analysis.state != AgentState.UNKNOWN:
         assert analysis.fingerprint
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED_LABELS))
+def test_recorded_captures_read_as_labelled(backend, name, request):
+    """The screens recorded by tests/e2e/test_claude_real.py (``claude-2.1.197-recorded/``)
+    read as labelled, through ``analyse()`` with the label's title and capture time
+    (tests/test_golden_diagnose.py checks the same files through ``ccci diagnose``). A
+    label with ``known_gap`` is what ccci should conclude but the pattern file does not
+    yet: it is an expected failure (strict, so a fix in the patterns shows up as XPASS)."""
+    label = RECORDED_LABELS[name]
+    if label.get("known_gap"):
+        request.applymarker(pytest.mark.xfail(reason=label["known_gap"], strict=True))
+    screen = (RECORDED / name).read_text(encoding="utf-8")
+    now = _utc(label["now"]) if label.get("now") else None
+    an = backend.analyse(screen, label.get("title", ""), now)
+    assert an.state.value == label["state"], name
+    expected = label.get("reset_at")
+    got = an.reset_at.strftime("%Y-%m-%dT%H:%M:%SZ") if an.reset_at else None
+    assert got == expected, name
 
 
 def test_backend_uses_the_2_1_197_pattern_file(backend):
@@ -234,9 +256,8 @@ def test_every_rule_fires_on_some_screen_or_is_documented_extra(backend):
     for name in LABELS:
         fired |= {m.rule for m in backend.analyse(_screen(name)).matches}
     fired |= {m.rule for m in backend.analyse(_screen("04_reply_finished_idle.txt"), title="⠐ Claude Code").matches}
-    recorded = GOLDEN.parent / "claude-2.1.197-recorded"  # screens recorded by tests/e2e
-    for name in tomllib.loads((recorded / "LABELS.toml").read_text(encoding="utf-8")):
-        fired |= {m.rule for m in backend.analyse((recorded / name).read_text(encoding="utf-8")).matches}
+    for name in RECORDED_LABELS:
+        fired |= {m.rule for m in backend.analyse((RECORDED / name).read_text(encoding="utf-8")).matches}
     # rules for screens the captures do not show at the bottom (documented in docs/agent-clis.md)
     extra = {"claude.exited.pane_dead_no_box", "claude.exited.root_refused"}  # resume_hint_no_box: recorded 16
     assert {r.id for r in backend.patterns.rules} - fired == extra

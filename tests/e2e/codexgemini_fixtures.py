@@ -3,7 +3,8 @@ talking to the scripted model server (:mod:`ccci.testing.model_server`) inside t
 loopback-only network namespace of ``conftest.netns``.
 
 Kept apart from the Claude Code fixtures in ``conftest.py`` (which it reuses: ``netns``,
-``e2e_tmux``); test modules import what they use from here::
+``e2e_tmux``); :class:`CliSession` is a :class:`real_cli.PaneSession`, like the Claude
+Code one. Test modules import what they use from here::
 
     from codexgemini_fixtures import codex_bin, codex_session  # noqa: F401 (fixtures)
 
@@ -26,28 +27,20 @@ screens in ``tests/golden/codex-0.169.0/`` and ``tests/golden/gemini-0.61.0/``.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Iterator
 
 import pytest
+from real_cli import PaneSession, git, pane_sessions, pinned_cli, seed_origin, write_gitconfig
 
-from ccci.backends.base import Backend
 from ccci.backends.codex import TESTED_VERSION as CODEX_VERSION, CodexBackend
 from ccci.backends.gemini import TESTED_VERSION as GEMINI_VERSION, GeminiBackend
-from ccci.model import AgentSpec, Role, ScreenAnalysis
+from ccci.model import AgentSpec, Role
 from ccci.processes import kill_tree
-from ccci.testing import agent_clis
-from ccci.testing.model_server import step_to_json
 from ccci.tmux import Tmux
 
-REPO = Path(__file__).resolve().parents[2]
-NPM_PREFIX = REPO / ".cache" / "npm"
 API_KEY = "e2e-key-0123456789abcdefghijklmnop"  # any value; never a real key
 #: environment variable named in the Codex provider's ``env_key``
 CODEX_KEY_ENV = "CCCI_MODEL_KEY"
@@ -70,17 +63,7 @@ def ensure_cli(kind: str) -> Path:
 
     :raises pytest.skip.Exception: when it cannot be installed (npm missing, offline).
     """
-    info = CLIS[kind]
-    override = os.environ.get(info["env"])
-    if override:
-        path = Path(override)
-        if not path.exists():
-            pytest.skip(f"{info['env']}={override} does not exist")
-        return path
-    try:
-        return agent_clis.ensure_cli(kind, NPM_PREFIX)
-    except agent_clis.CliUnavailable as exc:
-        pytest.skip(str(exc))
+    return pinned_cli(kind, CLIS[kind]["env"])
 
 
 @pytest.fixture(scope="session")
@@ -98,15 +81,9 @@ def gemini_bin() -> Path:
 # --------------------------------------------------------------------------- session
 
 
-def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "e2e", "GIT_AUTHOR_EMAIL": "e2e@example.invalid",
-           "GIT_COMMITTER_NAME": "e2e", "GIT_COMMITTER_EMAIL": "e2e@example.invalid"}
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True, env=env).stdout
-
-
-class CliSession:
+class CliSession(PaneSession):
     """One real Codex or Gemini CLI in a tmux pane, with its own HOME, project and model
-    server.
+    server (the pane, the server and the waits: :class:`real_cli.PaneSession`).
 
     :param kind: ``"codex"`` or ``"gemini"``.
     :param root: a fresh directory for HOME, project, origin, script and request log.
@@ -123,54 +100,27 @@ class CliSession:
     def __init__(self, *, kind: str, root: Path, name: str, tmux: Tmux, netns: str, bin_path: Path,
                  script: list, env: dict[str, str] | None = None, resume_of: "CliSession | None" = None,
                  model: str = "", codex_retries: int = 1) -> None:
+        super().__init__(root=root, name=name, tmux=tmux, netns=netns, bin_path=bin_path,
+                         backend=CLIS[kind]["backend"](), script=script, env=env)
         self.kind = kind
         self.codex_retries = codex_retries
-        self.root = root
-        self.name = name
-        self.tmux = tmux
-        self.netns = netns
-        self.bin_path = bin_path
-        self.backend: Backend = CLIS[kind]["backend"]()
-        self.extra_env = dict(env or {})
         self.model = model
         self.config = SimpleNamespace(name="e2e", state_dir=root / "state")  # what launch() reads
-        self.server: subprocess.Popen | None = None
         self.pids: list[int] = []  # pane pids of every launch
         self.names: list[str] = []  # tmux sessions of every launch
-        self.url = ""
-        self.pane_id = ""
         self.home = root / f"home-{kind}"
         self.project = root / f"proj-{kind}"
         self.origin = root / f"origin-{kind}.git"
-        self.log = root / f"requests-{name}.jsonl"
-        self.script_file = root / f"script-{name}.json"
-        self.script_file.write_text(json.dumps({"steps": [step_to_json(s) for s in script]}))
         if resume_of is None:
-            self.project.mkdir(parents=True, exist_ok=True)
             self.conversation_id = self.backend.new_conversation_id()
-            self._prepare_project()
+            seed_origin(self.origin, self.project)
         else:
             self.conversation_id = resume_of.conversation_id
-
-    # ------------------------------------------------------------------ setup
-    def _prepare_project(self) -> None:
-        git(self.root, "init", "-q", "--bare", "-b", "main", str(self.origin))
-        git(self.project, "init", "-q", "-b", "main")
-        # repo-local identity: Gemini CLI's shell tool did not pick up $HOME/.gitconfig
-        git(self.project, "config", "user.name", "e2e agent")
-        git(self.project, "config", "user.email", "agent@example.invalid")
-        (self.project / "README.md").write_text("e2e project\n")
-        git(self.project, "add", "README.md")
-        git(self.project, "commit", "-q", "-m", "initial")
-        git(self.project, "remote", "add", "origin", str(self.origin))
-        git(self.project, "push", "-q", "origin", "main")
 
     def prepare_home(self) -> None:
         """Write the settings that skip first-run dialogs and point the CLI at the
         model server (``self.url`` must be set)."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / ".gitconfig").write_text(
-            "[user]\n\tname = e2e agent\n\temail = agent@example.invalid\n[init]\n\tdefaultBranch = main\n")
+        write_gitconfig(self.home)
         if self.kind == "codex":
             d = self.home / ".codex"
             d.mkdir(exist_ok=True)
@@ -200,18 +150,6 @@ class CliSession:
                 "ui": {"theme": "Default"},
             }
             (d / "settings.json").write_text(json.dumps(settings, indent=2))
-
-    def start_server(self) -> str:
-        argv = ["ip", "netns", "exec", self.netns, sys.executable, "-m", "ccci.testing.model_server",
-                "--port", "0", "--script", str(self.script_file), "--log", str(self.log)]
-        self.server = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                       cwd=self.root, env={**os.environ, "PYTHONPATH": str(REPO)})
-        line = self.server.stdout.readline().strip() if self.server.stdout else ""
-        if not line.startswith("http://127.0.0.1:"):
-            err = self.server.stderr.read() if self.server.stderr else ""
-            raise RuntimeError(f"model server did not start: {line!r} {err[-1000:]}")
-        self.url = line
-        return line
 
     def spec(self) -> AgentSpec:
         return AgentSpec(name=self.name.split("~")[0], role=Role.LOOP, backend=self.kind, workdir=self.project,
@@ -249,47 +187,6 @@ class CliSession:
         self.names.append(self.name)
         return plan.argv
 
-    # ------------------------------------------------------------------ reading
-    def pane(self):
-        return self.tmux.list_panes().get(self.name)
-
-    def screen(self) -> str:
-        return self.tmux.capture([self.pane_id]).get(self.pane_id, "")
-
-    def read(self) -> tuple[str, str, ScreenAnalysis]:
-        """(screen, title, analysis) of the pane now."""
-        pane = self.pane()
-        title = pane.title if pane else ""
-        screen = self.screen()
-        return screen, title, self.backend.analyse(screen, title)
-
-    def wait_until(self, pred: Callable[[str, ScreenAnalysis], bool], timeout: float, what: str,
-                   interval: float = 0.1) -> tuple[str, ScreenAnalysis]:
-        """Poll the pane until ``pred(screen, analysis)``; fails with the last screen."""
-        deadline = time.monotonic() + timeout
-        screen, _title, an = self.read()
-        while not pred(screen, an):
-            if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout}s waiting for {what}; state={an.state.value}\n"
-                            f"--- screen ---\n{screen}\n--- requests ---\n"
-                            + "\n".join(f"{r['path']} {r['kind']} {r['step']} {r['status']}" for r in self.requests()))
-            time.sleep(interval)
-            screen, _title, an = self.read()
-        return screen, an
-
-    def wait_state(self, state: str, timeout: float = 30.0, also: Callable[[str], bool] | None = None
-                   ) -> tuple[str, ScreenAnalysis]:
-        return self.wait_until(lambda s, a: a.state.value == state and (also is None or also(s)),
-                               timeout, f"state {state}")
-
-    def requests(self) -> list[dict]:
-        if not self.log.exists():
-            return []
-        return [json.loads(ln) for ln in self.log.read_text(encoding="utf-8").splitlines() if ln.strip()]
-
-    def main_requests(self) -> list[dict]:
-        return [r for r in self.requests() if r["kind"] == "main"]
-
     # ------------------------------------------------------------------ teardown
     def stop_cli(self) -> None:
         """Kill every CLI process this session launched, then its tmux sessions. Gemini CLI
@@ -299,67 +196,27 @@ class CliSession:
         for name in {self.name, *self.names}:
             self.tmux.kill_session(name)
 
-    def stop_server(self) -> None:
-        if self.server is not None and self.server.poll() is None:
-            self.server.terminate()
-            try:
-                self.server.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.server.kill()
-                self.server.wait(timeout=5)
-        if self.server is not None:
-            for f in (self.server.stdout, self.server.stderr):
-                if f:
-                    f.close()
 
-    def close(self) -> None:
-        self.stop_cli()
-        self.stop_server()
+def _sessions(kind: str, tmp_path: Path, tmux: Tmux, netns: str, bin_path: Path) -> Iterator[Callable[..., CliSession]]:
+    """The body of ``codex_session`` / ``gemini_session``."""
+    def new(script: list, i: int, *, env: dict[str, str] | None = None, name: str | None = None,
+            resume_of: CliSession | None = None, model: str = "") -> CliSession:
+        return CliSession(kind=kind, root=tmp_path, name=name or f"{kind}-{i}-{uuid.uuid4().hex[:4]}", tmux=tmux,
+                          netns=netns, bin_path=bin_path, script=script, env=env, resume_of=resume_of, model=model)
 
-
-def _factory(kind: str, tmp_path: Path, tmux: Tmux, netns: str, bin_path: Path
-             ) -> tuple[Callable[..., CliSession], list[CliSession]]:
-    sessions: list[CliSession] = []
-
-    def make(script: list, *, env: dict[str, str] | None = None, name: str | None = None,
-             start: bool = True, resume_of: CliSession | None = None, model: str = "") -> CliSession:
-        s = CliSession(kind=kind, root=tmp_path, name=name or f"{kind}-{len(sessions)}-{uuid.uuid4().hex[:4]}",
-                       tmux=tmux, netns=netns, bin_path=bin_path, script=script, env=env,
-                       resume_of=resume_of, model=model)
-        sessions.append(s)
-        if start:
-            s.start_server()
-            s.launch(resume=resume_of is not None, prompt="" if resume_of is not None else "")
-        return s
-
-    return make, sessions
+    yield from pane_sessions(new)
 
 
 @pytest.fixture
 def codex_session(tmp_path: Path, e2e_tmux: Tmux, netns: str, codex_bin: Path) -> Iterator[Callable[..., CliSession]]:
     """Factory: ``codex_session(script, env=None, name=None, start=True, resume_of=None)``."""
-    make, sessions = _factory("codex", tmp_path, e2e_tmux, netns, codex_bin)
-    yield make
-    for s in sessions:
-        s.close()
+    yield from _sessions("codex", tmp_path, e2e_tmux, netns, codex_bin)
 
 
 @pytest.fixture
 def gemini_session(tmp_path: Path, e2e_tmux: Tmux, netns: str, gemini_bin: Path) -> Iterator[Callable[..., CliSession]]:
     """Factory: ``gemini_session(script, env=None, name=None, start=True, resume_of=None)``."""
-    make, sessions = _factory("gemini", tmp_path, e2e_tmux, netns, gemini_bin)
-    yield make
-    for s in sessions:
-        s.close()
-
-
-def type_text(session: CliSession, text: str) -> None:
-    """Type ``text`` into the pane without Enter (unsent input)."""
-    session.tmux.send_literal(session.pane_id, text)
-
-
-def press(session: CliSession, key: str) -> None:
-    session.tmux.send_key(session.pane_id, key)
+    yield from _sessions("gemini", tmp_path, e2e_tmux, netns, gemini_bin)
 
 
 def capture_to(path: Path, screen: str) -> None:
@@ -369,4 +226,4 @@ def capture_to(path: Path, screen: str) -> None:
 
 
 __all__ = ["CliSession", "capture_to", "codex_bin", "codex_session", "ensure_cli", "gemini_bin",
-           "gemini_session", "press", "type_text"]
+           "gemini_session", "git"]

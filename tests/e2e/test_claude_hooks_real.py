@@ -17,7 +17,7 @@ from ccci.model import AgentState
 from ccci.sources.claude_hooks import HookState, fold, session_file_state
 from ccci.testing.model_server import Fail, Text
 
-pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(600)]  # real CLIs: minutes
 
 BANNER = "Claude Code v2.1.197"
 

@@ -16,7 +16,7 @@ from ccci.config import DEFAULT_CHECKS
 from ccci.model import AgentState
 from ccci.send import deliver
 
-pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(600)]  # real CLIs: minutes
 
 BANNER = "Claude Code v2.1.197"
 WORDS = ("supervisor agent tmux pane commit claim review origin branch resume fresh session limit reset "

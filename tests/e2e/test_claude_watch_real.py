@@ -20,7 +20,7 @@ import pytest
 from ccci.clock import parse_utc
 from ccci.testing.model_server import Fail, Text, ToolUse
 
-pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(600)]  # real CLIs: minutes
 
 LATENCY: dict[str, list[float]] = {}
 
@@ -81,14 +81,14 @@ def test_thinking_block_400_gets_a_fresh_session_never_a_resume(claude_fleet):
     req = f.wait(lambda: [r for r in f.main_requests("a") if _sid(r) == sid1], 60, "a request of the fresh session")[0]
     assert req["status"] == 200
     f.wait(lambda: "Fresh session works." in f.screen("a"), 30, "the fresh session's reply")
-    assert f.store.agent("a").conversation_id == sid1
+    assert f.agent("a").conversation_id == sid1
 
 
 def test_kill_9_is_resumed_with_the_persisted_session_id(claude_fleet):
     f = claude_fleet({"a": {"script": [Text("First turn done. WORD=HERON")]}})
     f.watch()
     f.wait(lambda: "WORD=HERON" in f.screen("a"), 60, "the first turn")
-    sid0 = f.store.agent("a").conversation_id
+    sid0 = f.agent("a").conversation_id
     # the CLI writes its transcript a little after the turn; a kill -9 before that leaves
     # nothing to resume ("No conversation found", handled by a fresh start: unit test
     # test_a_resume_that_finds_no_conversation_is_followed_by_a_fresh_start). Here: the resume.

@@ -18,7 +18,7 @@ from ccci.clock import Clock
 from ccci.send import deliver
 from ccci.testing.model_server import Fail, Text, ToolUse
 
-pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(600)]  # real CLIs: minutes
 
 SEND = {"send_enter_delay": 0.2, "send_retries": 3}
 

@@ -54,6 +54,7 @@ def _kill_loop(fleet, agent: str, n: int, errors: list[str], done: list[int]) ->
         store.close()
 
 
+@pytest.mark.timeout(300)  # 100 kills: about 80 s on 2 cores, idle
 def test_kill_9_of_an_agent_100_times(make_fleet, trials):
     t = trials("1", "Agent deaths (kill -9)")
     fleet = make_fleet(checks={"restart_intensity": 1000, "backoff_initial": 0, "max_resumes": 1000},

@@ -22,7 +22,7 @@ from ccci.backends.opencode import OpencodeBackend
 from ccci.model import AgentState
 from ccci.testing.model_server import Fail, Text, ToolUse
 
-pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(600)]  # real CLIs: minutes
 
 
 def _at(e: dict) -> float:
@@ -190,9 +190,9 @@ def test_a_new_watcher_adopts_the_running_server(oc_fleet):
     f.wait_event(lambda evs: [e for e in evs if e["kind"] == "opencode_serve_started"], 60, "the server")
     f.wait_event(lambda evs: len(f.main_requests("builder")) >= 1, 60, "the first turn")
     pid = f.serve_state()["pid"]
-    os.kill(f.watch.pid, signal.SIGKILL)
-    f.watch.wait(timeout=10)
-    f.start_watch()
+    os.kill(f.watcher.pid, signal.SIGKILL)
+    f.watcher.wait(timeout=10)
+    f.watch()
     ev = f.wait_event(lambda evs: [e for e in evs if e["kind"] == "opencode_serve_adopted"], 60, "the adoption")
     assert ev[0]["data"]["pid"] == pid and f.serve_state()["pid"] == pid
     assert len(f.events("opencode_serve_started")) == 1
