@@ -26,7 +26,7 @@ from _common import Cleanup, at, log, now_utc, summary
 
 from ccci import config as config_mod
 from ccci.clock import parse_utc
-from ccci.fleet import init_fleet
+from ccci.commands.init import init_fleet
 from ccci.state import StateStore
 from ccci.tmux import Tmux
 

@@ -22,7 +22,7 @@ import psutil
 
 from _common import Cleanup, log
 
-from ccci.fleet import create_origin
+from ccci.commands.init import create_origin
 from ccci.state import StateStore
 
 PUSH_EVERY_S = 60.0

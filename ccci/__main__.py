@@ -1,4 +1,4 @@
 """``python -m ccci`` is ``ccci``."""
-from ccci.cli import main
+from ccci.commands.cli import main
 
 main()

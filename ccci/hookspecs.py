@@ -147,7 +147,7 @@ def ccci_observe(
     A *state source* (the CLI's lifecycle hooks, its session files) refines what the
     screen said: it may replace ``agents[name].analysis`` with a copy whose ``state``
     (and ``reset_at``) it knows better, its evidence first in ``matches`` (see
-    :mod:`ccci.sources.claude_hooks`). Checks then see the merged reading.
+    :mod:`ccci.backends.claude.claude_hooks`). Checks then see the merged reading.
 
     Facts the builtins read: ``backends`` (``{agent: Backend}``, set by the runner),
     ``pending_messages`` (``{agent: queued messages}``, set by the runner),

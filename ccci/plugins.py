@@ -40,7 +40,7 @@ from ccci.hookspecs import PROJECT_NAME
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "ccci.backends.scripted",
     "ccci.backends.claude",
-    "ccci.sources.claude_hooks",
+    "ccci.backends.claude.claude_hooks",
     "ccci.backends.opencode",
     "ccci.backends.codex",
     "ccci.backends.gemini",
@@ -55,12 +55,12 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ccci.hooks.send",
     "ccci.hooks.wait",
     "ccci.hooks.escalate",
-    "ccci.hooks.notify",
+    "ccci.reporters.notify",
     "ccci.gitwatch",
     "ccci.phases",
     "ccci.external",
     "ccci.jobs",
-    "ccci.opencode_serve",
+    "ccci.backends.opencode.opencode_serve",
 )
 LOCAL_PLUGIN_FILE = "ccci_plugins.py"
 LOCAL_PLUGIN_NAME = "ccci_plugins"  #: the plugin name of a fleet's ccci_plugins.py

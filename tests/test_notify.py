@@ -8,7 +8,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 from ccci import config as config_mod
-from ccci.fleet import render_config
+from ccci.commands.init import render_config
 from ccci.model import Finding, Remedy
 from ccci.plugins import get_plugin_manager
 from ccci.state import StateStore

@@ -1,2 +1,2 @@
-"""Builtin remediations and reporters: ordinary plugins implementing
-``ccci_choose_remedy``, ``ccci_run_remedy`` and ``ccci_report_event``."""
+"""Builtin remediation hooks: ordinary plugins implementing ``ccci_run_remedy`` (restart,
+send and ping, wait, escalate)."""

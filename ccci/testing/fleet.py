@@ -2,7 +2,7 @@
 private socket, a real bare git origin, and real ``ccci watch`` subprocesses.
 
 ``Fleet(root, name, checks=..., fleet=..., git=..., options=...)`` scaffolds the demo
-fleet (:func:`ccci.fleet.init_fleet` with ``demo=True``: builder + adversary on the
+fleet (:func:`ccci.commands.init.init_fleet` with ``demo=True``: builder + adversary on the
 ``scripted`` backend) and then merges the given overrides into its ``ccci.toml``
 (``checks`` into ``[checks]``, ``fleet`` into ``[fleet]``, ``git`` into ``[git]``,
 ``options`` into every agent's ``[agents.options]``, ``agents`` into every
@@ -28,7 +28,7 @@ from typing import Any, Callable
 import psutil
 
 from ccci import config as config_mod
-from ccci.fleet import init_fleet
+from ccci.commands.init import init_fleet
 from ccci.state import StateStore
 from ccci.tmux import Tmux
 
@@ -189,7 +189,7 @@ def agent_processes(fleet: Fleet, agent: str) -> list[psutil.Process]:
                 continue
             if cmd and os.path.basename(cmd[0]).startswith("tmux"):
                 continue  # the tmux server keeps the argv of the client that started it
-            if "ccci.scripted_agent" in cmd and "--name" in cmd and cmd[cmd.index("--name") + 1] == agent \
+            if "ccci.backends.scripted.scripted_agent" in cmd and "--name" in cmd and cmd[cmd.index("--name") + 1] == agent \
                     and any(a.startswith(state) for a in cmd):
                 out.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError, IndexError):

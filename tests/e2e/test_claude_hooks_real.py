@@ -14,7 +14,7 @@ import time
 import pytest
 
 from ccci.model import AgentState
-from ccci.sources.claude_hooks import HookState, fold, session_file_state
+from ccci.backends.claude.claude_hooks import HookState, fold, session_file_state
 from ccci.testing.model_server import Fail, Text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(600)]  # real CLIs: minutes

@@ -114,7 +114,7 @@ def _garbage(size: int, seed: int) -> str:
 
 
 def test_a_1mb_garbage_capture_is_classified_in_bounded_time(trials):
-    from ccci.diagnose import diagnose
+    from ccci.commands.diagnose import diagnose
     from ccci.plugins import collect_backends, get_plugin_manager
 
     t = trials("10", "Hostile input")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ccci import config as config_mod
-from ccci.fleet import render_config
+from ccci.commands.init import render_config
 from ccci.plugins import get_plugin_manager
 from ccci.state import StateStore
 from ccci.redact import collect_secrets

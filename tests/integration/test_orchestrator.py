@@ -23,7 +23,7 @@ def test_hand_launched_orchestrator_is_respected(fleet, tmp_path):
     fleet.cfg = config_mod.load(fleet.root)
     # a person starts an orchestrator by hand in another terminal (another tmux server)
     other = Tmux(f"{fleet.cfg.tmux_socket}-person")
-    by_hand = other.new_session("person", [sys.executable, "-m", "ccci.scripted_agent", "--name", "orch", "--role",
+    by_hand = other.new_session("person", [sys.executable, "-m", "ccci.backends.scripted.scripted_agent", "--name", "orch", "--role",
                                            "orchestrator", "--conversation", "by-hand", "--state-dir", str(tmp_path / "conv")],
                                 orch_dir, {})
     try:

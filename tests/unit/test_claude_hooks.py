@@ -1,4 +1,4 @@
-"""Claude Code lifecycle hooks as a state source: the relay (ccci.hookrelay), the fold
+"""Claude Code lifecycle hooks as a state source: the relay (ccci.backends.claude.hookrelay), the fold
 of recorded hook events (tests/golden/claude-2.1.197/hooks/*.jsonl, recorded offline from
 the real 2.1.197), the merge with the pane, and the whole path through a supervisor."""
 from __future__ import annotations
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from ccci import hookrelay
+from ccci.backends.claude import hookrelay
 from ccci.backends.claude import HOOK_EVENTS, RELAY, hook_paths, write_hook_settings
 from ccci.model import AgentState, ScreenAnalysis
-from ccci.sources import claude_hooks
-from ccci.sources.claude_hooks import HookState, classify, fold, merge, read_new_lines, session_file_state
+from ccci.backends.claude import claude_hooks
+from ccci.backends.claude.claude_hooks import HookState, classify, fold, merge, read_new_lines, session_file_state
 
 HOOKS = Path(__file__).resolve().parents[1] / "golden" / "claude-2.1.197" / "hooks"
 

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from rich.console import Console
 from rich.table import Table
 
-from ccci import cli
-from ccci.demo import Demo
+from ccci.commands import cli
+from ccci.commands.demo import Demo
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "claude-2.1.197"
 

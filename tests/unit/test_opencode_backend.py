@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ccci import opencode_serve
+from ccci.backends.opencode import opencode_serve
 from ccci.backends.opencode import OpencodeBackend, ServerError, classify_message
 from ccci.hookspecs import hookimpl
 from ccci.model import AgentSpec, AgentState, Role
@@ -243,7 +243,7 @@ def test_api_error_outcome_backs_off_then_continues(oc_sup, fake_tmux, fake_cloc
 
 
 class _ServeFacts:
-    """Stands in for ccci.opencode_serve's tick report (``facts["opencode_serve"]``)."""
+    """Stands in for ccci.backends.opencode.opencode_serve's tick report (``facts["opencode_serve"]``)."""
 
     def __init__(self):
         self.facts = {"url": "http://127.0.0.1:1", "healthy": True, "pid": 1000, "restarts": 0}

@@ -321,8 +321,8 @@ def test_sighup_reload_takes_a_fixed_ccci_plugins_py_and_enables_it_again(make_s
 def test_ccci_plugins_lists_disabled_plugins_with_the_reason_and_how_to_enable(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from ccci.cli import main
-    from ccci.fleet import init_fleet
+    from ccci.commands.cli import main
+    from ccci.commands.init import init_fleet
     from ccci.model import Event
     from ccci.state import StateStore
     from ccci import config as config_mod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from ccci.clock import iso
-from ccci.scripted_agent import FATAL_TEXT
+from ccci.backends.scripted.scripted_agent import FATAL_TEXT
 from ccci.testing.fakes import events, run_ticks, tick
 
 CHECKS = {"startup_grace": 0, "failure_threshold": 2}

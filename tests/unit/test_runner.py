@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ccci import Finding, Remedy, RemedyResult, hookimpl
-from ccci.scripted_agent import FATAL_TEXT
+from ccci.backends.scripted.scripted_agent import FATAL_TEXT
 from ccci.calls import PLUGIN_ERROR_LIMIT
 from ccci.supervisor import PENDING_TIMEOUT_S
 from ccci.testing.fakes import events, run_ticks, tick

@@ -4,7 +4,7 @@ Registered through ``ccci_register_backends`` like any third-party backend. Fact
 here were measured with opencode 1.18.33 against ccci's scripted model server (see
 ``docs/agent-clis.md#opencode`` and ``tests/e2e/opencode/``):
 
-* ``opencode serve --port P`` is one headless server per fleet (:mod:`ccci.opencode_serve`
+* ``opencode serve --port P`` is one headless server per fleet (:mod:`ccci.backends.opencode.opencode_serve`
   starts and supervises it); ``opencode run --attach URL --session ID --dir DIR "msg"``
   sends one message to a session of that server, prints the turn, and EXITS when the
   turn ends (exit status 0, also when the turn ended in an API error). So the backend is
@@ -223,7 +223,7 @@ class OpencodeBackend(Backend):
 
     def __init__(self) -> None:
         super().__init__()
-        #: ``(config) -> base URL`` of the fleet's server; :mod:`ccci.opencode_serve`
+        #: ``(config) -> base URL`` of the fleet's server; :mod:`ccci.backends.opencode.opencode_serve`
         #: provides the default. Tests may replace it.
         self.server_url = _default_server_url
         #: ``(url) -> ServerClient``; tests may replace it.
@@ -273,7 +273,7 @@ class OpencodeBackend(Backend):
             prompt becomes ``"Continue."``).
         :returns: a :class:`ccci.backends.base.LaunchPlan` with ``cwd=spec.workdir``.
         :raises ServerError: when the fleet's ``opencode serve`` is not running or does
-            not answer (the supervisor reports it; :mod:`ccci.opencode_serve` restarts it).
+            not answer (the supervisor reports it; :mod:`ccci.backends.opencode.opencode_serve` restarts it).
         :raises ValueError: when resuming an id that is not an opencode session id.
         """
         url = self.server_url(config)
@@ -314,7 +314,7 @@ class OpencodeBackend(Backend):
 
 
 def _default_server_url(config: "FleetConfig") -> str:
-    from ccci import opencode_serve
+    from ccci.backends.opencode import opencode_serve
 
     return opencode_serve.server_url(config)
 
@@ -350,7 +350,7 @@ def ccci_observe(snapshot, config, agents, now, stash):
     reply's declared ``WAITING-UNTIL`` (UTC) as ``snapshot.facts["turn_wait"][agent]``. Nothing is
     published when the server does not answer (the pane text decides then). A run whose
     ``opencode serve`` died while it ran (``snapshot.facts["opencode_serve"]``, published by
-    :mod:`ccci.opencode_serve`, shows another pid or an unhealthy server than when the run
+    :mod:`ccci.backends.opencode.opencode_serve`, shows another pid or an unhealthy server than when the run
     was first seen alive) ended because its server went away: its outcome is ``UNKNOWN``
     (nothing acts) until the server is healthy again, then ``IDLE`` (resumed at once),
     whatever the half-written last message says."""

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import git
 
-PROMPTS = Path(__file__).resolve().parent / "prompts"
+PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 ROLES = ("builder", "adversary")
 
 

@@ -20,8 +20,8 @@ Agent options (``[agents.options]`` in ``ccci.toml``):
 ``hooks`` (bool, default ``True``)
     Install ccci's lifecycle hooks: ccci writes ``<state_dir>/hooks/<agent>.settings.json``
     (0600) and passes it with ``--settings``. Its command hooks (:data:`HOOK_EVENTS`) run
-    :mod:`ccci.hookrelay`, which appends each event to ``<state_dir>/hooks/<agent>.jsonl``;
-    :mod:`ccci.sources.claude_hooks` folds that spool into the agent's state every tick.
+    :mod:`ccci.backends.claude.hookrelay`, which appends each event to ``<state_dir>/hooks/<agent>.jsonl``;
+    :mod:`ccci.backends.claude.claude_hooks` folds that spool into the agent's state every tick.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ TESTED_VERSION = "2.1.197"
 HOOK_EVENTS = ("SessionStart", "UserPromptSubmit", "Stop", "StopFailure", "PermissionRequest",
                "Notification", "SessionEnd", "PreCompact")
 HOOK_TIMEOUT_S = 10  #: the CLI's per-hook time limit (seconds); the relay takes ~50 ms
-RELAY = Path(__file__).resolve().parents[1] / "hookrelay.py"
+RELAY = Path(__file__).resolve().parent / "hookrelay.py"
 
 
 def hook_paths(state_dir: Path, agent: str) -> tuple[Path, Path]:

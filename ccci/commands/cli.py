@@ -98,7 +98,7 @@ def main(ctx: click.Context, fleet: str | None) -> None:
 @click.option("--name", default=None, help="Fleet name (default: the directory's name).")
 def init(directory: Path, origin: str | None, branch: str, backend: str, name: str | None) -> None:
     """Scaffold a fleet (builder + adversary) that `ccci start` and `ccci watch` run as is."""
-    from ccci.fleet import InitError, init_fleet
+    from ccci.commands.init import InitError, init_fleet
 
     try:
         cfg = init_fleet(directory, origin=origin, branch=branch, backend=backend, name=name)
@@ -298,7 +298,7 @@ def events(ctx: click.Context, follow: bool, as_json: bool, agent: str | None, l
 @click.pass_context
 def watch(ctx: click.Context, standby: bool, quiet: bool, ticks: int | None) -> None:
     """The daemon: supervise the fleet, tick by tick, until SIGTERM or Ctrl-C."""
-    from ccci.hooks import eventlog
+    from ccci.reporters import eventlog
     from ccci.lock import FleetLock, LockHeld
 
     cfg = load_config(ctx.obj["fleet"])
@@ -387,8 +387,8 @@ def send(ctx: click.Context, agent: str, text: str, timeout: float) -> None:
               help="When the capture was taken (UTC; default: now): places a reset time shown without a date.")
 def diagnose(file: Path, backend: str, title: str, as_json: bool, now_text: str) -> None:
     """Run every check on a saved pane capture (tmux capture-pane -p) and print the conclusion."""
-    from ccci.diagnose import DiagnoseError
-    from ccci.diagnose import diagnose as run_diagnose
+    from ccci.commands.diagnose import DiagnoseError
+    from ccci.commands.diagnose import diagnose as run_diagnose
     from ccci.patterns import PatternError
     from ccci.plugins import get_plugin_manager
 
@@ -628,7 +628,7 @@ def demo(keep: bool, directory: Path | None) -> None:
 
     Exits 0 only if every injected fault was detected and healed.
     """
-    from ccci.demo import run_demo
+    from ccci.commands.demo import run_demo
 
     # a log file or CI has no terminal width: keep the timeline's lines whole
     out = console if sys.stdout.isatty() else Console(width=160)

@@ -1,4 +1,4 @@
-"""The ``scripted`` backend: ccci's own stand-in agent (:mod:`ccci.scripted_agent`).
+"""The ``scripted`` backend: ccci's own stand-in agent (:mod:`ccci.backends.scripted.scripted_agent`).
 
 Registered through ``ccci_register_backends`` like any third-party backend. Agent
 options (``[agents.options]`` in ``ccci.toml``): ``turn_seconds`` (float, busy time of a
@@ -26,16 +26,16 @@ class ScriptedBackend(Backend):
     compact_command = "/compact"
 
     def is_agent_process(self, name: str, cmdline: list[str]) -> bool:
-        return "ccci.scripted_agent" in cmdline
+        return "ccci.backends.scripted.scripted_agent" in cmdline
 
     def control_file(self, config: "FleetConfig", agent: str):
-        """Path of the agent's fault-cue file (see :mod:`ccci.scripted_agent`)."""
+        """Path of the agent's fault-cue file (see :mod:`ccci.backends.scripted.scripted_agent`)."""
         return config.state_dir / "scripted" / f"{agent}.control"
 
     def launch(self, spec: AgentSpec, config: "FleetConfig", conversation_id: str, resume: bool, prompt: str) -> LaunchPlan:
         opts = spec.options
         argv = [
-            sys.executable, "-m", "ccci.scripted_agent",
+            sys.executable, "-m", "ccci.backends.scripted.scripted_agent",
             "--name", spec.name,
             "--role", spec.handoff_role or spec.role.value,
             "--conversation", conversation_id,

@@ -1,6 +1,6 @@
 """A small stand-in agent that behaves like an agent TUI in a tmux pane.
 
-Run as ``python -m ccci.scripted_agent --name builder --role builder ...`` (the
+Run as ``python -m ccci.backends.scripted.scripted_agent --name builder --role builder ...`` (the
 ``scripted`` backend builds this command). It is what ``ccci demo`` and the
 integration tests supervise, so that ccci can be exercised without a model:
 

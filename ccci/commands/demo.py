@@ -35,7 +35,7 @@ from rich.text import Text
 
 from ccci import config as config_mod
 from ccci.clock import UTC, parse_utc
-from ccci.fleet import ROLES, init_fleet
+from ccci.commands.init import ROLES, init_fleet
 from ccci.gitwatch import BASELINE_KEY
 from ccci.state import StateStore
 from ccci.tmux import Tmux

@@ -6,7 +6,7 @@ docs/agent-clis.md#claude-code-session-files; recorded events in
 tests/golden/claude-2.1.197/hooks/):
 
 1. **Hooks.** :func:`ccci.backends.claude.write_hook_settings` installs command hooks
-   that run :mod:`ccci.hookrelay`, which appends each event to
+   that run :mod:`ccci.backends.claude.hookrelay`, which appends each event to
    ``<state_dir>/hooks/<agent>.jsonl``. Every tick this plugin reads the new complete
    lines (the byte offset and the folded state are persisted in the state store, keys
    ``claude_hooks.offset.<agent>`` / ``claude_hooks.state.<agent>``) and folds them
@@ -47,7 +47,7 @@ PANE_LAG_S = 1.0  #: the pane may redraw this long after a hook (measured 20-70 
 STALE_BUSY_S = 30.0  #: a busy hook with an unchanged idle pane this long after it is stale (seconds)
 READ_MAX = 1 << 20  #: bytes of spool read per agent per tick at most
 ROTATE_OVER = 4 << 20  #: a fully read spool larger than this is truncated (bytes)
-SOURCE_NOTE = "Claude Code 2.1.197 lifecycle hook via ccci.hookrelay (docs/agent-clis.md#claude-code-lifecycle-hooks)"
+SOURCE_NOTE = "Claude Code 2.1.197 lifecycle hook via ccci.backends.claude.hookrelay (docs/agent-clis.md#claude-code-lifecycle-hooks)"
 
 THINKING_RE = re.compile(r"`(?:redacted_)?thinking`|\bthinking\b.*\bblocks?\b", re.I)
 CONTEXT_RE = re.compile(r"prompt is too long|context (?:limit|window)|maximum context", re.I)
@@ -107,7 +107,7 @@ def classify(error: str, msg: str) -> tuple[AgentState, str]:
 
 
 def fold(st: HookState, rec: dict[str, Any]) -> HookState:
-    """The state after one spool record (see :mod:`ccci.hookrelay` for its fields).
+    """The state after one spool record (see :mod:`ccci.backends.claude.hookrelay` for its fields).
 
     Unknown events and notifications that say nothing about the state leave ``st`` as
     it is (its time too). :returns: a new :class:`HookState`.
