@@ -484,7 +484,7 @@ def bottlenecks(res: dict, targets: dict) -> list[str]:
                   f"fatal screen rules (the thinking-block 400 is not a transient redraw) `immediate`, so they act on "
                   f"the first tick that sees them.")
         elif k == "usage_reset_to_continue":
-            s += ("After the slack, the wait is up to one tick until `_run_scheduled` sees the remedy due, then "
+            s += ("After the slack, the wait is up to one tick until `Remedies.run_scheduled` sees the remedy due, then "
                   "the send (text, 0.2 s, Enter, 0.4 s, verify) before the remedy event is logged.")
         elif k == "claim_push_to_ping":
             s += ("Detection waits for the next `ls-remote` (uniform over the fetch interval) on the 1 s tick grid; "

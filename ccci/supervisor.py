@@ -11,7 +11,8 @@ Each tick:
    coming back from a restart: ``ccci_check_agent``; then ``ccci_check_fleet``;
 5. hysteresis, restart intensity, backoff and the fleet breaker (:mod:`ccci.guards`);
 6. for each actionable finding whose occurrence was not remedied yet
-   (:class:`Occurrences`): ``ccci_choose_remedy``, then ``ccci_run_remedy``; an
+   (:mod:`ccci.occurrences`): ``ccci_choose_remedy``, then ``ccci_run_remedy``
+   (:mod:`ccci.remedies`); an
    essential check's finding (process death) is handled first and its builtin choice
    stands unless another plugin chose a restart or an escalation;
 7. due scheduled remedies; queued messages delivered (:mod:`ccci.outbox`);
@@ -22,22 +23,22 @@ Plugins get :class:`ccci.services.Services`, never this class.
 """
 from __future__ import annotations
 
-import json
 import time
 import traceback
-from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from ccci import guards
 from ccci.calls import PluginCalls
-from ccci.clock import Clock, iso, parse_utc
+from ccci.clock import Clock
 from ccci.config import FleetConfig
-from ccci.lifecycle import RESTART_ACTIONS, Lifecycle
+from ccci.lifecycle import Lifecycle
 from ccci.model import AgentState, Event, Finding, ProcessInfo, Remedy, RemedyResult
+from ccci.occurrences import Occurrences
 from ccci.outbox import Outbox
 from ccci.plugins import CcciPluginManager, collect_backends
 from ccci.processes import ProcessScanner
 from ccci.redact import Redactor, collect_secrets
+from ccci.remedies import Remedies
 from ccci.runtime import AgentRuntime, FleetSnapshot
 from ccci.services import RunnerServices, StoreKeyValue
 from ccci.state import StateStore, StorageMonitor
@@ -46,71 +47,6 @@ from ccci.tmux import Tmux
 
 RECAPTURE_S = 5.0  #: capture an unchanged-looking pane at least this often (seconds)
 PENDING_TIMEOUT_S = 30.0  #: a restarted agent not back after this is re-evaluated
-#: actions a plugin may choose instead of an essential check's builtin choice
-ESSENTIAL_OVERRIDES = RESTART_ACTIONS | {"start", "escalate"}
-
-
-class Occurrences:
-    """Which occurrence of a finding was remedied (persisted: survives a restart).
-
-    An occurrence is identified by the check, the agent, the agent's process
-    generation and :meth:`ccci.model.Finding.fingerprint`; it ends when the check runs
-    for that agent and does not report it. Stored in the state database under
-    ``occurrence.<agent or ->.<check>`` as JSON ``{"fp", "gen", "retry_at"}``.
-    """
-
-    PREFIX = "occurrence."
-
-    def __init__(self, store: StateStore) -> None:
-        self.store = store
-        self._scopes: dict[str, dict[str, dict]] = {}
-
-    def _scope(self, agent: str | None) -> dict[str, dict]:
-        key = agent or "-"
-        if key not in self._scopes:
-            prefix = f"{self.PREFIX}{key}."
-            recs: dict[str, dict] = {}
-            for k, v in self.store.items(prefix).items():
-                try:
-                    recs[k[len(prefix):]] = json.loads(v)
-                except ValueError:
-                    self.store.delete(k)
-            self._scopes[key] = recs
-        return self._scopes[key]
-
-    def observed(self, agent: str | None, findings: list[Finding]) -> None:
-        """The checks ran for ``agent`` (``None``: the fleet checks) and reported these:
-        occurrences of checks that reported nothing have ended."""
-        recs = self._scope(agent)
-        if not recs:
-            return
-        present = {f.check for f in findings}
-        for check in [c for c in recs if c not in present]:
-            del recs[check]
-            self.store.delete(f"{self.PREFIX}{agent or '-'}.{check}")
-
-    def due(self, finding: Finding, generation: int, now: datetime) -> bool:
-        """``True`` unless this occurrence was remedied and no retry is due yet."""
-        rec = self._scope(finding.agent).get(finding.check)
-        if rec is None or rec.get("fp") != finding.fingerprint() or rec.get("gen") != generation:
-            return True
-        retry = rec.get("retry_at")
-        return bool(retry) and now >= parse_utc(retry)
-
-    def record(self, finding: Finding, generation: int, result: RemedyResult, now: datetime) -> None:
-        """Remember the outcome: a success (or a failure with ``retry_after_s``) holds
-        the occurrence until ``retry_after_s`` has passed (for ever without one); a
-        plain failure leaves it due on the next tick."""
-        recs = self._scope(finding.agent)
-        key = f"{self.PREFIX}{finding.agent or '-'}.{finding.check}"
-        if not result.ok and result.retry_after_s is None:
-            if recs.pop(finding.check, None) is not None:
-                self.store.delete(key)
-            return
-        retry = iso(now + timedelta(seconds=result.retry_after_s)) if result.retry_after_s is not None else None
-        rec = {"fp": finding.fingerprint(), "gen": generation, "retry_at": retry}
-        recs[finding.check] = rec
-        self.store.put(key, json.dumps(rec))
 
 
 class Supervisor:
@@ -143,6 +79,7 @@ class Supervisor:
         self.outbox = Outbox(self)
         self.storage = StorageMonitor(store, self.emit)
         self.occurrences = Occurrences(store)
+        self.remedies = Remedies(self)
         self.backends = collect_backends(pm)
         for bname, rules in config.patterns.items():
             if bname in self.backends:
@@ -156,7 +93,6 @@ class Supervisor:
             self.agents[spec.name] = AgentRuntime(spec=spec, backend=backend, session=config.session_name(spec.name))
         self.tick_no = 0
         self.breaker = guards.BreakerState()
-        self.scheduled: list[tuple[datetime, Remedy]] = []
         self.last_snapshot: FleetSnapshot | None = None
         self.stopping = False
         self.log_dir = config.state_dir / "logs"
@@ -306,8 +242,8 @@ class Supervisor:
                 if f.agent in handled:
                     continue
                 handled.add(f.agent)
-            self.act(f, snap)
-        self._run_scheduled()
+            self.remedies.act(f, snap)
+        self.remedies.run_scheduled()
         self.outbox.deliver_pending()
         self.calls.end_tick()
         self.calls.call_all("ccci_tick_end", {"tick": self.tick_no, "findings": findings,
@@ -380,121 +316,14 @@ class Supervisor:
                       f"automatic action paused for {cooldown}s", agents=sorted(opened))
             self.escalate(None, f"fleet breaker open: {', '.join(sorted(opened))} failing at once")
 
-    # ================================================================== remedies
-    def choose_remedy(self, finding: Finding, rt: AgentRuntime | None, settings: dict, now: datetime) -> Remedy | None:
-        """``ccci_choose_remedy``, each implementation isolated, first result wins. For
-        an essential check's finding only a restart or an escalation may replace the
-        essential plugin's own choice, so a failing or careless plugin cannot leave a
-        dead agent dead."""
-        essential = self.pm.is_essential(finding.plugin)
-
-        def accept(info) -> bool:
-            return (not essential or self.pm.is_essential(info.plugin)
-                    or info.result.action in ESSENTIAL_OVERRIDES)
-
-        info = self.calls.call_first("ccci_choose_remedy", {"finding": finding, "agent": rt, "settings": settings,
-                                                            "now": now, "config": self.config},
-                                     agent=finding.agent, accept=accept)
-        return info.result if info else None
-
-    def act(self, finding: Finding, snap: FleetSnapshot) -> None:
-        """Choose and (if the guards allow) carry out a remedy for ``finding``, once per
-        occurrence (see :class:`ccci.model.RemedyResult`)."""
-        rt = self.agents.get(finding.agent) if finding.agent else None
-        generation = rt.generation if rt else 0
-        if not self.occurrences.due(finding, generation, snap.now):
-            return
-        settings = self.config.settings_for(finding.agent)
-        remedy = self.choose_remedy(finding, rt, settings, snap.now)
-        if remedy is None:
-            self._report_finding_once(rt, finding, "no remedy chosen")
-            return
-        if remedy.not_before and remedy.not_before > snap.now and remedy.action != "wait":
-            self.schedule(remedy)
-            self.occurrences.record(finding, generation, RemedyResult(
-                True, retry_after_s=(remedy.not_before - snap.now).total_seconds()), snap.now)
-            return
-        if rt is not None:
-            if snap.mono < self.breaker.open_until and remedy.action not in ("escalate", "wait"):
-                self._report_finding_once(rt, finding, "fleet breaker open: no automatic action")
-                return
-            if remedy.action in RESTART_ACTIONS and not self._restart_allowed(rt, remedy, snap.mono, settings):
-                return
-        self.emit("finding", f"{finding.check}: {finding.summary}", agent=finding.agent,
-                  data={**{k: v for k, v in finding.data.items() if k != "pings"}, "check": finding.check,
-                        "evidence": self.redact(finding.evidence), "plugin": finding.plugin})
-        result = self.run_remedy(remedy)
-        if result is not None:
-            if result.ok and result.retry_after_s is None and remedy.retry_after_s is not None:
-                result.retry_after_s = remedy.retry_after_s
-            self.occurrences.record(finding, generation, result, snap.now)
-
-    def _report_finding_once(self, rt: AgentRuntime | None, finding: Finding, why: str) -> None:
-        key = f"{finding.check}:{why}"
-        if rt is not None and rt.reported_wait == key:
-            return
-        if rt is not None:
-            rt.reported_wait = key
-        self.emit("finding", f"{finding.check}: {finding.summary} ({why})", agent=finding.agent,
-                  check=finding.check, evidence=finding.evidence, plugin=finding.plugin)
-
-    def _restart_allowed(self, rt: AgentRuntime, remedy: Remedy, mono: float, settings: dict) -> bool:
-        # "restart" resumes too when the backend can (see Lifecycle.launch): it counts
-        resuming = remedy.action == "resume" or (
-            remedy.action == "restart" and rt.backend.supports_resume and bool(rt.conversation_id))
-        d = guards.restart_decision(remedy, restart_marks=rt.restart_marks, resumes=rt.resumes, resuming=resuming,
-                                    backoff_s=rt.backoff_s, next_restart_mono=rt.next_restart_mono, mono=mono,
-                                    settings=settings)
-        if d.escalate:
-            self.escalate(rt.name, d.escalate)
-            return False
-        if not d.allowed:
-            key = f"backoff:{rt.next_restart_mono:.0f}"
-            if rt.reported_wait != key:
-                rt.reported_wait = key
-                self.emit("backoff", f"{remedy.action} deferred {d.deferred_s:.1f}s (backoff)", agent=rt.name,
-                          seconds=round(d.deferred_s, 1))
-            return False
-        if not remedy.data.get("turn_end"):
-            rt.restart_marks.append(mono)
-        rt.backoff_s, rt.next_restart_mono = d.backoff_s, d.next_restart_mono
-        return True
-
+    # ================================================================== remedies (ccci.remedies)
     def run_remedy(self, remedy: Remedy) -> RemedyResult | None:
-        """Carry out a remedy through ``ccci_run_remedy`` and log the outcome. Essential
-        implementations (the restart remedy) are asked first; then the others in
-        calling order, each isolated: one that raises is skipped for the next."""
-        rt = self.agents.get(remedy.agent) if remedy.agent else None
-        kwargs = {"remedy": remedy, "agent": rt, "config": self.config, "now": self.clock.now()}
-        impls = self.calls.ordered("ccci_run_remedy")
-        impls = [i for i in impls if self.pm.is_essential(i.plugin_name)] + \
-                [i for i in impls if not self.pm.is_essential(i.plugin_name)]
-        failed: list[str] = []
-        result: RemedyResult | None = None
-        for impl in impls:
-            info = self.calls.call(impl, "ccci_run_remedy", kwargs, agent=remedy.agent)
-            if not info.ok:
-                failed.append(info.plugin)
-            elif info.result is not None:
-                result = info.result
-                break
-        if result is None:
-            why = f"plugin(s) {', '.join(failed)} failed" if failed else "no plugin handles it"
-            self.emit("remedy_failed", f"{remedy.action} was not carried out: {why}", agent=remedy.agent,
-                      action=remedy.action, failed=failed)
-            return None
-        if result.pending and rt is not None and rt.pending_since_mono is None:
-            rt.pending_since_mono = self.clock.monotonic()
-            rt.pending_action = remedy.action
-        self.emit("remedy", f"{remedy.action} for {remedy.reason.check}: {result.detail}", agent=remedy.agent,
-                  action=remedy.action, check=remedy.reason.check, ok=result.ok)
-        return result
+        """Carry out a remedy now (:meth:`ccci.remedies.Remedies.run`)."""
+        return self.remedies.run(remedy)
 
     def escalate(self, agent: str | None, why: str) -> None:
-        """Run the ``escalate`` remedy (once: an agent already given up is left alone)."""
-        if agent is not None and self.agents[agent].given_up:
-            return
-        self.run_remedy(Remedy(action="escalate", agent=agent, reason=Finding("runner", agent, why, evidence=why)))
+        """Hand a problem to a person (:meth:`ccci.remedies.Remedies.escalate`)."""
+        self.remedies.escalate(agent, why)
 
     def give_up(self, agent: str) -> None:
         """Stop acting on ``agent`` until a person runs ``ccci start`` (persisted)."""
@@ -502,21 +331,8 @@ class Supervisor:
         self.store.update_agent(agent, given_up=1, state="given_up")
 
     def schedule(self, remedy: Remedy) -> None:
-        """Run ``remedy`` at ``remedy.not_before`` (UTC); one per agent and action."""
-        self.scheduled = [(t, r) for t, r in self.scheduled if not (r.agent == remedy.agent and r.action == remedy.action)]
-        self.scheduled.append((remedy.not_before or self.clock.now(), remedy))
-        self.emit("scheduled", f"{remedy.action} at {iso(remedy.not_before)} ({remedy.reason.check})", agent=remedy.agent,
-                  action=remedy.action, at=iso(remedy.not_before))
-
-    def _run_scheduled(self) -> None:
-        now = self.clock.now()
-        due = [(t, r) for t, r in self.scheduled if t <= now]
-        self.scheduled = [(t, r) for t, r in self.scheduled if t > now]
-        for _, remedy in due:
-            rt = self.agents.get(remedy.agent) if remedy.agent else None
-            if rt is not None and (rt.stopped or rt.given_up):
-                continue
-            self.run_remedy(remedy)
+        """Run ``remedy`` at ``remedy.not_before`` (:meth:`ccci.remedies.Remedies.schedule`)."""
+        self.remedies.schedule(remedy)
 
     # ================================================================== messages
     def queue_message(self, agent: str, text: str, dedup_key: str | None = None) -> int | None:

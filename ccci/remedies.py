@@ -1,0 +1,162 @@
+"""Remedy dispatch for the runner: choose a remedy for each actionable finding, apply
+the guard rails (:mod:`ccci.guards`), run it through ``ccci_run_remedy``, remember the
+occurrence (:mod:`ccci.occurrences`), and run scheduled remedies when they are due.
+
+Internal; plugins act through :class:`ccci.services.Services`.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from ccci import guards
+from ccci.clock import iso
+from ccci.lifecycle import RESTART_ACTIONS
+from ccci.model import Finding, Remedy, RemedyResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ccci.runtime import AgentRuntime, FleetSnapshot
+    from ccci.supervisor import Supervisor
+
+#: actions a plugin may choose instead of an essential check's builtin choice
+ESSENTIAL_OVERRIDES = RESTART_ACTIONS | {"start", "escalate"}
+
+
+class Remedies:
+    """Chooses and runs remedies for a :class:`ccci.supervisor.Supervisor`."""
+
+    def __init__(self, sup: "Supervisor") -> None:
+        self.sup = sup
+        self.scheduled: list[tuple[datetime, Remedy]] = []
+
+    def choose(self, finding: Finding, rt: AgentRuntime | None, settings: dict, now: datetime) -> Remedy | None:
+        """``ccci_choose_remedy``, each implementation isolated, first result wins. For
+        an essential check's finding only a restart or an escalation may replace the
+        essential plugin's own choice, so a failing or careless plugin cannot leave a
+        dead agent dead."""
+        essential = self.sup.pm.is_essential(finding.plugin)
+
+        def accept(info) -> bool:
+            return (not essential or self.sup.pm.is_essential(info.plugin)
+                    or info.result.action in ESSENTIAL_OVERRIDES)
+
+        info = self.sup.calls.call_first("ccci_choose_remedy", {"finding": finding, "agent": rt, "settings": settings,
+                                                            "now": now, "config": self.sup.config},
+                                     agent=finding.agent, accept=accept)
+        return info.result if info else None
+
+    def act(self, finding: Finding, snap: FleetSnapshot) -> None:
+        """Choose and (if the guards allow) carry out a remedy for ``finding``, once per
+        occurrence (see :class:`ccci.model.RemedyResult`)."""
+        rt = self.sup.agents.get(finding.agent) if finding.agent else None
+        generation = rt.generation if rt else 0
+        if not self.sup.occurrences.due(finding, generation, snap.now):
+            return
+        settings = self.sup.config.settings_for(finding.agent)
+        remedy = self.choose(finding, rt, settings, snap.now)
+        if remedy is None:
+            self._report_finding_once(rt, finding, "no remedy chosen")
+            return
+        if remedy.not_before and remedy.not_before > snap.now and remedy.action != "wait":
+            self.schedule(remedy)
+            self.sup.occurrences.record(finding, generation, RemedyResult(
+                True, retry_after_s=(remedy.not_before - snap.now).total_seconds()), snap.now)
+            return
+        if rt is not None:
+            if snap.mono < self.sup.breaker.open_until and remedy.action not in ("escalate", "wait"):
+                self._report_finding_once(rt, finding, "fleet breaker open: no automatic action")
+                return
+            if remedy.action in RESTART_ACTIONS and not self._restart_allowed(rt, remedy, snap.mono, settings):
+                return
+        self.sup.emit("finding", f"{finding.check}: {finding.summary}", agent=finding.agent,
+                  data={**{k: v for k, v in finding.data.items() if k != "pings"}, "check": finding.check,
+                        "evidence": self.sup.redact(finding.evidence), "plugin": finding.plugin})
+        result = self.run(remedy)
+        if result is not None:
+            if result.ok and result.retry_after_s is None and remedy.retry_after_s is not None:
+                result.retry_after_s = remedy.retry_after_s
+            self.sup.occurrences.record(finding, generation, result, snap.now)
+
+    def _report_finding_once(self, rt: AgentRuntime | None, finding: Finding, why: str) -> None:
+        key = f"{finding.check}:{why}"
+        if rt is not None and rt.reported_wait == key:
+            return
+        if rt is not None:
+            rt.reported_wait = key
+        self.sup.emit("finding", f"{finding.check}: {finding.summary} ({why})", agent=finding.agent,
+                  check=finding.check, evidence=finding.evidence, plugin=finding.plugin)
+
+    def _restart_allowed(self, rt: AgentRuntime, remedy: Remedy, mono: float, settings: dict) -> bool:
+        # "restart" resumes too when the backend can (see Lifecycle.launch): it counts
+        resuming = remedy.action == "resume" or (
+            remedy.action == "restart" and rt.backend.supports_resume and bool(rt.conversation_id))
+        d = guards.restart_decision(remedy, restart_marks=rt.restart_marks, resumes=rt.resumes, resuming=resuming,
+                                    backoff_s=rt.backoff_s, next_restart_mono=rt.next_restart_mono, mono=mono,
+                                    settings=settings)
+        if d.escalate:
+            self.escalate(rt.name, d.escalate)
+            return False
+        if not d.allowed:
+            key = f"backoff:{rt.next_restart_mono:.0f}"
+            if rt.reported_wait != key:
+                rt.reported_wait = key
+                self.sup.emit("backoff", f"{remedy.action} deferred {d.deferred_s:.1f}s (backoff)", agent=rt.name,
+                          seconds=round(d.deferred_s, 1))
+            return False
+        if not remedy.data.get("turn_end"):
+            rt.restart_marks.append(mono)
+        rt.backoff_s, rt.next_restart_mono = d.backoff_s, d.next_restart_mono
+        return True
+
+    def run(self, remedy: Remedy) -> RemedyResult | None:
+        """Carry out a remedy through ``ccci_run_remedy`` and log the outcome. Essential
+        implementations (the restart remedy) are asked first; then the others in
+        calling order, each isolated: one that raises is skipped for the next."""
+        rt = self.sup.agents.get(remedy.agent) if remedy.agent else None
+        kwargs = {"remedy": remedy, "agent": rt, "config": self.sup.config, "now": self.sup.clock.now()}
+        impls = self.sup.calls.ordered("ccci_run_remedy")
+        impls = [i for i in impls if self.sup.pm.is_essential(i.plugin_name)] + \
+                [i for i in impls if not self.sup.pm.is_essential(i.plugin_name)]
+        failed: list[str] = []
+        result: RemedyResult | None = None
+        for impl in impls:
+            info = self.sup.calls.call(impl, "ccci_run_remedy", kwargs, agent=remedy.agent)
+            if not info.ok:
+                failed.append(info.plugin)
+            elif info.result is not None:
+                result = info.result
+                break
+        if result is None:
+            why = f"plugin(s) {', '.join(failed)} failed" if failed else "no plugin handles it"
+            self.sup.emit("remedy_failed", f"{remedy.action} was not carried out: {why}", agent=remedy.agent,
+                      action=remedy.action, failed=failed)
+            return None
+        if result.pending and rt is not None and rt.pending_since_mono is None:
+            rt.pending_since_mono = self.sup.clock.monotonic()
+            rt.pending_action = remedy.action
+        self.sup.emit("remedy", f"{remedy.action} for {remedy.reason.check}: {result.detail}", agent=remedy.agent,
+                  action=remedy.action, check=remedy.reason.check, ok=result.ok)
+        return result
+
+    def escalate(self, agent: str | None, why: str) -> None:
+        """Run the ``escalate`` remedy (once: an agent already given up is left alone)."""
+        if agent is not None and self.sup.agents[agent].given_up:
+            return
+        self.run(Remedy(action="escalate", agent=agent, reason=Finding("runner", agent, why, evidence=why)))
+
+    def schedule(self, remedy: Remedy) -> None:
+        """Run ``remedy`` at ``remedy.not_before`` (UTC); one per agent and action."""
+        self.scheduled = [(t, r) for t, r in self.scheduled if not (r.agent == remedy.agent and r.action == remedy.action)]
+        self.scheduled.append((remedy.not_before or self.sup.clock.now(), remedy))
+        self.sup.emit("scheduled", f"{remedy.action} at {iso(remedy.not_before)} ({remedy.reason.check})", agent=remedy.agent,
+                  action=remedy.action, at=iso(remedy.not_before))
+
+    def run_scheduled(self) -> None:
+        now = self.sup.clock.now()
+        due = [(t, r) for t, r in self.scheduled if t <= now]
+        self.scheduled = [(t, r) for t, r in self.scheduled if t > now]
+        for _, remedy in due:
+            rt = self.sup.agents.get(remedy.agent) if remedy.agent else None
+            if rt is not None and (rt.stopped or rt.given_up):
+                continue
+            self.run(remedy)
