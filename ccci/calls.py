@@ -231,6 +231,34 @@ class PluginCalls:
                   f"at {info.where or '?'} (UNKNOWN)",
                   plugin=name, hook=info.hook, where=info.where, error=type(exc).__name__)
 
+    def guarded(self, plugin: str, what: str, fn: Callable[..., Any], *args: Any, default: Any = None) -> Any:
+        """Call a backend method (or any other plugin-provided callable that is not a
+        hook implementation) the same way: time-limited, a raise or time-out reported
+        as a ``plugin_error`` of ``plugin`` (``what`` names the method, e.g.
+        ``"claude.analyse"``) and counted toward its strikes; returns ``default`` then,
+        and without calling once the plugin is disabled."""
+        if plugin in self.pm.disabled:
+            return default
+        info = CallInfo(hook=what, plugin=plugin)
+        self._called_this_tick.add(plugin)
+        timed = self._alarm_depth == 0 and self._can_alarm()
+        start = time.monotonic()
+        try:
+            if timed:
+                signal.setitimer(signal.ITIMER_REAL, float(self.settings().get("check_timeout", 10.0)))
+            self._alarm_depth += 1
+            try:
+                return fn(*args)
+            finally:
+                self._alarm_depth -= 1
+                if timed:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+        except Exception as exc:  # noqa: BLE001 - a plugin must never stop the daemon
+            info.excinfo, info.where = exc, where_raised(exc)
+            info.duration_s = time.monotonic() - start
+            self._failed(info)
+            return default
+
     # ------------------------------------------------------------------ many calls
     def call_all(self, hook: str, kwargs: dict[str, Any], agent: str | None = None) -> list[CallInfo]:
         """Call every implementation; returns the :class:`CallInfo` of each call that

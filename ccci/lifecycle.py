@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 from typing import TYPE_CHECKING
 
+from ccci.calls import where_raised
 from ccci.faultpoint import fault_point
 from ccci.model import RemedyResult, Role
 from ccci import processes
@@ -145,7 +146,8 @@ class Lifecycle:
             plan = backend.launch(spec, sup.config, conv, mode == "resume", prompt)
         except Exception as exc:  # noqa: BLE001 - e.g. the backend's server is down: report, retry later
             sup.emit("launch_failed", f"{backend.name} backend could not prepare the launch: "
-                     f"{type(exc).__name__}: {str(exc)[:200]}", agent=name)
+                     f"{type(exc).__name__}: {str(exc)[:200]}", agent=name,
+                     plugin=sup.backend_plugins.get(backend.name, backend.name), where=where_raised(exc))
             return RemedyResult(False, f"launch failed: {str(exc)[:120]}", pending=False)
         conv = plan.conversation_id or conv
         if shutil.which(plan.argv[0]) is None:

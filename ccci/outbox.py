@@ -50,7 +50,9 @@ class Outbox:
                 continue
             if rt.stopped or rt.given_up or rt.pending_since_mono is not None or not rt.pane_id:
                 continue
-            if not rt.backend.is_ready_for_input(rt.analysis):
+            plugin = sup.backend_plugins.get(rt.backend.name, rt.backend.name)
+            if not sup.calls.guarded(plugin, f"{rt.backend.name}.is_ready_for_input", rt.backend.is_ready_for_input,
+                                     rt.analysis, default=False):
                 continue
             # where the agent's pane log ends now: after a watcher crash, recovery looks
             # for the message only in what the pane printed after this point

@@ -300,5 +300,9 @@ def collect_backends(pm: CcciPluginManager) -> dict[str, Any]:
             elif name in out:
                 pm.load_errors.append(f"plugin {impl.plugin_name}: backend {name!r} already registered; skipped")
             else:
+                try:
+                    backend._ccci_plugin = impl.plugin_name  # who to name when one of its methods fails
+                except AttributeError:
+                    pass
                 out[name] = backend
     return out

@@ -32,7 +32,7 @@ from ccci.calls import PluginCalls
 from ccci.clock import Clock
 from ccci.config import FleetConfig
 from ccci.lifecycle import Lifecycle
-from ccci.model import AgentState, Event, Finding, ProcessInfo, Remedy, RemedyResult
+from ccci.model import AgentState, Event, Finding, ProcessInfo, Remedy, RemedyResult, ScreenAnalysis
 from ccci.occurrences import Occurrences
 from ccci.outbox import Outbox
 from ccci.plugins import CcciPluginManager, collect_backends
@@ -81,6 +81,8 @@ class Supervisor:
         self.occurrences = Occurrences(store)
         self.remedies = Remedies(self)
         self.backends = collect_backends(pm)
+        #: backend name -> the plugin that registered it (for plugin_error events)
+        self.backend_plugins = {b.name: getattr(b, "_ccci_plugin", b.name) for b in self.backends.values()}
         for bname, rules in config.patterns.items():
             if bname in self.backends:
                 self.backends[bname].set_overrides(rules, f"{config.path}: patterns.{bname}")
@@ -191,7 +193,9 @@ class Supervisor:
         if text != rt.screen:
             rt.screen_changed_mono = snap.mono
             rt.screen = text
-        analysis = rt.backend.analyse(text, pane.title if pane else "")
+        analysis = self.calls.guarded(self.backend_plugins.get(rt.backend.name, rt.backend.name),
+                                      f"{rt.backend.name}.analyse", rt.backend.analyse, text, pane.title if pane else "",
+                                      default=ScreenAnalysis(block=text))
         if analysis.fingerprint != rt.analysis.fingerprint:
             rt.content_changed_mono = snap.mono
         if rt.last_state == AgentState.BUSY and analysis.state == AgentState.IDLE:

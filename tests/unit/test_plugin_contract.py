@@ -96,6 +96,43 @@ def test_five_failing_ticks_disable_a_remedy_plugin_but_never_an_essential_one(m
     assert len(events(sup, "agent_resumed")) == 6  # every death restarted, before and after the disabling
 
 
+def test_a_backend_whose_methods_raise_is_unknown_and_named_and_deaths_are_still_restarted(make_supervisor, fake_tmux):
+    from ccci.backends.scripted import ScriptedBackend
+
+    class Broken(ScriptedBackend):
+        name = "broken"
+
+        def analyse(self, screen, title="", now=None):
+            raise ValueError("cannot read this screen")
+
+        def is_ready_for_input(self, analysis):
+            raise ValueError("cannot tell")
+
+    class Registers:
+        @hookimpl
+        def ccci_register_backends(self):
+            return [Broken()]
+
+    sup = make_supervisor(agents=[{"name": "a", "backend": "broken"}], plugins=[(Registers(), "brokenbackend")])
+    sup.queue_message("a", "hello")
+    tick(sup)
+    errs = events(sup, "plugin_error")
+    assert {e["data"]["hook"] for e in errs} == {"broken.analyse", "broken.is_ready_for_input"}
+    assert all(e["data"]["plugin"] == "brokenbackend" and e["data"]["where"].startswith("test_plugin_contract.py:")
+               for e in errs)
+    assert sup.agents["a"].analysis.state.value == "unknown"
+    old = fake_tmux.pane("a")
+    old.kill(signal=9)
+    tick(sup)
+    assert fake_tmux.pane("a") is not old and not fake_tmux.pane("a").dead
+    run_ticks(sup, 10)
+    [disabled] = events(sup, "plugin_disabled")  # once, not again every five ticks
+    assert disabled["data"]["plugin"] == "brokenbackend"
+    n = len(events(sup, "plugin_error"))
+    run_ticks(sup, 5)
+    assert len(events(sup, "plugin_error")) == n
+
+
 # --------------------------------------------------------------------------- once per occurrence
 
 MARKER = "DEPLOY-FAILED"
