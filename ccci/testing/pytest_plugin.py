@@ -205,8 +205,10 @@ def make_supervisor(
     Several supervisors can share one config (a watcher restart on the same state);
     each gets its own store connection; all are closed at teardown.
 
-    ``sup.tick()`` runs one tick and returns its findings (before hysteresis); events
-    are in ``sup.store.events()``.
+    ``sup.tick()`` runs one tick and returns its findings (before hysteresis); the
+    events it stored are ``ccci.testing.fakes.events(sup, kind=None, agent=None)``: dicts
+    (``id``, ``at`` as an ISO-8601 UTC string, ``agent``, ``kind``, ``message``, ``data``),
+    the stored form of :class:`ccci.model.Event`, oldest first.
     """
     from ccci import processes as processes_mod
     from ccci import supervisor as supervisor_mod
