@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ccci.cli import main
+from ccci.commands.cli import main
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -28,7 +28,7 @@ def main() -> None:
     def start(name: str, role: str, prompt: str = "", resume: bool = False) -> str:
         nonlocal control
         control = tmp / f"control-{name}"
-        argv = [sys.executable, "-m", "ccci.scripted_agent", "--name", name, "--role", role, "--conversation", name,
+        argv = [sys.executable, "-m", "ccci.backends.scripted.scripted_agent", "--name", name, "--role", role, "--conversation", name,
                 "--state-dir", str(tmp / "conv"), "--workdir", str(tmp / "work"), "--control", str(control),
                 "--turn-seconds", "3", "--wait-seconds", "600"] + (["--resume"] if resume else []) + ([prompt] if prompt else [])
         for other in "abcde":
