@@ -15,9 +15,11 @@ class Occurrences:
     """Which occurrence of a finding was remedied (persisted: survives a restart).
 
     An occurrence is identified by the check, the agent, the agent's process
-    generation and :meth:`ccci.model.Finding.fingerprint`; it ends when the check runs
-    for that agent and does not report it. Stored in the state database under
-    ``occurrence.<agent or ->.<check>`` as JSON ``{"fp", "gen", "retry_at"}``.
+    generation (0 for fleet checks) and :meth:`ccci.model.Finding.fingerprint`; it ends
+    when the hook that reported it runs again without reporting it: the agent's checks
+    (scope: the agent's name) or the fleet checks (scope ``None``; a fleet finding may
+    name an agent, e.g. a job request). Stored in the state database under
+    ``occurrence.<scope or ->.<check>:<agent or ->`` as JSON ``{"fp", "gen", "retry_at"}``.
     """
 
     PREFIX = "occurrence."
@@ -26,8 +28,8 @@ class Occurrences:
         self.store = store
         self._scopes: dict[str, dict[str, dict]] = {}
 
-    def _scope(self, agent: str | None) -> dict[str, dict]:
-        key = agent or "-"
+    def _recs(self, scope: str | None) -> dict[str, dict]:
+        key = scope or "-"
         if key not in self._scopes:
             prefix = f"{self.PREFIX}{key}."
             recs: dict[str, dict] = {}
@@ -39,36 +41,43 @@ class Occurrences:
             self._scopes[key] = recs
         return self._scopes[key]
 
-    def observed(self, agent: str | None, findings: list[Finding]) -> None:
-        """The checks ran for ``agent`` (``None``: the fleet checks) and reported these:
-        occurrences of checks that reported nothing have ended."""
-        recs = self._scope(agent)
+    @staticmethod
+    def _id(finding: Finding) -> str:
+        return f"{finding.check}:{finding.agent or '-'}"
+
+    def _db_key(self, scope: str | None, ident: str) -> str:
+        return f"{self.PREFIX}{scope or '-'}.{ident}"
+
+    def observed(self, scope: str | None, findings: list[Finding]) -> None:
+        """The checks of ``scope`` (an agent's name; ``None``: the fleet checks) ran and
+        reported ``findings``: occurrences they no longer report have ended."""
+        recs = self._recs(scope)
         if not recs:
             return
-        present = {f.check for f in findings}
-        for check in [c for c in recs if c not in present]:
-            del recs[check]
-            self.store.delete(f"{self.PREFIX}{agent or '-'}.{check}")
+        present = {self._id(f) for f in findings}
+        for ident in [i for i in recs if i not in present]:
+            del recs[ident]
+            self.store.delete(self._db_key(scope, ident))
 
-    def due(self, finding: Finding, generation: int, now: datetime) -> bool:
+    def due(self, scope: str | None, finding: Finding, generation: int, now: datetime) -> bool:
         """``True`` unless this occurrence was remedied and no retry is due yet."""
-        rec = self._scope(finding.agent).get(finding.check)
+        rec = self._recs(scope).get(self._id(finding))
         if rec is None or rec.get("fp") != finding.fingerprint() or rec.get("gen") != generation:
             return True
         retry = rec.get("retry_at")
         return bool(retry) and now >= parse_utc(retry)
 
-    def record(self, finding: Finding, generation: int, result: RemedyResult, now: datetime) -> None:
+    def record(self, scope: str | None, finding: Finding, generation: int, result: RemedyResult,
+               now: datetime) -> None:
         """Remember the outcome: a success (or a failure with ``retry_after_s``) holds
         the occurrence until ``retry_after_s`` has passed (for ever without one); a
         plain failure leaves it due on the next tick."""
-        recs = self._scope(finding.agent)
-        key = f"{self.PREFIX}{finding.agent or '-'}.{finding.check}"
+        recs, ident = self._recs(scope), self._id(finding)
         if not result.ok and result.retry_after_s is None:
-            if recs.pop(finding.check, None) is not None:
-                self.store.delete(key)
+            if recs.pop(ident, None) is not None:
+                self.store.delete(self._db_key(scope, ident))
             return
         retry = iso(now + timedelta(seconds=result.retry_after_s)) if result.retry_after_s is not None else None
         rec = {"fp": finding.fingerprint(), "gen": generation, "retry_at": retry}
-        recs[finding.check] = rec
-        self.store.put(key, json.dumps(rec))
+        recs[ident] = rec
+        self.store.put(self._db_key(scope, ident), json.dumps(rec))

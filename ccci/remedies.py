@@ -45,12 +45,16 @@ class Remedies:
                                      agent=finding.agent, accept=accept)
         return info.result if info else None
 
-    def act(self, finding: Finding, snap: FleetSnapshot) -> None:
+    def act(self, finding: Finding, snap: FleetSnapshot, fleet: bool = False) -> None:
         """Choose and (if the guards allow) carry out a remedy for ``finding``, once per
-        occurrence (see :class:`ccci.model.RemedyResult`)."""
+        occurrence (see :class:`ccci.model.RemedyResult`).
+
+        :param fleet: ``finding`` came from ``ccci_check_fleet`` (its occurrence belongs
+            to the fleet checks, whatever agent it names)."""
         rt = self.sup.agents.get(finding.agent) if finding.agent else None
-        generation = rt.generation if rt else 0
-        if not self.sup.occurrences.due(finding, generation, snap.now):
+        scope = None if fleet else finding.agent
+        generation = rt.generation if (rt is not None and not fleet) else 0
+        if not self.sup.occurrences.due(scope, finding, generation, snap.now):
             return
         settings = self.sup.config.settings_for(finding.agent)
         remedy = self.choose(finding, rt, settings, snap.now)
@@ -59,7 +63,7 @@ class Remedies:
             return
         if remedy.not_before and remedy.not_before > snap.now and remedy.action != "wait":
             self.schedule(remedy)
-            self.sup.occurrences.record(finding, generation, RemedyResult(
+            self.sup.occurrences.record(scope, finding, generation, RemedyResult(
                 True, retry_after_s=(remedy.not_before - snap.now).total_seconds()), snap.now)
             return
         if rt is not None:
@@ -75,7 +79,7 @@ class Remedies:
         if result is not None:
             if result.ok and result.retry_after_s is None and remedy.retry_after_s is not None:
                 result.retry_after_s = remedy.retry_after_s
-            self.sup.occurrences.record(finding, generation, result, snap.now)
+            self.sup.occurrences.record(scope, finding, generation, result, snap.now)
 
     def _report_finding_once(self, rt: AgentRuntime | None, finding: Finding, why: str) -> None:
         key = f"{finding.check}:{why}"

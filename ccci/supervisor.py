@@ -238,6 +238,7 @@ class Supervisor:
         actionable.extend(f for f in fleet_fs if f.severity != "info")
         if not snap.facts.get("tmux_server_down"):
             self._update_breaker(actionable, snap.mono)
+        fleet_ids = {id(f) for f in fleet_fs}
         handled: set[str] = set()
         # an essential check (process death) first: a dead agent's other findings are
         # stale, and an immediate finding of another check must not hold its restart off
@@ -246,7 +247,7 @@ class Supervisor:
                 if f.agent in handled:
                     continue
                 handled.add(f.agent)
-            self.remedies.act(f, snap)
+            self.remedies.act(f, snap, fleet=id(f) in fleet_ids)
         self.remedies.run_scheduled()
         self.outbox.deliver_pending()
         self.calls.end_tick()

@@ -194,6 +194,41 @@ def test_the_same_line_after_it_went_away_is_a_new_occurrence(make_supervisor, f
     assert len(events(sup, "deploy_alert")) == 2
 
 
+class FleetNamesAgent:
+    """A fleet check whose finding names an agent (like a job request)."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.on = True
+
+    @hookimpl
+    def ccci_check_fleet(self):
+        return Finding("request", "a", "a request for a", evidence="request 1", immediate=True) if self.on else None
+
+    @hookimpl
+    def ccci_choose_remedy(self, finding):
+        return Remedy("handle", finding.agent, finding) if finding.check == "request" else None
+
+    @hookimpl
+    def ccci_run_remedy(self, remedy):
+        if remedy.action != "handle":
+            return None
+        self.runs += 1
+        return RemedyResult(True)
+
+
+def test_a_fleet_finding_naming_an_agent_is_its_own_occurrence(make_supervisor):
+    plugin = FleetNamesAgent()
+    sup = make_supervisor(agents=["a"], plugins=[(plugin, "requests")])
+    run_ticks(sup, 10)  # the agent's own checks run each tick and report nothing: not the end of it
+    assert plugin.runs == 1
+    plugin.on = False
+    tick(sup)
+    plugin.on = True
+    run_ticks(sup, 3)
+    assert plugin.runs == 2
+
+
 class RetryingRemedy(MarkerCheck):
     def __init__(self, result: RemedyResult) -> None:
         self.result = result
