@@ -49,7 +49,9 @@ def test_relay_keeps_only_the_needed_fields_never_the_prompt():
             inp = raw["input"]
             assert rec["ev"] == inp["hook_event_name"] and rec["sid"] == inp["session_id"]
             assert rec["t"] == raw["t_ms"] / 1000 and rec["pid"] == 4242
-            assert set(rec) <= {"ev", "t", "pid", "sid", "source", "reason", "error", "msg", "ntype", "tool", "trigger"}
+            assert set(rec) <= {"ev", "t", "pid", "sid", "source", "reason", "error", "msg", "ntype", "tool", "trigger",
+                                "agent_id", "error_details"}
+            assert "agent_id" not in rec and "error_details" not in rec  # the recorded main session has neither
             text = json.dumps(rec)
             if "prompt" in inp:
                 assert inp["prompt"] not in text
@@ -58,6 +60,24 @@ def test_relay_keeps_only_the_needed_fields_never_the_prompt():
                 assert "msg" not in rec  # a successful reply is not copied
             if inp["hook_event_name"] == "StopFailure":
                 assert rec["error"] == inp["error"] and rec["msg"] == inp["last_assistant_message"][:hookrelay.MSG_CHARS]
+
+
+def test_relay_keeps_agent_id_notification_type_and_error_details():
+    base = {"session_id": "s", "transcript_path": "/t", "cwd": "/c"}
+    sub = hookrelay.record(json.dumps({**base, "hook_event_name": "StopFailure", "agent_id": "a1b2", "error": "unknown",
+                                       "last_assistant_message": "API Error: 400",
+                                       "error_details": {"type": "invalid_request_error", "message": "x" * 900}}).encode(),
+                           5.0, 1)
+    assert sub["agent_id"] == "a1b2" and sub["error"] == "unknown"
+    assert sub["error_details"].startswith('{"type": "invalid_request_error"')  # an object is kept as JSON text
+    assert len(sub["error_details"]) == hookrelay.MSG_CHARS
+    note = hookrelay.record(json.dumps({**base, "hook_event_name": "Notification",
+                                        "notification_type": "agent_needs_input", "message": "Claude needs input"}).encode(),
+                            6.0, 1)
+    assert note == {"ev": "Notification", "t": 6.0, "pid": 1, "sid": "s", "ntype": "agent_needs_input"}
+    plain = hookrelay.record(json.dumps({**base, "hook_event_name": "StopFailure", "error": "server_error",
+                                         "error_details": "529 Overloaded", "agent_id": ""}).encode(), 7.0, 1)
+    assert plain["error_details"] == "529 Overloaded" and "agent_id" not in plain
 
 
 def test_relay_process_appends_one_line_0600_and_always_exits_0(tmp_path):
@@ -116,6 +136,41 @@ def test_idle_prompt_notification_never_hides_an_error():
     st = fold(HookState(), {"ev": "StopFailure", "t": 10, "error": "unknown", "msg": "API Error: 400 `thinking` blocks"})
     assert fold(st, {"ev": "Notification", "t": 70, "ntype": "idle_prompt"}).state == "fatal_error"
     assert fold(st, {"ev": "SomethingNew", "t": 80}) is st
+
+
+def test_notification_agent_needs_input_and_permission_prompt_wait_for_a_person():
+    busy = fold(HookState(), {"ev": "UserPromptSubmit", "t": 1, "sid": "s"})
+    for ntype in ("agent_needs_input", "permission_prompt"):
+        st = fold(busy, {"ev": "Notification", "t": 2, "sid": "s", "ntype": ntype})
+        assert st.agent_state == AgentState.WAITING_INPUT and st.evidence == f"Notification {ntype}" and st.at == 2
+    assert fold(busy, {"ev": "Notification", "t": 2, "ntype": "auth_success"}) is busy  # says nothing about the state
+
+
+def test_a_subagents_hooks_never_change_the_main_sessions_state():
+    busy = fold(HookState(), {"ev": "UserPromptSubmit", "t": 1, "sid": "s"})
+    # the compaction subagent fails, stops, ends, asks: the main session is still busy
+    for rec in ({"ev": "StopFailure", "t": 2, "error": "unknown", "msg": "API Error: 400 `thinking` blocks",
+                 "agent_id": "compact-1"},
+                {"ev": "Stop", "t": 3, "agent_id": "compact-1"},
+                {"ev": "SessionEnd", "t": 4, "reason": "other", "agent_id": "compact-1"},
+                {"ev": "Notification", "t": 5, "ntype": "agent_needs_input", "agent_id": "task-2"}):
+        assert fold(busy, rec) is busy
+    # the same StopFailure from the main session does count; its error_details are read too
+    st = fold(busy, {"ev": "StopFailure", "t": 6, "error": "invalid_request",
+                     "error_details": "prompt is too long: 250000 tokens > 200000 maximum"})
+    assert st.agent_state == AgentState.CONTEXT_LIMIT and "prompt is too long" in st.evidence
+
+
+def test_a_subagent_stop_failure_through_the_relay_changes_nothing(tmp_path):
+    spool = tmp_path / "a.jsonl"
+    base = {"session_id": "s", "transcript_path": "/t", "cwd": "/c"}
+    for inp in ({**base, "hook_event_name": "UserPromptSubmit", "prompt": "go"},
+                {**base, "hook_event_name": "StopFailure", "agent_id": "compact-1", "error": "unknown",
+                 "last_assistant_message": "API Error: 400 `thinking` blocks cannot be modified"}):
+        subprocess.run([sys.executable, str(RELAY), str(spool)], input=json.dumps(inp).encode(), check=True, timeout=30)
+    recs, _ = read_new_lines(spool, 0)
+    assert recs[1]["agent_id"] == "compact-1"
+    assert states(recs) == ["busy", "busy"]
 
 
 def test_read_new_lines_keeps_partial_lines_and_restarts_after_truncation(tmp_path):

@@ -13,9 +13,11 @@ tests/golden/claude-2.1.197/hooks/):
    (:func:`fold`): SessionStart/Stop -> idle, UserPromptSubmit and an automatic
    PreCompact -> busy (a manual one, ``/compact``, changes nothing: when it fails
    ("Not enough messages to compact") no hook follows),
-   PermissionRequest and Notification ``permission_prompt`` -> waiting_input, SessionEnd
-   -> exited, StopFailure -> the API error's kind (:func:`classify`). Hooks fire 20 to 70
-   ms before the pane redraws.
+   PermissionRequest and Notification ``permission_prompt`` or ``agent_needs_input`` ->
+   waiting_input, SessionEnd -> exited, StopFailure -> the API error's kind
+   (:func:`classify`). A record with an ``agent_id`` comes from a subagent (the one that
+   compacts, a Task agent) and never changes the main session's state. Hooks fire 20 to
+   70 ms before the pane redraws.
 2. **Session file** ``$HOME/.claude/sessions/<pid>.json`` (``"status": "busy" | "idle"``),
    used only while no hook has reported for the current process; it is left behind stale
    after ``kill -9``, so it is read only for a live process.
@@ -54,6 +56,8 @@ CONTEXT_RE = re.compile(r"prompt is too long|context (?:limit|window)|maximum co
 USAGE_RE = re.compile(r"usage limit reached(?:\|(?P<epoch>\d{9,12}))?|hit your [\w ]*limit|session limit reached", re.I)
 
 IDLE_LIKE = (AgentState.UNSENT_INPUT, AgentState.WAITING_INPUT)
+#: Notification types that mean the session waits for a person's answer
+WAITING_NOTIFICATIONS = ("permission_prompt", "agent_needs_input")
 
 
 @dataclass
@@ -109,10 +113,13 @@ def classify(error: str, msg: str) -> tuple[AgentState, str]:
 def fold(st: HookState, rec: dict[str, Any]) -> HookState:
     """The state after one spool record (see :mod:`ccci.backends.claude.hookrelay` for its fields).
 
-    Unknown events and notifications that say nothing about the state leave ``st`` as
-    it is (its time too). :returns: a new :class:`HookState`.
+    Unknown events, notifications that say nothing about the state and every record of
+    a subagent (``agent_id`` set) leave ``st`` as it is (its time too). :returns: a new
+    :class:`HookState`.
     """
     ev = str(rec.get("ev", ""))
+    if rec.get("agent_id"):
+        return st  # a subagent's hook (e.g. the compaction agent's StopFailure): not the session's state
     t = float(rec.get("t") or 0.0)
     sid = str(rec.get("sid", "")) or st.session_id
     new: AgentState | None = None
@@ -129,14 +136,15 @@ def fold(st: HookState, rec: dict[str, Any]) -> HookState:
         new = AgentState.IDLE
     elif ev == "StopFailure":
         error = str(rec.get("error", ""))
-        msg = str(rec.get("msg", ""))
-        new, reset = classify(error, msg)
+        msg, details = str(rec.get("msg", "")), str(rec.get("error_details", ""))
+        new, reset = classify(error, f"{msg} {details}".strip())
+        msg = msg or details
         evidence = f"StopFailure error={error or '?'}: {' '.join(msg.split())[:160]}"
     elif ev == "PermissionRequest":
         new, evidence = AgentState.WAITING_INPUT, f"PermissionRequest tool={rec.get('tool', '?')}"
     elif ev == "Notification":
         ntype = str(rec.get("ntype", ""))
-        if ntype == "permission_prompt":
+        if ntype in WAITING_NOTIFICATIONS:
             new = AgentState.WAITING_INPUT
         elif ntype == "idle_prompt" and st.state in ("", AgentState.IDLE.value, AgentState.BUSY.value):
             new = AgentState.IDLE  # fires 60 s after Stop; never hides an error state
