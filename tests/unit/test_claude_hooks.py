@@ -381,3 +381,80 @@ def test_a_resume_that_finds_no_conversation_is_followed_by_a_fresh_start(
     assert fresh is not resumed and "--session-id" in fresh.argv and old not in fresh.argv
     ev = [e for e in sup.store.events() if e["kind"] == "agent_restarted_fresh"]
     assert len(ev) == 1
+
+
+# ------------------------------------------------------------------------ rules drift
+
+
+def test_disagreement_leaves_out_what_the_merge_explains():
+    d = claude_hooks.disagreement
+    assert d(AgentState.BUSY, AgentState.BUSY, 100.0, 200.0) is False
+    for refined in (AgentState.UNSENT_INPUT, AgentState.WAITING_INPUT):
+        assert d(refined, AgentState.IDLE, 100.0, 200.0) is False  # idle, refined by the pane
+    assert d(AgentState.IDLE, AgentState.BUSY, 100.0, 101.5) is None  # the pane may still be redrawing
+    assert d(AgentState.IDLE, AgentState.BUSY, 100.0, 102.5) is True
+    dr, fired = claude_hooks._Drift(), []
+    for verdict in [True] * 3 + [None] + [True] * 6 + [False] + [True] * 5:
+        fired.append(claude_hooks.track_drift(dr, verdict))
+    # one event when the fifth disagreeing tick comes (a transient tick neither counts nor ends
+    # the episode), none after it; agreement ends the episode and a new one reports again
+    assert [i for i, f in enumerate(fired) if f] == [5, 15]
+
+
+def test_screen_evidence_quotes_the_matched_rules_else_the_last_lines():
+    from ccci.model import Match
+    m = Match(rule="claude.busy.spinner", state=AgentState.BUSY, line="✻ Working… (3s)", groups={}, source="x")
+    assert claude_hooks.screen_evidence(_pane(AgentState.BUSY, matches=[m]), "a\nb") == (
+        ["claude.busy.spinner"], ["✻ Working… (3s)"])
+    screen = "\n".join(f"line {i}" for i in range(9)) + "\n\n   \n"
+    assert claude_hooks.screen_evidence(_pane(AgentState.IDLE), screen) == (
+        [], [f"line {i}" for i in range(9 - claude_hooks.DRIFT_LINES, 9)])
+
+
+def _drift_events(sup) -> list[dict]:
+    return [e for e in sup.store.events() if e["kind"] == "rules_drift"]
+
+
+def test_a_lasting_disagreement_is_one_rules_drift_event_and_agreement_none(
+        make_supervisor, fake_tmux, fake_clock, claude_on_path):
+    sup = make_supervisor(agents=["a"], backend="claude", checks={"startup_grace": 0, "stall_idle": 10**6})
+    _, spool = hook_paths(sup.config.state_dir, "a")
+    pane = fake_tmux.pane("a")
+    pane.set_screen(IDLE_SCREEN, input_box="❯\xa0{input}\n" + "─" * 20 + "\n  ? for shortcuts", input="")
+    # agreement: the hook says idle, the screen rules read idle
+    _append(spool, ev="SessionStart", t=fake_clock.now().timestamp(), sid="s", source="startup")
+    for _ in range(12):
+        fake_clock.advance(1)
+        sup.tick()
+    assert sup.agents["a"].analysis.state == AgentState.IDLE
+    assert _drift_events(sup) == []
+    # forced disagreement: the hook reports a permission prompt the screen never shows
+    _append(spool, ev="PermissionRequest", t=fake_clock.now().timestamp(), sid="s", tool="Bash")
+    # ticks 1 and 2 after it are within PANE_LAG_S + one tick (the pane may lag): not counted
+    lag_ticks = 2
+    for i in range(1, lag_ticks + claude_hooks.DRIFT_TICKS + 1):
+        fake_clock.advance(1)
+        sup.tick()
+        assert len(_drift_events(sup)) == (1 if i == lag_ticks + claude_hooks.DRIFT_TICKS else 0), i
+    for _ in range(20):
+        fake_clock.advance(1)
+        sup.tick()
+    drift = _drift_events(sup)
+    assert len(drift) == 1  # one per episode, however long it lasts
+    ev = drift[0]
+    assert ev["agent"] == "a"
+    assert ev["data"]["cli"] == "claude" and ev["data"]["version"] == sup.backends["claude"].patterns.version
+    assert ev["data"]["source"] == "hook" and ev["data"]["source_state"] == "waiting_input"
+    assert ev["data"]["screen_state"] == "idle" and ev["data"]["ticks"] == claude_hooks.DRIFT_TICKS
+    assert ev["message"].startswith(f"claude {ev['data']['version']}: the screen rules read idle but the hook says "
+                                    "waiting_input")
+    # no rule matched this screen (idle is the layout's default): its last non-blank lines
+    assert ev["data"]["rules"] == [] and ev["data"]["lines"][0] == "● hi"
+    assert len(ev["data"]["lines"]) == claude_hooks.DRIFT_LINES
+    # agreement again ends the episode without a new event
+    _append(spool, ev="Stop", t=fake_clock.now().timestamp(), sid="s")
+    for _ in range(10):
+        fake_clock.advance(1)
+        sup.tick()
+    assert len(_drift_events(sup)) == 1
+    assert sup.stashes.get("claude_hooks")[claude_hooks.DRIFT]["a"].ticks == 0
