@@ -132,6 +132,9 @@ class CodexBackend(Backend):
     supports_resume = True
     paste_over = 200
     compact_command = "/compact"
+    executable = "codex"
+    package = "@openai/codex"
+    tested_versions = (TESTED_VERSION,)
 
     # ------------------------------------------------------------------ processes
     def is_agent_process(self, name: str, cmdline: list[str]) -> bool:

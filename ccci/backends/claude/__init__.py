@@ -141,6 +141,9 @@ class ClaudeBackend(Backend):
     exits_at_turn_end = False
     supports_resume = True
     compact_command = "/compact"
+    executable = "claude"
+    package = "@anthropic-ai/claude-code"
+    tested_versions = (TESTED_VERSION,)
 
     @staticmethod
     def running_as_root() -> bool:
