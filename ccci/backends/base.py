@@ -108,6 +108,16 @@ class Backend:
             return tuple(self.tested_versions)
         return (self.rules_version,) if self.rules_version else ()
 
+    def running_version(self, spec: AgentSpec, config: "FleetConfig", conversation_id: str) -> str | None:
+        """The version the agent's CLI recorded about itself when it started (e.g. in its
+        session file), when the backend can tell; ``None`` (the default) otherwise.
+
+        :param spec: the agent.
+        :param config: the fleet config.
+        :param conversation_id: the conversation ccci persisted for the agent (may be ``""``).
+        """
+        return None
+
     def set_overrides(self, rules: list[dict[str, Any]], origin: str) -> None:
         """Install user rules from ``ccci.toml`` ``[patterns.<name>]``.
 

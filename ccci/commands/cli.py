@@ -176,9 +176,7 @@ def _agent_names(cfg: config_mod.FleetConfig, agents: tuple[str, ...]) -> list[s
 # ---------------------------------------------------------------------------- status
 def status_rows(sup) -> list[dict]:
     """One dict per agent: name, backend, state, pid, uptime_s, restarts, resumes,
-    conversation_id, last_event, session, cli_version (the CLI version the backend's
-    screen rules are for) and tested (whether that version is one the backend was
-    checked against)."""
+    conversation_id, last_event, session, and the version fields of :func:`version_fields`."""
     panes = sup.tmux.list_panes()
     live = {n: panes.get(rt.session) for n, rt in sup.agents.items()}
     ids = [p.pane_id for p in live.values() if p is not None and not p.dead]
@@ -202,19 +200,27 @@ def status_rows(sup) -> list[dict]:
             "name": n, "backend": rt.spec.backend, "role": rt.spec.role.value, "state": state,
             "pid": pane.pid if alive else None, "uptime_s": round(uptime, 1) if uptime is not None else None,
             "restarts": rec.restarts, "resumes": rec.resumes, "conversation_id": rec.conversation_id or None,
-            "session": rt.session, "last_event": rec.last_event, **_version_fields(rt.backend),
+            "session": rt.session, "last_event": rec.last_event,
+            **version_fields(rt.backend, rt.spec, sup.config, rec.conversation_id or ""),
         })
     return rows
 
 
-def _version_fields(backend) -> dict:
-    """``cli_version`` and ``tested`` of a backend for ``ccci status --json``."""
+def version_fields(backend, spec, cfg, conversation_id: str) -> dict:
+    """``cli_version`` (what the agent's CLI recorded about itself at launch, when its
+    backend can tell, else the version the screen rules are for), ``rules_version`` and
+    ``tested`` (``cli_version`` is one the backend was checked against) for ``ccci status --json``."""
     try:
-        version = backend.rules_version or None
-        tested = version is not None and version in backend.versions_tested()
-    except Exception:  # noqa: BLE001 - a third-party backend without patterns: unknown
-        version, tested = None, False
-    return {"cli_version": version, "tested": tested}
+        rules = backend.rules_version or None
+        tested_versions = backend.versions_tested()
+    except Exception:  # noqa: BLE001 - a third-party backend whose patterns do not load: unknown
+        rules, tested_versions = None, ()
+    try:
+        running = backend.running_version(spec, cfg, conversation_id)
+    except Exception:  # noqa: BLE001 - unreadable session files: fall back to the rules' version
+        running = None
+    version = running or rules
+    return {"cli_version": version, "rules_version": rules, "tested": version is not None and version in tested_versions}
 
 
 @main.command()

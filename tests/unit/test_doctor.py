@@ -123,4 +123,30 @@ def test_status_json_names_the_rules_version_and_whether_it_is_tested(make_super
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ.get('PATH', '')}")
     sup = make_supervisor(agents=["a"], backend="claude")
     row = cli.status_rows(sup)[0]
-    assert row["cli_version"] == TESTED_VERSION and row["tested"] is True
+    assert row["cli_version"] == TESTED_VERSION == row["rules_version"] and row["tested"] is True
+
+
+def test_status_json_prefers_the_version_the_cli_recorded_at_launch(tmp_path):
+    from types import SimpleNamespace
+
+    from ccci.backends.codex import TESTED_VERSION as CODEX_TESTED, CodexBackend
+    from ccci.model import AgentSpec, Role
+
+    sid = "01a2023b-d217-7183-93d8-730de81570f0"
+    home = tmp_path / "home"
+    spec = AgentSpec(name="c", role=Role.LOOP, backend="codex", workdir=tmp_path, env={"HOME": str(home)})
+    cfg = SimpleNamespace(name="fleet", state_dir=tmp_path / "state")
+    backend = CodexBackend()
+    # no session file yet: the version the rules are for
+    assert cli.version_fields(backend, spec, cfg, sid) == {
+        "cli_version": CODEX_TESTED, "rules_version": CODEX_TESTED, "tested": True}
+    day = home / ".codex" / "sessions" / "2026" / "12" / "02"
+    day.mkdir(parents=True)
+    meta = {"timestamp": "2026-12-02T04:00:00Z", "type": "session_meta",
+            "payload": {"id": sid, "cwd": str(tmp_path), "cli_version": "0.171.2"}}
+    (day / f"rollout-2026-12-02T04-00-00-{sid}.jsonl").write_text(json.dumps(meta) + "\n")
+    assert backend.running_version(spec, cfg, sid) == "0.171.2"
+    assert backend.running_version(spec, cfg, "../../etc") is None  # only UUIDs reach the glob
+    assert cli.version_fields(backend, spec, cfg, sid) == {
+        "cli_version": "0.171.2", "rules_version": CODEX_TESTED, "tested": False}
+    assert [s.cli_version for s in CodexBackend.sessions(home / ".codex")] == ["0.171.2"]
