@@ -134,6 +134,8 @@ class ClaudeBackend(Backend):
             ``Context limit reached · /compact or /clear to continue``).
         cli_version: ``None``: the newest shipped ``claude-<version>.toml``
             (``2.1.197`` today, :data:`TESTED_VERSION`).
+        executable, package, tested_versions: ``claude``, ``@anthropic-ai/claude-code``,
+            ``(TESTED_VERSION,)`` (``ccci doctor``).
     """
 
     name = "claude"
