@@ -52,6 +52,13 @@ class Backend:
         pattern_data: the backend's screen rules as data (the parsed form of a pattern
             TOML file: ``meta``, ``layout``, ``rules``), for a backend that ships outside
             ccci; ``None``: ``ccci/patterns/<name>-<version>.toml``.
+        executable: the CLI's program name, looked up on ``PATH`` by ``ccci doctor``
+            (``""``: the backend runs no separately installed CLI).
+        version_args: arguments that make :attr:`executable` print its version.
+        tested_versions: CLI versions the rules and launch facts were checked against
+            (``()``: the version the rules are for, :meth:`versions_tested`).
+        package: how the CLI is installed (an npm package name), for ``ccci doctor``'s
+            advice; ``""`` when unknown.
     """
 
     name: str = ""
@@ -65,6 +72,10 @@ class Backend:
     )
     cli_version: str | None = None
     pattern_data: dict[str, Any] | None = None
+    executable: str = ""
+    version_args: tuple[str, ...] = ("--version",)
+    tested_versions: tuple[str, ...] = ()
+    package: str = ""
 
     def __init__(self) -> None:
         self._patterns: patterns_mod.PatternSet | None = None
@@ -84,6 +95,28 @@ class Backend:
                 ps = ps.with_overrides(self._overrides, self._override_origin)
             self._patterns = ps
         return self._patterns
+
+    @property
+    def rules_version(self) -> str:
+        """The CLI version the screen rules in force are for (their ``meta.version``)."""
+        return self.patterns.version
+
+    def versions_tested(self) -> tuple[str, ...]:
+        """CLI versions this backend was checked against: :attr:`tested_versions`, else
+        the version its rules are for."""
+        if self.tested_versions:
+            return tuple(self.tested_versions)
+        return (self.rules_version,) if self.rules_version else ()
+
+    def running_version(self, spec: AgentSpec, config: "FleetConfig", conversation_id: str) -> str | None:
+        """The version the agent's CLI recorded about itself when it started (e.g. in its
+        session file), when the backend can tell; ``None`` (the default) otherwise.
+
+        :param spec: the agent.
+        :param config: the fleet config.
+        :param conversation_id: the conversation ccci persisted for the agent (may be ``""``).
+        """
+        return None
 
     def set_overrides(self, rules: list[dict[str, Any]], origin: str) -> None:
         """Install user rules from ``ccci.toml`` ``[patterns.<name>]``.

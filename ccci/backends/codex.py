@@ -84,12 +84,14 @@ class CodexSession:
         path: the ``rollout-*.jsonl`` file.
         cwd: the session's working directory (``session_meta.payload.cwd``), or ``""``.
         started: ``session_meta.timestamp`` (ISO-8601 UTC string), or ``""``.
+        cli_version: the Codex version that wrote it (``session_meta.payload.cli_version``), or ``""``.
     """
 
     id: str
     path: Path
     cwd: str
     started: str
+    cli_version: str = ""
 
 
 def _toml_value(value: Any) -> str:
@@ -132,6 +134,9 @@ class CodexBackend(Backend):
     supports_resume = True
     paste_over = 200
     compact_command = "/compact"
+    executable = "codex"
+    package = "@openai/codex"
+    tested_versions = (TESTED_VERSION,)
 
     # ------------------------------------------------------------------ processes
     def is_agent_process(self, name: str, cmdline: list[str]) -> bool:
@@ -169,20 +174,21 @@ class CodexBackend(Backend):
             m = ROLLOUT_RE.match(path.name)
             if not m:
                 continue
-            meta_cwd, started = "", ""
+            meta_cwd, started, version = "", "", ""
             try:
                 with open(path, encoding="utf-8") as fh:
                     first = json.loads(fh.readline() or "{}")
                 payload = first.get("payload") or {}
                 meta_cwd = str(payload.get("cwd") or "")
                 started = str(payload.get("timestamp") or first.get("timestamp") or "")
-            except (OSError, ValueError):
+                version = str(payload.get("cli_version") or "")
+            except (OSError, ValueError, AttributeError):
                 pass
             if want is not None and meta_cwd and str(Path(meta_cwd).resolve()) != want:
                 continue
             if want is not None and not meta_cwd:
                 continue
-            out.append((m.group("ts"), CodexSession(m.group("id"), path, meta_cwd, started)))
+            out.append((m.group("ts"), CodexSession(m.group("id"), path, meta_cwd, started, version)))
         out.sort(key=lambda t: t[0])
         return [s for _, s in out]
 
@@ -228,6 +234,25 @@ class CodexBackend(Backend):
         except (OSError, ValueError, AttributeError):
             return None
         return str(sid) if sid else None
+
+    def running_version(self, spec: AgentSpec, config: "FleetConfig", conversation_id: str) -> str | None:
+        """``cli_version`` from the ``session_meta`` line of the agent's session file: the
+        session the ``SessionStart`` hook reported, else ``conversation_id`` when Codex
+        knows it. ``None`` when neither file is there or it names no version."""
+        home = self.codex_home(spec)
+        for sid in (self.hooked_session_id(config, spec.name), conversation_id):
+            if not sid or not UUID_RE.fullmatch(sid):
+                continue  # never put anything but a UUID into the glob
+            for path in sorted(home.glob(f"sessions/*/*/*/rollout-*-{sid}.jsonl")):
+                try:
+                    with open(path, encoding="utf-8") as fh:
+                        first = json.loads(fh.readline() or "{}")
+                    version = str((first.get("payload") or {}).get("cli_version") or "")
+                except (OSError, ValueError, AttributeError):
+                    continue
+                if version:
+                    return version
+        return None
 
     def known_session(self, spec: AgentSpec, conversation_id: str) -> bool:
         """True when ``conversation_id`` names a session file under the agent's

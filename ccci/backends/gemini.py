@@ -86,6 +86,9 @@ class GeminiBackend(Backend):
     supports_resume = True
     paste_over = 200
     compact_command = "/compress"
+    executable = "gemini"
+    package = "@google/gemini-cli"
+    tested_versions = (TESTED_VERSION,)
 
     def is_agent_process(self, name: str, cmdline: list[str]) -> bool:
         """``gemini`` itself, or node running ``.../bin/gemini`` (either the launcher

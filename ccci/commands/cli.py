@@ -176,7 +176,7 @@ def _agent_names(cfg: config_mod.FleetConfig, agents: tuple[str, ...]) -> list[s
 # ---------------------------------------------------------------------------- status
 def status_rows(sup) -> list[dict]:
     """One dict per agent: name, backend, state, pid, uptime_s, restarts, resumes,
-    conversation_id, last_event, session."""
+    conversation_id, last_event, session, and the version fields of :func:`version_fields`."""
     panes = sup.tmux.list_panes()
     live = {n: panes.get(rt.session) for n, rt in sup.agents.items()}
     ids = [p.pane_id for p in live.values() if p is not None and not p.dead]
@@ -201,8 +201,26 @@ def status_rows(sup) -> list[dict]:
             "pid": pane.pid if alive else None, "uptime_s": round(uptime, 1) if uptime is not None else None,
             "restarts": rec.restarts, "resumes": rec.resumes, "conversation_id": rec.conversation_id or None,
             "session": rt.session, "last_event": rec.last_event,
+            **version_fields(rt.backend, rt.spec, sup.config, rec.conversation_id or ""),
         })
     return rows
+
+
+def version_fields(backend, spec, cfg, conversation_id: str) -> dict:
+    """``cli_version`` (what the agent's CLI recorded about itself at launch, when its
+    backend can tell, else the version the screen rules are for), ``rules_version`` and
+    ``tested`` (``cli_version`` is one the backend was checked against) for ``ccci status --json``."""
+    try:
+        rules = backend.rules_version or None
+        tested_versions = backend.versions_tested()
+    except Exception:  # noqa: BLE001 - a third-party backend whose patterns do not load: unknown
+        rules, tested_versions = None, ()
+    try:
+        running = backend.running_version(spec, cfg, conversation_id)
+    except Exception:  # noqa: BLE001 - unreadable session files: fall back to the rules' version
+        running = None
+    version = running or rules
+    return {"cli_version": version, "rules_version": rules, "tested": version is not None and version in tested_versions}
 
 
 @main.command()
@@ -418,6 +436,63 @@ def diagnose(file: Path, backend: str, title: str, as_json: bool, now_text: str)
         say(f"  finding {f['check']}: {f['summary']} | {f['evidence'][:120]}")
     for e in result["errors"]:
         say("  ", ("check error", "yellow"), f" {e}")
+
+
+# ---------------------------------------------------------------------------- doctor
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per agent, in a list.")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds each CLI's --version may take.")
+@click.pass_context
+def doctor(ctx: click.Context, as_json: bool, timeout: float) -> None:
+    """Per agent: its CLI on PATH, the version it reports, the version the screen rules
+    are for, and whether ccci was checked against that version (outside a fleet: per
+    backend). Exit status 1 when a CLI is missing or untested."""
+    from ccci.commands.doctor import check_backend
+    from ccci.patterns import PatternError
+    from ccci.plugins import collect_backends, get_plugin_manager
+
+    cfg = load_config(ctx.obj["fleet"]) if ctx.obj.get("fleet") else None
+    if cfg is None and _fleet_root_or_none() is not None:
+        cfg = load_config(None)
+    pm = get_plugin_manager(fleet_root=cfg.root if cfg else None)
+    backends = collect_backends(pm)
+    rows = []
+    if cfg is not None:
+        for bname, rules in cfg.patterns.items():
+            if bname in backends:
+                try:
+                    backends[bname].set_overrides(rules, f"{cfg.path}: patterns.{bname}")
+                except PatternError as exc:
+                    fail(str(exc))
+        for spec in cfg.agents:
+            backend = backends.get(spec.backend)
+            if backend is None:
+                fail(f"{cfg.path}: agents.{spec.name}.backend: unknown backend {spec.backend!r}; "
+                     f"known: {', '.join(sorted(backends))}")
+            rows.append(check_backend(backend, spec.name, dict(spec.env or {}), timeout))
+    else:
+        rows = [check_backend(b, None, None, timeout) for _, b in sorted(backends.items())]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            who = f"{r['agent']} ({r['backend']})" if r["agent"] else r["backend"]
+            if not r["executable"]:
+                say((who, "bold"), f": no separate CLI to check (rules {r['rules_version'] or '?'})")
+                continue
+            rules = f"rules for {r['rules_version'] or '?'}"
+            if not r["path"]:
+                say((who, "bold"), f": {r['executable']} not found on PATH; {rules}")
+            else:
+                version = r["version"] or r["version_output"] or "?"
+                tested = {True: ("tested", "green"), False: ("NOT tested", "yellow"),
+                          None: ("not checked", "yellow")}[r["tested"]]
+                say((who, "bold"), f": {r['path']} version {version}; {rules}; ", tested)
+            if r["advice"]:
+                say("  ", ("advice:", "yellow"), " ", r["advice"])
+        for line in pm.load_errors:
+            say(("ccci:", "yellow"), " ", line, err=True)
+    sys.exit(0 if all(r["ok"] for r in rows) else 1)
 
 
 def _fleet_root_or_none(fleet: str | None = None) -> Path | None:

@@ -49,7 +49,9 @@ def test_relay_keeps_only_the_needed_fields_never_the_prompt():
             inp = raw["input"]
             assert rec["ev"] == inp["hook_event_name"] and rec["sid"] == inp["session_id"]
             assert rec["t"] == raw["t_ms"] / 1000 and rec["pid"] == 4242
-            assert set(rec) <= {"ev", "t", "pid", "sid", "source", "reason", "error", "msg", "ntype", "tool", "trigger"}
+            assert set(rec) <= {"ev", "t", "pid", "sid", "source", "reason", "error", "msg", "ntype", "tool", "trigger",
+                                "agent_id", "error_details"}
+            assert "agent_id" not in rec and "error_details" not in rec  # the recorded main session has neither
             text = json.dumps(rec)
             if "prompt" in inp:
                 assert inp["prompt"] not in text
@@ -58,6 +60,24 @@ def test_relay_keeps_only_the_needed_fields_never_the_prompt():
                 assert "msg" not in rec  # a successful reply is not copied
             if inp["hook_event_name"] == "StopFailure":
                 assert rec["error"] == inp["error"] and rec["msg"] == inp["last_assistant_message"][:hookrelay.MSG_CHARS]
+
+
+def test_relay_keeps_agent_id_notification_type_and_error_details():
+    base = {"session_id": "s", "transcript_path": "/t", "cwd": "/c"}
+    sub = hookrelay.record(json.dumps({**base, "hook_event_name": "StopFailure", "agent_id": "a1b2", "error": "unknown",
+                                       "last_assistant_message": "API Error: 400",
+                                       "error_details": {"type": "invalid_request_error", "message": "x" * 900}}).encode(),
+                           5.0, 1)
+    assert sub["agent_id"] == "a1b2" and sub["error"] == "unknown"
+    assert sub["error_details"].startswith('{"type": "invalid_request_error"')  # an object is kept as JSON text
+    assert len(sub["error_details"]) == hookrelay.MSG_CHARS
+    note = hookrelay.record(json.dumps({**base, "hook_event_name": "Notification",
+                                        "notification_type": "agent_needs_input", "message": "Claude needs input"}).encode(),
+                            6.0, 1)
+    assert note == {"ev": "Notification", "t": 6.0, "pid": 1, "sid": "s", "ntype": "agent_needs_input"}
+    plain = hookrelay.record(json.dumps({**base, "hook_event_name": "StopFailure", "error": "server_error",
+                                         "error_details": "529 Overloaded", "agent_id": ""}).encode(), 7.0, 1)
+    assert plain["error_details"] == "529 Overloaded" and "agent_id" not in plain
 
 
 def test_relay_process_appends_one_line_0600_and_always_exits_0(tmp_path):
@@ -116,6 +136,41 @@ def test_idle_prompt_notification_never_hides_an_error():
     st = fold(HookState(), {"ev": "StopFailure", "t": 10, "error": "unknown", "msg": "API Error: 400 `thinking` blocks"})
     assert fold(st, {"ev": "Notification", "t": 70, "ntype": "idle_prompt"}).state == "fatal_error"
     assert fold(st, {"ev": "SomethingNew", "t": 80}) is st
+
+
+def test_notification_agent_needs_input_and_permission_prompt_wait_for_a_person():
+    busy = fold(HookState(), {"ev": "UserPromptSubmit", "t": 1, "sid": "s"})
+    for ntype in ("agent_needs_input", "permission_prompt"):
+        st = fold(busy, {"ev": "Notification", "t": 2, "sid": "s", "ntype": ntype})
+        assert st.agent_state == AgentState.WAITING_INPUT and st.evidence == f"Notification {ntype}" and st.at == 2
+    assert fold(busy, {"ev": "Notification", "t": 2, "ntype": "auth_success"}) is busy  # says nothing about the state
+
+
+def test_a_subagents_hooks_never_change_the_main_sessions_state():
+    busy = fold(HookState(), {"ev": "UserPromptSubmit", "t": 1, "sid": "s"})
+    # the compaction subagent fails, stops, ends, asks: the main session is still busy
+    for rec in ({"ev": "StopFailure", "t": 2, "error": "unknown", "msg": "API Error: 400 `thinking` blocks",
+                 "agent_id": "compact-1"},
+                {"ev": "Stop", "t": 3, "agent_id": "compact-1"},
+                {"ev": "SessionEnd", "t": 4, "reason": "other", "agent_id": "compact-1"},
+                {"ev": "Notification", "t": 5, "ntype": "agent_needs_input", "agent_id": "task-2"}):
+        assert fold(busy, rec) is busy
+    # the same StopFailure from the main session does count; its error_details are read too
+    st = fold(busy, {"ev": "StopFailure", "t": 6, "error": "invalid_request",
+                     "error_details": "prompt is too long: 250000 tokens > 200000 maximum"})
+    assert st.agent_state == AgentState.CONTEXT_LIMIT and "prompt is too long" in st.evidence
+
+
+def test_a_subagent_stop_failure_through_the_relay_changes_nothing(tmp_path):
+    spool = tmp_path / "a.jsonl"
+    base = {"session_id": "s", "transcript_path": "/t", "cwd": "/c"}
+    for inp in ({**base, "hook_event_name": "UserPromptSubmit", "prompt": "go"},
+                {**base, "hook_event_name": "StopFailure", "agent_id": "compact-1", "error": "unknown",
+                 "last_assistant_message": "API Error: 400 `thinking` blocks cannot be modified"}):
+        subprocess.run([sys.executable, str(RELAY), str(spool)], input=json.dumps(inp).encode(), check=True, timeout=30)
+    recs, _ = read_new_lines(spool, 0)
+    assert recs[1]["agent_id"] == "compact-1"
+    assert states(recs) == ["busy", "busy"]
 
 
 def test_read_new_lines_keeps_partial_lines_and_restarts_after_truncation(tmp_path):
@@ -326,3 +381,80 @@ def test_a_resume_that_finds_no_conversation_is_followed_by_a_fresh_start(
     assert fresh is not resumed and "--session-id" in fresh.argv and old not in fresh.argv
     ev = [e for e in sup.store.events() if e["kind"] == "agent_restarted_fresh"]
     assert len(ev) == 1
+
+
+# ------------------------------------------------------------------------ rules drift
+
+
+def test_disagreement_leaves_out_what_the_merge_explains():
+    d = claude_hooks.disagreement
+    assert d(AgentState.BUSY, AgentState.BUSY, 100.0, 200.0) is False
+    for refined in (AgentState.UNSENT_INPUT, AgentState.WAITING_INPUT):
+        assert d(refined, AgentState.IDLE, 100.0, 200.0) is False  # idle, refined by the pane
+    assert d(AgentState.IDLE, AgentState.BUSY, 100.0, 101.5) is None  # the pane may still be redrawing
+    assert d(AgentState.IDLE, AgentState.BUSY, 100.0, 102.5) is True
+    dr, fired = claude_hooks._Drift(), []
+    for verdict in [True] * 3 + [None] + [True] * 6 + [False] + [True] * 5:
+        fired.append(claude_hooks.track_drift(dr, verdict))
+    # one event when the fifth disagreeing tick comes (a transient tick neither counts nor ends
+    # the episode), none after it; agreement ends the episode and a new one reports again
+    assert [i for i, f in enumerate(fired) if f] == [5, 15]
+
+
+def test_screen_evidence_quotes_the_matched_rules_else_the_last_lines():
+    from ccci.model import Match
+    m = Match(rule="claude.busy.spinner", state=AgentState.BUSY, line="✻ Working… (3s)", groups={}, source="x")
+    assert claude_hooks.screen_evidence(_pane(AgentState.BUSY, matches=[m]), "a\nb") == (
+        ["claude.busy.spinner"], ["✻ Working… (3s)"])
+    screen = "\n".join(f"line {i}" for i in range(9)) + "\n\n   \n"
+    assert claude_hooks.screen_evidence(_pane(AgentState.IDLE), screen) == (
+        [], [f"line {i}" for i in range(9 - claude_hooks.DRIFT_LINES, 9)])
+
+
+def _drift_events(sup) -> list[dict]:
+    return [e for e in sup.store.events() if e["kind"] == "rules_drift"]
+
+
+def test_a_lasting_disagreement_is_one_rules_drift_event_and_agreement_none(
+        make_supervisor, fake_tmux, fake_clock, claude_on_path):
+    sup = make_supervisor(agents=["a"], backend="claude", checks={"startup_grace": 0, "stall_idle": 10**6})
+    _, spool = hook_paths(sup.config.state_dir, "a")
+    pane = fake_tmux.pane("a")
+    pane.set_screen(IDLE_SCREEN, input_box="❯\xa0{input}\n" + "─" * 20 + "\n  ? for shortcuts", input="")
+    # agreement: the hook says idle, the screen rules read idle
+    _append(spool, ev="SessionStart", t=fake_clock.now().timestamp(), sid="s", source="startup")
+    for _ in range(12):
+        fake_clock.advance(1)
+        sup.tick()
+    assert sup.agents["a"].analysis.state == AgentState.IDLE
+    assert _drift_events(sup) == []
+    # forced disagreement: the hook reports a permission prompt the screen never shows
+    _append(spool, ev="PermissionRequest", t=fake_clock.now().timestamp(), sid="s", tool="Bash")
+    # ticks 1 and 2 after it are within PANE_LAG_S + one tick (the pane may lag): not counted
+    lag_ticks = 2
+    for i in range(1, lag_ticks + claude_hooks.DRIFT_TICKS + 1):
+        fake_clock.advance(1)
+        sup.tick()
+        assert len(_drift_events(sup)) == (1 if i == lag_ticks + claude_hooks.DRIFT_TICKS else 0), i
+    for _ in range(20):
+        fake_clock.advance(1)
+        sup.tick()
+    drift = _drift_events(sup)
+    assert len(drift) == 1  # one per episode, however long it lasts
+    ev = drift[0]
+    assert ev["agent"] == "a"
+    assert ev["data"]["cli"] == "claude" and ev["data"]["version"] == sup.backends["claude"].patterns.version
+    assert ev["data"]["source"] == "hook" and ev["data"]["source_state"] == "waiting_input"
+    assert ev["data"]["screen_state"] == "idle" and ev["data"]["ticks"] == claude_hooks.DRIFT_TICKS
+    assert ev["message"].startswith(f"claude {ev['data']['version']}: the screen rules read idle but the hook says "
+                                    "waiting_input")
+    # no rule matched this screen (idle is the layout's default): its last non-blank lines
+    assert ev["data"]["rules"] == [] and ev["data"]["lines"][0] == "● hi"
+    assert len(ev["data"]["lines"]) == claude_hooks.DRIFT_LINES
+    # agreement again ends the episode without a new event
+    _append(spool, ev="Stop", t=fake_clock.now().timestamp(), sid="s")
+    for _ in range(10):
+        fake_clock.advance(1)
+        sup.tick()
+    assert len(_drift_events(sup)) == 1
+    assert sup.stashes.get("claude_hooks")[claude_hooks.DRIFT]["a"].ticks == 0

@@ -134,6 +134,8 @@ class ClaudeBackend(Backend):
             ``Context limit reached · /compact or /clear to continue``).
         cli_version: ``None``: the newest shipped ``claude-<version>.toml``
             (``2.1.197`` today, :data:`TESTED_VERSION`).
+        executable, package, tested_versions: ``claude``, ``@anthropic-ai/claude-code``,
+            ``(TESTED_VERSION,)`` (``ccci doctor``).
     """
 
     name = "claude"
@@ -141,6 +143,9 @@ class ClaudeBackend(Backend):
     exits_at_turn_end = False
     supports_resume = True
     compact_command = "/compact"
+    executable = "claude"
+    package = "@anthropic-ai/claude-code"
+    tested_versions = (TESTED_VERSION,)
 
     @staticmethod
     def running_as_root() -> bool:

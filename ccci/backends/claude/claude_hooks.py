@@ -13,9 +13,11 @@ tests/golden/claude-2.1.197/hooks/):
    (:func:`fold`): SessionStart/Stop -> idle, UserPromptSubmit and an automatic
    PreCompact -> busy (a manual one, ``/compact``, changes nothing: when it fails
    ("Not enough messages to compact") no hook follows),
-   PermissionRequest and Notification ``permission_prompt`` -> waiting_input, SessionEnd
-   -> exited, StopFailure -> the API error's kind (:func:`classify`). Hooks fire 20 to 70
-   ms before the pane redraws.
+   PermissionRequest and Notification ``permission_prompt`` or ``agent_needs_input`` ->
+   waiting_input, SessionEnd -> exited, StopFailure -> the API error's kind
+   (:func:`classify`). A record with an ``agent_id`` comes from a subagent (the one that
+   compacts, a Task agent) and never changes the main session's state. Hooks fire 20 to
+   70 ms before the pane redraws.
 2. **Session file** ``$HOME/.claude/sessions/<pid>.json`` (``"status": "busy" | "idle"``),
    used only while no hook has reported for the current process; it is left behind stale
    after ``kill -9``, so it is read only for a live process.
@@ -27,6 +29,14 @@ pane's content changed more than :data:`PANE_LAG_S` (+ one tick) after the sourc
 the source says busy while the pane, unchanged, says otherwise for :data:`STALE_BUSY_S`
 (a stale hook; reported once as a ``hook_stale`` event). An idle source never hides a
 draft (``unsent_input``) or a dialog (``waiting_input``) the pane shows.
+
+Drift (:func:`disagreement`, :func:`track_drift`): when the source and the screen rules
+disagree for :data:`DRIFT_TICKS` consecutive ticks, outside the cases the merge explains
+(the pane lagging the event by up to :data:`PANE_LAG_S` + one tick; idle refined to a
+draft or a dialog), one ``rules_drift`` event per episode names the CLI, the version its
+rules are for, both states and the screen lines the rules matched (or the last
+non-blank ones): the sign that the CLI changed its screens under the pattern file. An
+episode ends on the first tick they agree (or there is no source or no live process).
 """
 from __future__ import annotations
 
@@ -44,6 +54,8 @@ from ccci.stash import StashKey
 from ccci.model import AgentState, Event, Match, ScreenAnalysis
 
 PANE_LAG_S = 1.0  #: the pane may redraw this long after a hook (measured 20-70 ms) and still agree
+DRIFT_TICKS = 5  #: consecutive ticks the source and the screen rules disagree before one ``rules_drift`` event
+DRIFT_LINES = 5  #: non-blank screen lines a ``rules_drift`` event quotes when no rule matched
 STALE_BUSY_S = 30.0  #: a busy hook with an unchanged idle pane this long after it is stale (seconds)
 READ_MAX = 1 << 20  #: bytes of spool read per agent per tick at most
 ROTATE_OVER = 4 << 20  #: a fully read spool larger than this is truncated (bytes)
@@ -54,6 +66,8 @@ CONTEXT_RE = re.compile(r"prompt is too long|context (?:limit|window)|maximum co
 USAGE_RE = re.compile(r"usage limit reached(?:\|(?P<epoch>\d{9,12}))?|hit your [\w ]*limit|session limit reached", re.I)
 
 IDLE_LIKE = (AgentState.UNSENT_INPUT, AgentState.WAITING_INPUT)
+#: Notification types that mean the session waits for a person's answer
+WAITING_NOTIFICATIONS = ("permission_prompt", "agent_needs_input")
 
 
 @dataclass
@@ -109,10 +123,13 @@ def classify(error: str, msg: str) -> tuple[AgentState, str]:
 def fold(st: HookState, rec: dict[str, Any]) -> HookState:
     """The state after one spool record (see :mod:`ccci.backends.claude.hookrelay` for its fields).
 
-    Unknown events and notifications that say nothing about the state leave ``st`` as
-    it is (its time too). :returns: a new :class:`HookState`.
+    Unknown events, notifications that say nothing about the state and every record of
+    a subagent (``agent_id`` set) leave ``st`` as it is (its time too). :returns: a new
+    :class:`HookState`.
     """
     ev = str(rec.get("ev", ""))
+    if rec.get("agent_id"):
+        return st  # a subagent's hook (e.g. the compaction agent's StopFailure): not the session's state
     t = float(rec.get("t") or 0.0)
     sid = str(rec.get("sid", "")) or st.session_id
     new: AgentState | None = None
@@ -129,14 +146,15 @@ def fold(st: HookState, rec: dict[str, Any]) -> HookState:
         new = AgentState.IDLE
     elif ev == "StopFailure":
         error = str(rec.get("error", ""))
-        msg = str(rec.get("msg", ""))
-        new, reset = classify(error, msg)
+        msg, details = str(rec.get("msg", "")), str(rec.get("error_details", ""))
+        new, reset = classify(error, f"{msg} {details}".strip())
+        msg = msg or details
         evidence = f"StopFailure error={error or '?'}: {' '.join(msg.split())[:160]}"
     elif ev == "PermissionRequest":
         new, evidence = AgentState.WAITING_INPUT, f"PermissionRequest tool={rec.get('tool', '?')}"
     elif ev == "Notification":
         ntype = str(rec.get("ntype", ""))
-        if ntype == "permission_prompt":
+        if ntype in WAITING_NOTIFICATIONS:
             new = AgentState.WAITING_INPUT
         elif ntype == "idle_prompt" and st.state in ("", AgentState.IDLE.value, AgentState.BUSY.value):
             new = AgentState.IDLE  # fires 60 s after Stop; never hides an error state
@@ -213,6 +231,68 @@ class _Tracked:
 TRACKED = StashKey[dict]("tracked")  #: agent name -> :class:`_Tracked` (fleet stash, this watcher only)
 
 
+@dataclass
+class _Drift:
+    """One agent's disagreement between the source and the screen rules (between ticks).
+
+    Attributes:
+        generation: the agent's process generation it was counted for.
+        ticks: consecutive ticks of disagreement so far (transient ticks neither count nor end it).
+        reported: a ``rules_drift`` event was emitted for the current episode.
+    """
+
+    generation: int = -1
+    ticks: int = 0
+    reported: bool = False
+
+
+DRIFT = StashKey[dict]("drift")  #: agent name -> :class:`_Drift` (fleet stash, this watcher only)
+
+
+def disagreement(pane_state: AgentState, src_state: AgentState, src_mono: float, mono: float,
+                 tick_s: float = 1.0) -> bool | None:
+    """Do the screen rules and the source disagree in a way the merge does not explain?
+
+    :returns: ``False`` when they agree (also an idle source with a draft or dialog on the
+        pane: :func:`merge` refines idle so); ``None`` while the source's event is younger
+        than :data:`PANE_LAG_S` + one tick (the pane may not have redrawn yet: neither
+        agreement nor disagreement); ``True`` otherwise.
+    """
+    if pane_state == src_state or (src_state == AgentState.IDLE and pane_state in IDLE_LIKE):
+        return False
+    if mono - src_mono <= PANE_LAG_S + tick_s:
+        return None
+    return True
+
+
+def screen_evidence(pane: ScreenAnalysis, screen: str) -> tuple[list[str], list[str]]:
+    """``(rule ids, lines)`` the screen rules matched, or ``([], the last DRIFT_LINES
+    non-blank lines of the screen)`` when none did (each line at most 200 characters)."""
+    if pane.matches:
+        return [m.rule for m in pane.matches], [m.line[:200] for m in pane.matches]
+    lines = [ln.rstrip()[:200] for ln in screen.splitlines() if ln.strip()]
+    return [], lines[-DRIFT_LINES:]
+
+
+def track_drift(dr: _Drift, verdict: bool | None) -> bool:
+    """Advance one agent's disagreement count by one tick's ``verdict`` (see
+    :func:`disagreement`; ``False`` also when there is no source or no live process).
+
+    :returns: ``True`` exactly once per episode: on the tick the disagreement reached
+        :data:`DRIFT_TICKS` consecutive ticks.
+    """
+    if verdict is None:
+        return False
+    if not verdict:
+        dr.ticks, dr.reported = 0, False
+        return False
+    dr.ticks += 1
+    if dr.ticks >= DRIFT_TICKS and not dr.reported:
+        dr.reported = True
+        return True
+    return False
+
+
 def merge(pane: ScreenAnalysis, src_state: AgentState, src_mono: float, evidence: str, rule: str,
           content_changed_mono: float, mono: float, tick_s: float = 1.0,
           reset_at: datetime | None = None) -> tuple[ScreenAnalysis, str]:
@@ -249,6 +329,30 @@ def merge(pane: ScreenAnalysis, src_state: AgentState, src_mono: float, evidence
                    reset_at=reset_at or (pane.reset_at if src_state == AgentState.USAGE_LIMIT else None)), "source"
 
 
+def _drift_event(name: str, rt: Any, pane: ScreenAnalysis, src_state: AgentState, src_evidence: str,
+                 ticks: int) -> Event:
+    """The ``rules_drift`` event: the CLI, the version its rules are for, both readings and
+    the screen lines the rules matched (or the last non-blank ones)."""
+    backend = rt.backend
+    try:
+        version = backend.patterns.version
+    except Exception:  # noqa: BLE001 - a broken pattern set must not stop the report
+        version = ""
+    rules, lines = screen_evidence(pane, rt.screen or "")
+    source = "session_file" if src_evidence.startswith("session file") else "hook"
+    what = f"rules {', '.join(rules)} matched" if rules else "no rule matched"
+    quoted = " | ".join(lines)[:300]
+    return Event(
+        "rules_drift",
+        f"{backend.name} {version or '?'}: the screen rules read {pane.state.value} but the {source.replace('_', ' ')} "
+        f"says {src_state.value} for {ticks} ticks ({what}: {quoted}); the CLI may have changed its screens, "
+        f"see ccci doctor",
+        agent=name,
+        data={"cli": backend.name, "version": version, "screen_state": pane.state.value,
+              "source_state": src_state.value, "source": source, "source_evidence": src_evidence[:200],
+              "rules": rules, "lines": lines, "ticks": ticks})
+
+
 def _home(spec: Any) -> Path:
     return Path((spec.env or {}).get("HOME") or os.environ.get("HOME") or "~").expanduser()
 
@@ -259,10 +363,14 @@ def ccci_observe(snapshot, config, state, now, mono, agents, stash):
 
     tick_s = float(getattr(config, "tick_seconds", 1.0))
     tracked = stash.setdefault(TRACKED, {})
+    drifts = stash.setdefault(DRIFT, {})
     for name, rt in agents.items():
         if rt.backend.name != "claude":
             continue
         tr = tracked.setdefault(name, _Tracked())
+        dr = drifts.setdefault(name, _Drift())
+        if dr.generation != rt.generation:
+            dr.generation, dr.ticks, dr.reported = rt.generation, 0, False
         if tr.generation != rt.generation:
             # a new process: what the old one reported no longer holds
             tr.generation = rt.generation
@@ -320,8 +428,14 @@ def ccci_observe(snapshot, config, state, now, mono, agents, stash):
                 src = (sf[0], mono - (now.timestamp() - sf[1]), f"session file status={sf[0].value}",
                        "claude.session_file.status", None)
         if src is None:
+            track_drift(dr, False)
             tr.merged = None
             continue
+        proc = snapshot.processes.get(name)
+        alive = bool(proc and proc.alive)
+        verdict = disagreement(tr.pane.state, src[0], src[1], mono, tick_s) if alive else False
+        if track_drift(dr, verdict):
+            snapshot.events.append(_drift_event(name, rt, tr.pane, src[0], src[2], dr.ticks))
         merged, winner = merge(tr.pane, src[0], src[1], src[2], src[3], rt.content_changed_mono, mono, tick_s,
                                src[4])
         if winner == "stale" and tr.stale_reported_at != src[1]:

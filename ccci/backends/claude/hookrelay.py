@@ -11,8 +11,11 @@ resume | clear | compact), ``reason`` (SessionEnd), ``error`` (StopFailure: the 
 kind, e.g. ``rate_limit``, ``unknown``), ``msg`` (StopFailure only: the first
 :data:`MSG_CHARS` characters of the API error text the CLI shows, e.g. ``API Error: 400
 ... `thinking` ...``; that is the server's error, never the user's prompt),
-``ntype`` (Notification: ``permission_prompt`` | ``idle_prompt`` ...), ``tool``
-(PermissionRequest: the tool name), ``trigger`` (PreCompact: manual | auto).
+``ntype`` (Notification: ``permission_prompt`` | ``idle_prompt`` | ``agent_needs_input``
+...), ``tool`` (PermissionRequest: the tool name), ``trigger`` (PreCompact: manual | auto),
+``agent_id`` (set when a subagent fired the hook, e.g. the one that compacts; the main
+session's hooks have none), ``error_details`` (the first :data:`MSG_CHARS` characters of
+the error details the CLI gives, a JSON text when they are not a string).
 
 Never copied: ``prompt`` (UserPromptSubmit), ``tool_input``/``tool_response``,
 ``last_assistant_message`` of a successful Stop, ``transcript_path``, ``cwd``.
@@ -56,6 +59,17 @@ def record(raw: bytes, now: float, pid: int) -> dict:
         msg = data.get("last_assistant_message")
         if isinstance(msg, str):
             out["msg"] = msg[:MSG_CHARS]
+    agent_id = data.get("agent_id")
+    if agent_id not in (None, "") and not isinstance(agent_id, (dict, list)):
+        out["agent_id"] = str(agent_id)[:80]  # a subagent's hook: never the main session's state
+    details = data.get("error_details")
+    if details not in (None, "", {}, []):
+        if not isinstance(details, str):
+            try:
+                details = json.dumps(details, ensure_ascii=True, default=str)
+            except (TypeError, ValueError):
+                details = str(details)
+        out["error_details"] = details[:MSG_CHARS]
     return out
 
 

@@ -220,6 +220,9 @@ class OpencodeBackend(Backend):
     exits_at_turn_end = True
     supports_resume = True
     compact_command = ""
+    executable = "opencode"
+    package = "opencode-ai"
+    tested_versions = (TESTED_VERSION,)
 
     def __init__(self) -> None:
         super().__init__()
