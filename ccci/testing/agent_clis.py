@@ -31,7 +31,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,18 +93,30 @@ def _ok(path: Path, cli: PinnedCli) -> bool:
     return path.exists() and _is_version(cli_version(path, cli), cli)
 
 
-def ensure_cli(name: str, prefix: Path | None = None) -> Path:
+def version_prefix(name: str, version: str) -> Path:
+    """The npm prefix of a CLI at a version other than its pin:
+    ``<repo>/.cache/npm-<name>-<version>`` (so the pinned install in ``.cache/npm`` stays)."""
+    return REPO / ".cache" / f"npm-{name}-{version}"
+
+
+def ensure_cli(name: str, prefix: Path | None = None, version: str | None = None) -> Path:
     """The pinned CLI ``name`` (a key of :data:`PINNED`), installed with
     ``npm install --prefix PREFIX`` when missing or at another version.
 
     :param name: ``"claude"``, ``"opencode"``, ``"codex"`` or ``"gemini"``.
-    :param prefix: npm prefix (default ``<repo>/.cache/npm``).
+    :param prefix: npm prefix (default ``<repo>/.cache/npm``; for a ``version`` other
+        than the pin, :func:`version_prefix`).
+    :param version: another version of the same package (e.g. a newer Claude Code to
+        record its screens); default the pin.
     :returns: the path of ``PREFIX/node_modules/.bin/<binary>``.
     :raises KeyError: for an unknown name.
     :raises CliUnavailable: when npm is missing, the install fails (up to 600 s), or the
         installed binary reports another version.
     """
     cli = PINNED[name]
+    if version and version != cli.version:
+        cli = replace(cli, version=version)
+        prefix = Path(prefix or version_prefix(name, version))
     prefix = Path(prefix or DEFAULT_PREFIX)
     path = prefix / "node_modules" / ".bin" / cli.binary
     if _ok(path, cli):

@@ -8,7 +8,11 @@ Fixtures
                     ``.ci/setup``): found
                     in ``<repo>/.cache/npm`` or installed there with ``npm install
                     --prefix``; ``$CCCI_CLAUDE_BIN`` overrides. Skips when npm is missing
-                    or the install fails (offline).
+                    or the install fails (offline). ``$CCCI_CLAUDE_VERSION`` (e.g.
+                    ``2.1.332``) selects another version, installed in
+                    ``<repo>/.cache/npm-claude-<version>``: the sessions then read screens
+                    with that version's pattern file and record into
+                    ``tests/golden/claude-<version>-recorded/``.
 ``netns``           name of a fresh network namespace ``ccci-e2e-<pid>`` with ``lo`` up;
                     deleted afterwards. Skips when ``ip netns add`` is not permitted.
 ``e2e_tmux``        :class:`ccci.tmux.Tmux` on a private socket (killed afterwards).
@@ -18,7 +22,7 @@ Fixtures
                     a tmux pane, launched with :meth:`ClaudeBackend.launch`'s argv/env.
 
 Recording captures: with ``CCCI_E2E_RECORD=1`` the tests write the screens they assert on
-to ``tests/golden/claude-2.1.197-recorded/`` (labels are kept by hand in its ``LABELS.toml``).
+to ``tests/golden/claude-<version>-recorded/`` (labels are kept by hand in its ``LABELS.toml``).
 """
 from __future__ import annotations
 
@@ -40,7 +44,9 @@ from ccci.backends.claude import TESTED_VERSION, ClaudeBackend
 from ccci.model import AgentSpec, Role
 from ccci.tmux import Tmux
 
-CAPTURES = REPO / "tests" / "golden" / "claude-2.1.197-recorded"
+#: the Claude Code version the e2e tests run (default the pinned one)
+CLAUDE_VERSION = os.environ.get("CCCI_CLAUDE_VERSION") or TESTED_VERSION
+CAPTURES = REPO / "tests" / "golden" / f"claude-{CLAUDE_VERSION}-recorded"
 API_KEY = "sk-ant-e2e-" + "0123456789abcdefghijklmnop"  # any value; its last 20 chars are pre-approved
 
 
@@ -55,7 +61,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def claude_bin() -> Path:
     """The pinned Claude Code binary, installed under ``<repo>/.cache/npm`` on first use
     (:func:`ccci.testing.agent_clis.ensure_cli`, shared with the opencode fixture)."""
-    return pinned_cli("claude", "CCCI_CLAUDE_BIN")
+    return pinned_cli("claude", "CCCI_CLAUDE_BIN", None if CLAUDE_VERSION == TESTED_VERSION else CLAUDE_VERSION)
 
 
 # ------------------------------------------------------------------- network namespace
@@ -125,7 +131,7 @@ def prepare_home(home: Path, project: Path) -> None:
     (home / ".claude").mkdir(parents=True, exist_ok=True)
     state = {
         "hasCompletedOnboarding": True,
-        "lastOnboardingVersion": TESTED_VERSION,
+        "lastOnboardingVersion": CLAUDE_VERSION,
         "theme": "dark",
         "customApiKeyResponses": {"approved": [API_KEY[-20:]], "rejected": []},
         "bypassPermissionsModeAccepted": True,
@@ -143,8 +149,10 @@ class ClaudeSession(PaneSession):
     def __init__(self, *, root: Path, name: str, tmux: Tmux, netns: str, claude_bin: Path,
                  script: list, env: dict[str, str] | None, resume_of: "ClaudeSession | None" = None,
                  hooks: bool = False) -> None:
+        backend = ClaudeBackend()
+        backend.cli_version = CLAUDE_VERSION  # read the screens with this version's patterns
         super().__init__(root=root, name=name, tmux=tmux, netns=netns, bin_path=claude_bin,
-                         backend=ClaudeBackend(), script=script, env=env)
+                         backend=backend, script=script, env=env)
         self.home = root / "home"
         self.project = root / "proj"
         self.origin = root / "origin.git"
@@ -190,7 +198,7 @@ class ClaudeSession(PaneSession):
         return read_jsonl(hook_paths(self.state_dir, self.name)[1])
 
     def record(self, filename: str, screen: str) -> None:
-        """With ``CCCI_E2E_RECORD=1``, save ``screen`` as ``tests/golden/claude-2.1.197-recorded/<filename>``."""
+        """With ``CCCI_E2E_RECORD=1``, save ``screen`` as ``tests/golden/claude-<version>-recorded/<filename>``."""
         if RECORD:
             CAPTURES.mkdir(exist_ok=True)
             (CAPTURES / filename).write_text(screen + "\n", encoding="utf-8")
