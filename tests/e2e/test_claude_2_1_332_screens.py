@@ -52,11 +52,15 @@ def _footer_idle(screen: str) -> bool:
     return "esc to interrupt" not in screen
 
 
-def _check(s, name: str, state: str, **expect):
-    """Capture now, save as ``name`` and return (screen, title, analysis)."""
+def _check(s, name: str, state: str, input_text: str | None = None):
+    """Capture now, save as ``name`` (with ``CCCI_E2E_RECORD=1``), check ccci's reading
+    (``state``; ``input_text`` when given) and return (screen, title, analysis)."""
     screen, title, an = s.read()
     s.record(name, screen)
     print(f"CAPTURE {name} title={title!r} state={an.state.value} input={an.input_text!r}")
+    assert an.state.value == state, (name, [(m.rule, m.line) for m in an.matches], screen)
+    if input_text is not None:
+        assert an.input_text == input_text, name
     return screen, title, an
 
 
@@ -109,7 +113,7 @@ def test_prompt_too_long(claude_session):
     s.wait_until(lambda sc, a: re.search(r"(?i)context limit|prompt is too long", sc) and _footer_idle(sc), 60,
                  "the context limit")
     time.sleep(1.5)
-    _check(s, "07_prompt_too_long_context_limit.txt", "context_limit")
+    _check(s, "07_prompt_too_long_context_limit.txt", "context_limit", "")
 
 
 def test_usage_limit_429(claude_session):
@@ -142,11 +146,11 @@ def test_overloaded_529(claude_session):
     s.wait_until(lambda sc, a: "API Error" in sc and _footer_idle(sc), 120, "the final error")
     TIMES["overloaded_final_s"] = round(time.monotonic() - t0, 1)
     time.sleep(1)
-    _check(s, "11_overloaded_529_final_placeholder.txt", "api_error")
+    _check(s, "11_overloaded_529_final_placeholder.txt", "api_error", "")
     # the placeholder is not a draft: typing replaces it
     s.type_text("continue")
     time.sleep(0.8)
-    _check(s, "12_typed_over_placeholder.txt", "unsent_input")
+    _check(s, "12_typed_over_placeholder.txt", "api_error", "continue")
     s.press("Enter")
     s.wait_until(lambda sc, a: "after 529" in sc and _footer_idle(sc), 60, "the resent turn")
     time.sleep(0.5)
@@ -164,7 +168,7 @@ def test_request_timeout(claude_session):
     s.wait_until(lambda sc, a: re.search(r"(?i)timed? ?out|API Error", sc) and _footer_idle(sc), 90, "the timeout")
     TIMES["timeout_final_s"] = round(time.monotonic() - t0, 1)
     time.sleep(1)
-    _check(s, "15_request_timeout_placeholder.txt", "api_error")
+    _check(s, "15_request_timeout_placeholder.txt", "api_error", "")
 
 
 def test_drafts(claude_session):
@@ -172,7 +176,7 @@ def test_drafts(claude_session):
     _started(s)
     s.type_text("hello")
     time.sleep(0.8)
-    _check(s, "16_typed_draft.txt", "unsent_input")
+    _check(s, "16_typed_draft.txt", "unsent_input", "hello")
     s.press("C-u")
     time.sleep(0.3)
     long = "\n".join(f"line {i}: lorem ipsum dolor sit amet, consectetur adipiscing elit" for i in range(40))

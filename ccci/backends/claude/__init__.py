@@ -132,11 +132,12 @@ class ClaudeBackend(Backend):
             offline too.
         compact_command: ``"/compact"`` (the CLI's own hint after a context-limit error:
             ``Context limit reached · /compact or /clear to continue``).
-        cli_version: ``None``: the newest shipped ``claude-<version>.toml``
-            (``2.1.197`` today, :data:`TESTED_VERSION`).
+        cli_version: :data:`TESTED_VERSION`: ``claude-2.1.197.toml`` (a newer file,
+            ``claude-2.1.332.toml``, is used only when asked for).
     """
 
     name = "claude"
+    cli_version: str | None = TESTED_VERSION
     process_names = ("claude",)
     exits_at_turn_end = False
     supports_resume = True
