@@ -149,8 +149,7 @@ class ClaudeSession(PaneSession):
     def __init__(self, *, root: Path, name: str, tmux: Tmux, netns: str, claude_bin: Path,
                  script: list, env: dict[str, str] | None, resume_of: "ClaudeSession | None" = None,
                  hooks: bool = False) -> None:
-        backend = ClaudeBackend()
-        backend.cli_version = CLAUDE_VERSION  # read the screens with this version's patterns
+        backend = ClaudeBackend(cli_version=CLAUDE_VERSION)  # read the screens with this version's patterns
         super().__init__(root=root, name=name, tmux=tmux, netns=netns, bin_path=claude_bin,
                          backend=backend, script=script, env=env)
         self.home = root / "home"
