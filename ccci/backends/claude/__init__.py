@@ -3,7 +3,10 @@
 Registered through ``ccci_register_backends`` like any third-party backend. Facts used
 here were measured with Claude Code 2.1.197 and are written down in
 ``docs/agent-clis.md`` (the "Claude Code ..." sections); the screen rules live in
-``ccci/patterns/claude-2.1.197.toml`` (checked against ``tests/golden/claude-2.1.197/``).
+``ccci/patterns/claude-2.1.197.toml`` (checked against ``tests/golden/claude-2.1.197/``)
+and ``ccci/patterns/claude-2.1.332.toml`` (``tests/golden/claude-2.1.332-recorded/``);
+the backend reads a pane with the file of the version its binary reports
+(:meth:`ClaudeBackend.choose_version`).
 
 Agent options (``[agents.options]`` in ``ccci.toml``):
 
@@ -50,7 +53,7 @@ TESTED_VERSION = "2.1.197"
 #: screens (an explicit override of the version the binary reports; also what the e2e
 #: tests install and run)
 VERSION_ENV = "CCCI_CLAUDE_VERSION"
-VERSION_TIMEOUT_S = 15  #: limit for ``claude --version`` (a cold native binary takes ~0.3 s)
+VERSION_TIMEOUT_S = 15  #: limit for ``claude --version`` (0.06 s warm on the dev machine)
 _VERSION_RE = re.compile(r"(?<![\d.])(\d+\.\d+\.\d+)(?![\d.])")
 #: ``(real path, mtime_ns, size) -> version or None``: one ``--version`` run per binary
 _VERSION_CACHE: dict[tuple[str, int, int], str | None] = {}
