@@ -236,7 +236,7 @@ def test_every_rule_fires_on_a_recorded_screen_or_is_kept_from_2_1_197(backend):
     kept = {r.id for r in backend.patterns.rules if "kept from Claude Code 2.1.197" in r.source}
     assert {r.id for r in backend.patterns.rules} - fired == kept
     assert kept == {"claude.exited.no_conversation", "claude.exited.root_refused", "claude.waiting.api_key",
-                    "claude.usage_limit.subscriber", "claude.usage_limit.subscriber_dialog",
+                    "claude.usage_limit.subscriber_dialog",
                     "claude.usage_limit.subscriber_dialog_reset", "claude.context_limit.prompt_too_long",
                     "claude.context_limit.compact_failed"}
 
@@ -244,3 +244,12 @@ def test_every_rule_fires_on_a_recorded_screen_or_is_kept_from_2_1_197(backend):
 def test_dialog_rules_need_no_input_box(backend):
     dialog_rules = [r for r in backend.patterns.rules if r.state == AgentState.WAITING_INPUT]
     assert dialog_rules and all(r.input_box == "absent" for r in dialog_rules)
+
+
+def test_subscriber_limit_continues_by_itself(backend):
+    name = "24_subscriber_usage_limit_auto_continue.txt"
+    an = backend.analyse(_screen(name), "", _utc(LABELS[name]["now"]))
+    rules = {m.rule: m for m in an.matches}
+    assert an.state == AgentState.USAGE_LIMIT and an.matches[0].rule == "claude.usage_limit.subscriber"
+    assert rules["claude.usage_limit.auto_continue"].groups["reset_local"] == "7:15am"
+    assert an.reset_at == datetime(2026, 12, 2, 7, 15, tzinfo=timezone.utc)

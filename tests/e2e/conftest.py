@@ -37,15 +37,13 @@ from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 import pytest
-from real_cli import (RECORD, REPO, PaneSession, WatchedFleet, git, kill_tmux_server, pane_sessions, pinned_cli,
-                      read_jsonl, seed_origin, start_model_server, write_gitconfig, write_script)
+from real_cli import (CLAUDE_VERSION, RECORD, REPO, PaneSession, WatchedFleet, git, kill_tmux_server, pane_sessions,
+                      pinned_cli, read_jsonl, seed_origin, start_model_server, write_gitconfig, write_script)
 
 from ccci.backends.claude import TESTED_VERSION, ClaudeBackend
 from ccci.model import AgentSpec, Role
 from ccci.tmux import Tmux
 
-#: the Claude Code version the e2e tests run (default the pinned one)
-CLAUDE_VERSION = os.environ.get("CCCI_CLAUDE_VERSION") or TESTED_VERSION
 CAPTURES = REPO / "tests" / "golden" / f"claude-{CLAUDE_VERSION}-recorded"
 API_KEY = "sk-ant-e2e-" + "0123456789abcdefghijklmnop"  # any value; its last 20 chars are pre-approved
 

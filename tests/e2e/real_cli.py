@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from ccci.backends.claude import TESTED_VERSION as TESTED_CLAUDE_VERSION
 from ccci.model import ScreenAnalysis
 from ccci.state import StateStore
 from ccci.testing.agent_clis import CliUnavailable, ensure_cli
@@ -31,6 +32,8 @@ from ccci.tmux import Tmux
 REPO = Path(__file__).resolve().parents[2]
 NPM_PREFIX = REPO / ".cache" / "npm"
 RECORD = os.environ.get("CCCI_E2E_RECORD") == "1"
+#: the Claude Code version the e2e tests run: ``$CCCI_CLAUDE_VERSION`` or the pinned one
+CLAUDE_VERSION = os.environ.get("CCCI_CLAUDE_VERSION") or TESTED_CLAUDE_VERSION
 
 
 # ----------------------------------------------------------------------------- CLI

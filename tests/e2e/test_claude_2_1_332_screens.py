@@ -22,7 +22,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
-from conftest import CLAUDE_VERSION
+from real_cli import CLAUDE_VERSION
 
 from ccci.model import AgentState
 from ccci.testing.model_server import Fail, Text, ToolUse
@@ -256,3 +256,21 @@ def test_auto_mode_dialog(claude_session):
 
 def test_zz_times():
     print("TIMES", TIMES)
+
+
+def test_subscriber_usage_limit(claude_session):
+    """A claude.ai login (fake OAuth token) hitting the 5-hour limit: 2.1.332 opens no
+    /rate-limit-options dialog (2.1.197 did); it says it will continue by itself at the
+    reset."""
+    reset = (int(time.time()) // 60 + 150) * 60
+    s = claude_session([Fail.usage_limit(reset, repeat=None)],
+                       env={"ANTHROPIC_API_KEY": "", "CLAUDE_CODE_OAUTH_TOKEN": "sk-ant-oat01-e2e-fake-token"})
+    _started(s)
+    s.type_and_enter("do some work")
+    s.wait_until(lambda sc, a: "Continuing automatically" in sc or "What do you want to do?" in sc, 30,
+                 "the limit notice")
+    time.sleep(1)
+    screen, _title, an = _check(s, "24_subscriber_usage_limit_auto_continue.txt", "usage_limit")
+    print("SUBSCRIBER NOW", datetime.now(timezone.utc).isoformat(), "RESET", reset)
+    assert an.reset_at == datetime.fromtimestamp(reset, timezone.utc)
+    assert len(s.main_requests()) == 1  # no retries for a subscriber

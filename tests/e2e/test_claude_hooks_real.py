@@ -12,6 +12,7 @@ import statistics
 import time
 
 import pytest
+from real_cli import CLAUDE_VERSION
 
 from ccci.model import AgentState
 from ccci.backends.claude.claude_hooks import HookState, fold, session_file_state
@@ -19,7 +20,7 @@ from ccci.testing.model_server import Fail, Text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(600)]  # real CLIs: minutes
 
-BANNER = "Claude Code v2.1.197"
+BANNER = f"Claude Code v{CLAUDE_VERSION}"  # the version the e2e run selected (conftest)
 
 
 def _ready(screen, an) -> bool:
