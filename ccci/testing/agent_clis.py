@@ -15,13 +15,16 @@ name           npm package                     version    binary (``node_modules
 
 The versions are the ones the backends' pattern files were recorded with
 (:data:`ccci.backends.claude.TESTED_VERSION`, :data:`ccci.backends.opencode.TESTED_VERSION`).
+:data:`ALSO_PINNED` names other versions the tests run too (Claude Code 2.1.332), each
+installed into a prefix of its own (:func:`version_prefix`).
 
 Command line (``.ci/setup``)::
 
     python -m ccci.testing.agent_clis [--prefix DIR] [NAME ...]
 
-installs the named CLIs (default: all) when missing and prints one line per CLI; exit
-status 1 when an install failed (offline, npm missing).
+installs the named CLIs (default: all), with their :data:`ALSO_PINNED` versions, when
+missing and prints one line per install; exit status 1 when an install failed (offline,
+npm missing).
 """
 from __future__ import annotations
 
@@ -66,6 +69,11 @@ PINNED: dict[str, PinnedCli] = {
     "codex": PinnedCli("@openai/codex", "0.169.0", "codex"),
     "gemini": PinnedCli("@google/gemini-cli", "0.61.0", "gemini"),
 }
+
+
+#: other versions the tests run too, installed next to the pin (``.cache/npm-<name>-<version>``)
+#: and run by the e2e tests with ``CCCI_CLAUDE_VERSION=<version>``
+ALSO_PINNED: dict[str, tuple[str, ...]] = {"claude": ("2.1.332",)}
 
 
 class CliUnavailable(RuntimeError):
@@ -157,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         except CliUnavailable as exc:
             print(f"{PINNED[name].spec}: NOT installed: {exc}", file=sys.stderr)
             rc = 1
+        for version in ALSO_PINNED.get(name, ()):
+            spec = f"{PINNED[name].package}@{version}"
+            try:
+                print(f"{spec}: {ensure_cli(name, None, version)}")
+            except CliUnavailable as exc:
+                print(f"{spec}: NOT installed: {exc}", file=sys.stderr)
+                rc = 1
     return rc
 
 

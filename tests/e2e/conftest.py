@@ -155,6 +155,7 @@ class ClaudeSession(PaneSession):
         self.origin = root / "origin.git"
         # with hooks, ClaudeBackend.launch writes <state_dir>/hooks/<name>.settings.json
         self.state_dir = (root / f"state-{name}") if hooks else None
+        self.records = True  # record() writes (with CCCI_E2E_RECORD=1); see claude_session
         if resume_of is None:
             prepare_home(self.home, self.project)
             seed_origin(self.origin, self.project)
@@ -196,21 +197,30 @@ class ClaudeSession(PaneSession):
 
     def record(self, filename: str, screen: str) -> None:
         """With ``CCCI_E2E_RECORD=1``, save ``screen`` as ``tests/golden/claude-<version>-recorded/<filename>``."""
-        if RECORD:
+        if RECORD and self.records:
             CAPTURES.mkdir(exist_ok=True)
             (CAPTURES / filename).write_text(screen + "\n", encoding="utf-8")
 
 
 @pytest.fixture
-def claude_session(tmp_path: Path, e2e_tmux: Tmux, netns: str, claude_bin: Path
+def claude_session(request: pytest.FixtureRequest, tmp_path: Path, e2e_tmux: Tmux, netns: str, claude_bin: Path
                    ) -> Iterator[Callable[..., ClaudeSession]]:
     """Factory: ``claude_session(script, env=None, name=None, start=True)`` -> a started
-    :class:`ClaudeSession` (server up, CLI launched with a fresh session id)."""
+    :class:`ClaudeSession` (server up, CLI launched with a fresh session id).
+
+    A test module that records names the versions its capture names belong to in
+    ``RECORD_VERSIONS``; on another version its ``record()`` calls write nothing (so
+    ``test_claude_real.py``'s 2.1.197 names never land in ``claude-2.1.332-recorded/``)."""
+    versions = getattr(request.module, "RECORD_VERSIONS", None)
+    records = versions is None or CLAUDE_VERSION in versions
+
     def new(script: list, i: int, *, env: dict[str, str] | None = None, name: str | None = None,
             resume_of: ClaudeSession | None = None, hooks: bool = False) -> ClaudeSession:
-        return ClaudeSession(root=tmp_path, name=name or f"e2e-{i}-{uuid.uuid4().hex[:4]}", tmux=e2e_tmux,
-                             netns=netns, claude_bin=claude_bin, script=script, env=env, resume_of=resume_of,
-                             hooks=hooks)
+        s = ClaudeSession(root=tmp_path, name=name or f"e2e-{i}-{uuid.uuid4().hex[:4]}", tmux=e2e_tmux,
+                          netns=netns, claude_bin=claude_bin, script=script, env=env, resume_of=resume_of,
+                          hooks=hooks)
+        s.records = records
+        return s
 
     yield from pane_sessions(new)
 

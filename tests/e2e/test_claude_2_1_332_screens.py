@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.t
               pytest.mark.skipif(CLAUDE_VERSION != "2.1.332",
                                  reason="records Claude Code 2.1.332 screens: set CCCI_CLAUDE_VERSION=2.1.332")]
 
+RECORD_VERSIONS = ("2.1.332",)  # writes claude-2.1.332-recorded/ only
 BANNER = f"Claude Code v{CLAUDE_VERSION}"
 TIMES: dict[str, float] = {}
 

@@ -1,4 +1,4 @@
-"""The real Claude Code 2.1.197 with the hooks ccci installs (``--settings`` file written
+"""The real Claude Code (pinned 2.1.197; 2.1.332 with ``CCCI_CLAUDE_VERSION``) with the hooks ccci installs (``--settings`` file written
 by :func:`ccci.backends.claude.write_hook_settings`): the relay's spool receives the
 lifecycle events, they fold into the right states (including the error kind of every API
 failure the model server injects), and they arrive before the pane changes.

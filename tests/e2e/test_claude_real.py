@@ -1,4 +1,5 @@
-"""The real Claude Code 2.1.197 in a real tmux pane, offline, against the scripted model
+"""The real Claude Code (the pinned 2.1.197, or 2.1.332 with ``CCCI_CLAUDE_VERSION=2.1.332``;
+where 2.1.332 differs the test says so) in a real tmux pane, offline, against the scripted model
 server: checks that :class:`ccci.backends.claude.ClaudeBackend` launches it correctly and
 reads its screens right (``analyse()``), and that a scripted model can make the real CLI
 run shell commands (commit and push to git).
@@ -6,7 +7,8 @@ run shell commands (commit and push to git).
 Everything runs in a network namespace with only loopback (``conftest.netns``); the CLI is
 installed once under ``<repo>/.cache/npm`` (``conftest.claude_bin``). With
 ``CCCI_E2E_RECORD=1`` the screens asserted on are saved to
-``tests/golden/claude-2.1.197-recorded/`` (read by ``tests/test_claude_patterns.py``).
+``tests/golden/claude-2.1.197-recorded/`` (read by ``tests/test_claude_patterns.py``) when
+2.1.197 runs; 2.1.332's screens are recorded by ``test_claude_2_1_332_screens.py``.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from ccci.testing.model_server import Fail, Text, ToolUse
 pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(600)]  # real CLIs: minutes
 
 BANNER = f"Claude Code v{CLAUDE_VERSION}"  # the version the e2e run selected (conftest)
+RECORD_VERSIONS = ("2.1.197",)  # the capture names below are claude-2.1.197-recorded/'s
 #: the screens of Claude Code 2.1.332 and later (issue 12) where they differ from 2.1.197
 NEWER_UI = tuple(int(x) for x in CLAUDE_VERSION.split(".")[:3]) >= (2, 1, 332)
 

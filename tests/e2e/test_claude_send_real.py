@@ -1,5 +1,5 @@
 """ccci's reliable send (:func:`ccci.send.deliver`, the path of ``ccci send`` and every
-ping) measured on the real Claude Code 2.1.197 TUI: 20 messages of 600 to 3000
+ping) measured on the real Claude Code TUI (the pinned 2.1.197; 2.1.332 with ``CCCI_CLAUDE_VERSION``): 20 messages of 600 to 3000
 characters into an idle agent, each delivered exactly once and whole, as the model
 server received it. The numbers (delivered/attempts/Enter retries) are printed with
 ``-s`` and written down in docs/backends.md.
@@ -43,8 +43,18 @@ def _message(i: int, length: int, rng: random.Random) -> str:
 
 
 #: Claude Code 2.1.332 sends a bracketed paste to the model wrapped in
-#: ``\n\n<pasted_content id="5d2c">\n...\n</pasted_content id="5d2c">\n`` (2.1.197: the bare text)
-PASTED = re.compile(r'^\s*<pasted_content id="(?P<id>[^"]*)">\n(?P<text>.*)\n</pasted_content(?: id="(?P=id)")?>\s*$', re.S)
+#: ``\n\n<pasted_content id="5d2c">\n...\n</pasted_content id="5d2c">\n`` (2.1.197: the bare
+#: text); a long paste the terminal delivered in two reads arrives as two such blocks
+#: (same id) whose texts join to the whole message
+PASTED = re.compile(r'<pasted_content id="(?P<id>[^"]*)">\n(?P<text>.*?)\n</pasted_content(?: id="(?P=id)")?>', re.S)
+
+
+def _unwrap(text: str) -> str:
+    """The text of the ``<pasted_content>`` blocks of a message, joined; else ``text``."""
+    blocks = list(PASTED.finditer(text))
+    if not blocks or PASTED.sub("", text).strip():
+        return text
+    return "".join(b.group("text") for b in blocks)
 
 
 def _last_user_text(req: dict) -> str:
@@ -56,8 +66,7 @@ def _last_user_text(req: dict) -> str:
             else:
                 texts = [b.get("text", "") for b in c if isinstance(b, dict) and b.get("type") == "text"]
                 text = texts[-1] if texts else ""
-            wrapped = PASTED.match(text)
-            return wrapped.group("text") if wrapped else text
+            return _unwrap(text)
     return ""
 
 
