@@ -24,7 +24,6 @@ from datetime import datetime, timezone
 import pytest
 from real_cli import CLAUDE_VERSION
 
-from ccci.model import AgentState
 from ccci.testing.model_server import Fail, Text, ToolUse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(600),
