@@ -114,6 +114,9 @@ class FleetConfig:
         agents: the agents, in file order.
         handoffs: handoff rules (``[[handoff]]`` or the builtin claim/review pair).
         patterns: user pattern overrides by backend name (``[patterns.NAME] rules``).
+        pattern_versions: CLI version whose pattern file a backend reads screens with,
+            by backend name (``[patterns.NAME] version = "2.1.197"``; an explicit
+            override of the version the backend detects).
         raw: the parsed TOML, for plugins that read their own tables.
     """
 
@@ -129,6 +132,7 @@ class FleetConfig:
     agent_checks: dict[str, dict[str, Any]] = field(default_factory=dict)
     handoffs: tuple[HandoffRule, ...] = DEFAULT_HANDOFFS
     patterns: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    pattern_versions: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
 
     def agent(self, name: str) -> AgentSpec:
@@ -392,13 +396,18 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
         handoffs = tuple(rules)
 
     pats: dict[str, list[dict[str, Any]]] = {}
+    pat_versions: dict[str, str] = {}
     for bname, table in _table(raw, "patterns", path).items():
         if not isinstance(table, dict) or not isinstance(table.get("rules", []), list):
             raise _err(path, f"patterns.{bname}", "expected a table with rules = [{id, state, regex, ...}]")
         pats[bname] = table.get("rules", [])
+        if "version" in table:
+            if not isinstance(table["version"], str) or not re.match(r"^\d+(?:\.\d+)*$", table["version"]):
+                raise _err(path, f"patterns.{bname}.version", "expected a CLI version string such as \"2.1.197\"")
+            pat_versions[bname] = table["version"]
 
     return FleetConfig(
         path=path, root=root, name=name, state_dir=state_dir, tmux_socket=sock, tick_seconds=tick,
         git=git, checks=checks, agents=agents, agent_checks=agent_checks, handoffs=handoffs,
-        patterns=pats, raw=raw,
+        patterns=pats, pattern_versions=pat_versions, raw=raw,
     )

@@ -405,9 +405,10 @@ def available(backend: str, directory: Path = PATTERN_DIR) -> list[Path]:
     return sorted(files, key=lambda p: _version_key(p.stem[len(backend) + 1:]))
 
 
-def load_for(backend: str, version: str | None = None, directory: Path = PATTERN_DIR) -> PatternSet:
-    """The pattern set for ``backend`` at CLI ``version``: the newest file whose version
-    is ``<= version`` (or the newest of all when ``version`` is ``None``).
+def choose(backend: str, version: str | None = None, directory: Path = PATTERN_DIR) -> Path:
+    """The pattern file for ``backend`` at CLI ``version``: the newest file whose version
+    is ``<= version`` (the nearest tested version not newer than the CLI); the newest of
+    all when ``version`` is ``None`` or older than every file.
 
     :raises PatternError: when no file exists for the backend.
     """
@@ -419,4 +420,12 @@ def load_for(backend: str, version: str | None = None, directory: Path = PATTERN
         older = [p for p in files if _version_key(p.stem[len(backend) + 1:]) <= _version_key(version)]
         if older:
             chosen = older[-1]
-    return PatternSet.load(chosen)
+    return chosen
+
+
+def load_for(backend: str, version: str | None = None, directory: Path = PATTERN_DIR) -> PatternSet:
+    """The pattern set of :func:`choose` (``backend`` at CLI ``version``).
+
+    :raises PatternError: when no file exists for the backend.
+    """
+    return PatternSet.load(choose(backend, version, directory))

@@ -83,6 +83,9 @@ class Supervisor:
         self.backends = collect_backends(pm)
         #: backend name -> the plugin that registered it (for plugin_error events)
         self.backend_plugins = {b.name: getattr(b, "_ccci_plugin", b.name) for b in self.backends.values()}
+        for bname, version in config.pattern_versions.items():
+            if bname in self.backends:  # explicit: read screens as those of this CLI version
+                self.backends[bname].use_cli_version(version)
         for bname, rules in config.patterns.items():
             if bname in self.backends:
                 self.backends[bname].set_overrides(rules, f"{config.path}: patterns.{bname}")

@@ -31,7 +31,10 @@ def _utc(text: str) -> datetime:
 
 @pytest.fixture(scope="module")
 def backend() -> ClaudeBackend:
-    return ClaudeBackend()
+    # these screens are 2.1.197's: read them with its rules whatever `claude --version` on
+    # PATH says (the backend picks the rules of the installed CLI; 2.1.332's screens:
+    # tests/test_claude_patterns_332.py)
+    return ClaudeBackend(cli_version="2.1.197")
 
 
 # --------------------------------------------------------------------------- golden captures

@@ -39,11 +39,15 @@ def test_diagnose_gives_the_labelled_state(path, backend, label):
         args += ["--now", label["now"]]
     if label.get("title"):  # the pane title at capture time, where the screen alone cannot tell
         args += ["--title", label["title"]]
+    if backend == "claude":  # claude-<version>[-recorded]/: read with that version's pattern file
+        args += ["--cli-version", path.parent.name.split("-")[1]]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert out["state"] == label["state"], out["matches"]
     assert out["reset_at"] == label.get("reset_at")
+    if "input_text" in label:  # "" = an empty box, even with a placeholder drawn in it
+        assert out["input_text"] == label["input_text"]
     for f in out["findings"]:
         assert f["check"] and "evidence" in f
     if label["state"] in ("fatal_error", "context_limit", "usage_limit", "api_error"):

@@ -90,7 +90,7 @@ class Backend:
             if self.pattern_data is not None:
                 ps = patterns_mod.PatternSet.from_dict(self.pattern_data, f"{type(self).__qualname__}.pattern_data")
             else:
-                ps = patterns_mod.load_for(self.name, self.cli_version)
+                ps = patterns_mod.load_for(self.name, self.pattern_version())
             if self._overrides:
                 ps = ps.with_overrides(self._overrides, self._override_origin)
             self._patterns = ps
@@ -117,6 +117,23 @@ class Backend:
         :param conversation_id: the conversation ccci persisted for the agent (may be ``""``).
         """
         return None
+
+    def pattern_version(self) -> str | None:
+        """The CLI version whose pattern file reads the screens (``None``: the newest
+        shipped). The base class returns :attr:`cli_version`; a backend may find out
+        which CLI version it runs (``ClaudeBackend`` asks the binary)."""
+        return self.cli_version
+
+    def use_cli_version(self, version: str | None) -> None:
+        """Read screens with the pattern file of CLI ``version`` from now on (the newest
+        ``<name>-<v>.toml`` with ``v <= version``, else the newest; ``None``: the
+        backend's default). User overrides stay.
+
+        :raises ccci.patterns.PatternError: when no pattern file exists for the backend.
+        """
+        self.cli_version = version
+        self._patterns = None
+        _ = self.patterns
 
     def set_overrides(self, rules: list[dict[str, Any]], origin: str) -> None:
         """Install user rules from ``ccci.toml`` ``[patterns.<name>]``.

@@ -403,7 +403,9 @@ def send(ctx: click.Context, agent: str, text: str, timeout: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the conclusion as JSON.")
 @click.option("--now", "now_text", default="", metavar="ISO-8601",
               help="When the capture was taken (UTC; default: now): places a reset time shown without a date.")
-def diagnose(file: Path, backend: str, title: str, as_json: bool, now_text: str) -> None:
+@click.option("--cli-version", default="", metavar="VERSION",
+              help="Read with the pattern file of this CLI version (e.g. 2.1.332; default: the backend's choice).")
+def diagnose(file: Path, backend: str, title: str, as_json: bool, now_text: str, cli_version: str) -> None:
     """Run every check on a saved pane capture (tmux capture-pane -p) and print the conclusion."""
     from ccci.commands.diagnose import DiagnoseError
     from ccci.commands.diagnose import diagnose as run_diagnose
@@ -421,7 +423,8 @@ def diagnose(file: Path, backend: str, title: str, as_json: bool, now_text: str)
     pm = get_plugin_manager(fleet_root=_fleet_root_or_none())
     raw = file.read_bytes()[: 8 * 1024 * 1024]
     try:
-        result = run_diagnose(pm, raw.decode("utf-8", "replace"), backend, title, now=now)
+        result = run_diagnose(pm, raw.decode("utf-8", "replace"), backend, title, now=now,
+                              cli_version=cli_version or None)
     except (DiagnoseError, PatternError) as exc:
         fail(str(exc))
     if as_json:

@@ -23,7 +23,7 @@ class DiagnoseError(ValueError):
 
 
 def diagnose(pm: CcciPluginManager, screen: str, backend_name: str, title: str = "",
-             now: "datetime | None" = None) -> dict[str, Any]:
+             now: "datetime | None" = None, cli_version: str | None = None) -> dict[str, Any]:
     """Classify one capture and run every ``ccci_check_agent`` implementation on it.
 
     :param pm: plugin manager (builtins + plugins; their checks all run).
@@ -32,6 +32,8 @@ def diagnose(pm: CcciPluginManager, screen: str, backend_name: str, title: str =
     :param title: optional pane title.
     :param now: when the capture was taken (UTC; default: now): places a reset time
         shown without a date (``resets 8:34am (UTC)``) and is the checks' ``now``.
+    :param cli_version: read with the pattern file of this CLI version (e.g. ``2.1.332``
+        for a capture of Claude Code 2.1.332); default: the backend's own choice.
     :returns: ``{"state": str, "findings": [{"check", "evidence", ...}], "reset_at":
         ISO-8601 UTC or None, "matches": [...], "input_text": str, "backend": str,
         "patterns": str, "errors": [str]}``.
@@ -41,6 +43,8 @@ def diagnose(pm: CcciPluginManager, screen: str, backend_name: str, title: str =
     if backend_name not in backends:
         raise DiagnoseError(f"unknown backend {backend_name!r}; known: {', '.join(sorted(backends))}")
     backend = backends[backend_name]
+    if cli_version:
+        backend.use_cli_version(cli_version)
     screen = ANSI.sub("", screen)
     # a backend written before ``now`` existed takes (screen, title) only
     analysis = backend.analyse(screen, title, now) if now is not None else backend.analyse(screen, title)

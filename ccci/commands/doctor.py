@@ -70,34 +70,24 @@ def check_backend(backend: "Backend", agent: str | None = None, agent_env: dict[
         ``None`` when there is no CLI or no version could be read; ``ok`` is ``False``
         when the CLI is missing, unreadable or not a tested version.
     """
-    try:
-        rules_version = backend.rules_version
-        tested_versions = list(backend.versions_tested())
-    except Exception as exc:  # noqa: BLE001 - a broken pattern set is a finding, not a crash
-        rules_version, tested_versions = "", []
-        rules_error = f"its screen rules do not load ({type(exc).__name__}: {str(exc)[:120]})"
-    else:
-        rules_error = ""
+    tested_versions = list(backend.tested_versions)
     row: dict[str, Any] = {
         "agent": agent, "backend": backend.name, "executable": backend.executable or None, "path": None,
-        "version_output": None, "version": None, "rules_version": rules_version or None,
+        "version_output": None, "version": None, "rules_version": None,
         "tested_versions": tested_versions, "tested": None, "ok": True, "advice": "",
     }
-    if rules_error:
-        row["ok"], row["advice"] = False, f"{backend.name}: {rules_error}; fix or remove the pattern overrides"
-        return row
+    if not backend.executable:
+        return _with_rules(row, backend, None)  # the backend runs no separately installed CLI (scripted)
     exe = backend.executable
-    if not exe:
-        return row  # the backend runs no separately installed CLI (scripted)
     env = dict(os.environ)
     env.update(agent_env or {})
     path = shutil.which(exe, path=env.get("PATH"))
-    install = f"npm install -g {backend.package}@{tested_versions[-1]}" if backend.package and tested_versions else ""
+    install = f"npm install -g {backend.package}@{tested_versions[0]}" if backend.package and tested_versions else ""
     if path is None:
         row["ok"] = False
         row["advice"] = (f"{exe} is not on PATH; install it" + (f" ({install})" if install else "")
                          + " or put its directory on PATH")
-        return row
+        return _with_rules(row, backend, None)
     row["path"] = path
     output, error = probe_version(path, tuple(backend.version_args), env, timeout)
     row["version_output"] = output or None
@@ -105,7 +95,7 @@ def check_backend(backend: "Backend", agent: str | None = None, agent_env: dict[
     if error or m is None:
         row["ok"] = False
         row["advice"] = error or f"no version number in {exe}'s answer {output!r}; check that {path} is the {exe} CLI"
-        return row
+        return _with_rules(row, backend, None)
     version = m.group(1)
     row["version"] = version
     row["tested"] = version in tested_versions
@@ -114,6 +104,23 @@ def check_backend(backend: "Backend", agent: str | None = None, agent_env: dict[
         row["advice"] = (f"{exe} {version} is not a version ccci's {backend.name} rules were checked against "
                          f"({', '.join(tested_versions) or 'none'}); "
                          + (f"pin it: {install}" if install else
-                            f"install {exe} {tested_versions[-1]}" if tested_versions else "install a tested version")
+                            f"install {exe} {tested_versions[0]}" if tested_versions else "install a tested version")
                          + ", or watch `ccci events` for rules_drift while running it")
+    return _with_rules(row, backend, version)
+
+
+def _with_rules(row: dict[str, Any], backend: "Backend", version: str | None) -> dict[str, Any]:
+    """Fill in the rules version in force for the CLI ``version`` found (a backend that
+    picks its rules by version is told it, so it does not run the CLI again; without a
+    version, its first tested one); a rule set that does not load is a finding."""
+    try:
+        if hasattr(backend, "use_cli_version") and (version or row["tested_versions"]):
+            backend.use_cli_version(version or row["tested_versions"][0])
+        if not row["tested_versions"]:
+            row["tested_versions"] = list(backend.versions_tested())
+        row["rules_version"] = backend.rules_version or None
+    except Exception as exc:  # noqa: BLE001 - a broken pattern set is a finding, not a crash
+        row["ok"] = False
+        row["advice"] = (f"{backend.name}: its screen rules do not load ({type(exc).__name__}: {str(exc)[:120]}); "
+                         "fix or remove the pattern overrides")
     return row

@@ -15,13 +15,16 @@ name           npm package                     version    binary (``node_modules
 
 The versions are the ones the backends' pattern files were recorded with
 (:data:`ccci.backends.claude.TESTED_VERSION`, :data:`ccci.backends.opencode.TESTED_VERSION`).
+:data:`ALSO_PINNED` names other versions the tests run too (Claude Code 2.1.332), each
+installed into a prefix of its own (:func:`version_prefix`).
 
 Command line (``.ci/setup``)::
 
     python -m ccci.testing.agent_clis [--prefix DIR] [NAME ...]
 
-installs the named CLIs (default: all) when missing and prints one line per CLI; exit
-status 1 when an install failed (offline, npm missing).
+installs the named CLIs (default: all), with their :data:`ALSO_PINNED` versions, when
+missing and prints one line per install; exit status 1 when an install failed (offline,
+npm missing).
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,6 +71,11 @@ PINNED: dict[str, PinnedCli] = {
 }
 
 
+#: other versions the tests run too, installed next to the pin (``.cache/npm-<name>-<version>``)
+#: and run by the e2e tests with ``CCCI_CLAUDE_VERSION=<version>``
+ALSO_PINNED: dict[str, tuple[str, ...]] = {"claude": ("2.1.332",)}
+
+
 class CliUnavailable(RuntimeError):
     """The CLI is not installed and could not be installed (npm missing, offline, or a
     different version answered); ``str()`` says which."""
@@ -93,18 +101,30 @@ def _ok(path: Path, cli: PinnedCli) -> bool:
     return path.exists() and _is_version(cli_version(path, cli), cli)
 
 
-def ensure_cli(name: str, prefix: Path | None = None) -> Path:
+def version_prefix(name: str, version: str) -> Path:
+    """The npm prefix of a CLI at a version other than its pin:
+    ``<repo>/.cache/npm-<name>-<version>`` (so the pinned install in ``.cache/npm`` stays)."""
+    return REPO / ".cache" / f"npm-{name}-{version}"
+
+
+def ensure_cli(name: str, prefix: Path | None = None, version: str | None = None) -> Path:
     """The pinned CLI ``name`` (a key of :data:`PINNED`), installed with
     ``npm install --prefix PREFIX`` when missing or at another version.
 
     :param name: ``"claude"``, ``"opencode"``, ``"codex"`` or ``"gemini"``.
-    :param prefix: npm prefix (default ``<repo>/.cache/npm``).
+    :param prefix: npm prefix (default ``<repo>/.cache/npm``; for a ``version`` other
+        than the pin, :func:`version_prefix`).
+    :param version: another version of the same package (e.g. a newer Claude Code to
+        record its screens); default the pin.
     :returns: the path of ``PREFIX/node_modules/.bin/<binary>``.
     :raises KeyError: for an unknown name.
     :raises CliUnavailable: when npm is missing, the install fails (up to 600 s), or the
         installed binary reports another version.
     """
     cli = PINNED[name]
+    if version and version != cli.version:
+        cli = replace(cli, version=version)
+        prefix = Path(prefix or version_prefix(name, version))
     prefix = Path(prefix or DEFAULT_PREFIX)
     path = prefix / "node_modules" / ".bin" / cli.binary
     if _ok(path, cli):
@@ -145,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         except CliUnavailable as exc:
             print(f"{PINNED[name].spec}: NOT installed: {exc}", file=sys.stderr)
             rc = 1
+        for version in ALSO_PINNED.get(name, ()):
+            spec = f"{PINNED[name].package}@{version}"
+            try:
+                print(f"{spec}: {ensure_cli(name, None, version)}")
+            except CliUnavailable as exc:
+                print(f"{spec}: NOT installed: {exc}", file=sys.stderr)
+                rc = 1
     return rc
 
 

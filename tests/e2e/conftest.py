@@ -8,7 +8,11 @@ Fixtures
                     ``.ci/setup``): found
                     in ``<repo>/.cache/npm`` or installed there with ``npm install
                     --prefix``; ``$CCCI_CLAUDE_BIN`` overrides. Skips when npm is missing
-                    or the install fails (offline).
+                    or the install fails (offline). ``$CCCI_CLAUDE_VERSION`` (e.g.
+                    ``2.1.332``) selects another version, installed in
+                    ``<repo>/.cache/npm-claude-<version>``: the sessions then read screens
+                    with that version's pattern file and record into
+                    ``tests/golden/claude-<version>-recorded/``.
 ``netns``           name of a fresh network namespace ``ccci-e2e-<pid>`` with ``lo`` up;
                     deleted afterwards. Skips when ``ip netns add`` is not permitted.
 ``e2e_tmux``        :class:`ccci.tmux.Tmux` on a private socket (killed afterwards).
@@ -18,7 +22,7 @@ Fixtures
                     a tmux pane, launched with :meth:`ClaudeBackend.launch`'s argv/env.
 
 Recording captures: with ``CCCI_E2E_RECORD=1`` the tests write the screens they assert on
-to ``tests/golden/claude-2.1.197-recorded/`` (labels are kept by hand in its ``LABELS.toml``).
+to ``tests/golden/claude-<version>-recorded/`` (labels are kept by hand in its ``LABELS.toml``).
 """
 from __future__ import annotations
 
@@ -33,14 +37,14 @@ from types import SimpleNamespace
 from typing import Any, Callable, Iterator
 
 import pytest
-from real_cli import (RECORD, REPO, PaneSession, WatchedFleet, git, kill_tmux_server, pane_sessions, pinned_cli,
-                      read_jsonl, seed_origin, start_model_server, write_gitconfig, write_script)
+from real_cli import (CLAUDE_VERSION, RECORD, REPO, PaneSession, WatchedFleet, git, kill_tmux_server, pane_sessions,
+                      pinned_cli, read_jsonl, seed_origin, start_model_server, write_gitconfig, write_script)
 
 from ccci.backends.claude import TESTED_VERSION, ClaudeBackend
 from ccci.model import AgentSpec, Role
 from ccci.tmux import Tmux
 
-CAPTURES = REPO / "tests" / "golden" / "claude-2.1.197-recorded"
+CAPTURES = REPO / "tests" / "golden" / f"claude-{CLAUDE_VERSION}-recorded"
 API_KEY = "sk-ant-e2e-" + "0123456789abcdefghijklmnop"  # any value; its last 20 chars are pre-approved
 
 
@@ -55,7 +59,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def claude_bin() -> Path:
     """The pinned Claude Code binary, installed under ``<repo>/.cache/npm`` on first use
     (:func:`ccci.testing.agent_clis.ensure_cli`, shared with the opencode fixture)."""
-    return pinned_cli("claude", "CCCI_CLAUDE_BIN")
+    return pinned_cli("claude", "CCCI_CLAUDE_BIN", None if CLAUDE_VERSION == TESTED_VERSION else CLAUDE_VERSION)
 
 
 # ------------------------------------------------------------------- network namespace
@@ -125,7 +129,7 @@ def prepare_home(home: Path, project: Path) -> None:
     (home / ".claude").mkdir(parents=True, exist_ok=True)
     state = {
         "hasCompletedOnboarding": True,
-        "lastOnboardingVersion": TESTED_VERSION,
+        "lastOnboardingVersion": CLAUDE_VERSION,
         "theme": "dark",
         "customApiKeyResponses": {"approved": [API_KEY[-20:]], "rejected": []},
         "bypassPermissionsModeAccepted": True,
@@ -143,13 +147,15 @@ class ClaudeSession(PaneSession):
     def __init__(self, *, root: Path, name: str, tmux: Tmux, netns: str, claude_bin: Path,
                  script: list, env: dict[str, str] | None, resume_of: "ClaudeSession | None" = None,
                  hooks: bool = False) -> None:
+        backend = ClaudeBackend(cli_version=CLAUDE_VERSION)  # read the screens with this version's patterns
         super().__init__(root=root, name=name, tmux=tmux, netns=netns, bin_path=claude_bin,
-                         backend=ClaudeBackend(), script=script, env=env)
+                         backend=backend, script=script, env=env)
         self.home = root / "home"
         self.project = root / "proj"
         self.origin = root / "origin.git"
         # with hooks, ClaudeBackend.launch writes <state_dir>/hooks/<name>.settings.json
         self.state_dir = (root / f"state-{name}") if hooks else None
+        self.records = True  # record() writes (with CCCI_E2E_RECORD=1); see claude_session
         if resume_of is None:
             prepare_home(self.home, self.project)
             seed_origin(self.origin, self.project)
@@ -190,22 +196,31 @@ class ClaudeSession(PaneSession):
         return read_jsonl(hook_paths(self.state_dir, self.name)[1])
 
     def record(self, filename: str, screen: str) -> None:
-        """With ``CCCI_E2E_RECORD=1``, save ``screen`` as ``tests/golden/claude-2.1.197-recorded/<filename>``."""
-        if RECORD:
+        """With ``CCCI_E2E_RECORD=1``, save ``screen`` as ``tests/golden/claude-<version>-recorded/<filename>``."""
+        if RECORD and self.records:
             CAPTURES.mkdir(exist_ok=True)
             (CAPTURES / filename).write_text(screen + "\n", encoding="utf-8")
 
 
 @pytest.fixture
-def claude_session(tmp_path: Path, e2e_tmux: Tmux, netns: str, claude_bin: Path
+def claude_session(request: pytest.FixtureRequest, tmp_path: Path, e2e_tmux: Tmux, netns: str, claude_bin: Path
                    ) -> Iterator[Callable[..., ClaudeSession]]:
     """Factory: ``claude_session(script, env=None, name=None, start=True)`` -> a started
-    :class:`ClaudeSession` (server up, CLI launched with a fresh session id)."""
+    :class:`ClaudeSession` (server up, CLI launched with a fresh session id).
+
+    A test module that records names the versions its capture names belong to in
+    ``RECORD_VERSIONS``; on another version its ``record()`` calls write nothing (so
+    ``test_claude_real.py``'s 2.1.197 names never land in ``claude-2.1.332-recorded/``)."""
+    versions = getattr(request.module, "RECORD_VERSIONS", None)
+    records = versions is None or CLAUDE_VERSION in versions
+
     def new(script: list, i: int, *, env: dict[str, str] | None = None, name: str | None = None,
             resume_of: ClaudeSession | None = None, hooks: bool = False) -> ClaudeSession:
-        return ClaudeSession(root=tmp_path, name=name or f"e2e-{i}-{uuid.uuid4().hex[:4]}", tmux=e2e_tmux,
-                             netns=netns, claude_bin=claude_bin, script=script, env=env, resume_of=resume_of,
-                             hooks=hooks)
+        s = ClaudeSession(root=tmp_path, name=name or f"e2e-{i}-{uuid.uuid4().hex[:4]}", tmux=e2e_tmux,
+                          netns=netns, claude_bin=claude_bin, script=script, env=env, resume_of=resume_of,
+                          hooks=hooks)
+        s.records = records
+        return s
 
     yield from pane_sessions(new)
 

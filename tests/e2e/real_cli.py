@@ -22,6 +22,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from ccci.backends.claude import TESTED_VERSION as TESTED_CLAUDE_VERSION
 from ccci.model import ScreenAnalysis
 from ccci.state import StateStore
 from ccci.testing.agent_clis import CliUnavailable, ensure_cli
@@ -31,16 +32,19 @@ from ccci.tmux import Tmux
 REPO = Path(__file__).resolve().parents[2]
 NPM_PREFIX = REPO / ".cache" / "npm"
 RECORD = os.environ.get("CCCI_E2E_RECORD") == "1"
+#: the Claude Code version the e2e tests run: ``$CCCI_CLAUDE_VERSION`` or the pinned one
+CLAUDE_VERSION = os.environ.get("CCCI_CLAUDE_VERSION") or TESTED_CLAUDE_VERSION
 
 
 # ----------------------------------------------------------------------------- CLI
 
 
-def pinned_cli(kind: str, override_env: str) -> Path:
+def pinned_cli(kind: str, override_env: str, version: str | None = None) -> Path:
     """The pinned CLI ``kind`` (``claude`` | ``opencode`` | ``codex`` | ``gemini``),
     installed under ``<repo>/.cache/npm`` on first use by
     :func:`ccci.testing.agent_clis.ensure_cli` (one prefix and lock for every e2e fixture
-    and ``.ci/setup``); ``$<override_env>`` names another binary.
+    and ``.ci/setup``); ``$<override_env>`` names another binary. ``version``: another
+    version than the pin, in a prefix of its own (``.cache/npm-<kind>-<version>``).
 
     :raises pytest.skip.Exception: when it cannot be installed (npm missing, offline).
     """
@@ -51,6 +55,8 @@ def pinned_cli(kind: str, override_env: str) -> Path:
             pytest.skip(f"{override_env}={override} does not exist")
         return path
     try:
+        if version:
+            return ensure_cli(kind, None, version)
         return ensure_cli(kind, NPM_PREFIX)
     except CliUnavailable as exc:
         pytest.skip(str(exc))

@@ -1,4 +1,4 @@
-"""The real Claude Code 2.1.197 with the hooks ccci installs (``--settings`` file written
+"""The real Claude Code (pinned 2.1.197; 2.1.332 with ``CCCI_CLAUDE_VERSION``) with the hooks ccci installs (``--settings`` file written
 by :func:`ccci.backends.claude.write_hook_settings`): the relay's spool receives the
 lifecycle events, they fold into the right states (including the error kind of every API
 failure the model server injects), and they arrive before the pane changes.
@@ -12,6 +12,7 @@ import statistics
 import time
 
 import pytest
+from real_cli import CLAUDE_VERSION
 
 from ccci.model import AgentState
 from ccci.backends.claude.claude_hooks import HookState, fold, session_file_state
@@ -19,7 +20,7 @@ from ccci.testing.model_server import Fail, Text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(600)]  # real CLIs: minutes
 
-BANNER = "Claude Code v2.1.197"
+BANNER = f"Claude Code v{CLAUDE_VERSION}"  # the version the e2e run selected (conftest)
 
 
 def _ready(screen, an) -> bool:
@@ -40,7 +41,9 @@ def _first_seen(s, pred, timeout: float) -> float:
 def _wait_event(s, name: str, count: int, timeout: float = 30.0) -> dict:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        evs = [e for e in s.hook_events() if e["ev"] == name]
+        # the main session's events only: a subagent (e.g. the compaction agent after a
+        # prompt too long) sends its own, with agent_id set, which fold() ignores
+        evs = [e for e in s.hook_events() if e["ev"] == name and not e.get("agent_id")]
         if len(evs) >= count:
             return evs[count - 1]
         time.sleep(0.05)

@@ -1,4 +1,5 @@
-"""The real Claude Code 2.1.197 in a real tmux pane, offline, against the scripted model
+"""The real Claude Code (the pinned 2.1.197, or 2.1.332 with ``CCCI_CLAUDE_VERSION=2.1.332``;
+where 2.1.332 differs the test says so) in a real tmux pane, offline, against the scripted model
 server: checks that :class:`ccci.backends.claude.ClaudeBackend` launches it correctly and
 reads its screens right (``analyse()``), and that a scripted model can make the real CLI
 run shell commands (commit and push to git).
@@ -6,7 +7,8 @@ run shell commands (commit and push to git).
 Everything runs in a network namespace with only loopback (``conftest.netns``); the CLI is
 installed once under ``<repo>/.cache/npm`` (``conftest.claude_bin``). With
 ``CCCI_E2E_RECORD=1`` the screens asserted on are saved to
-``tests/golden/claude-2.1.197-recorded/`` (read by ``tests/test_claude_patterns.py``).
+``tests/golden/claude-2.1.197-recorded/`` (read by ``tests/test_claude_patterns.py``) when
+2.1.197 runs; 2.1.332's screens are recorded by ``test_claude_2_1_332_screens.py``.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from datetime import datetime, timezone
 
 import psutil
 import pytest
+from real_cli import CLAUDE_VERSION
 
 from ccci.backends.claude import ClaudeBackend
 from ccci.model import AgentState
@@ -24,7 +27,10 @@ from ccci.testing.model_server import Fail, Text, ToolUse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(600)]  # real CLIs: minutes
 
-BANNER = "Claude Code v2.1.197"
+BANNER = f"Claude Code v{CLAUDE_VERSION}"  # the version the e2e run selected (conftest)
+RECORD_VERSIONS = ("2.1.197",)  # the capture names below are claude-2.1.197-recorded/'s
+#: the screens of Claude Code 2.1.332 and later (issue 12) where they differ from 2.1.197
+NEWER_UI = tuple(int(x) for x in CLAUDE_VERSION.split(".")[:3]) >= (2, 1, 332)
 
 
 def _ready(screen: str, an) -> bool:
@@ -126,7 +132,8 @@ def test_usage_limit_reads_usage_limit_with_reset_time(claude_session):
     # reached · Retrying in Ns (<local time>)"), without a reset_at
     assert seen_retrying, "never saw the 'Session limit reached · Retrying' screen"
     s.record("06_usage_limit_retrying.txt", seen_retrying[0])
-    assert re.search(r"Session limit reached · Retrying in \d+s", seen_retrying[0])
+    # 2.1.197: "Session limit reached · Retrying in 1s"; 2.1.332: "5-hour limit reached · retrying in 1s"
+    assert re.search(r"(?:Session|5-hour) limit reached · [Rr]etrying in \d+s", seen_retrying[0])
     main = s.main_requests()
     assert len(main) == retries + 1 and {r["status"] for r in main} == {429}
     assert not s.pane().dead
@@ -194,6 +201,18 @@ def test_subscriber_usage_limit_shows_a_dialog_not_an_api_error(claude_session):
                  45, "the CLI to start idle")
     s.type_and_enter("do some work")
     local = datetime.fromtimestamp(reset, timezone.utc).strftime("%-I:%M%p").lower()
+    if NEWER_UI:
+        # 2.1.332 opens no dialog: it says it continues by itself at the reset
+        # (tests/golden/claude-2.1.332-recorded/24_subscriber_usage_limit_auto_continue.txt)
+        screen, an = s.wait_until(lambda sc, a: "Continuing automatically at" in sc, 30, "the limit notice")
+        assert f"You've hit your 5-hour limit · resets {local} (UTC)" in screen
+        assert "API Error" not in screen and "What do you want to do?" not in screen
+        assert an.state == AgentState.USAGE_LIMIT
+        assert an.reset_at == datetime.fromtimestamp(reset, timezone.utc)
+        main = s.main_requests()
+        assert len(main) == 1 and main[0]["status"] == 429  # no retries for a subscriber
+        assert main[0]["headers"].get("authorization") is None
+        return
     screen, an = s.wait_until(lambda sc, a: "What do you want to do?" in sc, 30, "the rate-limit dialog")
     s.record("12_subscriber_usage_limit_dialog.txt", screen)
     assert f"You've hit your session limit · resets {local} (UTC)" in screen

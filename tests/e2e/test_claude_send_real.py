@@ -1,5 +1,5 @@
 """ccci's reliable send (:func:`ccci.send.deliver`, the path of ``ccci send`` and every
-ping) measured on the real Claude Code 2.1.197 TUI: 20 messages of 600 to 3000
+ping) measured on the real Claude Code TUI (the pinned 2.1.197; 2.1.332 with ``CCCI_CLAUDE_VERSION``): 20 messages of 600 to 3000
 characters into an idle agent, each delivered exactly once and whole, as the model
 server received it. The numbers (delivered/attempts/Enter retries) are printed with
 ``-s`` and written down in docs/backends.md.
@@ -7,9 +7,11 @@ server received it. The numbers (delivered/attempts/Enter retries) are printed w
 from __future__ import annotations
 
 import random
+import re
 import time
 
 import pytest
+from real_cli import CLAUDE_VERSION
 
 from ccci.clock import Clock
 from ccci.config import DEFAULT_CHECKS
@@ -18,7 +20,7 @@ from ccci.send import deliver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(600)]  # real CLIs: minutes
 
-BANNER = "Claude Code v2.1.197"
+BANNER = f"Claude Code v{CLAUDE_VERSION}"  # the version the e2e run selected (conftest)
 WORDS = ("supervisor agent tmux pane commit claim review origin branch resume fresh session limit reset "
          "hook spool state busy idle quota 'quoted' \"double\" $HOME `tick` 100% a&b x|y (paren) [bracket] "
          "{brace} naïve café → ✓ — ; : , . ! ?").split()
@@ -40,14 +42,31 @@ def _message(i: int, length: int, rng: random.Random) -> str:
     return text
 
 
+#: Claude Code 2.1.332 sends a bracketed paste to the model wrapped in
+#: ``\n\n<pasted_content id="5d2c">\n...\n</pasted_content id="5d2c">\n`` (2.1.197: the bare
+#: text); a long paste the terminal delivered in two reads arrives as two such blocks
+#: (same id) whose texts join to the whole message
+PASTED = re.compile(r'<pasted_content id="(?P<id>[^"]*)">\n(?P<text>.*?)\n</pasted_content(?: id="(?P=id)")?>', re.S)
+
+
+def _unwrap(text: str) -> str:
+    """The text of the ``<pasted_content>`` blocks of a message, joined; else ``text``."""
+    blocks = list(PASTED.finditer(text))
+    if not blocks or PASTED.sub("", text).strip():
+        return text
+    return "".join(b.group("text") for b in blocks)
+
+
 def _last_user_text(req: dict) -> str:
     for m in reversed(req["json"].get("messages") or []):
         if m.get("role") == "user":
             c = m.get("content")
             if isinstance(c, str):
-                return c
-            texts = [b.get("text", "") for b in c if isinstance(b, dict) and b.get("type") == "text"]
-            return texts[-1] if texts else ""
+                text = c
+            else:
+                texts = [b.get("text", "") for b in c if isinstance(b, dict) and b.get("type") == "text"]
+                text = texts[-1] if texts else ""
+            return _unwrap(text)
     return ""
 
 

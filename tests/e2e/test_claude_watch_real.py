@@ -1,4 +1,4 @@
-"""A real ``ccci watch`` supervising real Claude Code 2.1.197 agents (backend
+"""A real ``ccci watch`` supervising real Claude Code agents (pinned 2.1.197; 2.1.332 with ``CCCI_CLAUDE_VERSION``) (backend
 ``claude``, ccci's hooks installed), offline against scripted model servers that inject
 each failure. For every signal: the real CLI produces it, ccci detects it and carries out
 the right remedy. Detection latency (fault injected -> ccci's ``finding`` event) is

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ccci.backends.claude import TESTED_VERSION
+from ccci.backends.claude import ALSO_TESTED, TESTED_VERSION
 from ccci.commands import cli
 from ccci.commands.doctor import check_backend
 from ccci.plugins import collect_backends, get_plugin_manager
@@ -58,19 +58,20 @@ def test_a_tested_claude_on_path(fleet, tmp_path):
 
 def test_an_untested_version_gets_one_line_of_advice(fleet, tmp_path):
     bindir = tmp_path / "bin"
-    fake_cli(bindir, "claude", 'echo "2.1.332 (Claude Code)"')
+    fake_cli(bindir, "claude", 'echo "2.1.400 (Claude Code)"')
     res = doctor(fleet, bindir, "--json")
     assert res.exit_code == 1
     a = next(r for r in json.loads(res.stdout) if r["agent"] == "a")
-    assert a["version"] == "2.1.332" and a["tested"] is False and a["ok"] is False
-    assert a["tested_versions"] == [TESTED_VERSION]
+    assert a["version"] == "2.1.400" and a["tested"] is False and a["ok"] is False
+    assert a["tested_versions"] == [TESTED_VERSION, *ALSO_TESTED]
+    assert a["rules_version"] == ALSO_TESTED[-1]  # the nearest tested version not newer reads its screens
     assert f"pin it: npm install -g @anthropic-ai/claude-code@{TESTED_VERSION}," in a["advice"]
     assert "rules_drift" in a["advice"]
     text = doctor(fleet, bindir)
     assert text.exit_code == 1
     lines = text.stdout.splitlines()
     i = next(i for i, ln in enumerate(lines) if ln.startswith("a (claude):"))
-    assert lines[i].endswith("NOT tested") and lines[i + 1].startswith("  advice: claude 2.1.332 is not a version")
+    assert lines[i].endswith("NOT tested") and lines[i + 1].startswith("  advice: claude 2.1.400 is not a version")
 
 
 def test_a_missing_cli_and_a_version_printed_with_brackets_print_literally(fleet, tmp_path):

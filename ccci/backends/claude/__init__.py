@@ -3,7 +3,10 @@
 Registered through ``ccci_register_backends`` like any third-party backend. Facts used
 here were measured with Claude Code 2.1.197 and are written down in
 ``docs/agent-clis.md`` (the "Claude Code ..." sections); the screen rules live in
-``ccci/patterns/claude-2.1.197.toml`` (checked against ``tests/golden/claude-2.1.197/``).
+``ccci/patterns/claude-2.1.197.toml`` (checked against ``tests/golden/claude-2.1.197/``)
+and ``ccci/patterns/claude-2.1.332.toml`` (``tests/golden/claude-2.1.332-recorded/``);
+the backend reads a pane with the file of the version its binary reports
+(:meth:`ClaudeBackend.choose_version`).
 
 Agent options (``[agents.options]`` in ``ccci.toml``):
 
@@ -27,12 +30,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
+import shutil
+import subprocess
 import sys
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ccci import patterns as patterns_mod
 from ccci.backends.base import Backend, LaunchPlan
 from ccci.hookspecs import hookimpl
 from ccci.model import AgentSpec
@@ -40,11 +47,68 @@ from ccci.model import AgentSpec
 if TYPE_CHECKING:  # pragma: no cover
     from ccci.config import FleetConfig
 
-#: Claude Code version the pattern file and these launch facts were checked against.
+#: Claude Code version the pattern file and these launch facts were checked against (the
+#: pinned version the e2e tests run; the rules used when the binary's version is unknown).
 TESTED_VERSION = "2.1.197"
+#: other Claude Code versions with a pattern file and recorded screens: the e2e tests run
+#: them with ``CCCI_CLAUDE_VERSION`` and ``.ci/setup`` installs them. 2.1.332 is not the pin
+#: yet: its paste handling splits some long messages (docs/agent-clis.md, "Claude Code 2.1.332")
+ALSO_TESTED = ("2.1.332",)
+#: environment variable naming the Claude Code version whose pattern file reads the
+#: screens (an explicit override of the version the binary reports; also what the e2e
+#: tests install and run)
+VERSION_ENV = "CCCI_CLAUDE_VERSION"
+VERSION_TIMEOUT_S = 15  #: limit for ``claude --version`` (0.06 s warm on the dev machine)
+_VERSION_RE = re.compile(r"(?<![\d.])(\d+\.\d+\.\d+)(?![\d.])")
+#: ``(real path, mtime_ns, size) -> version or None``: one ``--version`` run per binary
+_VERSION_CACHE: dict[tuple[str, int, int], str | None] = {}
+
+
+def binary_version(binary: str | Path = "claude", path: str | None = None) -> str | None:
+    """The version a Claude Code binary reports (``2.1.332 (Claude Code)`` -> ``"2.1.332"``).
+
+    Runs ``<binary> --version`` once per binary file (cached by real path, mtime and size,
+    so an upgrade in place is noticed); no network, ``DISABLE_AUTOUPDATER=1``.
+
+    :param binary: a command name looked up on ``path`` (default ``$PATH``) or a path.
+    :param path: a ``PATH`` value to search instead of the process's.
+    :returns: the version, or ``None`` when the binary is missing, fails, times out or
+        prints no version.
+    """
+    name = str(binary)
+    found = name if os.sep in name else shutil.which(name, path=path)
+    if not found:
+        return None
+    real = os.path.realpath(found)
+    try:
+        st = os.stat(real)
+    except OSError:
+        return None
+    key = (real, st.st_mtime_ns, st.st_size)
+    if key in _VERSION_CACHE:
+        return _VERSION_CACHE[key]
+    try:
+        res = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT_S,
+                             stdin=subprocess.DEVNULL, env={**os.environ, "DISABLE_AUTOUPDATER": "1"})
+        m = _VERSION_RE.search(res.stdout) if res.returncode == 0 else None
+        version = m.group(1) if m else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None  # not cached: a timeout under load may pass next time
+    _VERSION_CACHE[key] = version
+    return version
+
+
+def pattern_version_for(cli_version: str | None) -> str:
+    """The tested version (a ``claude-<v>.toml`` pattern file) that reads the screens of
+    Claude Code ``cli_version``: the nearest one not newer than it, else the newest; for
+    ``None`` (version unknown) :data:`TESTED_VERSION`."""
+    if not cli_version:
+        return TESTED_VERSION
+    return patterns_mod.choose("claude", cli_version).stem[len("claude-"):]
 
 #: Lifecycle hooks ccci installs; every one fired offline with 2.1.197
-#: (tests/golden/claude-2.1.197/hooks/*.jsonl, docs/agent-clis.md#claude-code-lifecycle-hooks).
+#: (tests/golden/claude-2.1.197/hooks/*.jsonl, docs/agent-clis.md#claude-code-lifecycle-hooks);
+#: tests/e2e/test_claude_hooks_real.py passes on 2.1.332 too.
 HOOK_EVENTS = ("SessionStart", "UserPromptSubmit", "Stop", "StopFailure", "PermissionRequest",
                "Notification", "SessionEnd", "PreCompact")
 HOOK_TIMEOUT_S = 10  #: the CLI's per-hook time limit (seconds); the relay takes ~50 ms
@@ -132,20 +196,76 @@ class ClaudeBackend(Backend):
             offline too.
         compact_command: ``"/compact"`` (the CLI's own hint after a context-limit error:
             ``Context limit reached · /compact or /clear to continue``).
-        cli_version: ``None``: the newest shipped ``claude-<version>.toml``
-            (``2.1.197`` today, :data:`TESTED_VERSION`).
         executable, package, tested_versions: ``claude``, ``@anthropic-ai/claude-code``,
-            ``(TESTED_VERSION,)`` (``ccci doctor``).
+            ``(TESTED_VERSION, *ALSO_TESTED)`` (``ccci doctor``).
+        cli_version: explicit override of the Claude Code version whose pattern file
+            reads the screens (constructor argument or :meth:`use_cli_version`);
+            ``None``: ``$CCCI_CLAUDE_VERSION`` if set, else the version ``binary``
+            reports (:func:`binary_version`), else :data:`TESTED_VERSION`; the file is
+            the nearest tested version not newer than that (:func:`pattern_version_for`).
+        binary: the Claude Code command (``"claude"``, found on ``$PATH``, or a path).
+        detected_version: what ``binary --version`` said when the patterns were chosen
+            (``None``: not asked, or no answer).
     """
 
     name = "claude"
+    cli_version: str | None = None
+    binary: str = "claude"
     process_names = ("claude",)
+
+    def __init__(self, cli_version: str | None = None, binary: str | None = None) -> None:
+        super().__init__()
+        if cli_version:
+            self.cli_version = cli_version
+        if binary:
+            self.binary = binary
+        self.detected_version: str | None = None
+        self._chosen: str | None = None  # pattern version in force, once chosen
+
+    def choose_version(self, path: str | None = None) -> str:
+        """Which pattern file version reads the screens: :attr:`cli_version` if set, else
+        ``$CCCI_CLAUDE_VERSION``, else what :attr:`binary` reports (looked up on ``path``,
+        default ``$PATH``), else :data:`TESTED_VERSION`; mapped to the nearest tested
+        version not newer (:func:`pattern_version_for`)."""
+        if self.cli_version:
+            return pattern_version_for(self.cli_version)
+        env = os.environ.get(VERSION_ENV, "").strip()
+        if env:
+            return pattern_version_for(env)
+        self.detected_version = binary_version(self.binary, path)
+        return pattern_version_for(self.detected_version)
+
+    def pattern_version(self) -> str:
+        """The pattern file version in force (chosen once by :meth:`choose_version`,
+        again by :meth:`refresh_version`)."""
+        if self._chosen is None:
+            self._chosen = self.choose_version()
+        return self._chosen
+
+    def use_cli_version(self, version: str | None) -> None:
+        """Explicit override: read screens as those of Claude Code ``version`` (``None``:
+        back to detection). User overrides stay."""
+        self._chosen = None
+        super().use_cli_version(version)
+
+    def refresh_version(self, path: str | None = None) -> str:
+        """Choose the pattern file again (the binary may have been upgraded since; its
+        ``--version`` run is cached per binary file): :meth:`launch` calls it with the
+        agent's ``PATH``. User overrides stay.
+
+        :returns: the pattern file version now in force.
+        """
+        version = self.choose_version(path)
+        if version != self._chosen:
+            self._chosen = version
+            self._patterns = None
+        return version
     exits_at_turn_end = False
     supports_resume = True
     compact_command = "/compact"
     executable = "claude"
     package = "@anthropic-ai/claude-code"
-    tested_versions = (TESTED_VERSION,)
+    tested_versions = (TESTED_VERSION, *ALSO_TESTED)
 
     @staticmethod
     def running_as_root() -> bool:
@@ -210,6 +330,8 @@ class ClaudeBackend(Backend):
             ) from None
         opts = spec.options or {}
         skip_permissions = bool(opts.get("skip_permissions", True))
+        # read this run's screens with the rules of the Claude Code it will start
+        self.refresh_version((spec.env or {}).get("PATH"))
 
         argv = ["claude", "--resume" if resume else "--session-id", session_id]
         if skip_permissions:
