@@ -232,6 +232,24 @@ class PaneSession:
         return self.wait_until(lambda s, a: a.state.value == state and (also is None or also(s)),
                                timeout, f"state {state}")
 
+    def wait_settled(self, state: str, quiet_s: float = 1.0, timeout: float = 60.0,
+                     also: Callable[[str], bool] | None = None) -> tuple[str, ScreenAnalysis]:
+        """Wait for ``state`` and then for the screen to stay unchanged for ``quiet_s``
+        seconds: a TUI that has just started may draw its idle prompt a moment before it
+        takes keys (Codex CLI 0.169.0 sometimes lost the first Enter right after startup)."""
+        deadline = time.monotonic() + timeout
+        screen, an = self.wait_state(state, timeout, also)
+        since = time.monotonic()
+        while time.monotonic() - since < quiet_s:
+            time.sleep(0.1)
+            now_screen, _title, an = self.read()
+            if now_screen != screen or an.state.value != state:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the screen never settled in state {state} within {timeout}s")
+                screen, an = self.wait_state(state, max(0.1, deadline - time.monotonic()), also)
+                since = time.monotonic()
+        return screen, an
+
     def requests(self) -> list[dict]:
         return read_jsonl(self.log)
 

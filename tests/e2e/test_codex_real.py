@@ -95,7 +95,7 @@ def test_codex_twenty_long_messages_each_delivered_exactly_once(codex_session, t
 
     rnd = random.Random(5)
     s = codex_session([])  # the server echoes every message
-    s.wait_state("idle", timeout=60)
+    s.wait_settled("idle", timeout=60)
     sent = []
     for n in range(20):
         size = rnd.randint(600, 3000)

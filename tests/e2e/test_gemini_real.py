@@ -92,7 +92,7 @@ def test_gemini_twenty_long_messages_each_delivered_exactly_once(gemini_session,
 
     rnd = random.Random(5)
     s = gemini_session([])  # the server echoes every message
-    s.wait_state("idle", timeout=60, also=lambda sc: "Gemini CLI v0.61.0" in sc)
+    s.wait_settled("idle", timeout=60, also=lambda sc: "Gemini CLI v0.61.0" in sc)
     sent = []
     for n in range(20):
         size = rnd.randint(600, 3000)
