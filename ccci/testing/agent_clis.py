@@ -7,7 +7,7 @@ there is one install step, one prefix (``<repo>/.cache/npm``) and one lock file
 =============  ==============================  =========  ==========================
 name           npm package                     version    binary (``node_modules/.bin``)
 =============  ==============================  =========  ==========================
-``claude``     ``@anthropic-ai/claude-code``   2.1.197    ``claude``
+``claude``     ``@anthropic-ai/claude-code``   2.1.332    ``claude``
 ``opencode``   ``opencode-ai``                 1.18.33    ``opencode``
 ``codex``      ``@openai/codex``               0.169.0    ``codex``
 ``gemini``     ``@google/gemini-cli``          0.61.0     ``gemini``
@@ -15,7 +15,7 @@ name           npm package                     version    binary (``node_modules
 
 The versions are the ones the backends' pattern files were recorded with
 (:data:`ccci.backends.claude.TESTED_VERSION`, :data:`ccci.backends.opencode.TESTED_VERSION`).
-:data:`ALSO_PINNED` names other versions the tests run too (Claude Code 2.1.332), each
+:data:`ALSO_PINNED` names other versions the tests run too (Claude Code 2.1.197), each
 installed into a prefix of its own (:func:`version_prefix`).
 
 Command line (``.ci/setup``)::
@@ -64,7 +64,7 @@ class PinnedCli:
 
 
 PINNED: dict[str, PinnedCli] = {
-    "claude": PinnedCli("@anthropic-ai/claude-code", "2.1.197", "claude", (("DISABLE_AUTOUPDATER", "1"),)),
+    "claude": PinnedCli("@anthropic-ai/claude-code", "2.1.332", "claude", (("DISABLE_AUTOUPDATER", "1"),)),
     "opencode": PinnedCli("opencode-ai", "1.18.33", "opencode", (("OPENCODE_DISABLE_AUTOUPDATE", "1"),)),
     "codex": PinnedCli("@openai/codex", "0.169.0", "codex"),
     "gemini": PinnedCli("@google/gemini-cli", "0.61.0", "gemini"),
@@ -73,7 +73,7 @@ PINNED: dict[str, PinnedCli] = {
 
 #: other versions the tests run too, installed next to the pin (``.cache/npm-<name>-<version>``)
 #: and run by the e2e tests with ``CCCI_CLAUDE_VERSION=<version>``
-ALSO_PINNED: dict[str, tuple[str, ...]] = {"claude": ("2.1.332",)}
+ALSO_PINNED: dict[str, tuple[str, ...]] = {"claude": ("2.1.197",)}
 
 
 class CliUnavailable(RuntimeError):

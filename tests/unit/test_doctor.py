@@ -64,7 +64,8 @@ def test_an_untested_version_gets_one_line_of_advice(fleet, tmp_path):
     a = next(r for r in json.loads(res.stdout) if r["agent"] == "a")
     assert a["version"] == "2.1.400" and a["tested"] is False and a["ok"] is False
     assert a["tested_versions"] == [TESTED_VERSION, *ALSO_TESTED]
-    assert a["rules_version"] == ALSO_TESTED[-1]  # the nearest tested version not newer reads its screens
+    newest = max((TESTED_VERSION, *ALSO_TESTED), key=lambda v: tuple(int(x) for x in v.split(".")))
+    assert a["rules_version"] == newest == "2.1.332"  # the nearest tested version not newer reads its screens
     assert f"pin it: npm install -g @anthropic-ai/claude-code@{TESTED_VERSION}," in a["advice"]
     assert "rules_drift" in a["advice"]
     text = doctor(fleet, bindir)

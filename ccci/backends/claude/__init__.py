@@ -49,11 +49,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Claude Code version the pattern file and these launch facts were checked against (the
 #: pinned version the e2e tests run; the rules used when the binary's version is unknown).
-TESTED_VERSION = "2.1.197"
+TESTED_VERSION = "2.1.332"
 #: other Claude Code versions with a pattern file and recorded screens: the e2e tests run
-#: them with ``CCCI_CLAUDE_VERSION`` and ``.ci/setup`` installs them. 2.1.332 is not the pin
-#: yet: its paste handling splits some long messages (docs/agent-clis.md, "Claude Code 2.1.332")
-ALSO_TESTED = ("2.1.332",)
+#: them with ``CCCI_CLAUDE_VERSION`` and ``.ci/setup`` installs them (2.1.197: the pin until
+#: 2026-12-02, what the first fleets ran)
+ALSO_TESTED = ("2.1.197",)
 #: environment variable naming the Claude Code version whose pattern file reads the
 #: screens (an explicit override of the version the binary reports; also what the e2e
 #: tests install and run)
@@ -196,6 +196,10 @@ class ClaudeBackend(Backend):
             offline too.
         compact_command: ``"/compact"`` (the CLI's own hint after a context-limit error:
             ``Context limit reached · /compact or /clear to continue``).
+        paste_over: ``200``: :func:`ccci.send.deliver` pastes (bracketed paste) anything
+            longer. Claude Code 2.1.332 cut typed bursts of 2000-3000 characters at a
+            2048-byte read in 3 of 5 runs; pasted, 120/120 messages arrived whole
+            (docs/agent-clis.md, "Claude Code 2.1.332").
         executable, package, tested_versions: ``claude``, ``@anthropic-ai/claude-code``,
             ``(TESTED_VERSION, *ALSO_TESTED)`` (``ccci doctor``).
         cli_version: explicit override of the Claude Code version whose pattern file
@@ -209,6 +213,7 @@ class ClaudeBackend(Backend):
     """
 
     name = "claude"
+    paste_over = 200
     cli_version: str | None = None
     binary: str = "claude"
     process_names = ("claude",)
