@@ -165,6 +165,9 @@ class ScreenAnalysis:
         block: the newest block of the screen: the lines from the newest user turn on
             (the backend's ``block_start`` rule), above the input box; older turns'
             text is not in it. Checks get it as the ``block`` argument.
+        placeholder: text the empty input box showed as a placeholder (known from the
+            pattern file's ``input_placeholder``, or drawn faint; :mod:`ccci.screen`),
+            ``""`` when none; never counted as ``input_text``.
     """
 
     state: AgentState = AgentState.UNKNOWN
@@ -175,6 +178,7 @@ class ScreenAnalysis:
     waiting_until: datetime | None = None
     fingerprint: str = ""
     block: str = ""
+    placeholder: str = ""
 
     def first(self, state: AgentState) -> Match | None:
         """The first match concluding ``state``, or ``None``."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import libtmux
 
 from ccci.model import PaneInfo
+from ccci.screen import Screen
 
 FIELDS = (
     "session_name", "pane_id", "pane_pid", "pane_dead", "pane_dead_status", "pane_dead_signal",
@@ -103,9 +104,12 @@ class Tmux:
         return out
 
     def capture(self, pane_ids: list[str]) -> dict[str, str]:
-        """Visible text of several panes in one tmux call (``capture-pane -p`` each).
+        """Visible text of several panes in one tmux call (``capture-pane -p -e -J`` each).
 
-        :returns: ``{pane_id: text}``; a pane that vanished maps to ``""``.
+        :returns: ``{pane_id: screen}``: each a :class:`ccci.screen.Screen`, the plain text
+            (what ``capture-pane -p -J`` shows, each line's trailing blanks removed) that
+            also knows which characters were drawn faint (a placeholder, not typed text);
+            a pane that vanished maps to ``""``.
         """
         if not pane_ids:
             return {}
@@ -116,7 +120,7 @@ class Tmux:
         for i, pid in enumerate(pane_ids):
             if i:
                 args += [";"]
-            args += ["display-message", "-p", f"{marker}{i}", ";", "capture-pane", "-p", "-J", "-t", pid]
+            args += ["display-message", "-p", f"{marker}{i}", ";", "capture-pane", "-p", "-e", "-J", "-t", pid]
         self.calls += 1
         res = self.server.cmd(*args)
         texts: dict[str, list[str]] = {p: [] for p in pane_ids}
@@ -128,7 +132,7 @@ class Tmux:
                 continue
             if current is not None:
                 texts[current].append(line)
-        return {p: "\n".join(v) for p, v in texts.items()}
+        return {p: Screen.from_styled("\n".join(v)) if v else "" for p, v in texts.items()}
 
     def has_session(self, name: str) -> bool:
         """Exact-name check (``has-session -t =NAME``; plain ``-t NAME`` is a prefix match)."""

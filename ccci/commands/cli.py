@@ -406,7 +406,11 @@ def send(ctx: click.Context, agent: str, text: str, timeout: float) -> None:
 @click.option("--cli-version", default="", metavar="VERSION",
               help="Read with the pattern file of this CLI version (e.g. 2.1.332; default: the backend's choice).")
 def diagnose(file: Path, backend: str, title: str, as_json: bool, now_text: str, cli_version: str) -> None:
-    """Run every check on a saved pane capture (tmux capture-pane -p) and print the conclusion."""
+    """Run every check on a saved pane capture and print the conclusion.
+
+    FILE is `tmux capture-pane -p` output, or `capture-pane -p -e` output (with escapes),
+    read as `ccci watch` reads panes: text drawn faint in the input box is a placeholder.
+    """
     from ccci.commands.diagnose import DiagnoseError
     from ccci.commands.diagnose import diagnose as run_diagnose
     from ccci.patterns import PatternError
@@ -433,6 +437,10 @@ def diagnose(file: Path, backend: str, title: str, as_json: bool, now_text: str,
     say((str(file), "bold"), ": ", (str(result["state"]), "bold"), f" (patterns {result['patterns']})")
     if result["reset_at"]:
         say(f"  reset_at {result['reset_at']}")
+    if result["input_text"]:
+        say(f"  input box holds {result['input_text'][:120]!r}")
+    if result["placeholder"]:
+        say(f"  input box is empty; placeholder {result['placeholder'][:120]!r}")
     for m in result["matches"]:
         say(f"  rule {m['rule']} -> {m['state']}: {m['line'][:120]!r}")
     for f in result["findings"]:

@@ -5,7 +5,6 @@ the screen alone says.
 """
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
@@ -14,8 +13,8 @@ from ccci.config import DEFAULT_CHECKS
 from ccci.model import AgentSpec, PaneInfo, ProcessInfo, Role
 from ccci.plugins import CcciPluginManager, collect_backends
 from ccci.runtime import AgentRuntime, FleetSnapshot
+from ccci.screen import Screen
 
-ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)")
 
 
 class DiagnoseError(ValueError):
@@ -27,7 +26,9 @@ def diagnose(pm: CcciPluginManager, screen: str, backend_name: str, title: str =
     """Classify one capture and run every ``ccci_check_agent`` implementation on it.
 
     :param pm: plugin manager (builtins + plugins; their checks all run).
-    :param screen: the capture's text (ANSI escapes are removed).
+    :param screen: the capture's text; a ``capture-pane -p -e`` capture (with escapes) is
+        read as ``ccci watch`` reads it, so text drawn faint in the input box counts as a
+        placeholder (:mod:`ccci.screen`).
     :param backend_name: backend whose pattern data reads the screen.
     :param title: optional pane title.
     :param now: when the capture was taken (UTC; default: now): places a reset time
@@ -35,7 +36,7 @@ def diagnose(pm: CcciPluginManager, screen: str, backend_name: str, title: str =
     :param cli_version: read with the pattern file of this CLI version (e.g. ``2.1.332``
         for a capture of Claude Code 2.1.332); default: the backend's own choice.
     :returns: ``{"state": str, "findings": [{"check", "evidence", ...}], "reset_at":
-        ISO-8601 UTC or None, "matches": [...], "input_text": str, "backend": str,
+        ISO-8601 UTC or None, "matches": [...], "input_text": str, "placeholder": str, "backend": str,
         "patterns": str, "errors": [str]}``.
     :raises DiagnoseError: for an unknown backend.
     """
@@ -45,7 +46,7 @@ def diagnose(pm: CcciPluginManager, screen: str, backend_name: str, title: str =
     backend = backends[backend_name]
     if cli_version:
         backend.use_cli_version(cli_version)
-    screen = ANSI.sub("", screen)
+    screen = Screen.from_styled(screen) if "\x1b" in screen else screen
     # a backend written before ``now`` existed takes (screen, title) only
     analysis = backend.analyse(screen, title, now) if now is not None else backend.analyse(screen, title)
     clock = Clock()
@@ -80,6 +81,7 @@ def diagnose(pm: CcciPluginManager, screen: str, backend_name: str, title: str =
         "reset_at": iso(analysis.reset_at),
         "waiting_until": iso(analysis.waiting_until),
         "input_text": analysis.input_text,
+        "placeholder": analysis.placeholder,
         "matches": [{"rule": m.rule, "state": m.state.value, "line": m.line, "source": m.source} for m in analysis.matches],
         "backend": backend_name,
         "patterns": backend.patterns.origin,

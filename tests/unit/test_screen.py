@@ -1,0 +1,103 @@
+"""Placeholders told from drafts by how they were drawn (ccci/screen.py, issue 12 item 2):
+real styled captures of Claude Code 2.1.332 (tests/golden/claude-2.1.332-styled/), read
+with the pattern file's list of known placeholders removed, as a placeholder nobody has
+written a rule for yet."""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from ccci.backends.claude import ClaudeBackend
+from ccci.clock import FakeClock
+from ccci.config import DEFAULT_CHECKS
+from ccci.screen import FAINT, REVERSE, Screen, faint_only, parse_line
+from ccci.send import deliver
+
+STYLED = Path(__file__).resolve().parents[1] / "golden" / "claude-2.1.332-styled"
+LABELS = tomllib.loads((STYLED / "LABELS.toml").read_text())
+
+
+def _backend_without_known_placeholders() -> ClaudeBackend:
+    backend = ClaudeBackend(cli_version="2.1.332")
+    assert backend.patterns.input_placeholder is not None  # the rule data this test takes away
+    backend._patterns = dataclasses.replace(backend.patterns, input_placeholder=None)  # test-only: as if no rule knew it
+    return backend
+
+
+@pytest.mark.parametrize("name", sorted(LABELS))
+def test_real_styled_screens_read_right_without_the_known_placeholder_texts(name):
+    label = LABELS[name]
+    screen = Screen.from_styled((STYLED / name).read_text())
+    analysis = _backend_without_known_placeholders().analyse(screen)
+    assert analysis.state.value == label["state"]
+    assert analysis.input_text == label["input_text"]
+    assert analysis.placeholder == label["placeholder"]
+
+
+def test_without_styles_an_unknown_placeholder_reads_as_a_draft():
+    """What the styles are for: the same screen as plain text, no rule for its placeholder."""
+    plain = str(Screen.from_styled((STYLED / "03_529_placeholder.txt").read_text()))
+    analysis = _backend_without_known_placeholders().analyse(plain)
+    assert analysis.input_text == "Resend your message to try again" and analysis.placeholder == ""
+
+
+def test_a_placeholder_text_nobody_has_seen_is_still_a_placeholder():
+    raw = (STYLED / "03_529_placeholder.txt").read_text()
+    assert "esend your message to try again" in raw
+    raw = raw.replace("\x1b[7mR", "\x1b[7mA").replace("esend your message to try again", "sk me anything, or try /help")
+    analysis = ClaudeBackend(cli_version="2.1.332").analyse(Screen.from_styled(raw))
+    assert analysis.input_text == "" and analysis.placeholder == "Ask me anything, or try /help"
+
+
+def test_typed_text_drawn_faint_only_in_part_is_a_draft():
+    raw = (STYLED / "04_typed_over_placeholder.txt").read_text()
+    raw = raw.replace("continue\x1b[7m", "cont\x1b[2minue\x1b[7m")  # half of it dim: still typed by someone
+    analysis = _backend_without_known_placeholders().analyse(Screen.from_styled(raw))
+    assert analysis.input_text == "continue" and analysis.placeholder == ""
+
+
+def test_sgr_parsing_colours_resets_and_line_carry():
+    text, styles, end = parse_line("a\x1b[38;5;2mb\x1b[2mc\x1b[22md\x1b[7me\x1b[27mf\x1b[48;2;2;7;2mg\x1b[0;2mh")
+    assert text == "abcdefgh"
+    # colour numbers (5;2 and 2;7;2) are not read as faint or reverse
+    assert styles == [0, 0, FAINT, 0, REVERSE, 0, 0, FAINT] and end == FAINT
+    screen = Screen.from_styled("x \x1b[2mdim\nstill dim\x1b[0m plain\n\n\n")
+    assert str(screen) == "x dim\nstill dim plain"  # trailing blank lines cut, like the rules see them
+    assert faint_only(screen, 0, 2) is True and faint_only(screen, 1, 0, 9) is True
+    assert faint_only(screen, 1, 0) is False and faint_only(screen, 0, 0) is False
+    assert faint_only("x dim", 0, 2) is None  # a plain str has no styles
+
+
+class _TwoScreens:
+    """A pane that shows ``before`` until something is typed and Enter pressed, then ``after``."""
+
+    def __init__(self, before: str, after: str) -> None:
+        self.before, self.after, self.typed, self.keys = before, after, [], []
+
+    def capture(self, pane_ids):
+        return {pane_ids[0]: self.after if self.keys and self.typed else self.before}
+
+    def send_literal(self, pane_id, text):
+        self.typed.append(text)
+
+    def paste(self, pane_id, text, tmpdir):  # pragma: no cover - short text is typed
+        self.typed.append(text)
+
+    def send_key(self, pane_id, key):
+        self.keys.append(key)
+
+
+@pytest.mark.parametrize("styled", [True, False], ids=["styled", "plain"])
+def test_a_remedy_is_not_blocked_by_a_placeholder_nobody_has_seen(styled, tmp_path):
+    before = Screen.from_styled((STYLED / "03_529_placeholder.txt").read_text())
+    after = Screen.from_styled((STYLED / "05_reply_idle.txt").read_text())
+    tmux = _TwoScreens(before if styled else str(before), after)
+    res = deliver(tmux, "%1", _backend_without_known_placeholders(), "continue", dict(DEFAULT_CHECKS), FakeClock(),
+                  tmp_path)
+    if styled:  # as ccci watch captures: typed and submitted
+        assert res.delivered and tmux.typed == ["continue"] and tmux.keys == ["Enter"], res.detail
+    else:  # plain text would have read the placeholder as someone's draft
+        assert not res.delivered and res.retry_later and tmux.typed == [] and "draft" in res.detail
