@@ -39,3 +39,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         limit = (own.kwargs.get("timeout", own.args[0] if own.args else None)) if own else None
         kwargs = {"method": "thread"} if limit is None else {"timeout": limit, "method": "thread"}
         item.add_marker(pytest.mark.timeout(**kwargs), append=False)
+
+
+@pytest.fixture
+def golden_zone(monkeypatch: pytest.MonkeyPatch) -> str:
+    """``TZ=UTC`` for reading golden screens: the recorded CLIs ran in UTC, and a reset
+    shown as a local clock time without a zone (``retrying in 1s (7:01am)``) is read in
+    the zone ccci's agents run in (:func:`ccci.clock.local_zone`, from ``$TZ``)."""
+    monkeypatch.setenv("TZ", "UTC")
+    return "UTC"

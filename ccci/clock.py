@@ -6,7 +6,7 @@ The runner never calls :func:`time.time` or :func:`time.monotonic` directly; it 
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 
 UTC = timezone.utc
 
@@ -86,3 +86,22 @@ def iso(dt: datetime | None) -> str | None:
 def iso_ms(dt: datetime) -> str:
     """Format a UTC ``datetime`` with milliseconds: ``YYYY-MM-DDTHH:MM:SS.mmmZ``."""
     return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def local_zone() -> "tzinfo":
+    """The zone a CLI started by ccci prints local clock times in: ``$TZ`` when it names an
+    IANA zone (read at each call, so a test or a service unit can set it), else this
+    host's zone (its current UTC offset). Agent CLIs run on ccci's host with ccci's
+    environment, so their "local" is ccci's."""
+    import os
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = os.environ.get("TZ", "").strip().lstrip(":")
+    if name:
+        if name.upper() in ("UTC", "GMT", "Z", "UTC0"):
+            return UTC
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    return datetime.now().astimezone().tzinfo or UTC

@@ -46,12 +46,13 @@ import hashlib
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from ccci.clock import UTC, parse_utc
+from ccci.clock import UTC, local_zone, parse_utc
 from ccci.model import AgentState, Match, ScreenAnalysis
+from ccci.screen import faint_only
 
 PATTERN_DIR = Path(__file__).parent / "patterns"
 SCOPES = ("block", "above", "input", "footer", "screen", "title", "last")
@@ -160,10 +161,12 @@ class PatternSet:
             time given without a date (``resets 8:34am (UTC)``).
         :returns: a :class:`ccci.model.ScreenAnalysis`.
         """
-        lines = [ln[:MAX_LINE_CHARS].rstrip() for ln in screen.splitlines()[-MAX_LINES:]]
+        every = screen.splitlines()
+        offset = max(0, len(every) - MAX_LINES)  # index of lines[0] in the whole screen
+        lines = [ln[:MAX_LINE_CHARS].rstrip() for ln in every[offset:]]
         while lines and not lines[-1].strip():
             lines.pop()
-        regions = self._regions(lines)
+        regions = self._regions(lines, screen, offset)
         regions["title"] = [title] if title else []
         matches: list[Match] = []
         for rule in self.rules:
@@ -173,7 +176,8 @@ class PatternSet:
             if m is not None:
                 matches.append(m)
         analysis = ScreenAnalysis(matches=matches, input_text=regions["_input_text"][0] if regions["_input_text"] else "",
-                                  input_present=regions["_has_input"], block="\n".join(regions["block"]))
+                                  input_present=regions["_has_input"], block="\n".join(regions["block"]),
+                                  placeholder=regions["_placeholder"])
         if matches:
             analysis.state = matches[0].state
         elif regions["_has_input"]:
@@ -207,7 +211,11 @@ class PatternSet:
             h.update(b"\n")
         return h.hexdigest()
 
-    def _regions(self, lines: list[str]) -> dict[str, Any]:
+    def _regions(self, lines: list[str], screen: str = "", offset: int = 0) -> dict[str, Any]:
+        """Split the screen into the scopes rules read (``block``, ``above``, ``input``,
+        ``footer``, ``screen``, ``last``). ``screen`` and ``offset`` (index of ``lines[0]``
+        in ``screen.splitlines()``) let a :class:`ccci.screen.Screen` tell a placeholder
+        drawn faint from typed text."""
         idx = None
         nonblank = [ln for ln in lines if ln.strip()]
         last = nonblank[-1:] if nonblank else []
@@ -230,7 +238,7 @@ class PatternSet:
         if idx is None:
             return {
                 "block": self._newest_block(lines), "above": lines, "input": [], "footer": [], "screen": lines,
-                "last": last, "_input_text": [], "_has_input": False,
+                "last": last, "_input_text": [], "_has_input": False, "_placeholder": "",
             }
         end = idx + 1
         if self.input_end is not None:
@@ -240,8 +248,14 @@ class PatternSet:
         first = (m.groupdict().get("text") or "") if m else ""
         input_lines = [first] + [ln.strip() for ln in lines[idx + 1:end]]
         text = "\n".join(x for x in (s.strip() for s in input_lines) if x)
-        if self.input_placeholder is not None and text and self.input_placeholder.search(text):
-            text, input_lines = "", [""]  # the placeholder of an empty box, not typed text
+        placeholder = ""
+        if text and (
+            (self.input_placeholder is not None and self.input_placeholder.search(text))
+            or self._drawn_faint(screen, offset, idx, end, m.start("text") if m and m.groupdict().get("text") is not None else 0)
+        ):
+            # the placeholder of an empty box, not typed text: a text the pattern file
+            # knows, or one drawn faint (capture-pane -e), so a new one cannot block a remedy
+            placeholder, text, input_lines = text, "", [""]
         top = idx
         if self.input_top is not None and top > 0 and self.input_top.search(lines[top - 1]):
             top -= 1
@@ -249,8 +263,24 @@ class PatternSet:
         return {
             "block": self._newest_block(above), "above": above, "input": input_lines,
             "footer": lines[end + (1 if self.input_end is not None else 0):], "screen": lines, "last": last,
-            "_input_text": [text], "_has_input": True,
+            "_input_text": [text], "_has_input": True, "_placeholder": placeholder,
         }
+
+    @staticmethod
+    def _drawn_faint(screen: str, offset: int, idx: int, end: int, start: int) -> bool:
+        """True when every non-blank character of the input box (line ``idx`` from column
+        ``start``, then the lines up to ``end``) was drawn faint; False without styles."""
+        if not getattr(screen, "styles", None):
+            return False
+        every = screen.splitlines()
+        seen = False
+        for line_index, col in [(offset + idx, start)] + [(offset + i, 0) for i in range(idx + 1, end)]:
+            if line_index >= len(every) or not every[line_index][col:].strip(" \u00a0"):
+                continue  # a blank line of the box: nothing typed there
+            if not faint_only(screen, line_index, col):
+                return False
+            seen = True
+        return seen
 
     def _newest_block(self, lines: list[str]) -> list[str]:
         """The lines from the last ``block_start`` line (the newest user turn) on."""
@@ -319,7 +349,7 @@ MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", 
 RESET_PAST_S = 6 * 3600  #: a dateless reset up to this far before the capture is read as past, not tomorrow
 
 
-def resolve_clock_time(clock: str, tz: str, now: datetime, date: str = "") -> datetime | None:
+def resolve_clock_time(clock: str, tz: "str | tzinfo", now: datetime, date: str = "") -> datetime | None:
     """A reset time shown as a wall-clock time in a zone, as an absolute UTC time.
 
     Claude Code prints ``resets 8:34am (UTC)`` / ``resets 5pm (Europe/Paris)`` without a
@@ -331,7 +361,7 @@ def resolve_clock_time(clock: str, tz: str, now: datetime, date: str = "") -> da
     nearest ``now``.
 
     :param clock: ``8:34am``, ``5pm``, ``17:40``.
-    :param tz: ``UTC`` or an IANA zone name.
+    :param tz: ``UTC``, an IANA zone name, or a ``tzinfo``.
     :param now: the capture's time (aware datetime).
     :param date: optional ``<Mon> <day>``.
     :returns: an aware UTC datetime, or ``None`` when the clock, zone or date is unreadable.
@@ -350,10 +380,13 @@ def resolve_clock_time(clock: str, tz: str, now: datetime, date: str = "") -> da
         hour = hour % 12 + (12 if ampm == "pm" else 0)
     if hour > 23 or minute > 59:
         return None
-    try:
-        zone = UTC if tz.strip().upper() in ("UTC", "GMT", "Z") else ZoneInfo(tz.strip())
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
+    if isinstance(tz, tzinfo):
+        zone = tz
+    else:
+        try:
+            zone = UTC if tz.strip().upper() in ("UTC", "GMT", "Z") else ZoneInfo(tz.strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            return None
     local_now = now.astimezone(zone)
     if date:
         dm = re.match(r"^(?P<mon>[A-Za-z]{3})[a-z]*\.? (?P<day>\d{1,2})$", date.strip())
@@ -391,6 +424,11 @@ def _reset_time(groups: dict[str, str], now: datetime | None = None) -> datetime
             return None
     if "reset_clock" in groups and "reset_tz" in groups:
         return resolve_clock_time(groups["reset_clock"], groups["reset_tz"], now or datetime.now(UTC),
+                                  groups.get("reset_date", ""))
+    if "reset_local" in groups:
+        # a clock time without a zone (Claude Code 2.1.332's retry line '... · retrying in
+        # 3s (3:22am)'): the CLI's local zone, which is ccci's (clock.local_zone)
+        return resolve_clock_time(groups["reset_local"], local_zone(), now or datetime.now(UTC),
                                   groups.get("reset_date", ""))
     return None
 

@@ -50,7 +50,7 @@ def test_every_label_has_a_capture_and_states_are_valid():
 @pytest.mark.parametrize("name", sorted(LABELS))
 def test_golden_capture(backend, name):
     label = LABELS[name]
-    analysis = backend.analyse(_screen(name))
+    analysis = backend.analyse(_screen(name), "", _utc(label["now"]) if label.get("now") else None)
     assert analysis.state == AgentState(label["state"]), (
         f"{name}: got {analysis.state.value}, matches={[(m.rule, m.line) for m in analysis.matches]}"
     )
@@ -109,13 +109,17 @@ def test_fatal_error_evidence(backend):
     assert "Claude Code 2.1.197" in m.source
 
 
-def test_usage_limit_retry_screen_has_no_reset_time(backend):
-    a = backend.analyse(_screen("14_err_c2_429_usage_limit_t2.txt"))
+def test_usage_limit_retry_screen_gives_the_reset_in_the_local_zone(backend, monkeypatch):
+    now = _utc("2026-11-22T02:30:00Z")
+    a = backend.analyse(_screen("14_err_c2_429_usage_limit_t2.txt"), "", now)
     m = a.first(AgentState.USAGE_LIMIT)
     assert m.rule == "claude.usage_limit.retrying"
     assert m.groups["limit"] == "Session limit"
     assert m.groups["reset_local"] == "4:51am"
-    assert a.reset_at is None  # local time without a date is not a reset time
+    # a clock time without a date or zone: the next 4:51 in the CLI's zone, which is ccci's
+    assert a.reset_at == _utc("2026-11-22T04:51:00Z")
+    monkeypatch.setenv("TZ", "Europe/Paris")  # UTC+1 in November: 4:51 Paris is 3:51Z
+    assert backend.analyse(_screen("14_err_c2_429_usage_limit_t2.txt"), "", now).reset_at == _utc("2026-11-22T03:51:00Z")
 
 
 def test_usage_limit_retry_line_with_epoch_sets_reset_at(backend):
@@ -363,6 +367,8 @@ def test_registration_hook():
 from datetime import datetime as _dt, timezone as _tz  # noqa: E402
 
 from ccci.patterns import resolve_clock_time  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("golden_zone")  # the recorded CLIs ran in UTC
 
 SUBSCRIBER = ("❯ do some work\n  ⎿  You've hit your session limit · resets {clock} ({tz})\n\n✻ Churned for 0s\n\n"
               + "─" * 40 + "\n❯\xa0\n" + "─" * 40 + "\n  ⏵⏵ bypass permissions on (shift+tab to cycle)\n")

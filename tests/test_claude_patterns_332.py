@@ -15,6 +15,8 @@ from ccci.backends.claude import ClaudeBackend
 from ccci.model import AgentState
 from ccci.send import deliver
 
+pytestmark = pytest.mark.usefixtures("golden_zone")  # the recorded CLIs ran in UTC
+
 VERSION = "2.1.332"
 RECORDED = Path(__file__).parent / "golden" / f"claude-{VERSION}-recorded"
 LABELS = tomllib.loads((RECORDED / "LABELS.toml").read_text(encoding="utf-8"))
@@ -95,18 +97,20 @@ def test_request_timeout_is_an_api_error(backend):
 
 
 def test_new_usage_limit_retry_line(backend):
-    an = backend.analyse(_screen("08_usage_limit_retrying.txt"))
+    now = _utc("2026-12-02T04:31:40Z")
+    an = backend.analyse(_screen("08_usage_limit_retrying.txt"), "", now)
     m = an.first(AgentState.USAGE_LIMIT)
     assert an.state == AgentState.USAGE_LIMIT and m.rule == "claude.usage_limit.retrying"
     assert m.groups["limit"] == "5-hour limit" and m.groups["reset_local"] == "7:01am"
-    assert an.reset_at is None  # a local clock time without date or zone
+    # a local clock time without date or zone: the next 7:01 in ccci's zone (the CLI's)
+    assert an.reset_at == _utc("2026-12-02T07:01:00Z")
     # the tester's form, without the attempt count
     line = "✻ 5-hour limit reached · retrying in 3s (3:22am)"
     text = _screen("08_usage_limit_retrying.txt").replace(
         "✻ 5-hour limit reached · retrying in 1s (7:01am) · attempt 1/3", line)
     assert line in text
-    an = backend.analyse(text)
-    assert an.state == AgentState.USAGE_LIMIT
+    an = backend.analyse(text, "", _utc("2026-12-02T01:00:00Z"))
+    assert an.state == AgentState.USAGE_LIMIT and an.reset_at == _utc("2026-12-02T03:22:00Z")
     assert {m.rule for m in an.matches} >= {"claude.usage_limit.retrying", "claude.busy.retrying"}
 
 

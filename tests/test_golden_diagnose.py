@@ -11,6 +11,8 @@ from click.testing import CliRunner
 
 from ccci.commands.cli import main
 
+pytestmark = pytest.mark.usefixtures("golden_zone")  # the recorded CLIs ran in UTC
+
 GOLDEN = Path(__file__).parent / "golden"
 
 
@@ -48,6 +50,8 @@ def test_diagnose_gives_the_labelled_state(path, backend, label):
     assert out["reset_at"] == label.get("reset_at")
     if "input_text" in label:  # "" = an empty box, even with a placeholder drawn in it
         assert out["input_text"] == label["input_text"]
+    if "placeholder" in label:  # styled captures (capture-pane -e): the faint text of an empty box
+        assert out["placeholder"] == label["placeholder"]
     for f in out["findings"]:
         assert f["check"] and "evidence" in f
     if label["state"] in ("fatal_error", "context_limit", "usage_limit", "api_error"):

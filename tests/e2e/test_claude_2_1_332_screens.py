@@ -125,7 +125,9 @@ def test_usage_limit_429(claude_session):
     s.type_and_enter("do some work")
     screen, _ = s.wait_until(lambda sc, a: re.search(r"(?i)limit reached · retrying", sc), 30, "the retry line",
                              interval=0.05)
-    _check(s, "08_usage_limit_retrying.txt", "usage_limit")
+    _screen, _title, an = _check(s, "08_usage_limit_retrying.txt", "usage_limit")
+    # the retry line's "(7:01am)" is the reset in the CLI's zone (the host's, as ccci's)
+    assert an.reset_at == datetime.fromtimestamp(reset, timezone.utc), (an.reset_at, reset)
     s.wait_until(lambda sc, a: "API Error" in sc and _footer_idle(sc), 120, "the final error")
     TIMES["usage_limit_final_s"] = round(time.monotonic() - t0, 1)
     time.sleep(1)
@@ -235,6 +237,7 @@ def test_permission_dialog(claude_session):
     s.wait_until(lambda sc, a: "Do you want to proceed" in sc or "can't check" in sc, 30, "a dialog")
     time.sleep(1)
     _check(s, "20_permission_dialog.txt", "waiting_input")
+    print("SESSION FILES", [(p.name, p.read_text()) for p in (s.home / ".claude" / "sessions").glob("*.json")])
 
 
 def test_auto_mode_dialog(claude_session):
@@ -249,6 +252,7 @@ def test_auto_mode_dialog(claude_session):
     s.wait_until(lambda sc, a: "Do you want to proceed" in sc or "can't check" in sc, 30, "a dialog")
     time.sleep(1)
     _check(s, "22_auto_mode_dialog.txt", "waiting_input")
+    print("SESSION FILES", [(p.name, p.read_text()) for p in (s.home / ".claude" / "sessions").glob("*.json")])
 
 
 def test_zz_times():

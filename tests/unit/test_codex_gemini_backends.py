@@ -18,6 +18,8 @@ from ccci.backends.gemini import GeminiBackend
 from ccci.model import AgentSpec, AgentState, Role
 from ccci.plugins import collect_backends, get_plugin_manager
 
+pytestmark = pytest.mark.usefixtures("golden_zone")  # the recorded CLIs ran in UTC
+
 CONFIG = SimpleNamespace(name="fleet")
 CODEX_ID = "01a2023b-d217-7183-93d8-730de81570f0"
 
