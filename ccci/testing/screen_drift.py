@@ -146,11 +146,18 @@ def read_titles(directory: Path) -> dict[str, str]:
     return out
 
 
+def _extends(a: str, b: str) -> bool:
+    """State name ``a`` is ``b`` with more words (``http_400_thinking_block`` / ``http_400``)."""
+    return a.startswith(b + "_")
+
+
 def match_screens(screens: list[str], labelled: list[str]) -> dict[str, str]:
-    """Which labelled screen each new screen corresponds to: the same file name, else the
-    only labelled one with the same state name (:func:`state_name`, e.g.
-    ``10_usage_limit.txt`` for a new ``11_usage_limit.txt``). Each labelled screen is used
-    once.
+    """Which labelled screen each new screen corresponds to, in three passes: the same file
+    name; else the only unused labelled one with the same state name (:func:`state_name`,
+    e.g. ``10_usage_limit.txt`` for a new ``11_usage_limit.txt``); else the only unused one
+    whose state name extends the new one's or is extended by it by whole ``_`` words
+    (``06_http_400_thinking_block.txt`` for a new ``06_http_400.txt``: a person renamed a
+    recorder's file). Each labelled screen is used once.
 
     :returns: ``{new screen: labelled screen}`` for the screens that have a counterpart.
     """
@@ -160,13 +167,15 @@ def match_screens(screens: list[str], labelled: list[str]) -> dict[str, str]:
         if s in labelled:
             out[s] = s
             used.add(s)
-    for s in screens:
-        if s in out:
-            continue
-        same = [x for x in labelled if x not in used and state_name(x) == state_name(s)]
-        if len(same) == 1:
-            out[s] = same[0]
-            used.add(same[0])
+    tests = (lambda a, b: a == b, lambda a, b: _extends(a, b) or _extends(b, a))
+    for same_state in tests:
+        for s in screens:
+            if s in out:
+                continue
+            cands = [x for x in labelled if x not in used and same_state(state_name(x), state_name(s))]
+            if len(cands) == 1:
+                out[s] = cands[0]
+                used.add(cands[0])
     return out
 
 

@@ -137,7 +137,13 @@ def test_screens_match_by_name_else_by_state_name():
            "13_rate_limit_final.txt", "14_after_exit.txt"]
     assert drift.match_screens(new, labelled) == {
         "01_startup_idle.txt": "01_startup_idle.txt", "11_usage_limit.txt": "10_usage_limit.txt",
-        "13_rate_limit_final.txt": "11_rate_limit_final.txt", "14_after_exit.txt": "12_after_exit.txt"}
+        "13_rate_limit_final.txt": "11_rate_limit_final.txt", "14_after_exit.txt": "12_after_exit.txt",
+        "06_http_400.txt": "06_http_400_thinking_block.txt"}  # whole words added by a person
+    # 10_usage_limit_early extends usage_limit, but that label went to 11_usage_limit (same name first)
+    assert "10_usage_limit_early.txt" not in drift.match_screens(new, labelled)
+    # a prefix that is not a whole word, or two candidates, is no match
+    assert drift.match_screens(["01_idle.txt"], ["01_idle_x.txt", "02_idle_y.txt"]) == {}
+    assert drift.match_screens(["01_idl.txt"], ["01_idle.txt"]) == {}
 
 
 def test_draft_copies_state_and_input_text_and_takes_title_and_time_from_the_recording(tmp_path):
