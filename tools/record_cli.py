@@ -38,6 +38,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ccci.backends.base import Backend  # noqa: E402
 from ccci.testing import screen_drift  # noqa: E402
 from ccci.testing.agent_clis import PINNED, CliUnavailable, ensure_cli, version_prefix  # noqa: E402
 
@@ -178,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             times["install"] = time.monotonic() - t
             print(f"{PINNED[args.cli].package}@{args.version}: {bin_path} ({times['install']:.0f} s)", flush=True)
             out.mkdir(parents=True, exist_ok=True)
-            log = out.parent / f"record_cli-{args.cli}-{args.version}-{time.strftime('%Y%m%dT%H%M%S')}.log"
-            if out.parent == screen_drift.GOLDEN:
-                log = Path("/tmp") / log.name  # not into tests/golden
+            log = Path(tempfile.gettempdir()) / f"record_cli-{args.cli}-{args.version}-{time.strftime('%Y%m%dT%H%M%S')}.log"
             t = time.monotonic()
             recorder_rc = record(args.cli, args.version, bin_path, out, log)
             times["record"] = time.monotonic() - t
@@ -190,45 +190,62 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, screen_drift.DriftError) as exc:
         print(f"record_cli: {exc}", file=sys.stderr)
         return 2
-    screens = screen_drift.screen_files(out)
-    if not screens:
-        print(f"record_cli: no screens (NN_<state>.txt) in {out}; the recorder failed, see its log above",
-              file=sys.stderr)
+    try:
+        ok = report(args.cli, args.version, out, backend, ref, times)
+    except screen_drift.DriftError as exc:
+        print(f"record_cli: {exc}", file=sys.stderr)
+        return 2
+    if ok is None:
         return 1
-    labels_path = out / "LABELS.toml"
-    t = time.monotonic()
-    if labels_path.exists():
-        labels = screen_drift.read_labels(labels_path)
-        print(f"\nlabels: {labels_path} exists, kept (not drafted)")
-        unused: list[str] = []
-    else:
-        draft = screen_drift.draft_labels(out, ref)
-        readings = {r.screen: r.got_state for r in screen_drift.classify(out, {}, backend)}
-        labels_path.write_text(screen_drift.render_labels(draft, args.cli, args.version, ref, readings),
-                               encoding="utf-8")
-        labels = screen_drift.read_labels(labels_path)
-        unused = draft.unused
-        print(f"\nlabels: DRAFTED {labels_path} from {ref.directory.name}/LABELS.toml ({args.cli} {ref.version}): "
-              f"{len(draft.labels)} copied, {len(draft.unlabelled)} need a label"
-              + (f": {', '.join(draft.unlabelled)}" if draft.unlabelled else ""))
-        if unused:
-            print(f"not recorded this time (labelled in {ref.version} only): {', '.join(unused)}")
-    rows = screen_drift.classify(out, labels, backend)
-    times["labels+report"] = time.monotonic() - t
-    print(f"rules: {backend.patterns.origin} (for {args.cli} {backend.rules_version}); screens: {out}\n")
-    print(screen_drift.format_report(rows))
-    ok = screen_drift.all_right(rows)
     if not args.no_record and not shows_version(out, args.cli, args.version):
         print(f"WARNING: no screen shows {RECORDERS[args.cli].banner.format(version=args.version)!r}: the recorder "
               f"may have run another version (does it honour {RECORDERS[args.cli].version_env}?)")
         ok = False
     if recorder_rc != 0:
-        print(f"recorder failed (exit status {recorder_rc}): ccci misread a capture or a wait timed out; see its log")
+        print(f"the recorder failed (exit status {recorder_rc}): a capture misread (Claude) or a wait timed out; "
+              "see its log")
         ok = False
     times["total"] = time.monotonic() - t_start
     print("time: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
           + f" ({times['total'] / 60:.1f} min wall)")
     return 0 if ok else 1
+
+
+def report(cli: str, version: str, out: Path, backend: Backend, ref: screen_drift.Reference,
+           times: dict[str, float]) -> bool | None:
+    """Draft ``out/LABELS.toml`` when missing, then print the rules-vs-labels report.
+
+    :returns: whether every screen is labelled and read as labelled; ``None`` when
+        ``out`` holds no screen.
+    :raises screen_drift.DriftError: on an unreadable ``LABELS.toml``.
+    """
+    screens = screen_drift.screen_files(out)
+    if not screens:
+        print(f"record_cli: no screens (NN_<state>.txt) in {out}; the recorder failed, see its log above",
+              file=sys.stderr)
+        return None
+    labels_path = out / "LABELS.toml"
+    t = time.monotonic()
+    if labels_path.exists():
+        labels = screen_drift.read_labels(labels_path)
+        print(f"\nlabels: {labels_path} exists, kept (not drafted)")
+    else:
+        draft = screen_drift.draft_labels(out, ref)
+        readings = {r.screen: r.got_state for r in screen_drift.classify(out, {}, backend)}
+        labels_path.write_text(screen_drift.render_labels(draft, cli, version, ref, readings),
+                               encoding="utf-8")
+        labels = screen_drift.read_labels(labels_path)
+        print(f"\nlabels: DRAFTED {labels_path} from {ref.directory.name}/LABELS.toml ({cli} {ref.version}): "
+              f"{len(draft.labels)} copied, {len(draft.unlabelled)} need a label"
+              + (f": {', '.join(draft.unlabelled)}" if draft.unlabelled else ""))
+        if draft.unused:
+            print(f"not recorded this time (labelled in {ref.version} only): {', '.join(draft.unused)}")
+    rows = screen_drift.classify(out, labels, backend)
+    times["labels+report"] = time.monotonic() - t
+    own = "its own file" if backend.rules_version == version else f"no {cli}-{version}.toml: the nearest older file"
+    print(f"rules: {backend.patterns.origin} ({own}); screens: {out}\n")
+    print(screen_drift.format_report(rows))
+    return screen_drift.all_right(rows)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -232,3 +232,17 @@ def test_tool_bad_input_is_one_line_and_exit_2(argv, message, capsys):
 def test_tool_no_record_needs_the_directory(tmp_path, capsys):
     assert _tool().main(["claude", "2.1.340", "--no-record", "--out", str(tmp_path / "nope")]) == 2
     assert "does not exist; record first" in capsys.readouterr().err
+
+
+def test_tool_unreadable_labels_is_a_one_line_error(tmp_path, capsys):
+    d = _copy_screens(REC_332, tmp_path / "rec", labels=False)
+    (d / "LABELS.toml").write_text('["01_startup_idle.txt"\nstate = \n')
+    assert _tool().main(["claude", "2.1.332", "--no-record", "--out", str(d)]) == 2
+    err = capsys.readouterr().err
+    assert "invalid TOML" in err and "fix the file" in err and err.count("\n") == 1
+
+
+def test_tool_with_no_screens_exits_1(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert _tool().main(["codex", "0.169.0", "--no-record", "--out", str(tmp_path / "empty")]) == 1
+    assert "no screens" in capsys.readouterr().err
