@@ -135,7 +135,7 @@ def record(cli: str, version: str, bin_path: Path, out: Path, log: Path) -> int:
             for line in proc.stdout:
                 f.write(line)
                 f.flush()
-                if "CAPTURE " in line or line.startswith("== ") or re.search(r" (PASSED|FAILED|SKIPPED|ERROR)\b", line):
+                if "CAPTURE " in line or line.startswith("==") or re.search(r"(^|\s)(FAILED|ERROR)\b", line):
                     print("  " + line.rstrip()[:200], flush=True)
             rc = proc.wait()
         finally:
