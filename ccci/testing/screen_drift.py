@@ -296,6 +296,7 @@ class Row:
         expected_reset: the label's ``reset_at`` (ISO-8601 UTC; ``None``: not labelled).
         got_reset: the reset time read (ISO-8601 UTC or ``None``).
         rules: ids of the rules that matched, strongest first.
+        blank: the capture has no text (taken before the CLI drew anything).
     """
 
     screen: str
@@ -306,6 +307,7 @@ class Row:
     expected_reset: str | None
     got_reset: str | None
     rules: list[str] = field(default_factory=list)
+    blank: bool = False
 
     @property
     def labelled(self) -> bool:
@@ -355,10 +357,11 @@ def classify(directory: Path, labels: dict[str, dict[str, Any]], backend: Backen
             rows.append(Row(name, exp, "(missing)", exp_input, "", exp_reset, None))
             continue
         title = (label or {}).get("title", titles.get(name, ""))
-        an = backend.analyse(path.read_text(encoding="utf-8"), title, _parse_now((label or {}).get("now")))
+        screen = path.read_text(encoding="utf-8")
+        an = backend.analyse(screen, title, _parse_now((label or {}).get("now")))
         got_reset = an.reset_at.strftime("%Y-%m-%dT%H:%M:%SZ") if an.reset_at else None
         rows.append(Row(name, exp, an.state.value, exp_input, an.input_text, exp_reset, got_reset,
-                        [m.rule for m in an.matches]))
+                        [m.rule for m in an.matches], blank=not screen.strip()))
     return rows
 
 
@@ -400,7 +403,10 @@ def format_report(rows: list[Row]) -> str:
                    f"{_cell(r.expected_input, 22):<22} {_cell(r.got_input, 22):<22} {result}")
         if r.labelled and r.expected_reset is not None and r.got_reset != r.expected_reset:
             out.append(f"{'':<{w}}  reset_at: expected {r.expected_reset}, got {r.got_reset}")
-        if r.labelled and not r.ok:
+        if r.blank:
+            out.append(f"{'':<{w}}  the capture is BLANK: taken before the CLI drew (slow start?); "
+                       "the captures after it may be a step behind: record again")
+        elif r.labelled and not r.ok:
             out.append(f"{'':<{w}}  rules that matched: {', '.join(r.rules) or '(none)'}")
     out.append("")
     out.append(summary(rows))

@@ -246,3 +246,11 @@ def test_tool_with_no_screens_exits_1(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert _tool().main(["codex", "0.169.0", "--no-record", "--out", str(tmp_path / "empty")]) == 1
     assert "no screens" in capsys.readouterr().err
+
+
+def test_a_blank_capture_is_pointed_out(tmp_path):
+    d = _copy_screens(REC_332, tmp_path / "rec", labels=True)
+    (d / "01_startup_idle.txt").write_text("\n" * 50)
+    rows = drift.classify(d, drift.read_labels(d / "LABELS.toml"), drift.backend_for("claude", "2.1.332"))
+    assert rows[0].blank and not rows[0].ok and not any(r.blank for r in rows[1:])
+    assert "the capture is BLANK" in drift.format_report(rows)
