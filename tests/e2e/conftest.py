@@ -22,7 +22,8 @@ Fixtures
                     a tmux pane, launched with :meth:`ClaudeBackend.launch`'s argv/env.
 
 Recording captures: with ``CCCI_E2E_RECORD=1`` the tests write the screens they assert on
-to ``tests/golden/claude-<version>-recorded/`` (labels are kept by hand in its ``LABELS.toml``).
+to ``tests/golden/claude-<version>-recorded/`` (``$CCCI_E2E_RECORD_DIR`` names another
+directory; labels are kept by hand in its ``LABELS.toml``).
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ from ccci.backends.claude import TESTED_VERSION, ClaudeBackend
 from ccci.model import AgentSpec, Role
 from ccci.tmux import Tmux
 
-CAPTURES = REPO / "tests" / "golden" / f"claude-{CLAUDE_VERSION}-recorded"
+#: where ``record()`` writes: ``$CCCI_E2E_RECORD_DIR``, else ``tests/golden/claude-<version>-recorded``
+CAPTURES = Path(os.environ.get("CCCI_E2E_RECORD_DIR") or REPO / "tests" / "golden" / f"claude-{CLAUDE_VERSION}-recorded")
 API_KEY = "sk-ant-e2e-" + "0123456789abcdefghijklmnop"  # any value; its last 20 chars are pre-approved
 
 
@@ -195,11 +197,22 @@ class ClaudeSession(PaneSession):
             return []
         return read_jsonl(hook_paths(self.state_dir, self.name)[1])
 
-    def record(self, filename: str, screen: str) -> None:
-        """With ``CCCI_E2E_RECORD=1``, save ``screen`` as ``tests/golden/claude-<version>-recorded/<filename>``."""
+    def record(self, filename: str, screen: str, title: str | None = None) -> None:
+        """With ``CCCI_E2E_RECORD=1``, save ``screen`` as ``<CAPTURES>/<filename>``
+        (``tests/golden/claude-<version>-recorded/`` unless ``$CCCI_E2E_RECORD_DIR``);
+        with ``title`` (the pane title at capture time), also its line in
+        ``<CAPTURES>/titles.txt`` (``<filename>\\t<title>``, one per file, the newest kept)."""
         if RECORD and self.records:
-            CAPTURES.mkdir(exist_ok=True)
+            CAPTURES.mkdir(parents=True, exist_ok=True)
             (CAPTURES / filename).write_text(screen + "\n", encoding="utf-8")
+            if title is not None:
+                titles = CAPTURES / "titles.txt"
+                lines = titles.read_text(encoding="utf-8").splitlines() if titles.exists() else []
+                rows = dict(ln.split("\t", 1) for ln in lines if "\t" in ln and not ln.startswith("#"))
+                rows[filename] = " ".join(title.split())
+                head = "# pane title at each capture (tmux list-panes), tab-separated"
+                titles.write_text("\n".join([head, *(f"{k}\t{v}" for k, v in sorted(rows.items()))]) + "\n",
+                                  encoding="utf-8")
 
 
 @pytest.fixture
@@ -210,7 +223,8 @@ def claude_session(request: pytest.FixtureRequest, tmp_path: Path, e2e_tmux: Tmu
 
     A test module that records names the versions its capture names belong to in
     ``RECORD_VERSIONS``; on another version its ``record()`` calls write nothing (so
-    ``test_claude_real.py``'s 2.1.197 names never land in ``claude-2.1.332-recorded/``)."""
+    ``test_claude_real.py``'s 2.1.197 names never land in ``claude-2.1.332-recorded/``).
+    A module without it (``test_claude_screens.py``) records on every version."""
     versions = getattr(request.module, "RECORD_VERSIONS", None)
     records = versions is None or CLAUDE_VERSION in versions
 

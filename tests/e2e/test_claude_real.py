@@ -8,7 +8,7 @@ Everything runs in a network namespace with only loopback (``conftest.netns``); 
 installed once under ``<repo>/.cache/npm`` (``conftest.claude_bin``). With
 ``CCCI_E2E_RECORD=1`` the screens asserted on are saved to
 ``tests/golden/claude-2.1.197-recorded/`` (read by ``tests/test_claude_patterns.py``) when
-2.1.197 runs; 2.1.332's screens are recorded by ``test_claude_2_1_332_screens.py``.
+2.1.197 runs; the screens of 2.1.332 and later are recorded by ``test_claude_screens.py``.
 """
 from __future__ import annotations
 
