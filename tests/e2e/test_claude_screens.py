@@ -32,6 +32,8 @@ from datetime import datetime, timezone
 import pytest
 from real_cli import CLAUDE_VERSION
 
+from ccci.backends.claude.claude_hooks import session_file_state
+from ccci.model import AgentState
 from ccci.testing.model_server import Fail, Text, ToolUse
 
 #: the first version these flows were written for (older ones have no auto mode)
@@ -274,6 +276,13 @@ def _launch_in_permission_mode(s, mode: str) -> None:
 
 
 @checked
+def _session_file_says_waiting(s):
+    """2.1.332's session file says ``"status": "waiting"`` while a dialog asks, and ccci
+    reads it so (the structured source that decides, the screen cross-checks)."""
+    pid = s.pane().pid
+    assert session_file_state(s.home, pid, True) == (AgentState.WAITING_INPUT, pytest.approx(time.time(), abs=120))
+
+
 def test_permission_dialog(claude_session):
     """Without --dangerously-skip-permissions and with the "default" permission mode (2.1.332
     starts in auto mode otherwise) a Bash tool call asks first."""
@@ -285,7 +294,7 @@ def test_permission_dialog(claude_session):
     s.wait_until(lambda sc, a: "Do you want to proceed" in sc or "can't check" in sc, 30, "a dialog")
     time.sleep(1)
     _check(s, "20_permission_dialog.txt", "waiting_input")
-    print("SESSION FILES", [(p.name, p.read_text()) for p in (s.home / ".claude" / "sessions").glob("*.json")])
+    _session_file_says_waiting(s)
 
 
 @checked
@@ -301,7 +310,7 @@ def test_auto_mode_dialog(claude_session):
     s.wait_until(lambda sc, a: "Do you want to proceed" in sc or "can't check" in sc, 30, "a dialog")
     time.sleep(1)
     _check(s, "22_auto_mode_dialog.txt", "waiting_input")
-    print("SESSION FILES", [(p.name, p.read_text()) for p in (s.home / ".claude" / "sessions").glob("*.json")])
+    _session_file_says_waiting(s)
 
 
 def test_zz_times():

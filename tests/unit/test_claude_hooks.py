@@ -252,6 +252,10 @@ def test_session_file_read_only_for_a_live_process(tmp_path):
     assert session_file_state(tmp_path, 123, True)[0] == AgentState.BUSY
     assert session_file_state(tmp_path, 123, False) is None  # kill -9 leaves it behind
     assert session_file_state(tmp_path, 124, True) is None
+    (d / "123.json").write_text(json.dumps({"pid": 123, "sessionId": "x", "status": "waiting"}))  # 2.1.332, a dialog
+    assert session_file_state(tmp_path, 123, True)[0] == AgentState.WAITING_INPUT
+    (d / "123.json").write_text(json.dumps({"pid": 123, "sessionId": "x", "status": "compacting?"}))
+    assert session_file_state(tmp_path, 123, True) is None  # an unknown status says nothing
 
 
 # ------------------------------------------------------------------------ settings file

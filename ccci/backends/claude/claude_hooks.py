@@ -197,6 +197,12 @@ def read_new_lines(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
     return out, offset + end + 1
 
 
+#: ``status`` of ``~/.claude/sessions/<pid>.json`` -> state. ``busy``/``idle``: Claude Code
+#: 2.1.197 and 2.1.332; ``waiting``: 2.1.332 while a permission or auto-mode dialog asks
+#: (tests/e2e/test_claude_screens.py, ``test_permission_dialog``, ``test_auto_mode_dialog``)
+SESSION_FILE_STATES = {"busy": AgentState.BUSY, "idle": AgentState.IDLE, "waiting": AgentState.WAITING_INPUT}
+
+
 def session_file_state(home: Path, pid: int | None, alive: bool) -> tuple[AgentState, float] | None:
     """``(state, mtime)`` from ``home/.claude/sessions/<pid>.json``, or ``None`` when the
     file is missing, unreadable, has no known ``status``, or the process is not alive
@@ -210,11 +216,8 @@ def session_file_state(home: Path, pid: int | None, alive: bool) -> tuple[AgentS
     except (OSError, ValueError):
         return None
     status = data.get("status") if isinstance(data, dict) else None
-    if status == "busy":
-        return AgentState.BUSY, mtime
-    if status == "idle":
-        return AgentState.IDLE, mtime
-    return None
+    state = SESSION_FILE_STATES.get(status) if isinstance(status, str) else None
+    return (state, mtime) if state is not None else None
 
 
 @dataclass
