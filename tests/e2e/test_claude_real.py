@@ -118,10 +118,14 @@ def test_usage_limit_reads_usage_limit_with_reset_time(claude_session):
     s.type_and_enter("do some work")
     seen_retrying: list[str] = []
 
+    retry_resets: list = []
+
     def final(screen: str, an) -> bool:
-        if an.state == AgentState.USAGE_LIMIT and an.reset_at is None and not seen_retrying:
+        m = an.first(AgentState.USAGE_LIMIT)
+        if m is not None and m.rule == "claude.usage_limit.retrying" and not seen_retrying:
             seen_retrying.append(screen)
-        return an.state == AgentState.USAGE_LIMIT and an.reset_at is not None
+            retry_resets.append(an.reset_at)
+        return any(m.rule == "claude.usage_limit.final" for m in an.matches)
 
     screen, an = s.wait_until(final, 60, "the final usage-limit error", interval=0.05)
     s.record("07_usage_limit_final.txt", screen)
@@ -129,8 +133,10 @@ def test_usage_limit_reads_usage_limit_with_reset_time(claude_session):
     assert an.first(AgentState.USAGE_LIMIT).rule == "claude.usage_limit.final"
     assert f"usage limit reached|{reset}" in screen
     # while the CLI retries by itself the screen also reads usage_limit ("Session limit
-    # reached · Retrying in Ns (<local time>)"), without a reset_at
+    # reached · Retrying in Ns (<local time>)"); the local clock time is the reset, in the
+    # CLI's zone, which is ccci's (this host's)
     assert seen_retrying, "never saw the 'Session limit reached · Retrying' screen"
+    assert retry_resets[0] == datetime.fromtimestamp(reset, timezone.utc)
     s.record("06_usage_limit_retrying.txt", seen_retrying[0])
     # 2.1.197: "Session limit reached · Retrying in 1s"; 2.1.332: "5-hour limit reached · retrying in 1s"
     assert re.search(r"(?:Session|5-hour) limit reached · [Rr]etrying in \d+s", seen_retrying[0])
