@@ -15,6 +15,10 @@ Files live in ``ccci/patterns/<backend>-<version>.toml``. Each has:
     ``input_placeholder``: regex; when the input box's text matches it, the box is
     empty (CLIs that draw a placeholder such as ``Ask Codex to do anything`` in an empty
     box; ``capture-pane -p`` loses the dim colour that tells it from typed text).
+    Without a rule, text drawn faint (SGR 2) in the box is a placeholder too, when the
+    screen is a :class:`ccci.screen.Screen` (what ``ccci watch`` captures).
+    ``input_placeholder_inks``: list of SGR foreground colours (``"38;5;248"``) that also
+    mark placeholder text, for CLIs that draw it grey rather than faint.
     ``block_start``: regex of the line that opens a user turn; the *newest block* is
     from the last such line above the input box down to the box. Old errors stay on
     screen above newer turns, so rules with ``scope = "block"`` see only the newest.
@@ -92,6 +96,7 @@ class PatternSet:
     input_top: re.Pattern | None = None
     input_placeholder: re.Pattern | None = None
     input_search_lines: int = 0
+    input_placeholder_inks: tuple[str, ...] = ()
     block_start: re.Pattern | None = None
     normalize: list[re.Pattern] = field(default_factory=list)
     default_state: AgentState = AgentState.IDLE
@@ -120,6 +125,10 @@ class PatternSet:
         if not isinstance(isl, int) or isl < 0:
             raise PatternError(f"{origin}: layout.input_search_lines: expected a whole number >= 0 (0 = whole screen)")
         ps.input_search_lines = isl
+        inks = layout.get("input_placeholder_inks", [])
+        if not isinstance(inks, list) or not all(isinstance(i, str) and re.fullmatch(r"[0-9;]+", i) for i in inks):
+            raise PatternError(f'{origin}: layout.input_placeholder_inks: expected a list of SGR colours such as ["38;5;248"]')
+        ps.input_placeholder_inks = tuple(inks)
         if "default_state" in layout:
             ps.default_state = _state(layout["default_state"], origin, "layout.default_state")
         ps.rules = [_rule(r, origin, i) for i, r in enumerate(data.get("rules", []))]
@@ -266,8 +275,7 @@ class PatternSet:
             "_input_text": [text], "_has_input": True, "_placeholder": placeholder,
         }
 
-    @staticmethod
-    def _drawn_faint(screen: str, offset: int, idx: int, end: int, start: int) -> bool:
+    def _drawn_faint(self, screen: str, offset: int, idx: int, end: int, start: int) -> bool:
         """True when every non-blank character of the input box (line ``idx`` from column
         ``start``, then the lines up to ``end``) was drawn faint; False without styles."""
         if not getattr(screen, "styles", None):
@@ -277,7 +285,7 @@ class PatternSet:
         for line_index, col in [(offset + idx, start)] + [(offset + i, 0) for i in range(idx + 1, end)]:
             if line_index >= len(every) or not every[line_index][col:].strip(" \u00a0"):
                 continue  # a blank line of the box: nothing typed there
-            if not faint_only(screen, line_index, col):
+            if not faint_only(screen, line_index, col, inks=self.input_placeholder_inks):
                 return False
             seen = True
         return seen

@@ -22,12 +22,33 @@ ESCAPE_RE = re.compile(r"\x1b\[([0-?]*)([ -/]*)([@-~])|\x1b\][^\x07\x1b]*(?:\x07
 
 FAINT = 1
 REVERSE = 2
+FLAGS = 0xFF  #: the attribute bits of a style; above them, the foreground colour's id
+
+#: foreground colours seen so far, interned: a style is ``flags | id << 8``; id 0 is the
+#: terminal's default foreground. The names are SGR parameter strings: ``"38;5;248"``,
+#: ``"38;2;153;153;153"``, ``"90"``.
+_FG_IDS: dict[str, int] = {"": 0}
+_FG_NAMES: list[str] = [""]
+
+
+def _fg_id(name: str) -> int:
+    fid = _FG_IDS.get(name)
+    if fid is None:
+        fid = _FG_IDS[name] = len(_FG_NAMES)
+        _FG_NAMES.append(name)
+    return fid
+
+
+def foreground(style: int) -> str:
+    """The SGR name of a style's foreground colour (``"38;5;248"``; ``""`` = default)."""
+    return _FG_NAMES[style >> 8]
 
 
 def _sgr(params: str, style: int) -> int:
-    """Apply one SGR parameter list (``"0;2"``) to ``style`` (FAINT | REVERSE bits).
+    """Apply one SGR parameter list (``"0;2"``) to ``style`` (FAINT | REVERSE bits and
+    the foreground colour's id).
 
-    Colour parameters (``38;5;n``, ``38;2;r;g;b`` and the background forms) are skipped
+    Colour parameters (``38;5;n``, ``38;2;r;g;b`` and the background forms) are taken
     whole so their numbers are not read as attributes."""
     codes = [c for c in params.replace(":", ";").split(";")] if params else ["0"]
     i = 0
@@ -35,7 +56,10 @@ def _sgr(params: str, style: int) -> int:
         code = int(codes[i]) if codes[i].isdigit() else 0
         if code in (38, 48, 58):
             kind = codes[i + 1] if i + 1 < len(codes) else ""
-            i += 3 if kind == "5" else 5 if kind == "2" else 2
+            width = 3 if kind == "5" else 5 if kind == "2" else 2
+            if code == 38:
+                style = (style & FLAGS) | _fg_id(";".join(codes[i:i + width])) << 8
+            i += width
             continue
         if code == 0:
             style = 0
@@ -47,6 +71,10 @@ def _sgr(params: str, style: int) -> int:
             style |= REVERSE
         elif code == 27:
             style &= ~REVERSE
+        elif 30 <= code <= 37 or 90 <= code <= 97:
+            style = (style & FLAGS) | _fg_id(str(code)) << 8
+        elif code == 39:
+            style &= FLAGS
         i += 1
     return style
 
@@ -109,15 +137,20 @@ class Screen(str):
         return obj
 
 
-def faint_only(screen: str, line_index: int, start: int, end: int | None = None) -> bool | None:
+def faint_only(screen: str, line_index: int, start: int, end: int | None = None,
+               inks: "frozenset[str] | tuple[str, ...]" = ()) -> bool | None:
     """Whether characters ``start:end`` of line ``line_index`` of ``screen`` were all drawn
     faint: the test for an input-box placeholder.
 
-    Blanks are ignored, and so is a cell in reverse video (the cursor: Claude Code 2.1.332
-    draws a placeholder's first letter under it); at least one faint character is needed.
+    Faint is SGR 2 (Claude Code 2.1.332), or a foreground colour in ``inks`` (a CLI that
+    draws its placeholder grey instead: Gemini CLI 0.61.0 uses ``38;5;248`` for ``Type your
+    message or @path/to/file`` and ``38;5;231`` for typed text). Blanks are ignored, and so
+    is a cell in reverse video (the cursor: Claude Code 2.1.332 draws a placeholder's first
+    letter under it); at least one faint character is needed.
 
     :param screen: a :class:`Screen` (anything else has no styles).
     :param line_index: index into ``screen.splitlines()``; negative counts from the end.
+    :param inks: SGR foreground names that count as faint (``"38;5;248"``).
     :returns: ``True``/``False``; ``None`` when the screen carries no styles for that line.
     """
     styles = getattr(screen, "styles", None)
@@ -126,12 +159,13 @@ def faint_only(screen: str, line_index: int, start: int, end: int | None = None)
     lines = screen.splitlines()
     if not -len(lines) <= line_index < len(lines) or len(styles) != len(lines):
         return None
+    ink_ids = {_FG_IDS[i] for i in inks if i in _FG_IDS}
     text, st = lines[line_index], styles[line_index]
     faint = 0
     for ch, s in zip(text[start:end], st[start:end]):
         if ch.isspace() or ch == "\u00a0" or s & REVERSE:
             continue
-        if not s & FAINT:
+        if not (s & FAINT or (s >> 8) in ink_ids):
             return False
         faint += 1
     return faint > 0

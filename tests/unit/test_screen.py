@@ -13,11 +13,13 @@ import pytest
 from ccci.backends.claude import ClaudeBackend
 from ccci.clock import FakeClock
 from ccci.config import DEFAULT_CHECKS
-from ccci.screen import FAINT, REVERSE, Screen, faint_only, parse_line
+from ccci.screen import FAINT, FLAGS, REVERSE, Screen, faint_only, foreground, parse_line
 from ccci.send import deliver
 
-STYLED = Path(__file__).resolve().parents[1] / "golden" / "claude-2.1.332-styled"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+STYLED = GOLDEN / "claude-2.1.332-styled"
 LABELS = tomllib.loads((STYLED / "LABELS.toml").read_text())
+GEMINI_STYLED = GOLDEN / "gemini-0.61.0-styled"
 
 
 def _backend_without_known_placeholders() -> ClaudeBackend:
@@ -35,6 +37,45 @@ def test_real_styled_screens_read_right_without_the_known_placeholder_texts(name
     assert analysis.state.value == label["state"]
     assert analysis.input_text == label["input_text"]
     assert analysis.placeholder == label["placeholder"]
+
+
+@pytest.mark.parametrize("name", sorted(tomllib.loads((GEMINI_STYLED / "LABELS.toml").read_text())))
+def test_gemini_draws_its_placeholder_grey_and_the_ink_marks_it_without_the_text_rule(name):
+    from ccci.backends.gemini import GeminiBackend
+
+    label = tomllib.loads((GEMINI_STYLED / "LABELS.toml").read_text())[name]
+    backend = GeminiBackend()
+    assert backend.patterns.input_placeholder_inks == ("38;5;248",)
+    backend._patterns = dataclasses.replace(backend.patterns, input_placeholder=None)  # test-only: no text rule
+    analysis = backend.analyse(Screen.from_styled((GEMINI_STYLED / name).read_text()))
+    assert (analysis.state.value, analysis.input_text, analysis.placeholder) == (
+        label["state"], label["input_text"], label["placeholder"])
+    # without the ink the grey text would be typed text
+    backend._patterns = dataclasses.replace(backend.patterns, input_placeholder_inks=())
+    if label["placeholder"]:
+        assert backend.analyse(Screen.from_styled((GEMINI_STYLED / name).read_text())).input_text == label["placeholder"]
+
+
+CODEX_STYLED = GOLDEN / "codex-0.169.0-styled"
+
+
+@pytest.mark.parametrize("name", sorted(tomllib.loads((CODEX_STYLED / "LABELS.toml").read_text())))
+def test_codex_draws_its_placeholder_faint(name):
+    from ccci.backends.codex import CodexBackend
+
+    label = tomllib.loads((CODEX_STYLED / "LABELS.toml").read_text())[name]
+    backend = CodexBackend()
+    backend._patterns = dataclasses.replace(backend.patterns, input_placeholder=None)  # test-only: no text rule
+    analysis = backend.analyse(Screen.from_styled((CODEX_STYLED / name).read_text()), label["title"])
+    assert (analysis.state.value, analysis.input_text, analysis.placeholder) == (
+        label["state"], label["input_text"], label["placeholder"])
+
+
+def test_placeholder_inks_are_validated():
+    from ccci.patterns import PatternError, PatternSet
+
+    with pytest.raises(PatternError, match=r"x\.toml: layout\.input_placeholder_inks: expected a list of SGR colours"):
+        PatternSet.from_dict({"layout": {"input_placeholder_inks": "grey"}}, "x.toml")
 
 
 def test_without_styles_an_unknown_placeholder_reads_as_a_draft():
@@ -62,8 +103,11 @@ def test_typed_text_drawn_faint_only_in_part_is_a_draft():
 def test_sgr_parsing_colours_resets_and_line_carry():
     text, styles, end = parse_line("a\x1b[38;5;2mb\x1b[2mc\x1b[22md\x1b[7me\x1b[27mf\x1b[48;2;2;7;2mg\x1b[0;2mh")
     assert text == "abcdefgh"
-    # colour numbers (5;2 and 2;7;2) are not read as faint or reverse
-    assert styles == [0, 0, FAINT, 0, REVERSE, 0, 0, FAINT] and end == FAINT
+    # colour numbers (5;2 and 2;7;2) are not read as faint or reverse; the foreground is kept
+    assert [s & FLAGS for s in styles] == [0, 0, FAINT, 0, REVERSE, 0, 0, FAINT] and end == FAINT
+    assert [foreground(s) for s in styles] == ["", "38;5;2", "38;5;2", "38;5;2", "38;5;2", "38;5;2", "38;5;2", ""]
+    _, styles, _ = parse_line("\x1b[90ma\x1b[39mb\x1b[38;2;1;2;3mc")
+    assert [foreground(s) for s in styles] == ["90", "", "38;2;1;2;3"]
     screen = Screen.from_styled("x \x1b[2mdim\nstill dim\x1b[0m plain\n\n\n")
     assert str(screen) == "x dim\nstill dim plain"  # trailing blank lines cut, like the rules see them
     assert faint_only(screen, 0, 2) is True and faint_only(screen, 1, 0, 9) is True
