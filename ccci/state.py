@@ -502,6 +502,19 @@ class StateStore:
             out.append(d)
         return out
 
+    def latest_events(self, agent: str, kinds: tuple[str, ...], limit: int = 5) -> list[dict[str, Any]]:
+        """The newest ``limit`` events of ``agent`` whose kind is one of ``kinds``, oldest
+        first, as dicts (``data`` parsed)."""
+        marks = ",".join("?" * len(kinds))
+        rows = self.db.execute(f"SELECT * FROM events WHERE agent=? AND kind IN ({marks}) ORDER BY id DESC LIMIT ?",
+                               [agent, *kinds, limit]).fetchall()
+        out = []
+        for r in reversed(rows):
+            d = dict(r)
+            d["data"] = json.loads(d["data"] or "{}")
+            out.append(d)
+        return out
+
     def last_event_id(self) -> int:
         row = self.db.execute("SELECT MAX(id) AS m FROM events").fetchone()
         return int(row["m"] or 0)

@@ -397,19 +397,27 @@ def send(ctx: click.Context, agent: str, text: str, timeout: float) -> None:
 
 # ---------------------------------------------------------------------------- diagnose
 @main.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--backend", required=True, help="Backend whose patterns read the screen (claude, scripted, ...).")
+@click.argument("file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--agent", default=None, help="Read this running agent's pane now (instead of FILE), with the "
+              "structured readings (hooks, session file) ccci last logged for it.")
+@click.option("--backend", default=None, help="Backend whose patterns read the screen (claude, scripted, ...); "
+              "with --agent, the agent's own.")
 @click.option("--title", default="", help="Pane title at capture time, if known.")
 @click.option("--json", "as_json", is_flag=True, help="Print the conclusion as JSON.")
 @click.option("--now", "now_text", default="", metavar="ISO-8601",
               help="When the capture was taken (UTC; default: now): places a reset time shown without a date.")
 @click.option("--cli-version", default="", metavar="VERSION",
               help="Read with the pattern file of this CLI version (e.g. 2.1.332; default: the backend's choice).")
-def diagnose(file: Path, backend: str, title: str, as_json: bool, now_text: str, cli_version: str) -> None:
-    """Run every check on a saved pane capture and print the conclusion.
+@click.pass_context
+def diagnose(ctx: click.Context, file: Path | None, agent: str | None, backend: str | None, title: str,
+             as_json: bool, now_text: str, cli_version: str) -> None:
+    """Run every check on a pane capture and print the conclusion.
 
     FILE is `tmux capture-pane -p` output, or `capture-pane -p -e` output (with escapes),
     read as `ccci watch` reads panes: text drawn faint in the input box is a placeholder.
+    With --agent NAME, the agent's live pane is read instead, and the structured readings
+    (the CLI's hooks or session file, as `ccci watch` last logged them: hook_state,
+    rules_drift, hook_stale events) are shown next to the screen's.
     """
     from ccci.commands.diagnose import DiagnoseError
     from ccci.commands.diagnose import diagnose as run_diagnose
@@ -424,17 +432,28 @@ def diagnose(file: Path, backend: str, title: str, as_json: bool, now_text: str,
             now = parse_utc(now_text)
         except ValueError:
             fail(f"--now {now_text!r}: not an ISO-8601 time; use e.g. 2026-11-22T06:04:00Z")
+    if (file is None) == (agent is None):
+        fail("diagnose: give a capture FILE or --agent NAME (one of them)")
+    structured: list[dict] = []
+    if agent is not None:
+        text, backend, title, cli_version, structured = _live_capture(ctx, agent, backend, title, cli_version)
+        label = f"agent {agent} (live pane)"
+    else:
+        if not backend:
+            fail("diagnose: --backend is required with a capture FILE (e.g. --backend claude)")
+        text = file.read_bytes()[: 8 * 1024 * 1024].decode("utf-8", "replace")
+        label = str(file)
     pm = get_plugin_manager(fleet_root=_fleet_root_or_none())
-    raw = file.read_bytes()[: 8 * 1024 * 1024]
     try:
-        result = run_diagnose(pm, raw.decode("utf-8", "replace"), backend, title, now=now,
-                              cli_version=cli_version or None)
+        result = run_diagnose(pm, text, backend, title, now=now, cli_version=cli_version or None)
     except (DiagnoseError, PatternError) as exc:
         fail(str(exc))
+    if agent is not None:
+        result["structured"] = structured
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    say((str(file), "bold"), ": ", (str(result["state"]), "bold"), f" (patterns {result['patterns']})")
+    say((label, "bold"), ": ", (str(result["state"]), "bold"), f" (patterns {result['patterns']})")
     if result["reset_at"]:
         say(f"  reset_at {result['reset_at']}")
     if result["input_text"]:
@@ -447,6 +466,37 @@ def diagnose(file: Path, backend: str, title: str, as_json: bool, now_text: str,
         say(f"  finding {f['check']}: {f['summary']} | {f['evidence'][:120]}")
     for e in result["errors"]:
         say("  ", ("check error", "yellow"), f" {e}")
+    if agent is not None:
+        if not structured:
+            say("  structured readings: none logged for this agent (no hooks, or they agree with the screen)")
+        for e in structured:
+            say(f"  {e['at']} {e['kind']}: {e['message'][:300]}")
+
+
+#: events that carry a structured source's reading of an agent (hooks, session file)
+STRUCTURED_EVENTS = ("hook_state", "rules_drift", "hook_stale")
+
+
+def _live_capture(ctx: click.Context, agent: str, backend: str | None, title: str, cli_version: str):
+    """``(styled screen, backend name, pane title, cli version, structured events)`` of a
+    running agent: its pane captured now as ``ccci watch`` captures it, and its last 5
+    :data:`STRUCTURED_EVENTS` from the event log. Exits with a one-line error when the
+    agent is unknown or has no live pane."""
+    from ccci.state import StateStore
+
+    cfg = load_config(ctx.obj["fleet"])
+    _agent_names(cfg, (agent,))  # one-line error for an unknown agent
+    sup = build(cfg)
+    rt = sup.agents[agent]
+    pane = sup.tmux.list_panes().get(rt.session)
+    if pane is None or pane.dead:
+        fail(f"agent {agent!r} has no live pane (tmux session {rt.session!r}); see ccci status")
+    screen = sup.tmux.capture([pane.pane_id]).get(pane.pane_id, "")
+    rec = sup.store.agent(agent)
+    if not cli_version:
+        cli_version = version_fields(rt.backend, rt.spec, cfg, rec.conversation_id or "").get("cli_version") or ""
+    events = StateStore(cfg.state_dir).latest_events(agent, STRUCTURED_EVENTS, 5)
+    return screen, backend or rt.spec.backend, title or pane.title, cli_version, events
 
 
 # ---------------------------------------------------------------------------- doctor

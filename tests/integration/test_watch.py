@@ -124,3 +124,31 @@ def test_send_is_delivered_and_logged(fleet):
 
 
 # the tmux server killed: tests/faults/test_watchers_and_tmux.py (scenario 4, three kills)
+
+
+def test_diagnose_agent_reads_the_live_pane_and_shows_the_structured_readings(fleet):
+    """``ccci diagnose --agent``: the screen reading of the running agent's pane now, next to
+    what the structured sources last said (here a rules_drift event put in the log, as the
+    Claude Code hooks plugin writes it)."""
+    import json
+
+    from ccci.model import Event
+
+    fleet.watch("--quiet")
+    assert fleet.wait(lambda: fleet.settled(), 40)
+    fleet.store.append_event(Event("rules_drift", "claude 2.1.332: the screen rules read unknown but the hook "
+                                   "says busy for 5 ticks", agent="builder",
+                                   data={"screen_state": "unknown", "source_state": "busy"}))
+    fleet.store.append_event(Event("rules_drift", "not this agent", agent="adversary"))
+    r = fleet.ccci("diagnose", "--agent", "builder", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["backend"] == "scripted" and out["state"] == "idle" and out["input_text"] == ""
+    assert [(e["kind"], e["data"]["source_state"]) for e in out["structured"]] == [("rules_drift", "busy")]
+    text = fleet.ccci("diagnose", "--agent", "builder")
+    assert text.returncode == 0 and "agent builder (live pane): idle" in text.stdout
+    assert "rules_drift: claude 2.1.332: the screen rules read unknown but the hook says busy" in text.stdout
+    bad = fleet.ccci("diagnose", "--agent", "nobody")
+    assert bad.returncode != 0 and "no agent 'nobody'" in (bad.stderr + bad.stdout)
+    both = fleet.ccci("diagnose")
+    assert both.returncode != 0 and "give a capture FILE or --agent NAME" in (both.stderr + both.stdout)
