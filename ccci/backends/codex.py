@@ -1,9 +1,12 @@
 """The ``codex`` backend: OpenAI Codex CLI (``@openai/codex``) in a tmux pane.
 
 Registered through ``ccci_register_backends`` like any third-party backend. Facts used
-here were measured with Codex CLI 0.169.0 offline (``docs/backends.md``, "Codex CLI");
-the screen rules live in ``ccci/patterns/codex-0.169.0.toml`` (checked against
-``tests/golden/codex-0.169.0/``).
+here were measured with Codex CLI 0.169.0 offline (``docs/backends.md``, "Codex CLI") and
+checked again on 0.171.0, the pinned version since (``docs/agent-clis.md``, "Codex CLI
+0.171.0"); the screen rules live in ``ccci/patterns/codex-0.171.0.toml`` (checked against
+``tests/golden/codex-0.171.0/``) and ``ccci/patterns/codex-0.169.0.toml``
+(``tests/golden/codex-0.169.0/``); the backend reads a pane with the file of the version
+its binary reports (:meth:`CodexBackend.choose_version`).
 
 Codex assigns its own session id (a UUIDv7, e.g. ``01a2023b-d217-7183-93d8-730de81570f0``)
 when a session starts; it cannot be chosen on the command line. ccci learns it three ways:
@@ -11,9 +14,9 @@ when a session starts; it cannot be chosen on the command line. ccci learns it t
 1. its own ``SessionStart`` lifecycle hook: every launch passes ``-c hooks.SessionStart=...``
    (a command hook that writes the hook's JSON, which has ``session_id``, to
    :meth:`CodexBackend.session_start_file`) and ``--dangerously-bypass-hook-trust``
-   (hooks not in Codex's trust store do not run otherwise). Codex 0.169.0 fires it when
-   the thread starts (at the first prompt) and on resume
-   (``tests/golden/codex-0.169.0/hooks/lifecycle.hooks.jsonl``);
+   (hooks not in Codex's trust store do not run otherwise). Codex 0.169.0 and 0.171.0
+   fire it when the thread starts (at the first prompt) and on resume
+   (``tests/golden/codex-0.1{69,71}.0/hooks/lifecycle.hooks.jsonl``);
 2. the session file ``$CODEX_HOME/sessions/YYYY/MM/DD/rollout-<local time>-<id>.jsonl``
    (first line ``session_meta`` with ``payload.id`` and ``payload.cwd``), which the running
    ``codex`` process keeps open: :meth:`CodexBackend.session_id_of_pid` reads it there,
@@ -30,7 +33,7 @@ Agent options (``[agents.options]`` in ``ccci.toml``):
 ``skip_permissions`` (bool, default ``True``)
     Pass ``--dangerously-bypass-approvals-and-sandbox`` (banner: ``permissions: YOLO
     mode``): no approval prompt, no sandbox. With ``False``, ``--full-auto`` is not used
-    either (removed from 0.169.0's options): set ``approval`` instead.
+    either (not an option of 0.169.0 or 0.171.0): set ``approval`` instead.
 ``approval`` (str, default unset)
     ``-a <policy>`` (``on-request`` | ``never``), used when ``skip_permissions`` is false.
 ``sandbox`` (str, default unset)
@@ -86,7 +89,7 @@ _VERSION_RE = re.compile(r"(?<![\d.])(\d+\.\d+\.\d+)(?![\d.])")
 #: ``(real path, mtime_ns, size) -> version or None``: one ``--version`` run per binary
 _VERSION_CACHE: dict[tuple[str, int, int], str | None] = {}
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-#: ``rollout-2026-11-22T07-50-04-<uuid>.jsonl`` (Codex 0.169.0 session files)
+#: ``rollout-2026-11-22T07-50-04-<uuid>.jsonl`` (Codex 0.169.0 and 0.171.0 session files)
 ROLLOUT_RE = re.compile(
     r"^rollout-(?P<ts>\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2})-(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.jsonl$")
 
@@ -182,7 +185,8 @@ class CodexBackend(Backend):
         paste_over: ``200``: :func:`ccci.send.deliver` pastes (bracketed paste) any
             message longer than 200 characters instead of typing it: typed bursts over ~1000 characters become ``[Pasted Content N chars]`` and swallowed the Enter;
             pasted, 300 to 5000 characters arrived exactly, on the first Enter
-            (Codex CLI 0.169.0, docs/backends.md "Sending messages").
+            (Codex CLI 0.169.0, docs/backends.md "Sending messages"; the e2e test of 20
+            pasted messages passes on 0.171.0 too).
         compact_command: ``"/compact"`` (Codex's slash command that summarises the
             conversation).
         executable, package, tested_versions: ``codex``, ``@openai/codex``,
@@ -315,7 +319,8 @@ class CodexBackend(Backend):
     @staticmethod
     def session_id_of_pid(pid: int) -> str | None:
         """The session id of a running Codex (the pane pid or any process of its tree):
-        the ``rollout-*-<id>.jsonl`` file the native ``codex`` keeps open (Codex 0.169.0).
+        the ``rollout-*-<id>.jsonl`` file the native ``codex`` keeps open (Codex 0.169.0 and
+        0.171.0: ``tests/e2e/test_codex_real.py`` on both).
         ``None`` when no such file is open or the process is gone."""
         try:
             root = psutil.Process(pid)
