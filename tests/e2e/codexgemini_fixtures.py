@@ -60,9 +60,10 @@ CLIS = {
 
 
 def ensure_cli(kind: str) -> Path:
-    """The pinned CLI ``kind`` (``codex`` | ``gemini``), installed on first use by
-    :func:`ccci.testing.agent_clis.ensure_cli` (the prefix and lock every e2e fixture and
-    ``.ci/setup`` share); ``$CCCI_CODEX_BIN`` / ``$CCCI_GEMINI_BIN`` override.
+    """The pinned CLI ``kind`` (``codex`` | ``gemini``; Codex at ``real_cli.CODEX_VERSION``),
+    installed on first use by :func:`ccci.testing.agent_clis.ensure_cli` (the prefix and
+    lock every e2e fixture and ``.ci/setup`` share; another Codex version than the pin in
+    ``.cache/npm-codex-<version>``); ``$CCCI_CODEX_BIN`` / ``$CCCI_GEMINI_BIN`` override.
 
     :raises pytest.skip.Exception: when it cannot be installed (npm missing, offline).
     """
