@@ -76,7 +76,7 @@ def _ours(draft: str, text: str) -> bool:
         return False
     if d.startswith(("[Pasted text", "[Pasted Content", "[Pasted Text")):
         # a paste collapsed by the CLI: Claude Code "[Pasted text #N +M lines]", Codex CLI
-        # 0.169.0 "[Pasted Content N chars]", Gemini CLI 0.61.0 "[Pasted Text: N chars]"
+        # 0.169.0 and 0.171.0 "[Pasted Content N chars]", Gemini CLI 0.61.0 "[Pasted Text: N chars]"
         return True
     return t.startswith(d[:60]) or d.startswith(t[:60]) or t[-40:] in d
 

@@ -29,6 +29,8 @@ CASES = list(_cases())
 def test_corpus_covers_both_backends_and_every_state():
     backends = {c.values[1] for c in CASES}
     assert {"claude", "scripted", "codex", "gemini"} <= backends
+    codex_dirs = {c.values[0].parent.name for c in CASES if c.values[1] == "codex"}
+    assert {"codex-0.169.0", "codex-0.171.0"} <= codex_dirs  # both tested Codex CLI versions
     states = {c.values[2]["state"] for c in CASES}
     assert {"busy", "idle", "unsent_input", "waiting_input", "fatal_error", "context_limit", "usage_limit",
             "api_error", "exited"} <= states
@@ -41,12 +43,15 @@ def test_diagnose_gives_the_labelled_state(path, backend, label):
         args += ["--now", label["now"]]
     if label.get("title"):  # the pane title at capture time, where the screen alone cannot tell
         args += ["--title", label["title"]]
-    if backend == "claude":  # claude-<version>[-recorded]/: read with that version's pattern file
-        args += ["--cli-version", path.parent.name.split("-")[1]]
+    version = path.parent.name.split("-")[1]
+    if backend in ("claude", "codex"):  # <backend>-<version>[-recorded]/: read with that version's pattern file
+        args += ["--cli-version", version]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     out = json.loads(result.output)
     assert out["state"] == label["state"], out["matches"]
+    if backend == "codex":  # one rule file per tested Codex CLI version (0.169.0, 0.171.0)
+        assert Path(out["patterns"]).name == f"codex-{version}.toml"
     assert out["reset_at"] == label.get("reset_at")
     if "input_text" in label:  # "" = an empty box, even with a placeholder drawn in it
         assert out["input_text"] == label["input_text"]

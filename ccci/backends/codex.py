@@ -1,9 +1,12 @@
 """The ``codex`` backend: OpenAI Codex CLI (``@openai/codex``) in a tmux pane.
 
 Registered through ``ccci_register_backends`` like any third-party backend. Facts used
-here were measured with Codex CLI 0.169.0 offline (``docs/backends.md``, "Codex CLI");
-the screen rules live in ``ccci/patterns/codex-0.169.0.toml`` (checked against
-``tests/golden/codex-0.169.0/``).
+here were measured with Codex CLI 0.169.0 offline (``docs/backends.md``, "Codex CLI") and
+checked again on 0.171.0, the pinned version since (``docs/agent-clis.md``, "Codex CLI
+0.171.0"); the screen rules live in ``ccci/patterns/codex-0.171.0.toml`` (checked against
+``tests/golden/codex-0.171.0/``) and ``ccci/patterns/codex-0.169.0.toml``
+(``tests/golden/codex-0.169.0/``); the backend reads a pane with the file of the version
+its binary reports (:meth:`CodexBackend.choose_version`).
 
 Codex assigns its own session id (a UUIDv7, e.g. ``01a2023b-d217-7183-93d8-730de81570f0``)
 when a session starts; it cannot be chosen on the command line. ccci learns it three ways:
@@ -11,9 +14,9 @@ when a session starts; it cannot be chosen on the command line. ccci learns it t
 1. its own ``SessionStart`` lifecycle hook: every launch passes ``-c hooks.SessionStart=...``
    (a command hook that writes the hook's JSON, which has ``session_id``, to
    :meth:`CodexBackend.session_start_file`) and ``--dangerously-bypass-hook-trust``
-   (hooks not in Codex's trust store do not run otherwise). Codex 0.169.0 fires it when
-   the thread starts (at the first prompt) and on resume
-   (``tests/golden/codex-0.169.0/hooks/lifecycle.hooks.jsonl``);
+   (hooks not in Codex's trust store do not run otherwise). Codex 0.169.0 and 0.171.0
+   fire it when the thread starts (at the first prompt) and on resume
+   (``tests/golden/codex-0.1{69,71}.0/hooks/lifecycle.hooks.jsonl``);
 2. the session file ``$CODEX_HOME/sessions/YYYY/MM/DD/rollout-<local time>-<id>.jsonl``
    (first line ``session_meta`` with ``payload.id`` and ``payload.cwd``), which the running
    ``codex`` process keeps open: :meth:`CodexBackend.session_id_of_pid` reads it there,
@@ -30,7 +33,7 @@ Agent options (``[agents.options]`` in ``ccci.toml``):
 ``skip_permissions`` (bool, default ``True``)
     Pass ``--dangerously-bypass-approvals-and-sandbox`` (banner: ``permissions: YOLO
     mode``): no approval prompt, no sandbox. With ``False``, ``--full-auto`` is not used
-    either (removed from 0.169.0's options): set ``approval`` instead.
+    either (not an option of 0.169.0 or 0.171.0): set ``approval`` instead.
 ``approval`` (str, default unset)
     ``-a <policy>`` (``on-request`` | ``never``), used when ``skip_permissions`` is false.
 ``sandbox`` (str, default unset)
@@ -53,6 +56,8 @@ import json
 import os
 import re
 import shlex
+import shutil
+import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +65,7 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from ccci import patterns as patterns_mod
 from ccci.backends.base import Backend, LaunchPlan
 from ccci.hookspecs import hookimpl
 from ccci.model import AgentSpec
@@ -67,12 +73,68 @@ from ccci.model import AgentSpec
 if TYPE_CHECKING:  # pragma: no cover
     from ccci.config import FleetConfig
 
-#: Codex CLI version the pattern file and these launch facts were checked against.
-TESTED_VERSION = "0.169.0"
+#: Codex CLI version the pattern file and these launch facts were checked against (the
+#: pinned version the e2e tests run; the rules used when the binary's version is unknown).
+TESTED_VERSION = "0.171.0"
+#: other Codex CLI versions with a pattern file and recorded screens: the e2e tests run them
+#: with ``CCCI_CODEX_VERSION`` and ``.ci/setup`` installs them (0.169.0 was the pin before
+#: 0.171.0; docs/agent-clis.md, "Codex CLI 0.171.0")
+ALSO_TESTED = ("0.169.0",)
+#: environment variable naming the Codex CLI version whose pattern file reads the screens
+#: (an explicit override of the version the binary reports; also what the e2e tests run)
+VERSION_ENV = "CCCI_CODEX_VERSION"
+VERSION_TIMEOUT_S = 15  #: limit for ``codex --version`` (0.11 s warm on the dev machine, 0.171.0)
+#: ``codex-cli 0.171.0`` -> ``0.171.0``
+_VERSION_RE = re.compile(r"(?<![\d.])(\d+\.\d+\.\d+)(?![\d.])")
+#: ``(real path, mtime_ns, size) -> version or None``: one ``--version`` run per binary
+_VERSION_CACHE: dict[tuple[str, int, int], str | None] = {}
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-#: ``rollout-2026-11-22T07-50-04-<uuid>.jsonl`` (Codex 0.169.0 session files)
+#: ``rollout-2026-11-22T07-50-04-<uuid>.jsonl`` (Codex 0.169.0 and 0.171.0 session files)
 ROLLOUT_RE = re.compile(
     r"^rollout-(?P<ts>\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2})-(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.jsonl$")
+
+
+def binary_version(binary: str | Path = "codex", path: str | None = None) -> str | None:
+    """The version a Codex CLI binary reports (``codex-cli 0.171.0`` -> ``"0.171.0"``).
+
+    Runs ``<binary> --version`` once per binary file (cached by real path, mtime and size,
+    so an upgrade in place is noticed); it prints without network access.
+
+    :param binary: a command name looked up on ``path`` (default ``$PATH``) or a path.
+    :param path: a ``PATH`` value to search instead of the process's.
+    :returns: the version, or ``None`` when the binary is missing, fails, times out
+        (:data:`VERSION_TIMEOUT_S` seconds) or prints no version.
+    """
+    name = str(binary)
+    found = name if os.sep in name else shutil.which(name, path=path)
+    if not found:
+        return None
+    real = os.path.realpath(found)
+    try:
+        st = os.stat(real)
+    except OSError:
+        return None
+    key = (real, st.st_mtime_ns, st.st_size)
+    if key in _VERSION_CACHE:
+        return _VERSION_CACHE[key]
+    try:
+        res = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT_S,
+                             stdin=subprocess.DEVNULL)
+        m = _VERSION_RE.search(res.stdout) if res.returncode == 0 else None
+        version = m.group(1) if m else None
+    except (OSError, subprocess.TimeoutExpired):
+        return None  # not cached: a timeout under load may pass next time
+    _VERSION_CACHE[key] = version
+    return version
+
+
+def pattern_version_for(cli_version: str | None) -> str:
+    """The tested version (a ``codex-<v>.toml`` pattern file) that reads the screens of
+    Codex CLI ``cli_version``: the nearest one not newer than it, else the newest; for
+    ``None`` (version unknown) :data:`TESTED_VERSION`."""
+    if not cli_version:
+        return TESTED_VERSION
+    return patterns_mod.choose("codex", cli_version).stem[len("codex-"):]
 
 
 @dataclass(frozen=True)
@@ -123,9 +185,20 @@ class CodexBackend(Backend):
         paste_over: ``200``: :func:`ccci.send.deliver` pastes (bracketed paste) any
             message longer than 200 characters instead of typing it: typed bursts over ~1000 characters become ``[Pasted Content N chars]`` and swallowed the Enter;
             pasted, 300 to 5000 characters arrived exactly, on the first Enter
-            (Codex CLI 0.169.0, docs/backends.md "Sending messages").
+            (Codex CLI 0.169.0, docs/backends.md "Sending messages"; the e2e test of 20
+            pasted messages passes on 0.171.0 too).
         compact_command: ``"/compact"`` (Codex's slash command that summarises the
             conversation).
+        executable, package, tested_versions: ``codex``, ``@openai/codex``,
+            ``(TESTED_VERSION, *ALSO_TESTED)`` (``ccci doctor``).
+        cli_version: explicit override of the Codex CLI version whose pattern file reads
+            the screens (constructor argument or :meth:`use_cli_version`); ``None``:
+            ``$CCCI_CODEX_VERSION`` if set, else the version ``binary`` reports
+            (:func:`binary_version`), else :data:`TESTED_VERSION`; the file is the
+            nearest tested version not newer than that (:func:`pattern_version_for`).
+        binary: the Codex command (``"codex"``, found on ``$PATH``, or a path).
+        detected_version: what ``binary --version`` said when the patterns were chosen
+            (``None``: not asked, or no answer).
     """
 
     name = "codex"
@@ -136,7 +209,58 @@ class CodexBackend(Backend):
     compact_command = "/compact"
     executable = "codex"
     package = "@openai/codex"
-    tested_versions = (TESTED_VERSION,)
+    tested_versions = (TESTED_VERSION, *ALSO_TESTED)
+    cli_version: str | None = None
+    binary: str = "codex"
+
+    def __init__(self, cli_version: str | None = None, binary: str | None = None) -> None:
+        super().__init__()
+        if cli_version:
+            self.cli_version = cli_version
+        if binary:
+            self.binary = binary
+        self.detected_version: str | None = None
+        self._chosen: str | None = None  # pattern version in force, once chosen
+
+    # ------------------------------------------------------------------ versions
+    def choose_version(self, path: str | None = None) -> str:
+        """Which pattern file version reads the screens: :attr:`cli_version` if set, else
+        ``$CCCI_CODEX_VERSION``, else what :attr:`binary` reports (looked up on ``path``,
+        default ``$PATH``), else :data:`TESTED_VERSION`; mapped to the nearest tested
+        version not newer (:func:`pattern_version_for`)."""
+        if self.cli_version:
+            return pattern_version_for(self.cli_version)
+        env = os.environ.get(VERSION_ENV, "").strip()
+        if env:
+            return pattern_version_for(env)
+        self.detected_version = binary_version(self.binary, path)
+        return pattern_version_for(self.detected_version)
+
+    def pattern_version(self) -> str:
+        """The pattern file version in force (chosen once by :meth:`choose_version`,
+        again by :meth:`refresh_version`)."""
+        if self._chosen is None:
+            self._chosen = self.choose_version()
+        return self._chosen
+
+    def use_cli_version(self, version: str | None) -> None:
+        """Explicit override: read screens as those of Codex CLI ``version`` (``None``:
+        back to detection). User overrides stay."""
+        self._chosen = None
+        super().use_cli_version(version)
+
+    def refresh_version(self, path: str | None = None) -> str:
+        """Choose the pattern file again (the binary may have been upgraded since; its
+        ``--version`` run is cached per binary file): :meth:`launch` calls it with the
+        agent's ``PATH``. User overrides stay.
+
+        :returns: the pattern file version now in force.
+        """
+        version = self.choose_version(path)
+        if version != self._chosen:
+            self._chosen = version
+            self._patterns = None
+        return version
 
     # ------------------------------------------------------------------ processes
     def is_agent_process(self, name: str, cmdline: list[str]) -> bool:
@@ -195,7 +319,8 @@ class CodexBackend(Backend):
     @staticmethod
     def session_id_of_pid(pid: int) -> str | None:
         """The session id of a running Codex (the pane pid or any process of its tree):
-        the ``rollout-*-<id>.jsonl`` file the native ``codex`` keeps open (Codex 0.169.0).
+        the ``rollout-*-<id>.jsonl`` file the native ``codex`` keeps open (Codex 0.169.0 and
+        0.171.0: ``tests/e2e/test_codex_real.py`` on both).
         ``None`` when no such file is open or the process is gone."""
         try:
             root = psutil.Process(pid)
@@ -302,6 +427,8 @@ class CodexBackend(Backend):
         :returns: a :class:`ccci.backends.base.LaunchPlan` with ``cwd=spec.workdir``.
         """
         opts = spec.options or {}
+        # read this run's screens with the rules of the Codex CLI it will start
+        self.refresh_version((spec.env or {}).get("PATH"))
         flags: list[str] = []
         if bool(opts.get("skip_permissions", True)):
             flags.append("--dangerously-bypass-approvals-and-sandbox")

@@ -9,14 +9,15 @@ name           npm package                     version    binary (``node_modules
 =============  ==============================  =========  ==========================
 ``claude``     ``@anthropic-ai/claude-code``   2.1.332    ``claude``
 ``opencode``   ``opencode-ai``                 1.18.33    ``opencode``
-``codex``      ``@openai/codex``               0.169.0    ``codex``
+``codex``      ``@openai/codex``               0.171.0    ``codex``
 ``gemini``     ``@google/gemini-cli``          0.61.0     ``gemini``
 =============  ==============================  =========  ==========================
 
 The versions are the ones the backends' pattern files were recorded with
-(:data:`ccci.backends.claude.TESTED_VERSION`, :data:`ccci.backends.opencode.TESTED_VERSION`).
-:data:`ALSO_PINNED` names other versions the tests run too (Claude Code 2.1.197), each
-installed into a prefix of its own (:func:`version_prefix`).
+(:data:`ccci.backends.claude.TESTED_VERSION`, :data:`ccci.backends.opencode.TESTED_VERSION`,
+:data:`ccci.backends.codex.TESTED_VERSION`). :data:`ALSO_PINNED` names other versions the
+tests run too (Claude Code 2.1.197, Codex CLI 0.169.0), each installed into a prefix of its
+own (:func:`version_prefix`).
 
 Command line (``.ci/setup``)::
 
@@ -66,14 +67,14 @@ class PinnedCli:
 PINNED: dict[str, PinnedCli] = {
     "claude": PinnedCli("@anthropic-ai/claude-code", "2.1.332", "claude", (("DISABLE_AUTOUPDATER", "1"),)),
     "opencode": PinnedCli("opencode-ai", "1.18.33", "opencode", (("OPENCODE_DISABLE_AUTOUPDATE", "1"),)),
-    "codex": PinnedCli("@openai/codex", "0.169.0", "codex"),
+    "codex": PinnedCli("@openai/codex", "0.171.0", "codex"),
     "gemini": PinnedCli("@google/gemini-cli", "0.61.0", "gemini"),
 }
 
 
 #: other versions the tests run too, installed next to the pin (``.cache/npm-<name>-<version>``)
-#: and run by the e2e tests with ``CCCI_CLAUDE_VERSION=<version>``
-ALSO_PINNED: dict[str, tuple[str, ...]] = {"claude": ("2.1.197",)}
+#: and run by the e2e tests with ``CCCI_CLAUDE_VERSION=<version>`` / ``CCCI_CODEX_VERSION=<version>``
+ALSO_PINNED: dict[str, tuple[str, ...]] = {"claude": ("2.1.197",), "codex": ("0.169.0",)}
 
 
 class CliUnavailable(RuntimeError):
@@ -93,7 +94,7 @@ def cli_version(path: Path, cli: PinnedCli) -> str:
 
 def _is_version(printed: str, cli: PinnedCli) -> bool:
     """``--version`` output names the pinned version as one word (Claude Code prints
-    ``2.1.197 (Claude Code)``, Codex ``codex-cli 0.169.0``, the others the bare version)."""
+    ``2.1.197 (Claude Code)``, Codex ``codex-cli 0.171.0``, the others the bare version)."""
     return cli.version in printed.split()
 
 

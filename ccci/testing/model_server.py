@@ -19,8 +19,8 @@ Endpoints:
 ``POST /v1/chat/completions``      OpenAI chat completions (SSE ``data:`` chunks ending
                                    with ``data: [DONE]``, or one JSON completion)
 ``POST /v1/responses``             OpenAI Responses API, streamed (``response.*``
-                                   events; Codex CLI 0.169.0 only speaks this), or
-                                   one JSON response
+                                   events; Codex CLI 0.169.0 and 0.171.0 only speak
+                                   this), or one JSON response
 ``POST /v1beta/models/M:streamGenerateContent``
                                    Gemini API, ``?alt=sse`` ``data:`` chunks (Gemini CLI
                                    0.61.0); ``:generateContent`` one JSON answer;
@@ -1026,7 +1026,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._gemini(blocks, body, model, stream)
         return self._anthropic(blocks, body, model, stream, request_id)
 
-    # OpenAI Responses API (Codex CLI 0.169.0: wire_api = "responses", always streamed)
+    # OpenAI Responses API (Codex CLI 0.169.0 and 0.171.0: wire_api = "responses", always streamed)
     def _responses_event(self, data: dict) -> None:
         self._seq = getattr(self, "_seq", 0) + 1
         data = {**data, "sequence_number": self._seq}

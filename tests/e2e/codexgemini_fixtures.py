@@ -11,10 +11,13 @@ Code one. Test modules import what they use from here::
 Fixtures
 ========
 ``codex_bin`` / ``gemini_bin``
-    path of the pinned CLI (``@openai/codex@0.169.0``, ``@google/gemini-cli@0.61.0``):
+    path of the pinned CLI (``@openai/codex@0.171.0``, ``@google/gemini-cli@0.61.0``):
     found in ``<repo>/.cache/npm`` or installed there with ``npm install --prefix`` under
     the same lock file the Claude Code fixture uses; ``$CCCI_CODEX_BIN`` /
-    ``$CCCI_GEMINI_BIN`` override. Skips when npm is missing or the install fails.
+    ``$CCCI_GEMINI_BIN`` override. ``$CCCI_CODEX_VERSION`` (e.g. ``0.169.0``, the other
+    tested version) runs that Codex CLI instead, from ``<repo>/.cache/npm-codex-<version>``,
+    and reads its screens with that version's rules (``real_cli.CODEX_VERSION``).
+    Skips when npm is missing or the install fails.
 ``codex_session`` / ``gemini_session``
     factory ``(script, *, env=None, name=None, start=True, resume_of=None) ->
     CliSession``: a throwaway HOME with the settings that skip every first-run dialog, a
@@ -22,7 +25,7 @@ Fixtures
     the CLI in a tmux pane, launched with the backend's ``launch()`` argv.
 
 The same classes drive ``tests/e2e/record_codexgemini.py``, which recorded the golden
-screens in ``tests/golden/codex-0.169.0/`` and ``tests/golden/gemini-0.61.0/``.
+screens in ``tests/golden/codex-<version>/`` and ``tests/golden/gemini-0.61.0/``.
 """
 from __future__ import annotations
 
@@ -33,9 +36,9 @@ from types import SimpleNamespace
 from typing import Callable, Iterator
 
 import pytest
-from real_cli import PaneSession, git, pane_sessions, pinned_cli, seed_origin, write_gitconfig
+from real_cli import CODEX_VERSION, PaneSession, git, pane_sessions, pinned_cli, seed_origin, write_gitconfig
 
-from ccci.backends.codex import TESTED_VERSION as CODEX_VERSION, CodexBackend
+from ccci.backends.codex import TESTED_VERSION as TESTED_CODEX_VERSION, CodexBackend
 from ccci.backends.gemini import TESTED_VERSION as GEMINI_VERSION, GeminiBackend
 from ccci.model import AgentSpec, Role
 from ccci.processes import kill_tree
@@ -57,18 +60,22 @@ CLIS = {
 
 
 def ensure_cli(kind: str) -> Path:
-    """The pinned CLI ``kind`` (``codex`` | ``gemini``), installed on first use by
-    :func:`ccci.testing.agent_clis.ensure_cli` (the prefix and lock every e2e fixture and
-    ``.ci/setup`` share); ``$CCCI_CODEX_BIN`` / ``$CCCI_GEMINI_BIN`` override.
+    """The pinned CLI ``kind`` (``codex`` | ``gemini``; Codex at ``real_cli.CODEX_VERSION``),
+    installed on first use by :func:`ccci.testing.agent_clis.ensure_cli` (the prefix and
+    lock every e2e fixture and ``.ci/setup`` share; another Codex version than the pin in
+    ``.cache/npm-codex-<version>``); ``$CCCI_CODEX_BIN`` / ``$CCCI_GEMINI_BIN`` override.
 
     :raises pytest.skip.Exception: when it cannot be installed (npm missing, offline).
     """
-    return pinned_cli(kind, CLIS[kind]["env"])
+    version = CLIS[kind]["version"]
+    pinned = TESTED_CODEX_VERSION if kind == "codex" else GEMINI_VERSION
+    return pinned_cli(kind, CLIS[kind]["env"], None if version == pinned else version)
 
 
 @pytest.fixture(scope="session")
 def codex_bin() -> Path:
-    """The pinned Codex CLI (``@openai/codex@0.169.0``)."""
+    """The Codex CLI of ``real_cli.CODEX_VERSION`` (the pin, ``@openai/codex@0.171.0``, unless
+    ``$CCCI_CODEX_VERSION`` names another)."""
     return ensure_cli("codex")
 
 
@@ -101,7 +108,7 @@ class CliSession(PaneSession):
                  script: list, env: dict[str, str] | None = None, resume_of: "CliSession | None" = None,
                  model: str = "", codex_retries: int = 1) -> None:
         super().__init__(root=root, name=name, tmux=tmux, netns=netns, bin_path=bin_path,
-                         backend=CLIS[kind]["backend"](), script=script, env=env)
+                         backend=self.make_backend(kind), script=script, env=env)
         self.kind = kind
         self.codex_retries = codex_retries
         self.model = model
@@ -117,6 +124,14 @@ class CliSession(PaneSession):
         else:
             self.conversation_id = resume_of.conversation_id
 
+    @staticmethod
+    def make_backend(kind: str):
+        """The backend reading the pane: Codex's with the rules of the version under test
+        (``real_cli.CODEX_VERSION``), whatever ``codex`` is on this process's PATH."""
+        if kind == "codex":
+            return CodexBackend(cli_version=CODEX_VERSION)
+        return CLIS[kind]["backend"]()
+
     def prepare_home(self) -> None:
         """Write the settings that skip first-run dialogs and point the CLI at the
         model server (``self.url`` must be set)."""
@@ -124,7 +139,7 @@ class CliSession(PaneSession):
         if self.kind == "codex":
             d = self.home / ".codex"
             d.mkdir(exist_ok=True)
-            # wire_api "responses" is the only one Codex 0.169.0 accepts; the provider
+            # wire_api "responses" is the only one Codex 0.169.0 and 0.171.0 accept; the provider
             # reads its key from CCCI_MODEL_KEY; the project is trusted (no trust prompt)
             (d / "config.toml").write_text(
                 'model = "scripted-model"\n'

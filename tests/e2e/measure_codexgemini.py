@@ -12,7 +12,9 @@ For every signal it prints the seconds from the moment the model server received
 request (its log's ``time``) to the first capture (``capture-pane`` every 50 ms, the
 backend's ``analyse`` with the pane title) that reads the expected state: the CLI's own
 render delay plus ccci's reading, without ccci's 1 s tick. ``busy`` is timed from the
-Enter instead. Prints one line per signal: median and max over the rounds. Needs root.
+Enter instead, ``startup`` (one sample) from the tmux launch to the first idle reading.
+Prints one line per signal: median and max over the rounds. ``$CCCI_CODEX_VERSION`` picks
+the Codex CLI version (default the pin). Needs root.
 """
 from __future__ import annotations
 
@@ -69,8 +71,9 @@ def main() -> int:
             s = CliSession(kind=kind, root=Path(tmp), name=f"meas-{kind}", tmux=tmux, netns=ns,
                            bin_path=bin_path, script=script)
             s.start_server()
+            t_launch = time.time()
             s.launch()
-            wait_state(s, "idle", 60)
+            results["startup (launch to idle box)"] = [wait_state(s, "idle", 60) - t_launch]
             time.sleep(2.0)
             for r, round_plan in enumerate(rounds_plan):
                 for label, _step in round_plan:

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from ccci.backends.claude import TESTED_VERSION as TESTED_CLAUDE_VERSION
+from ccci.backends.codex import TESTED_VERSION as TESTED_CODEX_VERSION
 from ccci.model import ScreenAnalysis
 from ccci.state import StateStore
 from ccci.testing.agent_clis import CliUnavailable, ensure_cli
@@ -34,6 +35,9 @@ NPM_PREFIX = REPO / ".cache" / "npm"
 RECORD = os.environ.get("CCCI_E2E_RECORD") == "1"
 #: the Claude Code version the e2e tests run: ``$CCCI_CLAUDE_VERSION`` or the pinned one
 CLAUDE_VERSION = os.environ.get("CCCI_CLAUDE_VERSION") or TESTED_CLAUDE_VERSION
+#: the Codex CLI version the e2e tests (and ``record_codexgemini.py``) run:
+#: ``$CCCI_CODEX_VERSION`` or the pinned one
+CODEX_VERSION = os.environ.get("CCCI_CODEX_VERSION") or TESTED_CODEX_VERSION
 
 
 # ----------------------------------------------------------------------------- CLI

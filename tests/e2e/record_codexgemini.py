@@ -3,11 +3,14 @@
     PYTHONPATH=$PWD python tests/e2e/record_codexgemini.py codex  OUTDIR
     PYTHONPATH=$PWD python tests/e2e/record_codexgemini.py gemini OUTDIR
 
-Runs the pinned CLI (installed under ``.cache/npm``) in a private tmux server (200x50),
-inside a fresh loopback-only network namespace, against the scripted model server, and
-walks it through every state a supervisor must tell apart: startup idle, unsent input,
-busy, idle after a reply, a shell tool call (commit + push), HTTP 400, context limit,
-usage limit (429), rate limit (429) after the CLI's retries, a hung server, exit, resume.
+Runs the pinned CLI (installed under ``.cache/npm``; for Codex, ``$CCCI_CODEX_VERSION``
+names another version, e.g. ``0.169.0``, installed under ``.cache/npm-codex-<version>``) in
+a private tmux server (200x50), inside a fresh loopback-only network namespace, against the
+scripted model server, and walks it through every state a supervisor must tell apart:
+startup idle, unsent input, busy, idle after a reply, a shell tool call (commit + push),
+HTTP 400, context limit, usage limit (429), rate limit (429) after the CLI's retries, a
+hung server, exit, resume. Codex also: ``/compact`` after the context limit, and in the
+resumed session the F2 warnings view and a 3000-character bracketed paste left unsent.
 Each screen is ``tmux capture-pane -p -J`` (what ccci reads) saved as ``OUTDIR/NN_name.txt``
 with ``OUTDIR/titles.txt`` listing the pane title at each capture. Labels are written by
 hand into ``LABELS.toml`` after reading the screens.
@@ -109,6 +112,9 @@ def main() -> int:
             cap("http_400", settle(s, 3.0))
             say("trigger context limit")
             cap("context_limit", settle(s, 3.0, 90))
+            if kind == "codex":  # a side call: takes no script step
+                say("/compact")
+                cap("compacted_after_context_limit", settle(s, 3.0, 90))
             say("trigger hang")
             time.sleep(6.0)
             cap("hung_server_busy")
@@ -132,6 +138,13 @@ def main() -> int:
             cap("after_exit", settle(s, 2.0))
             s.launch(resume=True)
             cap("resumed_idle", settle(s, 4.0))
+            if kind == "codex":
+                s.tmux.send_key(s.pane_id, "F2")  # what "⚠ N warnings · f2 to view" lists
+                cap("warnings_view", settle(s, 2.0))
+                s.tmux.send_key(s.pane_id, "Escape")
+                settle(s, 2.0)
+                s.tmux.paste(s.pane_id, " ".join(f"w{i:05d}" for i in range(429))[:3000], Path(tmp))
+                cap("pasted_draft_unsent", settle(s, 2.0))
             s.close()
     finally:
         tmux.kill_server()

@@ -9,7 +9,9 @@ Installs a command hook for every event (Codex: ``~/.codex/hooks.json`` and
 ``_received``, unix seconds) to ``OUTDIR/hooks.jsonl``, then runs four turns against the
 scripted model server (text, a shell tool call, a thinking-block 400, a usage-limit 429) and
 ``/quit``. ``tests/golden/<cli>/hooks/lifecycle.hooks.jsonl`` came from this. Needs root.
+For Codex, ``$CCCI_CODEX_VERSION`` picks the version (default the pin).
 """
+import dataclasses
 import json
 import os
 import subprocess
@@ -31,6 +33,12 @@ def cmd(ev):
     return f"python3 -c \"import sys,json,time; d=json.load(sys.stdin); d['_received']=time.time(); d['_event']='{ev}'; open('{spool}','a').write(json.dumps(d)+chr(10))\""
 
 class S(CliSession):
+    def spec(self):
+        sp = super().spec()
+        if self.kind == "codex":  # only the hooks.json below: not ccci's own -c hooks.SessionStart
+            sp = dataclasses.replace(sp, options={**(sp.options or {}), "session_hook": False})
+        return sp
+
     def prepare_home(self):
         super().prepare_home()
         if self.kind == "codex":
@@ -57,7 +65,10 @@ s.start_server()
 if kind == "codex":
     orig = s.backend.launch
     def launch(*a, **k):
-        plan = orig(*a, **k); plan.argv.insert(1, "--dangerously-bypass-hook-trust"); return plan
+        plan = orig(*a, **k)
+        if "--dangerously-bypass-hook-trust" not in plan.argv:
+            plan.argv.insert(1, "--dangerously-bypass-hook-trust")
+        return plan
     s.backend.launch = launch
 s.launch()
 def say(t, wait=6):

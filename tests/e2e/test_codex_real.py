@@ -1,4 +1,5 @@
-"""The real Codex CLI 0.169.0 in a real tmux pane, offline, against the scripted model
+"""The real Codex CLI (pinned 0.171.0; 0.169.0 with ``CCCI_CODEX_VERSION=0.169.0``) in a
+real tmux pane, offline, against the scripted model
 server's Responses API: :class:`ccci.backends.codex.CodexBackend` launches it, ccci's send
 path (:func:`ccci.send.deliver`) delivers messages, a scripted ``exec_command`` call
 commits and pushes, a 400 reads as ``fatal_error``, the running session's id is learned
@@ -6,7 +7,8 @@ from ccci's ``SessionStart`` hook (and the rollout file the CLI keeps open), and
 ``codex resume <id>`` restores it.
 
 Runs in the loopback-only namespace of ``conftest.netns``; the CLI is installed once
-under ``<repo>/.cache/npm`` (``codexgemini_fixtures.codex_bin``).
+under ``<repo>/.cache/npm`` (another version under ``.cache/npm-codex-<version>``,
+``codexgemini_fixtures.codex_bin``), and its screens are read with that version's rules.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import time
 
 import pytest
 from codexgemini_fixtures import codex_bin, codex_session, git  # noqa: F401 (fixtures)
+from real_cli import CODEX_VERSION
 
 from ccci.clock import Clock
 from ccci.model import AgentState
@@ -35,7 +38,8 @@ def test_codex_launch_send_tool_fatal_exit_resume(codex_session, tmp_path):
         Fail.thinking_400(),
     ])
     screen, an = s.wait_state("idle", timeout=60)
-    assert "OpenAI Codex (v0.169.0)" in screen and an.input_present and an.input_text == ""
+    assert f"OpenAI Codex (v{CODEX_VERSION})" in screen and an.input_present and an.input_text == ""
+    assert s.backend.patterns.version == CODEX_VERSION  # this version's own rule file
 
     # ccci's send path: typed literally, Enter in a separate call, verified
     msg = "Please start: read README.md and report; this message is about two hundred characters long " * 2
@@ -64,6 +68,8 @@ def test_codex_launch_send_tool_fatal_exit_resume(codex_session, tmp_path):
     assert session_id and s.backend.known_session(s.spec(), session_id)
     assert s.backend.hooked_session_id(s.config, s.spec().name) == session_id
     assert [x.id for x in s.backend.sessions(s.home / ".codex", s.project)] == [session_id]
+    # the session file names the version that wrote it (``ccci status --json``'s cli_version)
+    assert s.backend.running_version(s.spec(), s.config, session_id) == CODEX_VERSION
 
     s.tmux.send_literal(s.pane_id, "/quit")
     time.sleep(0.3)

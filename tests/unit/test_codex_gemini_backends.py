@@ -1,7 +1,8 @@
 """The ``codex`` and ``gemini`` backends without the real CLIs: plugin registration, launch
 and resume argv, session files, process recognition, and the pattern files' layout on
 small screens cut from the golden captures (tests/golden/codex-0.169.0/,
-tests/golden/gemini-0.61.0/; those are checked whole by tests/test_golden_diagnose.py)."""
+tests/golden/gemini-0.61.0/; those, and tests/golden/codex-0.171.0/, are checked whole by
+tests/test_golden_diagnose.py)."""
 from __future__ import annotations
 
 import json
@@ -42,14 +43,16 @@ def write_rollout(home: Path, sid: str, cwd: Path, stamp: str = "2026-11-22T07-5
 # ------------------------------------------------------------------- registration
 
 
-def test_both_are_builtin_plugins_registered_through_the_backend_hook():
+def test_both_are_builtin_plugins_registered_through_the_backend_hook(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no codex binary to ask: the pinned version's rules
+    monkeypatch.delenv("CCCI_CODEX_VERSION", raising=False)
     pm = get_plugin_manager(environ={}, entrypoints=False)
     backends = collect_backends(pm)
     assert isinstance(backends["codex"], CodexBackend) and isinstance(backends["gemini"], GeminiBackend)
     assert {p.name: p.source for p in pm.describe()}["codex"] == "builtin"
     impls = {i.plugin_name for i in pm.hook.ccci_register_backends.get_hookimpls()}
     assert {"codex", "gemini", "claude", "scripted"} <= impls
-    assert backends["codex"].patterns.version == "0.169.0" and backends["gemini"].patterns.version == "0.61.0"
+    assert backends["codex"].patterns.version == "0.171.0" and backends["gemini"].patterns.version == "0.61.0"
 
 
 def test_disabling_a_backend_plugin_removes_it():

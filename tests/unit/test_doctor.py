@@ -128,7 +128,7 @@ def test_status_json_names_the_rules_version_and_whether_it_is_tested(make_super
     assert row["cli_version"] == TESTED_VERSION == row["rules_version"] and row["tested"] is True
 
 
-def test_status_json_prefers_the_version_the_cli_recorded_at_launch(tmp_path):
+def test_status_json_prefers_the_version_the_cli_recorded_at_launch(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     from ccci.backends.codex import TESTED_VERSION as CODEX_TESTED, CodexBackend
@@ -138,7 +138,8 @@ def test_status_json_prefers_the_version_the_cli_recorded_at_launch(tmp_path):
     home = tmp_path / "home"
     spec = AgentSpec(name="c", role=Role.LOOP, backend="codex", workdir=tmp_path, env={"HOME": str(home)})
     cfg = SimpleNamespace(name="fleet", state_dir=tmp_path / "state")
-    backend = CodexBackend()
+    monkeypatch.delenv("CCCI_CODEX_VERSION", raising=False)
+    backend = CodexBackend(binary=str(tmp_path / "no-codex"))  # no binary to ask: the pinned rules
     # no session file yet: the version the rules are for
     assert cli.version_fields(backend, spec, cfg, sid) == {
         "cli_version": CODEX_TESTED, "rules_version": CODEX_TESTED, "tested": True}
