@@ -193,7 +193,9 @@ class PatternSet:
             analysis.state = self.default_state
         else:
             analysis.state = AgentState.UNKNOWN
-        for m in matches:
+        for m in matches if analysis.state == AgentState.USAGE_LIMIT else ():
+            # a reset belongs to a screen that reads usage_limit (an old limit line in the
+            # history under a dialog is no reset: codex-0.171.0/17_warnings_view.txt)
             if m.state == AgentState.USAGE_LIMIT:
                 analysis.reset_at = _reset_time(m.groups, now or datetime.now(UTC))
                 if analysis.reset_at:
