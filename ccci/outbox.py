@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,8 +35,14 @@ class Outbox:
         rt = sup.agents[name]
         if not rt.pane_id:
             return SendResult(False, 0, "no pane")
+        plugin = sup.backend_plugins.get(rt.backend.name, rt.backend.name)
+
+        def accepted(since: float) -> bool | None:
+            return sup.calls.guarded(plugin, f"{rt.backend.name}.prompt_accepted_since",
+                                     rt.backend.prompt_accepted_since, rt.spec, sup.config, since, default=None)
+
         res = deliver(sup.tmux, rt.pane_id, rt.backend, text, sup.config.settings_for(name), sup.clock,
-                      tmpdir=sup.config.state_dir / "tmp")
+                      tmpdir=sup.config.state_dir / "tmp", accepted=accepted)
         rt.last_change_key = None  # re-read the screen next tick
         return res
 
@@ -58,6 +65,13 @@ class Outbox:
             # for the message only in what the pane printed after this point
             sup.store.mark_sending(msg.id, f"log_offset={_file_size(sup.log_dir / f'{rt.name}.log')}")
             res = self.deliver_now(rt.name, msg.text)
+            if not res.delivered and res.typed and not res.draft_left:
+                # typed, Enter pressed, and our draft has left the box, with no proof either
+                # way: the CLI most likely took it, and typing it again could deliver it
+                # twice (issue 14). A message is typed again only when its draft is still there.
+                res = replace(res, delivered=True, detail=f"typed and submitted, not confirmed ({res.detail})")
+                sup.emit("message_unconfirmed", f"counted delivered without proof: {res.detail}", agent=rt.name,
+                         message_id=msg.id)
             if res.delivered:
                 fault_point("after_type")
             status = "delivered" if res.delivered else ("queued" if res.retry_later else "failed")

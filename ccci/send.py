@@ -13,13 +13,21 @@ second Enter 0.6 s later submitted it every time. So:
 4. after ``send_enter_delay`` seconds, Enter in a separate tmux call;
 5. verify: the box is empty or the agent went busy; else re-send Enter (only while the
    draft in the box is ours), at most ``send_retries`` times, 0.6 s apart.
+
+A message counts as submitted when the CLI accepted it: its own report (``accepted``: a
+backend whose CLI tells, e.g. Claude Code's ``UserPromptSubmit`` hook), the agent busy,
+the draft gone from a box that is still there, or the box replaced by what the turn
+itself brought up (an error, or a dialog its first tool call opened: issue 14 saw a
+message typed twice because a permission dialog drawn right after Enter read as "not
+submitted"). :class:`SendResult` says whether the text was typed and whether its draft
+is provably still in the box; only then may a caller type it again.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ccci.model import AgentState
 
@@ -34,6 +42,10 @@ PASTE_OVER = 4000  # characters; a single tty line over ~4 KB is cut
 #: states that end a turn: seen right after our Enter, with the input box gone, they
 #: mean the message was taken (the model answered it with an error)
 TURN_OUTCOMES = (AgentState.USAGE_LIMIT, AgentState.FATAL_ERROR, AgentState.CONTEXT_LIMIT, AgentState.API_ERROR)
+#: what may replace the input box right after our Enter, meaning the CLI took the message:
+#: a turn outcome, or a dialog the new turn opened (a permission question for its first
+#: tool call, drawn 0.3-1.5 s after Enter; issue 14)
+BOX_REPLACED_BY_TURN = TURN_OUTCOMES + (AgentState.WAITING_INPUT,)
 VERIFY_GAP_S = 0.6  # a second Enter 0.6 s later submitted 30/30 (docs/agent-clis.md#enter-after-paste)
 
 
@@ -58,12 +70,17 @@ class SendResult:
         attempts: Enter presses used.
         detail: one line for the event log.
         retry_later: not attempted because the agent was not ready (queue it again).
+        typed: the text was typed or pasted into the box (so it may have been submitted).
+        draft_left: after the last Enter our text was still in the input box (so typing it
+            again would not send it twice; the next attempt presses Enter only).
     """
 
     delivered: bool
     attempts: int
     detail: str
     retry_later: bool = False
+    typed: bool = False
+    draft_left: bool = False
 
 
 def _norm(s: str) -> str:
@@ -83,7 +100,7 @@ def _ours(draft: str, text: str) -> bool:
 
 def deliver(
     tmux: "Tmux", pane_id: str, backend: "Backend", text: str, settings: dict, clock: "Clock",
-    tmpdir: Path,
+    tmpdir: Path, accepted: "Callable[[float], bool | None] | None" = None,
 ) -> SendResult:
     """Type ``text`` into the pane and make sure it was submitted.
 
@@ -94,6 +111,9 @@ def deliver(
     :param settings: thresholds: ``send_enter_delay`` (s), ``send_retries``.
     :param clock: for the waits (a fake clock makes them instant).
     :param tmpdir: where a paste's temporary 0600 file goes.
+    :param accepted: ``accepted(since)`` asks the CLI's own report whether it accepted a
+        prompt at or after ``since`` (epoch seconds): ``True``/``False``, or ``None`` when
+        it cannot tell (see :meth:`ccci.backends.base.Backend.prompt_accepted_since`).
     :returns: :class:`SendResult`.
     """
     multiline = "\n" in text.strip()
@@ -104,6 +124,7 @@ def deliver(
     a0 = backend.analyse(before)
     if a0.input_text and not _ours(a0.input_text, clean):
         return SendResult(False, 0, f"input box holds someone else's draft ({a0.input_text[:40]!r}); not typing over it", retry_later=True)
+    started = clock.now().timestamp()  # UTC epoch seconds: what the CLI's own reports are stamped with
     if not a0.input_text:
         # a backend may paste shorter text: CLIs that redraw per keystroke lose Enter
         # behind a long typed burst (Backend.paste_over, characters)
@@ -121,17 +142,25 @@ def deliver(
         clock.sleep(VERIFY_GAP_S if attempt else 0.4)
         after = tmux.capture([pane_id]).get(pane_id, "")
         a = backend.analyse(after)
+        if accepted is not None and accepted(started) is True:
+            return SendResult(True, attempts, f"submitted after {attempts} Enter (the CLI reported the prompt)",
+                              typed=True)
         if a.state == AgentState.BUSY or (a.input_present and not a.input_text and after != before):
-            return SendResult(True, attempts, f"submitted after {attempts} Enter")
+            return SendResult(True, attempts, f"submitted after {attempts} Enter", typed=True)
         if not a.input_present:
-            if a0.input_present and a.state in TURN_OUTCOMES:
-                # the box took the Enter and the turn already ended in an error that
-                # replaces the box (Gemini CLI 0.61.0 draws its usage-limit dialog 0.4 s
-                # after Enter, tests/golden/gemini-0.61.0/10_usage_limit_dialog.txt)
-                return SendResult(True, attempts, f"submitted after {attempts} Enter; the turn ended in {a.state.value}")
+            if a0.input_present and a.state in BOX_REPLACED_BY_TURN:
+                # the box took the Enter and the new turn replaced it: with an error
+                # (Gemini CLI 0.61.0 draws its usage-limit dialog 0.4 s after Enter,
+                # tests/golden/gemini-0.61.0/10_usage_limit_dialog.txt) or with a dialog
+                # its first tool call opened (a permission question; issue 14)
+                return SendResult(True, attempts, f"submitted after {attempts} Enter; the turn "
+                                  f"{'opened a dialog' if a.state == AgentState.WAITING_INPUT else 'ended in ' + a.state.value}",
+                                  typed=True)
             # no input box and not busy: the agent is not taking input (wedged, or a
             # dialog); pressing Enter again would only answer something else
-            return SendResult(False, attempts, f"no input box and not busy after Enter (state {a.state.value})")
+            return SendResult(False, attempts, f"no input box and not busy after Enter (state {a.state.value})",
+                              typed=True)
         if a.input_text and not _ours(a.input_text, clean):
-            return SendResult(False, attempts, "input box changed to text that is not ours; stopped")
-    return SendResult(False, attempts, f"text still in the input box after {attempts} Enter")
+            return SendResult(False, attempts, "input box changed to text that is not ours; stopped", typed=True)
+    return SendResult(False, attempts, f"text still in the input box after {attempts} Enter", typed=True,
+                      draft_left=True)

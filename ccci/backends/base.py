@@ -159,6 +159,15 @@ class Backend:
         """True when typing a message now will not interrupt a turn."""
         return analysis.state in (AgentState.IDLE,)
 
+    def prompt_accepted_since(self, spec: AgentSpec, config: "FleetConfig", since: float) -> bool | None:
+        """Whether the CLI itself reported taking a prompt at or after ``since`` (UTC epoch
+        seconds): the structured proof :func:`ccci.send.deliver` prefers over the screen.
+
+        :returns: ``True``/``False``; ``None`` (this default) when the CLI has no such
+            report, and the screen decides alone.
+        """
+        return None
+
     # ------------------------------------------------------------------ launching
     def new_conversation_id(self) -> str:
         """A fresh conversation id (UUID4 string)."""

@@ -252,7 +252,9 @@ class ClaudeFleet(WatchedFleet):
     ``ccci.toml`` points the CLI at its server. ccci installs its hooks (the default).
     Events, waits and teardown: :class:`real_cli.WatchedFleet`.
 
-    :param agents: ``{name: {"script": [steps], "env": {...}, "handoff_role": str}}``.
+    :param agents: ``{name: {"script": [steps], "env": {...}, "handoff_role": str, "options":
+        {...} (the agent's ``[agents.options]``), "home_settings": {...} (merged into its
+        ~/.claude/settings.json)}}``.
     :param checks: ``[checks]`` overrides (seconds).
     """
 
@@ -273,6 +275,9 @@ class ClaudeFleet(WatchedFleet):
             git(root, "clone", "-q", str(self.origin), str(work))
             home = root / "homes" / name
             prepare_home(home, work)
+            if a.get("home_settings"):  # e.g. {"permissions": {"defaultMode": "default"}}
+                settings_file = home / ".claude" / "settings.json"
+                settings_file.write_text(json.dumps({**json.loads(settings_file.read_text()), **a["home_settings"]}))
             script = write_script(root / f"script-{name}.json", a["script"])
             srv, self.urls[name] = start_model_server(netns, script, root / f"requests-{name}.jsonl", root)
             self.servers.append(srv)
@@ -282,6 +287,8 @@ class ClaudeFleet(WatchedFleet):
             t = {"name": name, "backend": "claude", "workdir": str(work), "env": env}
             if a.get("handoff_role"):
                 t["handoff_role"] = a["handoff_role"]
+            if a.get("options"):
+                t["options"] = a["options"]
             tables.append(t)
         doc = toml_document(
             {"fleet": {"name": self.name, "tmux_socket": self.socket, "tick_seconds": tick},

@@ -9,6 +9,7 @@ when the test sent ``kill -9``, or when the builder's push updated origin's ref 
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import statistics
@@ -19,6 +20,7 @@ import pytest
 
 from ccci.clock import parse_utc
 from ccci.testing.model_server import Fail, Text, ToolUse
+from real_cli import REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(600)]  # real CLIs: minutes
 
@@ -180,3 +182,42 @@ def test_builder_claim_commit_pings_the_adversarys_real_tui(claude_fleet):
     delivered = f.wait(lambda: f.events("message_delivered", "adversary"), 20, "the delivery record")
     assert "claim(e2e)" in delivered[0]["message"]
     print(f"ping: pushed -> adversary's model request {(req[0]['time'] - pushed_at) * 1000:.0f} ms")
+
+
+def test_a_message_whose_turn_opens_a_permission_dialog_reaches_the_model_once(claude_fleet):
+    """Issue 14: with permission prompts on, the message's first tool call opens a dialog
+    right after Enter. `ccci send` must report it delivered, and the model must get it once:
+    not again while the dialog shows, nor after a person answers it."""
+    import subprocess
+    import sys
+
+    msg = "MSG-PERM-14 please clean the build directory"
+    f = claude_fleet({"a": {"script": [Text("Ready for work."),
+                                       ToolUse("Bash", {"command": "rm -rf build && echo cleaned", "description": "Clean"}),
+                                       Text("Cleaned the build dir.")],
+                            "options": {"skip_permissions": False},
+                            "home_settings": {"permissions": {"defaultMode": "default"}}}})
+    f.watch()
+    f.wait(lambda: "Ready for work." in f.screen("a") and f.agent("a") is not None, 90, "the first reply")
+    time.sleep(2)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-m", "ccci", "--fleet", str(f.root), "send", "a", msg, "--timeout", "60"],
+                       capture_output=True, text=True, env=env, timeout=90)
+    assert r.returncode == 0 and "delivered" in r.stdout, (r.stdout, r.stderr, f.tail())
+    f.wait(lambda: "Do you want to proceed" in f.screen("a"), 30, "the permission dialog")
+    time.sleep(6)  # the dialog stays: nothing may be typed again meanwhile
+
+    def carrying() -> list[dict]:
+        return [q for q in f.main_requests("a") if msg in _last_user_text(q)]
+
+    assert len(carrying()) == 1, [(_last_user_text(q)[:60]) for q in f.main_requests("a")]
+    pane = f.pane("a")
+    f.tmux.cmd("send-keys", "-t", pane.pane_id, "Enter")  # a person answers: Yes
+    f.wait(lambda: "Cleaned the build dir." in f.screen("a"), 60, "the reply after the tool ran")
+    time.sleep(4)
+    assert len(carrying()) == 1
+    last = f.main_requests("a")[-1]
+    users = [m for m in last["json"]["messages"] if m.get("role") == "user" and msg in json.dumps(m)]
+    assert len(users) == 1  # the conversation holds the message once
+    delivered = [e for e in f.events("message_delivered", "a") if msg[:20] in e["message"]]
+    assert len(delivered) == 1 and not f.events("message_retry", "a")

@@ -226,3 +226,119 @@ def test_collapsed_paste_placeholders_are_our_draft():
     assert _ours("[Pasted Content 1001 chars]", "x" * 1000)  # Codex CLI 0.169.0
     assert _ours("[Pasted Text: 3000 chars]", "x" * 3000)  # Gemini CLI 0.61.0
     assert not _ours("someone else's words", "x" * 3000)
+
+
+# ------------------------------------------------------------ issue 14: judged by what happened
+GOLDEN_332 = __import__("pathlib").Path(__file__).resolve().parents[1] / "golden" / "claude-2.1.332-recorded"
+
+
+class _Screens:
+    """A pane showing ``before`` until Enter, then ``after`` (real captures)."""
+
+    def __init__(self, before: str, after: str) -> None:
+        self.before, self.after, self.typed, self.keys = before, after, [], []
+
+    def capture(self, pane_ids):
+        return {pane_ids[0]: self.after if self.keys else self.before}
+
+    def send_literal(self, pane_id, text):
+        self.typed.append(text)
+
+    def paste(self, pane_id, text, tmpdir):
+        self.typed.append(text)
+
+    def send_key(self, pane_id, key):
+        self.keys.append(key)
+
+
+def test_deliver_counts_a_dialog_its_turn_opened_as_taken(fake_clock, tmp_path):
+    """Issue 14: the message's first tool call opened a permission dialog right after Enter;
+    that was read as "not submitted" and the message was typed again later (the model got
+    it twice). Real Claude Code 2.1.332 screens: the idle box, then the dialog."""
+    from ccci.backends.claude import ClaudeBackend
+
+    tmux = _Screens((GOLDEN_332 / "01_startup_idle.txt").read_text(), (GOLDEN_332 / "20_permission_dialog.txt").read_text())
+    res = deliver(tmux, "%1", ClaudeBackend(cli_version="2.1.332"), "clean the build dir", dict(SETTINGS), fake_clock,
+                  tmp_path)
+    assert res.delivered and res.typed and "opened a dialog" in res.detail, res.detail
+    assert tmux.typed == ["clean the build dir"] and tmux.keys == ["Enter"]  # nothing typed into the dialog
+
+
+def test_deliver_trusts_the_clis_own_report_over_the_screen(fake_tmux, fake_clock, tmp_path, pane):
+    pane.swallow_enter = 99  # the screen never shows the box emptied
+    asked: list[float] = []
+
+    def accepted(since):
+        asked.append(since)
+        return True  # e.g. Claude Code's UserPromptSubmit hook fired
+
+    res = deliver(fake_tmux, pane.pane_id, ScriptedBackend(), MSG, dict(SETTINGS), fake_clock, tmp_path,
+                  accepted=accepted)
+    assert res.delivered and res.attempts == 1 and "the CLI reported the prompt" in res.detail
+    assert asked == [pytest.approx(fake_clock.now().timestamp() - 0.2 - 0.4)]  # since: when typing began
+
+
+def test_deliver_keeps_pressing_enter_while_the_cli_says_not_yet(fake_tmux, fake_clock, tmp_path, pane):
+    pane.swallow_enter = 1
+    res = deliver(fake_tmux, pane.pane_id, ScriptedBackend(), MSG, dict(SETTINGS), fake_clock, tmp_path,
+                  accepted=lambda since: False)
+    assert res.delivered and res.attempts == 2 and pane.submitted == [MSG]
+
+
+def test_a_draft_left_in_the_box_is_said_so(fake_tmux, fake_clock, tmp_path, pane):
+    pane.swallow_enter = 99
+    res = send(fake_tmux, fake_clock, tmp_path, pane, send_retries=1)
+    assert not res.delivered and res.typed and res.draft_left
+
+
+def test_outbox_never_types_a_message_twice_once_its_draft_left_the_box(make_supervisor, fake_tmux, fake_clock):
+    """Typed, Enter pressed, the box gone and no proof either way: counted delivered (with a
+    message_unconfirmed event), never typed again on a later tick."""
+    from ccci.testing.fakes import events
+
+    sup = make_supervisor(agents=["a"])
+    fake_clock.advance(1)
+    sup.tick()
+    pane = fake_tmux.pane("a")
+
+    def box_vanishes(p, key):
+        if key == "Enter":
+            p.set_screen("something the rules do not know", input_box=None)
+            return True
+
+    pane.on_key = box_vanishes
+    sup.queue_message("a", "hello once")
+    fake_clock.advance(1)
+    sup.tick()
+    pane.on_key = None
+    pane.idle()
+    for _ in range(5):
+        fake_clock.advance(1)
+        sup.tick()
+    assert pane.typed == ["hello once"]
+    [row] = sup.store.messages()
+    assert row["status"] == "delivered" and "not confirmed" in row["detail"]
+    assert len(events(sup, "message_unconfirmed", "a")) == 1
+
+
+def test_claude_reads_userpromptsubmit_from_its_hook_spool(tmp_path):
+    import json
+
+    from ccci.backends.claude import ClaudeBackend, hook_paths
+    from ccci.model import AgentSpec, Role
+
+    cfg = SimpleNamespace(state_dir=tmp_path)
+    spec = AgentSpec(name="a", role=Role.LOOP, backend="claude", workdir=tmp_path)
+    b = ClaudeBackend(cli_version="2.1.332")
+    assert b.prompt_accepted_since(spec, cfg, 100.0) is None  # no spool yet: cannot tell
+    _settings, spool = hook_paths(tmp_path, "a")
+    spool.parent.mkdir(parents=True)
+    recs = [{"ev": "UserPromptSubmit", "t": 90.0, "pid": 1}, {"ev": "Stop", "t": 95.0, "pid": 1},
+            {"ev": "UserPromptSubmit", "t": 101.0, "pid": 1, "agent_id": "sub"}, "not json"]
+    spool.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in recs) + "\n")
+    assert b.prompt_accepted_since(spec, cfg, 100.0) is False  # older one, and a subagent's
+    with open(spool, "a") as fh:
+        fh.write(json.dumps({"ev": "UserPromptSubmit", "t": 102.5, "pid": 1}) + "\n")
+    assert b.prompt_accepted_since(spec, cfg, 100.0) is True
+    off = AgentSpec(name="a", role=Role.LOOP, backend="claude", workdir=tmp_path, options={"hooks": False})
+    assert b.prompt_accepted_since(off, cfg, 100.0) is None

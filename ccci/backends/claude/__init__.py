@@ -272,6 +272,42 @@ class ClaudeBackend(Backend):
     package = "@anthropic-ai/claude-code"
     tested_versions = (TESTED_VERSION, *ALSO_TESTED)
 
+    def prompt_accepted_since(self, spec: AgentSpec, config: "FleetConfig", since: float) -> bool | None:
+        """Whether the agent's ``UserPromptSubmit`` hook fired at or after ``since`` (UTC
+        epoch seconds): Claude Code runs it when it takes a prompt from the input box,
+        before the model request (2.1.197 and 2.1.332; docs/agent-clis.md#claude-code-lifecycle-hooks).
+        Reads the last 64 KB of the agent's hook spool; records of subagents are ignored.
+
+        :returns: ``None`` when ccci's hooks are off for the agent (``options.hooks =
+            false``) or the spool does not exist yet; else ``True``/``False``.
+        """
+        if (spec.options or {}).get("hooks") is False or not getattr(config, "state_dir", None):
+            return None
+        _settings, spool = hook_paths(config.state_dir, spec.name)
+        try:
+            with open(spool, "rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, size - 65536))
+                tail = fh.read()
+        except OSError:
+            return None
+        for line in reversed(tail.splitlines()):
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            try:
+                t = float(rec.get("t") or 0.0) if isinstance(rec, dict) else None
+            except (TypeError, ValueError):
+                t = None
+            if t is None:
+                continue
+            if t < since - 0.5:  # older records only below: the spool is in time order
+                return False
+            if rec.get("ev") == "UserPromptSubmit" and not rec.get("agent_id"):
+                return True
+        return False
+
     @staticmethod
     def running_as_root() -> bool:
         """True when ccci (and so the agent it starts) runs with effective uid 0."""
