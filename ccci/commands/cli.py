@@ -365,7 +365,12 @@ def watch(ctx: click.Context, standby: bool, quiet: bool, ticks: int | None) -> 
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for delivery.")
 @click.pass_context
 def send(ctx: click.Context, agent: str, text: str, timeout: float) -> None:
-    """Deliver TEXT to AGENT's input box, once the agent is idle, and verify it was submitted."""
+    """Deliver TEXT to AGENT's input box, once the agent is idle, and verify it was submitted.
+
+    Exit status: 0 delivered; 1 still queued after --timeout (the message stays queued and
+    is delivered when the agent is ready: the running watcher, or the next one, does it);
+    3 failed (it will not be delivered; the reason is printed); 2 bad input.
+    """
     from ccci.lock import FleetLock
 
     cfg = load_config(ctx.obj["fleet"])
@@ -373,8 +378,9 @@ def send(ctx: click.Context, agent: str, text: str, timeout: float) -> None:
     sup = build(cfg)
     mid = sup.queue_message(agent, text)
     lock = FleetLock(cfg.state_dir)
+    watched = lock.is_held()
     deadline = time.monotonic() + timeout
-    if not lock.is_held():
+    if not watched:
         # no watcher: deliver ourselves, waiting for the agent to be ready
         while time.monotonic() < deadline:
             sup.observe()
@@ -392,7 +398,38 @@ def send(ctx: click.Context, agent: str, text: str, timeout: float) -> None:
     if row["status"] == "delivered":
         say(f"delivered to {agent}: {row['detail']}")
         return
-    fail(f"message {mid} to {agent} is {row['status']} after {timeout:.0f}s: {row['detail'] or 'agent not idle'}", code=1)
+    if row["status"] == "failed":
+        fail(f"message {mid} to {agent} failed and will not be delivered: {row['detail']}", code=3)
+    fail(f"message {mid} to {agent} is still queued after {timeout:.0f}s: {_why_queued(sup, agent, row, watched)}",
+         code=1)
+
+
+def _why_queued(sup, agent: str, row: dict, watched: bool) -> str:
+    """Why a message is not delivered yet, in the user's words (never internals such as
+    the pane log offset a half-sent message records)."""
+    rec = sup.store.agent(agent)
+    later = "the watcher delivers it when the agent is ready" if watched else \
+        "no watcher is running (ccci start); the next one delivers it when the agent is ready"
+    if row["status"] == "sending":
+        return f"it is being typed into the agent's input box right now; {later}"
+    if rec.stopped:
+        return f"{agent} is stopped (ccci start {agent} to run it again); it is delivered after that"
+    if rec.given_up:
+        return f"ccci gave up on {agent} ({rec.last_event or 'see ccci events'}); it is delivered once the agent runs again"
+    try:
+        state = next(r["state"] for r in status_rows(sup) if r["name"] == agent)
+    except Exception:  # noqa: BLE001 - the explanation must not fail the command
+        state = "unknown"
+    reasons = {
+        "busy": f"{agent} is busy (its turn has not ended)",
+        "waiting_input": f"{agent} shows a dialog that needs a person (ccci never types into a dialog; "
+                         f"attach with tmux and answer it)",
+        "unsent_input": f"{agent}'s input box holds a draft that is not this message (ccci never types over it)",
+        "exited": f"{agent} is not running (its pane is gone or dead)",
+        "usage_limit": f"{agent} is waiting for its usage limit to reset",
+        "context_limit": f"{agent} hit its context limit and is being compacted",
+    }
+    return f"{reasons.get(state, f'{agent} is not ready for input (state {state})')}; {later}"
 
 
 # ---------------------------------------------------------------------------- diagnose

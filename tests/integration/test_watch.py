@@ -152,3 +152,23 @@ def test_diagnose_agent_reads_the_live_pane_and_shows_the_structured_readings(fl
     assert bad.returncode != 0 and "no agent 'nobody'" in (bad.stderr + bad.stdout)
     both = fleet.ccci("diagnose")
     assert both.returncode != 0 and "give a capture FILE or --agent NAME" in (both.stderr + both.stdout)
+
+
+def test_send_says_in_words_why_a_message_is_still_queued(fleet):
+    """Issue 14: `ccci send` spoke in internals (`log_offset=18124`). With the agent stopped
+    it exits 1 and says what the user can do; the message stays queued, and the watcher
+    delivers it once the agent runs again."""
+    assert fleet.ccci("start").returncode == 0
+    assert fleet.wait(lambda: fleet.settled(), 40)
+    assert fleet.ccci("stop", "adversary").returncode == 0
+    r = fleet.ccci("send", "adversary", "are you there", "--timeout", "2")
+    out = r.stderr + r.stdout
+    assert r.returncode == 1, out
+    assert "still queued after 2s: adversary is stopped (ccci start adversary to run it again)" in out
+    assert "log_offset" not in out
+    def ours():
+        return [m["status"] for m in fleet.store.messages() if m["text"] == "are you there"]
+
+    assert ours() == ["queued"]
+    assert fleet.ccci("start", "adversary").returncode == 0
+    assert fleet.wait(lambda: ours() == ["delivered"], 40)
