@@ -61,6 +61,8 @@ class AgentRuntime:
     screen_changed_mono: float = 0.0
     content_changed_mono: float = 0.0
     last_state: AgentState = AgentState.UNKNOWN
+    #: launched by this watcher with a prompt whose turn has not been seen busy yet
+    first_turn_pending: bool = False
     pending_since_mono: float | None = None
     pending_action: str = ""
     hold_until_mono: float = 0.0

@@ -94,6 +94,12 @@ class Services(Protocol):
         :returns: the message id, or ``None`` when deduplicated.
         """
 
+    def recent_messages(self, agent: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest ``limit`` messages queued for ``agent`` (any status), newest first:
+        dicts with ``id`` (int), ``text``, ``status`` (``queued`` | ``sending`` |
+        ``delivered`` | ``failed``), ``dedup_key`` (str or ``None``), ``queued_at`` and
+        ``done_at`` (ISO-8601 UTC strings; ``done_at`` ``None`` until finished). Read-only."""
+
     def deliver_now(self, agent: str, text: str) -> "SendResult":
         """Type ``text`` into the agent's pane now (not queued), then Enter, then verify
         it was submitted (:func:`ccci.send.deliver`). For nudges and slash commands that
@@ -217,6 +223,10 @@ class RunnerServices:
 
     def queue_message(self, agent: str, text: str, dedup_key: str | None = None) -> int | None:
         return self._sup.queue_message(agent, text, dedup_key)
+
+    def recent_messages(self, agent: str, limit: int = 20) -> list[dict[str, Any]]:
+        keep = ("id", "text", "status", "dedup_key", "queued_at", "done_at")
+        return [{k: m[k] for k in keep} for m in self._sup.store.messages_for(agent, limit)]
 
     def deliver_now(self, agent: str, text: str) -> "SendResult":
         return self._sup.deliver_now(agent, text)

@@ -470,6 +470,11 @@ class StateStore:
             (status, detail, iso(at), attempts, msg_id),
         )
 
+    def messages_for(self, agent: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest ``limit`` messages of ``agent``, newest first, as dicts."""
+        rows = self.db.execute("SELECT * FROM messages WHERE agent=? ORDER BY id DESC LIMIT ?", (agent, limit)).fetchall()
+        return [dict(r) for r in rows]
+
     def messages(self, limit: int = 100) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT * FROM messages ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
         return [dict(r) for r in rows]

@@ -204,6 +204,8 @@ class Supervisor:
         if rt.last_state == AgentState.BUSY and analysis.state == AgentState.IDLE:
             rt.nudges = 0  # a turn ended: the agent is making progress
         rt.last_state = analysis.state
+        if analysis.state == AgentState.BUSY:
+            rt.first_turn_pending = False
         rt.analysis = analysis
 
     def tick(self) -> list[Finding]:

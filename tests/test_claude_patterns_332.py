@@ -198,6 +198,9 @@ class _Clock:
     def sleep(self, s):
         pass
 
+    def now(self):  # deliver() stamps when typing began (the CLI's own reports are compared with it)
+        return datetime.now(timezone.utc)
+
 
 @pytest.mark.parametrize("name,text", [
     ("07_prompt_too_long_context_limit.txt", "/compact"),

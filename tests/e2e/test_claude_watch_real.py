@@ -20,7 +20,7 @@ import pytest
 
 from ccci.clock import parse_utc
 from ccci.testing.model_server import Fail, Text, ToolUse
-from real_cli import REPO
+from real_cli import CLAUDE_VERSION, REPO
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(600)]  # real CLIs: minutes
 
@@ -221,3 +221,59 @@ def test_a_message_whose_turn_opens_a_permission_dialog_reaches_the_model_once(c
     assert len(users) == 1  # the conversation holds the message once
     delivered = [e for e in f.events("message_delivered", "a") if msg[:20] in e["message"]]
     assert len(delivered) == 1 and not f.events("message_retry", "a")
+
+
+def _ccci_send(f, agent: str, text: str) -> "subprocess.CompletedProcess":
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "ccci", "--fleet", str(f.root), "send", agent, text, "--timeout", "60"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=90)
+
+
+def test_after_a_successful_compact_the_interrupted_request_is_answered(claude_fleet):
+    """Issue 14: /compact succeeded and then nothing happened until the stall check (300 s).
+    Now the request the context limit cut off is typed again once the compaction is over
+    (stall_idle is 3600 s here, so only that can answer it)."""
+    req = "REQ-14-COMPACT please summarise the design notes"
+    # main calls that fail before the CLI shows the limit: 2.1.197 shows it after the
+    # request itself; 2.1.332 first tries to compact by itself 4 times (measured 2026-12-02)
+    fails = {"2.1.197": 1}.get(CLAUDE_VERSION, 5)
+    f = claude_fleet({"a": {"script": [Text("Ready for work."), Fail.prompt_too_long(repeat=fails)]}})  # then Echo
+    f.watch()
+    f.wait(lambda: "Ready for work." in f.screen("a"), 90, "the first reply")
+    time.sleep(2)
+    r = _ccci_send(f, "a", req)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    f.wait(lambda: _finding(f, "context_limit"), 60, "the context_limit finding")
+    def carrying() -> list[dict]:
+        return [q for q in f.main_requests("a") if _last_user_text(q).strip() == req]
+
+    f.wait(lambda: [q for q in carrying() if q["status"] == 200], 90, "the request sent again after /compact")
+    time.sleep(3)
+    carrying = carrying()
+    assert [q["status"] for q in carrying] == [400, 200]  # the failed one, and the one sent again once
+    [ev] = f.events("work_resubmitted", "a")
+    assert ev["data"]["what"] == "request" and ev["data"]["cause"] == "context_limit"
+    assert not f.events("agent_restarted_fresh", "a") and not _finding(f, "stall")
+
+
+def test_after_a_fresh_restart_for_the_400_the_message_that_started_the_turn_is_delivered_once(claude_fleet):
+    """Issue 14: the fatal 400 needs a fresh session, which knows nothing of the message
+    whose turn failed; it is delivered again, once, to the new session."""
+    msg = "PING-14-FATAL new claim pushed: please verify step 2"
+    f = claude_fleet({"a": {"script": [Text("Ready for work."), Fail.thinking_400(), Text("Fresh session up."),
+                                       Text("Verified PING-14.")]}})
+    f.watch()
+    f.wait(lambda: "Ready for work." in f.screen("a"), 90, "the first reply")
+    time.sleep(2)
+    r = _ccci_send(f, "a", msg)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    f.wait(lambda: f.events("agent_restarted_fresh", "a"), 90, "a fresh restart")
+    f.wait(lambda: "Verified PING-14." in f.screen("a"), 120, "the message delivered to the fresh session")
+    time.sleep(3)
+    carrying = [q for q in f.main_requests("a") if msg in _last_user_text(q)]
+    assert [q["status"] for q in carrying] == [400, 200]
+    assert _sid(carrying[0]) != _sid(carrying[1])  # the second reached the new session
+    [ev] = f.events("work_resubmitted", "a")
+    assert ev["data"]["cause"] == "fatal_error"

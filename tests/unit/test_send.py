@@ -300,6 +300,10 @@ def test_outbox_never_types_a_message_twice_once_its_draft_left_the_box(make_sup
     fake_clock.advance(1)
     sup.tick()
     pane = fake_tmux.pane("a")
+    pane.busy(0)  # the launch prompt's turn (the outbox waits for it)
+    fake_clock.advance(1)
+    sup.tick()
+    pane.idle()
 
     def box_vanishes(p, key):
         if key == "Enter":
@@ -342,3 +346,29 @@ def test_claude_reads_userpromptsubmit_from_its_hook_spool(tmp_path):
     assert b.prompt_accepted_since(spec, cfg, 100.0) is True
     off = AgentSpec(name="a", role=Role.LOOP, backend="claude", workdir=tmp_path, options={"hooks": False})
     assert b.prompt_accepted_since(off, cfg, 100.0) is None
+
+
+def test_outbox_waits_for_a_fresh_agents_first_turn(make_supervisor, fake_tmux, fake_clock):
+    """A CLI launched with its prompt shows an idle box before it submits that prompt; a
+    message typed then was lost (Claude Code 2.1.332, issue 14 e2e). The outbox waits until
+    the first turn was seen busy, or FIRST_TURN_WAIT_S (60 s) passed."""
+    from ccci.outbox import FIRST_TURN_WAIT_S
+
+    sup = make_supervisor(agents=["a", "b"])
+    sup.queue_message("a", "for a")
+    sup.queue_message("b", "for b")
+    for _ in range(5):
+        fake_clock.advance(1)
+        sup.tick()
+    a, b = fake_tmux.pane("a"), fake_tmux.pane("b")
+    assert a.submitted == [] and b.submitted == []
+    a.busy(0)
+    fake_clock.advance(1)
+    sup.tick()
+    a.idle()
+    fake_clock.advance(1)
+    sup.tick()
+    assert a.submitted == ["for a"] and b.submitted == []
+    fake_clock.advance(FIRST_TURN_WAIT_S)
+    sup.tick()
+    assert b.submitted == ["for b"]  # never seen busy: typed once the wait is over
