@@ -17,8 +17,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from ccci.send import SendResult
     from ccci.supervisor import Supervisor
 
-#: s a freshly launched agent's own prompt gets before queued messages are typed anyway.
-#: A CLI given its prompt on the command line draws an idle box before it submits it:
+#: s a freshly launched agent's own prompt gets before queued messages are typed anyway,
+#: for backends with ``launch_prompt_after_box``: a CLI given its prompt on the command
+#: line that draws an idle box before it submits it.
 #: Claude Code 2.1.332 submitted its launch prompt 2.2 s after SessionStart, and a
 #: message typed 1.3 s after the start was lost in between (issue 14 e2e, 2026-12-02)
 FIRST_TURN_WAIT_S = 60.0
@@ -62,7 +63,7 @@ class Outbox:
                 continue
             if rt.stopped or rt.given_up or rt.pending_since_mono is not None or not rt.pane_id:
                 continue
-            if rt.first_turn_pending:
+            if rt.first_turn_pending and getattr(rt.backend, "launch_prompt_after_box", False):
                 if sup.clock.monotonic() - rt.started_mono < FIRST_TURN_WAIT_S:
                     continue  # its launch prompt's turn has not been seen yet
                 rt.first_turn_pending = False

@@ -48,6 +48,11 @@ class Backend:
         supports_resume: the CLI can continue a conversation by id.
         compact_command: text that compacts the context (``/compact``), or ``""``.
         nudge_text: what a stall nudge types into the agent.
+        paste_over: messages longer than this (characters) are pasted, not typed
+            (:func:`ccci.send.deliver`; default 4000).
+        launch_prompt_after_box: the CLI draws an idle input box before it submits the
+            prompt it was launched with, so the outbox waits for that first turn
+            (default ``False``).
         cli_version: pattern version to use (``None``: newest shipped).
         pattern_data: the backend's screen rules as data (the parsed form of a pattern
             TOML file: ``meta``, ``layout``, ``rules``), for a backend that ships outside
@@ -64,6 +69,7 @@ class Backend:
     name: str = ""
     process_names: tuple[str, ...] = ()
     exits_at_turn_end: bool = False
+    launch_prompt_after_box: bool = False
     supports_resume: bool = True
     compact_command: str = "/compact"
     nudge_text: str = (

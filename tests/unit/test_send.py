@@ -350,11 +350,13 @@ def test_claude_reads_userpromptsubmit_from_its_hook_spool(tmp_path):
 
 def test_outbox_waits_for_a_fresh_agents_first_turn(make_supervisor, fake_tmux, fake_clock):
     """A CLI launched with its prompt shows an idle box before it submits that prompt; a
-    message typed then was lost (Claude Code 2.1.332, issue 14 e2e). The outbox waits until
-    the first turn was seen busy, or FIRST_TURN_WAIT_S (60 s) passed."""
+    message typed then was lost (Claude Code 2.1.332, issue 14 e2e). For such a backend
+    (``launch_prompt_after_box``) the outbox waits until the first turn was seen busy, or
+    FIRST_TURN_WAIT_S (60 s) passed."""
     from ccci.outbox import FIRST_TURN_WAIT_S
 
     sup = make_supervisor(agents=["a", "b"])
+    sup.agents["a"].backend.launch_prompt_after_box = True  # as ClaudeBackend (one instance for both)
     sup.queue_message("a", "for a")
     sup.queue_message("b", "for b")
     for _ in range(5):

@@ -200,6 +200,10 @@ class ClaudeBackend(Backend):
             longer. Claude Code 2.1.332 cut typed bursts of 2000-3000 characters at a
             2048-byte read in 3 of 5 runs; pasted, 120/120 messages arrived whole
             (docs/agent-clis.md, "Claude Code 2.1.332").
+        launch_prompt_after_box: ``True``: started with a prompt, Claude Code 2.1.332 draws
+            its idle box, then submits the prompt (2.2 s after ``SessionStart`` in one run);
+            the outbox types nothing until that first turn was seen
+            (:data:`ccci.outbox.FIRST_TURN_WAIT_S`).
         executable, package, tested_versions: ``claude``, ``@anthropic-ai/claude-code``,
             ``(TESTED_VERSION, *ALSO_TESTED)`` (``ccci doctor``).
         cli_version: explicit override of the Claude Code version whose pattern file
@@ -214,6 +218,7 @@ class ClaudeBackend(Backend):
 
     name = "claude"
     paste_over = 200
+    launch_prompt_after_box = True
     cli_version: str | None = None
     binary: str = "claude"
     process_names = ("claude",)
