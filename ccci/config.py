@@ -46,8 +46,20 @@ DEFAULT_CHECKS: dict[str, float | int] = {
     "check_budget": 2.0,  # s a single check may take before it is reported as slow
     "check_timeout": 10.0,  # s after which a check is interrupted (UNKNOWN; 5 in a row disable it)
     "remedy_timeout": 60.0,  # s after which a remedy (or ccci_configure) implementation is interrupted
-    "api_error_backoff": 60,  # s to wait after an API error before sending 'continue'
+    # API errors (ccci/checks/api_error.py): the n-th 'continue' of an outage waits
+    # api_error_backoff * 2**(n-1) s, at most api_error_backoff_max; an announced reset
+    # (retry-after, rate-limit reset) is waited for instead
+    "api_error_backoff": 60,  # s before the 1st 'continue' (the CLI itself already retried ~200 s: docs/agent-clis.md)
+    "api_error_backoff_max": 900,  # s cap: 60 s doubled 4 times (60, 120, 240, 480, 900)
+    "api_error_max_attempts": 6,  # continues answered by the error again before escalating
+    "api_error_escalate_after": 1800,  # s of outage (from its first decision) before escalating; a reset restarts it
+    # a dialog nobody answers (ccci/checks/needs_input.py): as long as a silent agent is
+    # given (stall_idle), since the stall check leaves waiting_input to this check
+    "needs_input_wait": 300,  # s a permission/question dialog may wait before escalating
 }
+
+#: thresholds that are counts: whole numbers of at least this much
+CHECK_COUNTS: dict[str, int] = {"api_error_max_attempts": 1}
 
 
 class ConfigError(ValueError):
@@ -255,6 +267,23 @@ def _num(val: Any, path: Path, key: str, minimum: float = 0.0) -> float:
     return val
 
 
+def _check_value(name: str, val: Any, path: Path, key: str) -> float:
+    """A ``[checks]`` value: a number >= 0; a count (:data:`CHECK_COUNTS`) a whole number."""
+    num = _num(val, path, key)
+    least = CHECK_COUNTS.get(name)
+    if least is not None and (num != int(num) or num < least):
+        raise _err(path, key, f"must be a whole number >= {least}, got {val}; e.g. {name} = {DEFAULT_CHECKS[name]}")
+    return num
+
+
+def _check_pairs(merged: dict[str, Any], path: Path, table: str) -> None:
+    """Thresholds that only make sense together (``merged``: defaults and overrides)."""
+    if float(merged["api_error_backoff_max"]) < float(merged["api_error_backoff"]):
+        raise _err(path, f"{table}.api_error_backoff_max",
+                   f"{merged['api_error_backoff_max']} is below api_error_backoff ({merged['api_error_backoff']}); "
+                   "the cap must be at least the first wait: raise api_error_backoff_max or lower api_error_backoff")
+
+
 def _str(val: Any, path: Path, key: str) -> str:
     if not isinstance(val, str):
         raise _err(path, key, f"expected a string, got {val!r}")
@@ -297,7 +326,8 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
     for k, v in _table(raw, "checks", path).items():
         if k not in DEFAULT_CHECKS:
             raise _err(path, f"checks.{k}", f"unknown threshold; known: {', '.join(sorted(DEFAULT_CHECKS))}")
-        checks[k] = _num(v, path, f"checks.{k}")
+        checks[k] = _check_value(k, v, path, f"checks.{k}")
+    _check_pairs(checks, path, "checks")
 
     defaults = _table(raw, "defaults", path)
     default_backend = env.get("CCCI_BACKEND") or _str(defaults.get("backend", "claude"), path, "defaults.backend")
@@ -349,7 +379,8 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
         for k, v in per.items():
             if k not in DEFAULT_CHECKS:
                 raise _err(path, f"{where}.checks.{k}", f"unknown threshold; known: {', '.join(sorted(DEFAULT_CHECKS))}")
-            _num(v, path, f"{where}.checks.{k}")
+            _check_value(k, v, path, f"{where}.checks.{k}")
+        _check_pairs({**checks, **per}, path, f"{where}.checks")
         agent_checks[aname] = dict(per)
         hrole = _str(a.get("handoff_role", ""), path, f"{where}.handoff_role")
         schedule = _str(a.get("schedule", ""), path, f"{where}.schedule")

@@ -49,6 +49,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ccci.checks.context_limit",
     "ccci.checks.usage_limit",
     "ccci.checks.api_error",
+    "ccci.checks.needs_input",
     "ccci.checks.stall",
     "ccci.checks.handoff",
     "ccci.hooks.restart",

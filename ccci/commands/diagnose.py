@@ -11,6 +11,7 @@ from typing import Any
 from ccci.clock import Clock, iso
 from ccci.config import DEFAULT_CHECKS
 from ccci.model import AgentSpec, PaneInfo, ProcessInfo, Role
+from ccci.stash import Stash
 from ccci.plugins import CcciPluginManager, collect_backends
 from ccci.runtime import AgentRuntime, FleetSnapshot
 from ccci.screen import Screen
@@ -66,7 +67,9 @@ def diagnose(pm: CcciPluginManager, screen: str, backend_name: str, title: str =
     findings, errors = [], []
     for impl in reversed(pm.hook.ccci_check_agent.get_hookimpls()):
         try:
-            res = impl.function(*[kwargs[a] for a in impl.argnames])
+            # one capture, no history: each check gets an empty stash of its own
+            stash = Stash(impl.plugin_name, "diagnose", {}, None)
+            res = impl.function(*[stash if a == "stash" else kwargs[a] for a in impl.argnames])
         except Exception as exc:  # noqa: BLE001
             errors.append(f"{impl.plugin_name}: {type(exc).__name__}: {exc}")
             continue

@@ -242,6 +242,35 @@ def test_api_error_outcome_backs_off_then_continues(oc_sup, fake_tmux, fake_cloc
     assert launches[-1].argv[launches[-1].argv.index("--session") + 1] == "ses_fake1"
 
 
+def test_a_429_with_an_hours_retry_after_waits_for_the_reset_then_continues_once(oc_sup, fake_tmux, fake_clock):
+    """Issue 14: a rate-limit rejection whose headers say it lasts an hour is waited for,
+    like a usage limit, not poked every api_error_backoff seconds."""
+    from datetime import timedelta
+
+    from ccci.clock import iso
+
+    sup = oc_sup(api_error_backoff=30)
+    _settle(sup, fake_clock)
+    FakeClient.last = _msg(_api_error(429, "This request would exceed your account's rate limit.",
+                                      {"retry-after": "3600"}))
+    fake_tmux.pane("a").kill(status=0)
+    _settle(sup, fake_clock, 3)
+    [finding] = [e for e in sup.store.events() if e["kind"] == "finding" and e["data"].get("check") == "api_error"]
+    reset = fake_clock.now() - timedelta(seconds=3) + timedelta(seconds=3600)
+    assert abs((datetime.fromisoformat(finding["data"]["reset_at"].replace("Z", "+00:00")) - reset).total_seconds()) <= 2
+    [wait] = [e for e in sup.store.events() if e["kind"] == "remedy" and e["data"]["action"] == "wait"]
+    assert finding["data"]["reset_at"][:16] in wait["message"] or iso(reset)[:15] in wait["message"]
+    while fake_clock.now() < reset:
+        _settle(sup, fake_clock, 1)
+        assert len(fake_tmux.launches("a")) == 1, "continued before the announced reset"
+    FakeClient.last = _msg(text="done")
+    _settle(sup, fake_clock, 30)
+    launches = fake_tmux.launches("a")
+    assert [ln.argv[-1] for ln in launches[1:]] == ["continue"]  # one continue, after the reset
+    assert len([e for e in sup.store.events() if e["kind"] == "remedy" and e["data"]["action"] == "wait"]) == 1
+    assert not [e for e in sup.store.events() if e["kind"] == "escalation"]
+
+
 class _ServeFacts:
     """Stands in for ccci.backends.opencode.opencode_serve's tick report (``facts["opencode_serve"]``)."""
 

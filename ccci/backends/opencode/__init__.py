@@ -435,8 +435,8 @@ def ccci_check_agent(agent, backend, pane, snapshot, mono, stash):
 
     check = OUTCOME_CHECKS[outcome.state]
     data: dict[str, Any] = {"source": "opencode API", "status": outcome.status}
-    if outcome.state == AgentState.USAGE_LIMIT:
-        data["reset_at"] = iso(outcome.reset_at)
+    if outcome.state == AgentState.USAGE_LIMIT or outcome.reset_at is not None:
+        data["reset_at"] = iso(outcome.reset_at)  # an API error's retry-after too (checks/api_error.py)
     return Finding(check, agent.name, f"opencode turn ended with {outcome.state.value}"
                    + (f" (HTTP {outcome.status})" if outcome.status else ""),
                    evidence=outcome.evidence[:300], immediate=True, data=data)
