@@ -8,10 +8,10 @@
   (exactly once, even if the watcher is killed right after).
 
 A backend whose CLI exits at every turn end (``exits_at_turn_end``, e.g. opencode) has
-no input box: a ``send`` to it while its process has exited resumes it with the text as
-the prompt (a turn-end resume: within ``max_turns_per_hour``, not counted by
-``max_resumes``); while a turn runs, the text is queued and becomes the prompt of the
-resume at the turn's end. A stall nudge (``data["nudge"]``) is not queued there: at the
+no input box: a ``send`` to it while its process has exited (the follow-up of a wait
+after an API error or a usage limit) resumes it with the text as the prompt: a resume
+after a failure, within ``max_resumes``; while a turn runs, the text is queued and
+becomes the prompt of the resume at the turn's end. A stall nudge (``data["nudge"]``) is not queued there: at the
 turn's end the stall no longer applies, and a restart for the stall brings its own prompt,
 so a queued nudge could only ever arrive stale (issue 13: ``ccci start`` after an
 escalation gave the old nudge as the prompt); it is dropped with a ``nudge_dropped``
@@ -19,7 +19,6 @@ event and counted, so the stall check's next step (a restart) follows.
 """
 from __future__ import annotations
 
-from ccci import guards
 from ccci.faultpoint import fault_point
 from ccci.gitwatch import BASELINE_KEY
 from ccci.hookspecs import hookimpl
@@ -43,12 +42,15 @@ def _send(remedy, services) -> RemedyResult:
     if agent.backend.exits_at_turn_end:
         pane = services.pane(name)
         if pane is None or pane.dead:
-            d = guards.turn_end_decision(getattr(agent, "turn_marks", ()), mono=services.monotonic(),
-                                         settings=services.config.settings_for(name))
-            if d.escalate:
-                services.escalate(name, d.escalate)
-                return RemedyResult(False, f"not resuming to send: {d.escalate}", pending=False)
-            return services.launch(name, "resume", f"{remedy.reason.check}: send", prompt=remedy.text, turn_end=True)
+            # the follow-up of a wait after an error (API error, usage limit): a resume
+            # after a failure, so max_resumes counts it (a clean turn end is resumed by
+            # the process-death check, with queued messages as the prompt)
+            cap = int(services.config.settings_for(name)["max_resumes"])
+            if agent.resumes >= cap:
+                why = f"max_resumes ({cap}) reached after failures; not resuming to send"
+                services.escalate(name, why)
+                return RemedyResult(False, why, pending=False)
+            return services.launch(name, "resume", f"{remedy.reason.check}: send", prompt=remedy.text)
         if remedy.data.get("nudge"):
             services.emit("nudge_dropped", "stall nudge not queued: the CLI has no input box while a turn runs, "
                           "and a queued nudge would be stale at the turn's end", agent=name, check=remedy.reason.check)

@@ -82,6 +82,20 @@ def test_a_failure_resume_still_counts_toward_max_resumes(loop_sup, fake_tmux, f
     assert len(esc) == 1 and "max_resumes (1) reached after failures" in esc[0]["message"]
 
 
+def test_a_send_that_resumes_an_exited_agent_after_an_error_counts_toward_max_resumes(loop_sup, fake_tmux, fake_clock):
+    # the follow-up of a wait after an API error or a usage limit ('continue'): a failure
+    sup = loop_sup(max_resumes=1)
+    settle(sup, fake_clock)
+    fake_tmux.pane("a").kill(status=0)
+    finding = Finding("api_error", "a", "API error after the CLI's retries", evidence="500")
+    assert sup.run_remedy(Remedy("send", "a", finding, text="continue", data={"now": True})).ok
+    assert fake_tmux.launches("a")[-1].argv[-1] == "continue" and sup.store.agent("a").resumes == 1
+    fake_tmux.pane("a").kill(status=0)
+    res = sup.run_remedy(Remedy("send", "a", finding, text="continue", data={"now": True}))
+    assert not res.ok and "max_resumes (1) reached after failures" in res.detail
+    assert sup.agents["a"].given_up and len(events(sup, "escalation")) == 1
+
+
 def test_turn_rate_cap_counts_turns_from_before_a_watcher_restart(loop_sup, fake_tmux, fake_clock):
     sup = loop_sup(max_turns_per_hour=3)
     settle(sup, fake_clock)
