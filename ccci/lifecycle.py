@@ -74,7 +74,8 @@ class Lifecycle:
             self._load_turn_marks(name, mono)
             pane = panes.get(rt.session)
             if (pane is not None and pane.dead and rt.backend.exits_at_turn_end and not pane.dead_signal
-                    and pane.dead_status in (0, None) and rt.conversation_id and not rt.stopped):
+                    and pane.dead_status in (0, None) and rt.conversation_id and not rt.stopped
+                    and not sup.store.get(INTENT_KEY.format(agent=name))):
                 rt.pane_id, rt.pid = pane.pane_id, pane.pid
                 rt.started_mono = rt.screen_changed_mono = rt.content_changed_mono = mono
                 rt.healthy_since_mono = mono
@@ -108,7 +109,7 @@ class Lifecycle:
 
         sup, now = self.sup, self.sup.clock.now()
         cap = int(sup.config.settings_for(name)["max_turns_per_hour"])
-        marks = [mono - (now - at).total_seconds() for at, kind, _ in sup.store.restart_history(name, cap + 1)
+        marks = [mono - (now - at).total_seconds() for at, kind, _ in sup.store.restart_history(name, 2 * cap + 50)
                  if kind == "turn_end" and (now - at).total_seconds() < TURN_WINDOW_S]
         sup.agents[name].turn_marks.clear()
         sup.agents[name].turn_marks.extend(sorted(marks))

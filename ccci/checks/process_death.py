@@ -10,8 +10,8 @@ A backend that exits at every turn end (``Backend.exits_at_turn_end``, e.g. ``op
 run``) ends with exit status 0 after each turn: that is a *turn end*, not a crash. It is
 resumed promptly (the next message becomes the resume's prompt), without restart
 intensity, backoff or ``max_resumes`` (which counts resumes after failures), within
-``max_turns_per_hour`` (:func:`ccci.guards.turn_end_decision`). When the backend published how the turn
-ended (``snapshot.facts["turn_outcome"][agent]``, an :class:`ccci.model.AgentState`; the
+``max_turns_per_hour`` (:func:`ccci.guards.turn_end_decision`). When the backend
+published how the turn ended (``snapshot.facts["turn_outcome"][agent]``, an :class:`ccci.model.AgentState`; the
 opencode backend reads it from its server) or the pane text shows an error, the turn
 end is left to the check of that error (a fresh session for the fatal 400, a wait for a
 usage limit...). While a ``wait`` remedy holds the agent, a turn end is not acted on
