@@ -33,7 +33,7 @@ DEFAULT_CHECKS: dict[str, float | int] = {
     "max_resumes": 20,  # resumes of one conversation after failures (deaths, stalls, errors) before escalating
     # clean turn ends of a backend that exits at every turn end (opencode run) are resumed
     # without limit but this one: one turn per 15 s sustained for an hour is a loop that
-    # ends turns without doing anything (an empty real opencode turn takes ~2-3 s; ccci.guards)
+    # ends turns without doing anything (an empty real opencode turn took 3.1 s; ccci.guards)
     "max_turns_per_hour": 240,
     # a given-up agent is retried automatically (docs/reliability.md#escalation-and-automatic-retries):
     "escalation_retries": 3,  # automatic retries per escalation before it stays given up

@@ -102,10 +102,11 @@ def turn_end_decision(turn_marks: Iterable[float], *, mono: float, settings: dic
     intensity and backoff do not apply (a healthy loop ending a turn every 3 min would
     otherwise be stopped after 20 turns, issue 13). One guard remains:
     ``max_turns_per_hour`` (default 240, one turn per 15 s sustained for an hour). A
-    turn that does work takes tens of seconds (the real opencode 1.18.33 against an
-    instant scripted model needs ~2-3 s per empty turn, ccci's resume included, so a loop
-    that only says "Continue." runs ~1000 turns an hour); 240 leaves a loop of short real
-    turns 4x room while catching an empty spin within 15 min of burning tokens.
+    turn that does work takes tens of seconds; an empty one is quick (the real opencode
+    1.18.33 against an instant scripted model: 60 turns in 187 s, 3.1 s per turn with
+    ccci's resume, tests/e2e/opencode/test_opencode_days.py, so a loop that only says
+    "Continue." runs ~1150 turns an hour); 240 leaves a loop of short real turns 4x room
+    while catching an empty spin within about 15 min.
 
     :param turn_marks: monotonic seconds of the agent's earlier turn-end resumes (only
         those within the last :data:`TURN_WINDOW_S` count).
