@@ -30,7 +30,15 @@ DEFAULT_CHECKS: dict[str, float | int] = {
     "stall_grace": 180,  # s past a WAITING-UNTIL before acting (a self-wake was 37 s late)
     "startup_grace": 15,  # s after a (re)start during which only process death counts
     "failure_threshold": 2,  # consecutive failing ticks before acting (k8s uses 3)
-    "max_resumes": 20,  # resumes of one conversation before escalating
+    "max_resumes": 20,  # resumes of one conversation after failures (deaths, stalls, errors) before escalating
+    # clean turn ends of a backend that exits at every turn end (opencode run) are resumed
+    # without limit but this one: one turn per 15 s sustained for an hour is a loop that
+    # ends turns without doing anything (an empty real opencode turn took 3.1 s; ccci.guards)
+    "max_turns_per_hour": 240,
+    # a given-up agent is retried automatically (docs/reliability.md#escalation-and-automatic-retries):
+    "escalation_retries": 3,  # automatic retries per escalation before it stays given up
+    "escalation_retry_initial": 1800,  # s after an escalation before the 1st retry; doubles per retry
+    "escalation_retry_max": 14400,  # s cap of that delay (4 h); also how long a retry must hold to count as recovered
     "restart_intensity": 5,  # restarts allowed per restart_period (OTP intensity/period)
     "restart_period": 600,  # s
     "backoff_initial": 2,  # s before the 2nd restart; doubles each time
@@ -57,9 +65,6 @@ DEFAULT_CHECKS: dict[str, float | int] = {
     # given (stall_idle), since the stall check leaves waiting_input to this check
     "needs_input_wait": 300,  # s a permission/question dialog may wait before escalating
 }
-
-#: thresholds that are counts: whole numbers of at least this much
-CHECK_COUNTS: dict[str, int] = {"api_error_max_attempts": 1}
 
 
 class ConfigError(ValueError):
@@ -267,12 +272,23 @@ def _num(val: Any, path: Path, key: str, minimum: float = 0.0) -> float:
     return val
 
 
-def _check_value(name: str, val: Any, path: Path, key: str) -> float:
-    """A ``[checks]`` value: a number >= 0; a count (:data:`CHECK_COUNTS`) a whole number."""
+#: thresholds that are counts: a whole number of at least this much, and how to fix a bad one
+INT_THRESHOLDS: dict[str, tuple[int, str]] = {
+    "max_resumes": (0, "a whole number of resumes, e.g. 20"),
+    "max_turns_per_hour": (1, "a whole number of turn ends per hour, e.g. 240 (the default)"),
+    "escalation_retries": (0, "a whole number of automatic retries, e.g. 3; 0 = never retry"),
+    "api_error_max_attempts": (1, "a whole number >= 1 of continue attempts, e.g. 6 (the default)"),
+}
+
+
+def _threshold(name: str, val: Any, path: Path, key: str) -> float:
+    """A ``[checks]`` value: a number >= 0; the counts of :data:`INT_THRESHOLDS` must be
+    whole numbers at least their minimum. :raises ConfigError: one line naming ``key``."""
     num = _num(val, path, key)
-    least = CHECK_COUNTS.get(name)
-    if least is not None and (num != int(num) or num < least):
-        raise _err(path, key, f"must be a whole number >= {least}, got {val}; e.g. {name} = {DEFAULT_CHECKS[name]}")
+    if name in INT_THRESHOLDS:
+        minimum, fix = INT_THRESHOLDS[name]
+        if num != int(num) or num < minimum:
+            raise _err(path, key, f"{val!r} is not allowed; use {fix}")
     return num
 
 
@@ -326,7 +342,7 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
     for k, v in _table(raw, "checks", path).items():
         if k not in DEFAULT_CHECKS:
             raise _err(path, f"checks.{k}", f"unknown threshold; known: {', '.join(sorted(DEFAULT_CHECKS))}")
-        checks[k] = _check_value(k, v, path, f"checks.{k}")
+        checks[k] = _threshold(k, v, path, f"checks.{k}")
     _check_pairs(checks, path, "checks")
 
     defaults = _table(raw, "defaults", path)
@@ -379,7 +395,7 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
         for k, v in per.items():
             if k not in DEFAULT_CHECKS:
                 raise _err(path, f"{where}.checks.{k}", f"unknown threshold; known: {', '.join(sorted(DEFAULT_CHECKS))}")
-            _check_value(k, v, path, f"{where}.checks.{k}")
+            _threshold(k, v, path, f"{where}.checks.{k}")
         _check_pairs({**checks, **per}, path, f"{where}.checks")
         agent_checks[aname] = dict(per)
         hrole = _str(a.get("handoff_role", ""), path, f"{where}.handoff_role")

@@ -9,8 +9,12 @@ thresholds dict of :meth:`ccci.config.FleetConfig.settings_for`.
   findings at once, ``startup_grace`` after a start, holds) and the backoff reset after
   ``backoff_reset`` seconds healthy.
 * :func:`restart_decision`: restart intensity (``restart_intensity`` restarts per
-  ``restart_period``), ``max_resumes``, exponential backoff (``backoff_initial``
-  doubling to ``backoff_max``; Kubernetes' CrashLoopBackOff caps at 300 s too).
+  ``restart_period``), ``max_resumes`` (resumes after *failures*), exponential backoff
+  (``backoff_initial`` doubling to ``backoff_max``; Kubernetes' CrashLoopBackOff caps at
+  300 s too).
+* :func:`turn_end_decision`: a backend that exits at every turn end is resumed after each
+  clean turn end, not counted by ``max_resumes``; ``max_turns_per_hour`` catches a loop
+  that ends turns without doing anything.
 * :func:`breaker_update`: the fleet-wide breaker (``breaker_min_agents`` and
   ``breaker_fraction`` of the fleet failing within ``breaker_window``) pauses automatic
   action for ``breaker_cooldown``.
@@ -88,23 +92,58 @@ class RestartDecision:
     next_restart_mono: float = 0.0
 
 
+TURN_WINDOW_S = 3600.0  #: s: the window of ``max_turns_per_hour``
+
+
+def turn_end_decision(turn_marks: Iterable[float], *, mono: float, settings: dict) -> RestartDecision:
+    """May a backend that exits at every turn end be resumed after a clean turn end?
+
+    A clean turn end is the loop working, not a failure: ``max_resumes``, restart
+    intensity and backoff do not apply (a healthy loop ending a turn every 3 min would
+    otherwise be stopped after 20 turns, issue 13). One guard remains:
+    ``max_turns_per_hour`` (default 240, one turn per 15 s sustained for an hour). A
+    turn that does work takes tens of seconds; an empty one is quick (the real opencode
+    1.18.33 against an instant scripted model: 60 turns in 187 s, 3.1 s per turn with
+    ccci's resume, tests/e2e/opencode/test_opencode_days.py, so a loop that only says
+    "Continue." runs ~1150 turns an hour); 240 leaves a loop of short real turns 4x room
+    while catching an empty spin within about 15 min.
+
+    :param turn_marks: monotonic seconds of the agent's earlier turn-end resumes (only
+        those within the last :data:`TURN_WINDOW_S` count).
+    :param mono: now, monotonic seconds.
+    :param settings: thresholds; reads ``max_turns_per_hour`` (int >= 1).
+    :returns: ``allowed`` or ``escalate`` (one line: why).
+    """
+    cap = int(settings["max_turns_per_hour"])
+    recent = [t for t in turn_marks if mono - t < TURN_WINDOW_S]
+    if len(recent) >= cap:
+        return RestartDecision(False, escalate=(
+            f"max_turns_per_hour ({cap}) reached: {len(recent)} turn ends in the last "
+            f"{TURN_WINDOW_S / 60:.0f} min; the loop ends turns without doing anything; not resuming"))
+    return RestartDecision(True)
+
+
 def restart_decision(remedy: Remedy, *, restart_marks: Iterable[float], resumes: int, resuming: bool,
-                     backoff_s: float, next_restart_mono: float, mono: float, settings: dict) -> RestartDecision:
+                     backoff_s: float, next_restart_mono: float, mono: float, settings: dict,
+                     turn_marks: Iterable[float] = ()) -> RestartDecision:
     """May ``remedy`` (a restart action) run now?
 
-    :param restart_marks: monotonic times of the agent's earlier restarts.
-    :param resumes: resumes of the current conversation so far.
+    :param restart_marks: monotonic times of the agent's earlier restarts after failures.
+    :param resumes: resumes of the current conversation after failures so far.
     :param resuming: the restart continues the conversation (counts toward ``max_resumes``).
     :param backoff_s: the current backoff; ``next_restart_mono``: no restart before then.
+    :param turn_marks: monotonic times of earlier turn-end resumes (:func:`turn_end_decision`).
 
     A routine resume of a backend that exits at every turn end (``remedy.data["turn_end"]``)
-    is no crash: neither intensity nor backoff apply, ``max_resumes`` does.
+    is no failure: intensity, backoff and ``max_resumes`` do not apply,
+    :func:`turn_end_decision` does. ``max_resumes`` limits resumes after failures
+    (deaths, stalls, errors) of one conversation.
     """
-    cap = int(settings["max_resumes"])
     if remedy.data.get("turn_end"):
-        if resumes >= cap:
-            return RestartDecision(False, escalate=f"max_resumes ({cap}) reached after turn ends; not resuming again")
-        return RestartDecision(True, backoff_s=backoff_s, next_restart_mono=next_restart_mono)
+        d = turn_end_decision(turn_marks, mono=mono, settings=settings)
+        d.backoff_s, d.next_restart_mono = backoff_s, next_restart_mono
+        return d
+    cap = int(settings["max_resumes"])
     period = float(settings["restart_period"])
     recent = [t for t in restart_marks if mono - t <= period]
     if len(recent) >= int(settings["restart_intensity"]):
@@ -112,7 +151,7 @@ def restart_decision(remedy: Remedy, *, restart_marks: Iterable[float], resumes:
             f"restart intensity exceeded: {len(recent)} restarts in {period:.0f}s "
             f"(last: {remedy.reason.check}: {remedy.reason.evidence[:120]})"))
     if resuming and resumes >= cap:
-        return RestartDecision(False, escalate=f"max_resumes ({cap}) reached; not resuming again")
+        return RestartDecision(False, escalate=f"max_resumes ({cap}) reached after failures; not resuming again")
     if mono < next_restart_mono:
         return RestartDecision(False, deferred_s=next_restart_mono - mono, backoff_s=backoff_s,
                                next_restart_mono=next_restart_mono)

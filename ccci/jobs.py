@@ -10,7 +10,8 @@
 * A job is *active* from its start until its turn ends: then it stays idle and viewable
   in its pane, and nothing (stall, nudge, restart) touches it. A job whose process dies
   while active is resumed (backends that exit at every turn end, like ``opencode run``,
-  need this), at most ``max_resumes`` times.
+  need this): after a failure at most ``max_resumes`` times, after a clean turn end
+  within ``max_turns_per_hour``.
 * ``schedule = "0 3 * * 1"`` on a job agent (cron, UTC) makes the watcher run
   ``job start`` when it is due (croniter); the last run is persisted, so a restarted
   watcher does not run a missed slot twice.

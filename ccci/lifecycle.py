@@ -21,6 +21,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from ccci.supervisor import Supervisor
 
 INTENT_KEY = "restart_intent.{agent}"  #: kv key: the (re)start mode in progress ("" when none)
+#: kv key: the deadline (ISO-8601 UTC) of the wait the agent's last turn declared
+#: (``WAITING-UNTIL``) while its process is exited; cleared at every launch. Written by
+#: the check that honours the wait; read by ``ccci status`` and after a watcher restart.
+DECLARED_WAIT_KEY = "declared_wait.{agent}"
 RESTART_ACTIONS = frozenset({"restart", "resume", "fresh"})
 
 
@@ -48,6 +52,13 @@ class Lifecycle:
         A live pane whose session name matches is adopted with its persisted
         conversation id; nothing is restarted. Agents marked stopped stay stopped, and
         so do agents a plugin calls inactive (``ccci_agent_active``).
+
+        A backend that exits at every turn end (``exits_at_turn_end``) whose pane exited
+        cleanly (no signal, status 0 or not known yet) is adopted as it is, not resumed:
+        the first tick's checks decide, as for any turn end, so a declared
+        ``WAITING-UNTIL`` survives a watcher restart (issue 13: a new watcher resumed
+        such agents before their deadline). The turn-end resumes of the last hour are
+        read back from the ``restarts`` table (``max_turns_per_hour``).
         """
         sup = self.sup
         panes = sup.tmux.list_panes()
@@ -60,8 +71,19 @@ class Lifecycle:
             rt.resumes = rec.resumes
             rt.stopped = rec.stopped
             rt.given_up = rec.given_up
+            self._load_turn_marks(name, mono)
             pane = panes.get(rt.session)
-            if pane is not None and not pane.dead:
+            if (pane is not None and pane.dead and rt.backend.exits_at_turn_end and not pane.dead_signal
+                    and pane.dead_status in (0, None) and rt.conversation_id and not rt.stopped
+                    and not sup.store.get(INTENT_KEY.format(agent=name))):
+                rt.pane_id, rt.pid = pane.pane_id, pane.pid
+                rt.started_mono = rt.screen_changed_mono = rt.content_changed_mono = mono
+                rt.healthy_since_mono = mono
+                sup.emit("agent_adopted", f"adopted an agent whose turn ended (pane {pane.pane_id} exited "
+                         f"{'cleanly' if pane.dead_status == 0 else 'with the status not known yet'}); "
+                         "the checks decide when it resumes", agent=name, pid=pane.pid,
+                         conversation_id=rt.conversation_id, exited=True)
+            elif pane is not None and not pane.dead:
                 rt.pane_id, rt.pid = pane.pane_id, pane.pid
                 age = (sup.clock.now() - rec.started_at).total_seconds() if rec.started_at else 0.0
                 rt.started_mono = mono - max(0.0, age)
@@ -81,6 +103,17 @@ class Lifecycle:
                     mode, reason = intent, f"completing the {intent} a previous watcher began"
                 self.launch(name, mode, reason=reason)
 
+    def _load_turn_marks(self, name: str, mono: float) -> None:
+        """Read the agent's turn-end resumes of the last hour back as monotonic marks."""
+        from ccci.guards import TURN_WINDOW_S
+
+        sup, now = self.sup, self.sup.clock.now()
+        cap = int(sup.config.settings_for(name)["max_turns_per_hour"])
+        marks = [mono - (now - at).total_seconds() for at, kind, _ in sup.store.restart_history(name, 2 * cap + 50)
+                 if kind == "turn_end" and (now - at).total_seconds() < TURN_WINDOW_S]
+        sup.agents[name].turn_marks.clear()
+        sup.agents[name].turn_marks.extend(sorted(marks))
+
     # ------------------------------------------------------------------ launching
     def launch(self, name: str, mode: str, reason: str, prompt: str | None = None,
                turn_end: bool = False) -> RemedyResult:
@@ -89,8 +122,8 @@ class Lifecycle:
         :param name: agent name.
         :param mode: ``start`` (first start: fresh conversation), ``fresh`` (restart with a
             new conversation), ``resume`` (restart continuing the persisted conversation;
-            counts toward ``max_resumes``), ``restart`` (resume when the backend supports
-            it, else fresh).
+            counts toward ``max_resumes`` unless ``turn_end``), ``restart`` (resume when
+            the backend supports it, else fresh).
         :param reason: why, for the event log and the agent's resume prompt.
         :param prompt: the initial prompt of a fresh start (default:
             :meth:`initial_prompt`); a job's extra arguments arrive here. For a resume:
@@ -98,7 +131,11 @@ class Lifecycle:
         :param turn_end: the backend exits at every turn end and this resume continues
             after one (not counted as a restart). For such backends
             (``exits_at_turn_end``) a resume's prompt is the agent's queued messages,
-            which are marked delivered: the CLI has no input box to type them into.
+            which are marked delivered: the CLI has no input box to type them into. A
+            queued message that is the backend's stall nudge (``nudge_text``) is stale
+            at a resume (the turn ended, or the restart's own prompt supersedes it): it
+            is dropped (``failed``) with a ``message_dropped`` event. A turn-end resume
+            is marked in ``turn_marks`` (``max_turns_per_hour``), not in ``resumes``.
         :returns: a :class:`RemedyResult` (``pending`` on success); ``ok=False`` when a
             plugin vetoed it, the workdir is missing or tmux failed (reported as an event).
         """
@@ -134,6 +171,9 @@ class Lifecycle:
             conv = rt.conversation_id
             if backend.exits_at_turn_end:
                 delivered = sup.store.pending_messages(name)
+                stale = [m for m in delivered if backend.nudge_text and m.text.strip() == backend.nudge_text.strip()]
+                delivered = [m for m in delivered if m not in stale]
+                self._drop_stale(name, stale, reason)
             if delivered:
                 prompt = "\n\n".join(m.text for m in delivered)
             elif prompt is None:
@@ -180,7 +220,9 @@ class Lifecycle:
         rt.pending_since_mono = mono
         rt.pending_action = "turn_end" if turn_end else mode
         rt.stopped = False
-        if mode == "resume":
+        if mode == "resume" and turn_end:
+            rt.turn_marks.append(mono)
+        elif mode == "resume":
             rt.resumes += 1
         elif mode == "fresh":
             rt.resumes = 0
@@ -193,6 +235,7 @@ class Lifecycle:
             )
             sup.store.record_restart(name, "turn_end" if turn_end else mode, reason, now)
             sup.store.put(INTENT_KEY.format(agent=name), "")
+            sup.store.delete(DECLARED_WAIT_KEY.format(agent=name))
             for m in delivered:
                 sup.store.finish_message(m.id, "delivered", "given as the resume prompt", now, m.attempts + 1)
         for m in delivered:
@@ -203,6 +246,16 @@ class Lifecycle:
         sup.emit(f"agent_{verb.replace(' ', '_')}", f"{verb} ({reason}); pid {pane.pid}, conversation {conv[:8]}",
                  agent=name, pid=pane.pid, conversation_id=conv, mode=mode, reason=reason)
         return RemedyResult(True, f"{verb}, pid {pane.pid}", pending=True)
+
+    def _drop_stale(self, name: str, stale: list, reason: str) -> None:
+        """Mark stale nudges ``failed`` and log one ``message_dropped`` event each."""
+        sup = self.sup
+        now = sup.clock.now()
+        for m in stale:
+            sup.store.finish_message(m.id, "failed", f"stale nudge dropped at a resume ({reason})", now, m.attempts)
+            sup.emit("message_dropped", f"stale nudge dropped, not given as the resume prompt ({reason}): "
+                     f"{m.text[:60]!r}", agent=name, message_id=m.id,
+                     queued_s=round((now - m.queued_at).total_seconds(), 1))
 
     def initial_prompt(self, name: str) -> str:
         """The prompt a fresh session starts with: every ``ccci_prompt_preamble`` (e.g.

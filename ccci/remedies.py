@@ -1,16 +1,32 @@
 """Remedy dispatch for the runner: choose a remedy for each actionable finding, apply
 the guard rails (:mod:`ccci.guards`), run it through ``ccci_run_remedy``, remember the
-occurrence (:mod:`ccci.occurrences`), and run scheduled remedies when they are due.
+occurrence (:mod:`ccci.occurrences`), run scheduled remedies when they are due, and
+retry given-up agents automatically (:func:`note_escalation`, :meth:`Remedies.retry_given_up`).
+
+Escalation and automatic retries (docs/reliability.md#escalation-and-automatic-retries)
+---------------------------------------------------------------------------------------
+An escalation gives the agent up and keeps a record in the state store
+(:data:`ESCALATION_KEY`, JSON; survives a watcher restart). A failure a restart cannot
+fix must not be restarted forever, and a passing outage (the provider down for an hour,
+a usage limit until its reset) must not need a person: so a given-up agent is retried
+``escalation_retry_initial`` s (1800) after the escalation, the delay doubling per retry
+up to ``escalation_retry_max`` (14400 s), at most ``escalation_retries`` (3) times; the
+retry is the probe (the agent's checks see whether the condition is gone). A person is
+paged (``escalation`` event) at the first escalation and when the retries are used up;
+the escalations in between are ``escalation_repeated`` events. A retry that holds for
+``escalation_retry_max`` s without a new escalation ends the record
+(``escalation_recovered``). ``ccci start AGENT`` clears the record.
 
 Internal; plugins act through :class:`ccci.services.Services`.
 """
 from __future__ import annotations
 
-from datetime import datetime
-from typing import TYPE_CHECKING
+import json
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from ccci import guards
-from ccci.clock import iso
+from ccci.clock import iso, parse_utc
 from ccci.lifecycle import RESTART_ACTIONS
 from ccci.model import Finding, Remedy, RemedyResult
 
@@ -20,6 +36,50 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: actions a plugin may choose instead of an essential check's builtin choice
 ESSENTIAL_OVERRIDES = RESTART_ACTIONS | {"start", "escalate"}
+#: kv key: an agent's escalation record (JSON, see :func:`note_escalation`)
+ESCALATION_KEY = "escalation.{agent}"
+
+
+def escalation_record(kv: Any, agent: str) -> dict | None:
+    """The agent's escalation record (:func:`note_escalation`), ``None`` when there is none
+    (or it is unreadable). ``kv``: anything with ``get(key)`` (the state store, a KeyValue)."""
+    raw = kv.get(ESCALATION_KEY.format(agent=agent))
+    try:
+        rec = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def note_escalation(kv: Any, agent: str, why: str, now: datetime, settings: dict,
+                    not_before: datetime | None = None) -> dict:
+    """Record an escalation of ``agent`` and plan its automatic retry.
+
+    :param kv: the state (``get``/``put``).
+    :param why: the escalation's one-line reason.
+    :param now: UTC.
+    :param settings: thresholds: ``escalation_retries`` (count), ``escalation_retry_initial``
+        and ``escalation_retry_max`` (seconds).
+    :param not_before: UTC: no retry before then (e.g. a usage limit's reset).
+    :returns: the record written: ``{"since": first escalation (ISO UTC), "at": this one,
+        "why": str, "retries": retries done so far, "retry_at": ISO UTC or None,
+        "final": bool (no more automatic retries), "page": bool (a person is paged now:
+        the first escalation and the final one)}``.
+    """
+    prev = escalation_record(kv, agent)
+    chain = prev is not None and int(prev.get("retries", 0)) > 0 and not prev.get("final")
+    retries = int(prev["retries"]) if chain else 0
+    cap = int(settings["escalation_retries"])
+    final = retries >= cap
+    retry_at = None
+    if not final:
+        delay = min(float(settings["escalation_retry_max"]), float(settings["escalation_retry_initial"]) * 2 ** retries)
+        at = now + timedelta(seconds=delay)
+        retry_at = iso(max(at, not_before) if not_before else at)
+    rec = {"since": prev["since"] if chain else iso(now), "at": iso(now), "why": why, "retries": retries,
+           "retry_at": retry_at, "final": final, "page": not chain or final}
+    kv.put(ESCALATION_KEY.format(agent=agent), json.dumps(rec))
+    return rec
 
 
 class Remedies:
@@ -96,7 +156,7 @@ class Remedies:
             remedy.action == "restart" and rt.backend.supports_resume and bool(rt.conversation_id))
         d = guards.restart_decision(remedy, restart_marks=rt.restart_marks, resumes=rt.resumes, resuming=resuming,
                                     backoff_s=rt.backoff_s, next_restart_mono=rt.next_restart_mono, mono=mono,
-                                    settings=settings)
+                                    settings=settings, turn_marks=rt.turn_marks)
         if d.escalate:
             self.escalate(rt.name, d.escalate)
             return False
@@ -155,7 +215,61 @@ class Remedies:
         self.sup.emit("scheduled", f"{remedy.action} at {iso(remedy.not_before)} ({remedy.reason.check})", agent=remedy.agent,
                   action=remedy.action, at=iso(remedy.not_before))
 
+    def retry_given_up(self) -> None:
+        """Retry given-up agents whose escalation record's ``retry_at`` (UTC) is past, and
+        forget the records of agents that stayed up ``escalation_retry_max`` s after a
+        retry (see the module docstring). A retry clears ``given_up``, the failure
+        counters (``resumes``, restart intensity, backoff) and restarts the agent
+        (resuming its conversation where the backend can); not while the fleet breaker
+        is open or the agent is stopped. Events: ``escalation_retry``, ``escalation_recovered``."""
+        sup = self.sup
+        records = sup.store.items(ESCALATION_KEY.format(agent=""))
+        if not records:
+            return
+        now, mono = sup.clock.now(), sup.clock.monotonic()
+        for key, raw in records.items():
+            name = key[len(ESCALATION_KEY.format(agent="")):]
+            rt = sup.agents.get(name)
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                rec = None
+            if rt is None or not isinstance(rec, dict):
+                sup.store.delete(key)
+                continue
+            settings = sup.config.settings_for(name)
+            if not rt.given_up:
+                done = rec.get("retried_at")
+                if done and (now - parse_utc(done)).total_seconds() >= float(settings["escalation_retry_max"]):
+                    sup.store.delete(key)
+                    sup.emit("escalation_recovered", f"no escalation for {float(settings['escalation_retry_max']):.0f}s "
+                             f"after automatic retry {rec.get('retries')}: recovered ({rec.get('why', '')[:120]})",
+                             agent=name, retries=rec.get("retries"))
+                elif not done:
+                    sup.store.delete(key)  # cleared by a person ('ccci start') before any retry
+                continue
+            if rt.stopped or rec.get("final") or not rec.get("retry_at") or parse_utc(rec["retry_at"]) > now:
+                continue
+            if mono < sup.breaker.open_until:
+                continue
+            rec.update(retries=int(rec.get("retries", 0)) + 1, retried_at=iso(now), retry_at=None, page=False)
+            cap = int(settings["escalation_retries"])
+            with sup.store.transaction():
+                sup.store.put(key, json.dumps(rec))
+                sup.store.update_agent(name, given_up=0, resumes=0)
+            rt.given_up = False
+            rt.resumes = 0
+            rt.restart_marks.clear()
+            rt.backoff_s, rt.next_restart_mono = 0.0, 0.0
+            rt.failing, rt.nudges, rt.hold_until_mono = {}, 0, 0.0
+            sup.emit("escalation_retry", f"automatic retry {rec['retries']} of {cap} after the escalation at "
+                     f"{rec.get('at')}: {rec.get('why', '')[:160]}", agent=name, retries=rec["retries"], cap=cap,
+                     why=rec.get("why", ""))
+            sup.lifecycle.launch(name, "restart", reason=f"automatic retry {rec['retries']} of {cap} after escalation")
+
     def run_scheduled(self) -> None:
+        """Run the scheduled remedies that are due, then :meth:`retry_given_up`."""
+        self.retry_given_up()
         now = self.sup.clock.now()
         due = [(t, r) for t, r in self.scheduled if t <= now]
         self.scheduled = [(t, r) for t, r in self.scheduled if t > now]

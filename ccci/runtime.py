@@ -38,10 +38,14 @@ class AgentRuntime:
             ``wait`` remedy, e.g. a usage limit's reset).
         failing: per check, ``(consecutive failing ticks, first failing mono)``.
         restart_marks: monotonic times of recent restarts (restart intensity).
+        turn_marks: monotonic times of recent turn-end resumes (``max_turns_per_hour``;
+            read back from the ``restarts`` table after a watcher restart).
         backoff_s: current backoff before the next restart (seconds; 0 = none).
         next_restart_mono: no restart before this time (backoff).
         healthy_since_mono: since when no failing finding was seen.
         nudges: stall nudges sent since the agent last finished a turn.
+        resumes: resumes of the current conversation after failures (``max_resumes``);
+            turn-end resumes are not counted.
         given_up: the runner escalated and stopped acting on this agent.
         stopped: ``ccci stop`` was used; not restarted until ``ccci start``.
     """
@@ -68,6 +72,7 @@ class AgentRuntime:
     hold_until_mono: float = 0.0
     failing: dict[str, tuple[int, float]] = field(default_factory=dict)
     restart_marks: deque = field(default_factory=lambda: deque(maxlen=100))
+    turn_marks: deque = field(default_factory=lambda: deque(maxlen=10000))
     backoff_s: float = 0.0
     next_restart_mono: float = 0.0
     healthy_since_mono: float = 0.0

@@ -163,7 +163,8 @@ class AgentView(Protocol):
     started_mono: float
     screen: str
     analysis: ScreenAnalysis
-    resumes: int
+    resumes: int  #: resumes of the conversation after failures (``max_resumes``)
+    turn_marks: Any  #: monotonic seconds of recent turn-end resumes (``max_turns_per_hour``)
     nudges: int
     hold_until_mono: float
     pending_since_mono: float | None

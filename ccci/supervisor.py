@@ -297,6 +297,7 @@ class Supervisor:
                 rt.given_up = False  # cleared by a person ('ccci start')
                 rt.restart_marks.clear()
                 rt.backoff_s = 0.0
+                rt.resumes = rec.resumes  # 'ccci start' resets the failure resumes too
 
     def _update_pending(self, rt: AgentRuntime, snap: FleetSnapshot) -> None:
         if rt.pending_since_mono is None:

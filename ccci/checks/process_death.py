@@ -9,8 +9,9 @@ group, e.g. Claude Code's "No conversation found with session ID: <id>").
 A backend that exits at every turn end (``Backend.exits_at_turn_end``, e.g. ``opencode
 run``) ends with exit status 0 after each turn: that is a *turn end*, not a crash. It is
 resumed promptly (the next message becomes the resume's prompt), without restart
-intensity or backoff but within ``max_resumes``. When the backend published how the turn
-ended (``snapshot.facts["turn_outcome"][agent]``, an :class:`ccci.model.AgentState`; the
+intensity, backoff or ``max_resumes`` (which counts resumes after failures), within
+``max_turns_per_hour`` (:func:`ccci.guards.turn_end_decision`). When the backend
+published how the turn ended (``snapshot.facts["turn_outcome"][agent]``, an :class:`ccci.model.AgentState`; the
 opencode backend reads it from its server) or the pane text shows an error, the turn
 end is left to the check of that error (a fresh session for the fatal 400, a wait for a
 usage limit...). While a ``wait`` remedy holds the agent, a turn end is not acted on
@@ -18,14 +19,19 @@ usage limit...). While a ``wait`` remedy holds the agent, a turn end is not acte
 (``snapshot.facts["turn_wait"]`` from the backend, else the pane's newest block) is
 resumed at that time, or at once when a message for the agent is queued
 (``snapshot.facts["pending_messages"]``): a loop waiting for a handoff is woken by the
-ping, not by empty "Continue." turns.
+ping, not by empty "Continue." turns. The declared deadline is persisted
+(:data:`ccci.lifecycle.DECLARED_WAIT_KEY`, ISO-8601 UTC) so ``ccci status`` shows the
+agent ``waiting`` and a new watcher honours the wait even before the backend or the
+pane tell it again.
 
 Essential (``CCCI_ESSENTIAL``): cannot be disabled, and for its findings another
 plugin's remedy choice counts only when it is a restart or an escalation.
 """
 from __future__ import annotations
 
+from ccci.clock import iso, parse_utc
 from ccci.hookspecs import hookimpl
+from ccci.lifecycle import DECLARED_WAIT_KEY
 from ccci.model import AgentState, Finding
 from ccci.stash import StashKey
 
@@ -40,7 +46,7 @@ ERROR_STATES = frozenset({AgentState.FATAL_ERROR, AgentState.CONTEXT_LIMIT, Agen
 
 
 @hookimpl
-def ccci_check_agent(agent, backend, pane, process, analysis, snapshot, now, mono, stash):
+def ccci_check_agent(agent, backend, pane, process, analysis, snapshot, now, mono, stash, services):
     if snapshot.facts.get("external", {}).get(agent.name):
         return None  # a hand-launched instance runs this agent's role (ccci.external)
     if pane is None:
@@ -58,8 +64,10 @@ def ccci_check_agent(agent, backend, pane, process, analysis, snapshot, now, mon
             return None  # no word from the CLI's API: the pane's error decides
         if mono < agent.hold_until_mono:
             return None  # a wait remedy resumes it when the wait is over
-        wait = snapshot.facts.get("turn_wait", {}).get(agent.name) or analysis.waiting_until
+        wait = snapshot.facts.get("turn_wait", {}).get(agent.name) or analysis.waiting_until or _persisted_wait(
+            services, agent.name)
         if wait is not None and wait > now and not snapshot.facts.get("pending_messages", {}).get(agent.name):
+            _persist_wait(services, agent.name, wait)
             return None  # a declared wait: resumed at that time, or by the next message
         return Finding(CHECK, agent.name, "turn ended (the CLI exits at every turn end)",
                        evidence=f"pane {pane.pane_id} exited with status {pane.dead_status}", immediate=True,
@@ -83,6 +91,20 @@ def ccci_check_agent(agent, backend, pane, process, analysis, snapshot, now, mon
         return Finding(CHECK, agent.name, "agent process is not alive", evidence=f"pid {process.pid} gone or zombie",
                        immediate=True)
     return None
+
+
+def _persisted_wait(services, name: str):
+    raw = services.state.get(DECLARED_WAIT_KEY.format(agent=name)) if services is not None else None
+    try:
+        return parse_utc(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _persist_wait(services, name: str, wait) -> None:
+    key, value = DECLARED_WAIT_KEY.format(agent=name), iso(wait)
+    if services is not None and services.state.get(key) != value:
+        services.state.put(key, value)
 
 
 @hookimpl(trylast=True)

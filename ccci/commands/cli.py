@@ -24,7 +24,9 @@ from rich.table import Table
 from rich.text import Text
 
 from ccci import config as config_mod
-from ccci.clock import UTC
+from ccci.clock import UTC, iso
+from ccci.lifecycle import DECLARED_WAIT_KEY
+from ccci.model import AgentState
 from ccci.config import ConfigError
 
 console = Console()
@@ -130,7 +132,7 @@ def start(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
         lock.acquire(wait=False)
     except LockHeld:
         for n in names:
-            sup.store.update_agent(n, stopped=0, given_up=0)
+            _clear_escalation(sup, n)
         say(f"watcher running: it will start {', '.join(names)} within a tick")
         return
     try:
@@ -138,7 +140,7 @@ def start(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
         for n in names:
             rt = sup.agents[n]
             pane = panes.get(rt.session)
-            sup.store.update_agent(n, stopped=0, given_up=0)
+            _clear_escalation(sup, n)
             if pane is not None and not pane.dead:
                 say(f"{n}: already running (pid {pane.pid}); left alone")
                 continue
@@ -150,6 +152,17 @@ def start(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
         lock.release()
     if not no_watch:
         say(f"watcher pid {ensure_watcher(cfg)} supervises fleet {cfg.name}")
+
+
+def _clear_escalation(sup, name: str) -> None:
+    """A person took over: not stopped, not given up, the failure resumes (``max_resumes``)
+    and the escalation record (automatic retries) start over."""
+    from ccci.remedies import ESCALATION_KEY
+
+    with sup.store.transaction():
+        rec = sup.store.agent(name)
+        sup.store.update_agent(name, stopped=0, given_up=0, **({"resumes": 0} if rec.given_up else {}))
+        sup.store.delete(ESCALATION_KEY.format(agent=name))
 
 
 @main.command()
@@ -174,9 +187,28 @@ def _agent_names(cfg: config_mod.FleetConfig, agents: tuple[str, ...]) -> list[s
 
 
 # ---------------------------------------------------------------------------- status
+def _utc_or_none(raw: str | None):
+    from ccci.clock import parse_utc
+
+    try:
+        return parse_utc(raw) if raw else None
+    except ValueError:
+        return None
+
+
 def status_rows(sup) -> list[dict]:
     """One dict per agent: name, backend, state, pid, uptime_s, restarts, resumes,
-    conversation_id, last_event, session, and the version fields of :func:`version_fields`."""
+    conversation_id, last_event, session, waiting_until, and the version fields of
+    :func:`version_fields`.
+
+    ``state`` is ``stopped``, ``given_up``, ``waiting`` (a declared ``WAITING-UNTIL`` in
+    the future: an exited agent of a backend that exits at every turn end, or an idle
+    agent showing it; ``waiting_until`` is that deadline, ISO-8601 UTC, else ``None``),
+    ``exited`` or the screen's :class:`ccci.model.AgentState` value. ``retry_at``: a
+    given-up agent's next automatic retry (ISO-8601 UTC; ``None``: none planned,
+    docs/reliability.md#escalation-and-automatic-retries)."""
+    from ccci.remedies import escalation_record
+
     panes = sup.tmux.list_panes()
     live = {n: panes.get(rt.session) for n, rt in sup.agents.items()}
     ids = [p.pane_id for p in live.values() if p is not None and not p.dead]
@@ -186,14 +218,23 @@ def status_rows(sup) -> list[dict]:
     for n, rt in sup.agents.items():
         rec = sup.store.agent(n)
         pane = live[n]
+        waiting_until = retry_at = None
         if rec.stopped:
             state = "stopped"
         elif rec.given_up:
             state = "given_up"
+            retry_at = (escalation_record(sup.store, n) or {}).get("retry_at")
         elif pane is None or pane.dead:
             state = "exited"
+            raw = sup.store.get(DECLARED_WAIT_KEY.format(agent=n)) if pane is not None else None
+            until = _utc_or_none(raw)
+            if until is not None and until > now:
+                state, waiting_until = "waiting", until  # the turn ended declaring WAITING-UNTIL
         else:
-            state = rt.backend.analyse(screens.get(pane.pane_id, ""), pane.title).state.value
+            analysis = rt.backend.analyse(screens.get(pane.pane_id, ""), pane.title)
+            state = analysis.state.value
+            if analysis.state == AgentState.IDLE and analysis.waiting_until and analysis.waiting_until > now:
+                state, waiting_until = "waiting", analysis.waiting_until
         alive = pane is not None and not pane.dead
         uptime = (now - rec.started_at).total_seconds() if (alive and rec.started_at) else None
         rows.append({
@@ -201,6 +242,7 @@ def status_rows(sup) -> list[dict]:
             "pid": pane.pid if alive else None, "uptime_s": round(uptime, 1) if uptime is not None else None,
             "restarts": rec.restarts, "resumes": rec.resumes, "conversation_id": rec.conversation_id or None,
             "session": rt.session, "last_event": rec.last_event,
+            "waiting_until": iso(waiting_until) if waiting_until else None, "retry_at": retry_at,
             **version_fields(rt.backend, rt.spec, sup.config, rec.conversation_id or ""),
         })
     return rows
@@ -242,7 +284,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
         t.add_column(col, overflow="fold")
     for r in rows:
         up = _dur(r["uptime_s"]) if r["uptime_s"] is not None else "-"
-        t.add_row(*map(cell, (r["name"], r["backend"], r["state"], r["pid"] or "-", up, r["restarts"], r["last_event"][:70])))
+        state = (f"waiting until {r['waiting_until']}" if r["waiting_until"] else
+                 f"given_up (retry {r['retry_at']})" if r["retry_at"] else r["state"])
+        t.add_row(*map(cell, (r["name"], r["backend"], state, r["pid"] or "-", up, r["restarts"], r["last_event"][:70])))
     console.print(t)
 
 

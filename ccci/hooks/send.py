@@ -8,9 +8,14 @@
   (exactly once, even if the watcher is killed right after).
 
 A backend whose CLI exits at every turn end (``exits_at_turn_end``, e.g. opencode) has
-no input box: a ``send`` to it while its process has exited resumes it with the text as
-the prompt; while a turn runs, the text is queued and becomes the prompt of the resume
-at the turn's end.
+no input box: a ``send`` to it while its process has exited (the follow-up of a wait
+after an API error or a usage limit) resumes it with the text as the prompt: a resume
+after a failure, within ``max_resumes``; while a turn runs, the text is queued and
+becomes the prompt of the resume at the turn's end. A stall nudge (``data["nudge"]``) is not queued there: at the
+turn's end the stall no longer applies, and a restart for the stall brings its own prompt,
+so a queued nudge could only ever arrive stale (issue 13: ``ccci start`` after an
+escalation gave the old nudge as the prompt); it is dropped with a ``nudge_dropped``
+event and counted, so the stall check's next step (a restart) follows.
 """
 from __future__ import annotations
 
@@ -37,11 +42,19 @@ def _send(remedy, services) -> RemedyResult:
     if agent.backend.exits_at_turn_end:
         pane = services.pane(name)
         if pane is None or pane.dead:
+            # the follow-up of a wait after an error (API error, usage limit): a resume
+            # after a failure, so max_resumes counts it (a clean turn end is resumed by
+            # the process-death check, with queued messages as the prompt)
             cap = int(services.config.settings_for(name)["max_resumes"])
             if agent.resumes >= cap:
-                services.run_remedy(Remedy("escalate", name, remedy.reason))
-                return RemedyResult(False, f"max_resumes ({cap}) reached; not resuming to send", pending=False)
-            return services.launch(name, "resume", f"{remedy.reason.check}: send", prompt=remedy.text, turn_end=True)
+                why = f"max_resumes ({cap}) reached after failures; not resuming to send"
+                services.escalate(name, why)
+                return RemedyResult(False, why, pending=False)
+            return services.launch(name, "resume", f"{remedy.reason.check}: send", prompt=remedy.text)
+        if remedy.data.get("nudge"):
+            services.emit("nudge_dropped", "stall nudge not queued: the CLI has no input box while a turn runs, "
+                          "and a queued nudge would be stale at the turn's end", agent=name, check=remedy.reason.check)
+            return RemedyResult(True, "nudge dropped (no input box while a turn runs)", pending=False)
         mid = services.queue_message(name, remedy.text)
         return RemedyResult(True, f"queued message {mid} for the next turn", pending=False)
     if not remedy.data.get("now"):

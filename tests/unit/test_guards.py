@@ -79,14 +79,36 @@ def test_restart_intensity_escalates():
 
 
 def test_max_resumes_escalates_only_a_resume():
-    assert "max_resumes (4) reached" in restart(resumes=4).escalate
+    assert "max_resumes (4) reached after failures" in restart(resumes=4).escalate
     assert restart(resumes=4, resuming=False).allowed
 
 
-def test_a_routine_turn_end_resume_skips_intensity_and_backoff_but_not_max_resumes():
+def test_a_routine_turn_end_resume_skips_intensity_backoff_and_max_resumes():
+    # rewritten for issue 13: max_resumes used to cap turn ends too (a healthy loop was
+    # escalated after 20 turns); it now counts resumes after failures only
     d = restart(data={"turn_end": True}, restart_marks=[10.0, 50.0, 90.0], next_restart_mono=500.0, backoff_s=4)
     assert d.allowed and d.backoff_s == 4 and d.next_restart_mono == 500.0
-    assert "after turn ends" in restart(data={"turn_end": True}, resumes=4).escalate
+    d = restart(data={"turn_end": True}, resumes=4)  # max_resumes (4) reached by failures
+    assert d.allowed and not d.escalate
+    assert "max_resumes (4) reached after failures" in restart(resumes=4).escalate
+
+
+def test_turn_ends_are_capped_by_max_turns_per_hour_within_the_last_hour():
+    s = {**S, "max_turns_per_hour": 3}
+    assert guards.turn_end_decision([10.0, 50.0], mono=100.0, settings=s).allowed
+    d = guards.turn_end_decision([10.0, 50.0, 90.0], mono=100.0, settings=s)
+    assert not d.allowed and "max_turns_per_hour (3) reached: 3 turn ends in the last 60 min" in d.escalate
+    # a mark an hour old no longer counts
+    assert guards.turn_end_decision([10.0, 50.0, 90.0], mono=10.0 + guards.TURN_WINDOW_S, settings=s).allowed
+    d = restart(data={"turn_end": True}, turn_marks=[10.0, 50.0, 90.0], settings=s)
+    assert not d.allowed and "max_turns_per_hour" in d.escalate
+
+
+def test_sixty_quick_turn_ends_stay_under_the_default_turn_rate():
+    marks = [float(i * 3) for i in range(60)]  # a turn every 3 s for 3 minutes
+    assert guards.turn_end_decision(marks, mono=180.0, settings=DEFAULT_CHECKS).allowed
+    spin = [float(i * 3) for i in range(int(DEFAULT_CHECKS["max_turns_per_hour"]))]
+    assert guards.turn_end_decision(spin, mono=spin[-1] + 3, settings=DEFAULT_CHECKS).escalate
 
 
 def test_breaker_opens_when_enough_agents_fail_within_the_window_then_cools_down():

@@ -177,14 +177,32 @@ def test_turn_end_is_resumed_not_restarted(oc_sup, fake_tmux, fake_clock):
     assert launches[-1].argv[-1] == "New claim: abc123 claim(x). Verify it."  # the queued ping is the prompt
     assert sup.store.pending_messages("a") == []
     rec = sup.store.agent("a")
-    assert rec.restarts == 0 and rec.resumes == 1
-    # more turn ends: no backoff, no restart intensity, but max_resumes (2) holds
+    # rewritten for issue 13: a turn end is neither a restart nor a resume after a
+    # failure (max_resumes); it is recorded as a turn_end and counted by max_turns_per_hour
+    assert rec.restarts == 0 and rec.resumes == 0
+    assert sup.store.restart_count("a", "turn_end") == 1
+    # more turn ends: no backoff, no restart intensity, and max_resumes (2) does not stop them
     for _ in range(3):
         fake_tmux.pane("a").kill(status=0)
         _settle(sup, fake_clock)
     kinds = [e["kind"] for e in sup.store.events()]
     assert "backoff" not in kinds
-    assert kinds.count("agent_resumed") == 2 and "escalation" in kinds
+    assert kinds.count("agent_resumed") == 4 and "escalation" not in kinds
+    assert sup.store.agent("a").resumes == 0 and sup.store.restart_count("a", "turn_end") == 4
+
+
+def test_turn_ends_are_capped_by_max_turns_per_hour(oc_sup, fake_tmux, fake_clock):
+    sup = oc_sup(max_resumes=2, max_turns_per_hour=3)
+    _settle(sup, fake_clock)
+    FakeClient.last = _msg(text="done")
+    for _ in range(4):
+        fake_tmux.pane("a").kill(status=0)
+        _settle(sup, fake_clock)
+    evs = sup.store.events()
+    assert [e["kind"] for e in evs].count("agent_resumed") == 3
+    esc = [e for e in evs if e["kind"] == "escalation"]
+    assert len(esc) == 1 and "max_turns_per_hour (3) reached" in esc[0]["message"]
+    assert sup.store.agent("a").given_up
 
 
 def test_declared_wait_is_kept_until_a_message_arrives(oc_sup, fake_tmux, fake_clock):
