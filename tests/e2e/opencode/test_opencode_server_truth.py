@@ -192,3 +192,36 @@ def test_the_prompt_reaches_the_model_without_added_quotes(oc_fleet):
     users = _user_texts(f.main_requests("builder")[-1])
     assert users[0].startswith(marker("builder")) and '"' not in users[0][:1]
     assert users[-1] == text, users
+
+
+@pytest.mark.timeout(240)
+def test_the_shared_server_stops_when_no_opencode_agent_needs_it(oc_fleet):
+    """``opencode serve`` (about 600 MB) is stopped when no opencode agent needs it: by a
+    watcher that exits while the agent is between turns (its run exited after declaring a
+    wait; the next watcher starts the server again), and by ``ccci stop`` of the last
+    opencode agent, which the running watcher then does not restart."""
+    import psutil
+    from real_cli import stop_process
+
+    f = oc_fleet({"builder": [Text(f"done. {FAR_WAIT}")]}, default=Text(f"again. {FAR_WAIT}"))
+    f.wait_event(lambda evs: [e for e in evs if e["kind"] == "opencode_serve_started"], 90, "the server")
+    pid = f.serve_state()["pid"]
+    f.wait(lambda: f.tmux("list-panes", "-t", "=ccci-ocfleet-builder:", "-F", "#{pane_dead}").strip() == "1",
+           90, "the first turn to end")
+    t0 = time.time()
+    stop_process(f.watcher, group=True, timeout=15)  # SIGTERM, as Ctrl-C
+    f.wait(lambda: not psutil.pid_exists(pid), 15, "the server to stop with the watcher")
+    stopped = f.events("opencode_serve_stopped")
+    assert stopped and "watcher exited" in stopped[-1]["message"] and not f.serve_state()
+    print(f"\nwatcher exit -> server gone {time.time() - t0:.1f}s")
+    f.watch()
+    f.wait_event(lambda evs: len([e for e in evs if e["kind"] == "opencode_serve_started"]) >= 2, 90, "a new server")
+    pid2 = f.serve_state()["pid"]
+    assert pid2 != pid and psutil.pid_exists(pid2)
+    out = subprocess.run([sys.executable, "-m", "ccci", "--fleet", str(f.fleet), "stop", "builder"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    f.wait(lambda: not psutil.pid_exists(pid2), 15, "the server to stop with the last agent")
+    assert "ccci stop" in f.events("opencode_serve_stopped")[-1]["message"]
+    time.sleep(5)  # the watcher keeps it stopped: nobody needs it
+    assert len(f.events("opencode_serve_started")) == 2 and not f.serve_state()
