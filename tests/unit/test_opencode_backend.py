@@ -509,3 +509,24 @@ def test_the_server_is_needed_only_while_an_opencode_agent_is():
     a.given_up = True
     assert opencode_serve._needing({"a": a, "b": b, "c": c}, {}) == []
     assert opencode_serve._needing({"a": a, "b": b}, {"b": True}) == ["b"]  # a run in flight keeps it
+
+
+def test_a_running_tool_is_progress_for_a_bounded_time(oc_sup, fake_tmux, fake_clock, monkeypatch):
+    """A long build: the server says busy, the tool part says running, nothing streams.
+    That is progress for up to TOOL_RUN_MAX_S; a tool hung longer is a stall."""
+    from ccci.backends import opencode as oc
+
+    monkeypatch.setattr(oc, "TOOL_RUN_MAX_S", 200.0)
+    sup = oc_sup(stall_idle=60, failure_threshold=1)
+    _settle(sup, fake_clock)
+    FakeClient.status = {"type": "busy"}
+    FakeClient.last = {"info": {"role": "assistant", "time": {"created": 1}},
+                       "parts": [{"type": "step-start"}, {"id": "prt_1", "type": "tool", "tool": "bash",
+                                                           "state": {"status": "running"}}]}
+    pane = fake_tmux.pane("a")
+    pane.input_box = None
+    pane.set_screen("> build · model\n")
+    _settle(sup, fake_clock, 190)
+    assert not [e for e in sup.store.events() if e["kind"] == "finding"]
+    _settle(sup, fake_clock, 80)
+    assert [e for e in sup.store.events() if e["kind"] == "finding" and e["data"]["check"] == "stall"]

@@ -97,6 +97,7 @@ HTTP_TIMEOUT_S = 2.0  #: seconds for one request to the local server
 TURN_MESSAGES = 20  #: newest messages read to find a turn's assistant message (queued prompts come after it)
 ABORT_WAIT_S = 5.0  #: s to wait for an aborted turn to end on the server (measured: about 0.15 s)
 
+TOOL_RUN_MAX_S = 3600.0  #: s a running tool (e.g. a long build) counts as progress; a tool hung longer is a stall
 RETRY_GRACE_S = 60.0  #: s past a retry's announced time ("next") before a retry status stops counting as progress
 #: event stream reconnect delay (s) after the server went away
 EVENTS_RECONNECT_S = 1.0
@@ -499,6 +500,19 @@ class EventWatcher:
 EVENTS = StashKey[EventWatcher]("events")
 #: agent -> monotonic s of the server activity last counted as progress (fleet stash)
 PROGRESS_SEEN = StashKey[dict]("progress_seen")
+#: tool part id -> monotonic s it was first seen running (fleet stash)
+TOOLS_SEEN = StashKey[dict]("tools_seen")
+
+
+def running_tools(msgs: list[dict]) -> list[str]:
+    """Ids of the tool parts still running in the newest assistant message: opencode
+    1.18.33 keeps ``{"type": "tool", "tool": "bash", "state": {"status": "running"}}``
+    while the tool runs, and sends no event until it ends."""
+    for msg in reversed(msgs or []):
+        if (msg.get("info") or {}).get("role") == "assistant":
+            return [str(p.get("id") or i) for i, p in enumerate(msg.get("parts") or [])
+                    if p.get("type") == "tool" and (p.get("state") or {}).get("status") == "running"]
+    return []
 
 
 def _server_view(backend: "OpencodeBackend", config, rt, now: datetime, mono: float, stash, statuses: dict) -> None:
@@ -510,8 +524,9 @@ def _server_view(backend: "OpencodeBackend", config, rt, now: datetime, mono: fl
       (an ``Error: ...`` line printed before opencode compacted and went on is stale);
     * no turn runs but the process is still alive (it exits within a second of the turn
       end): ``IDLE``, with the reply's declared wait;
-    * any event about the session since the last tick, or a ``retry`` status whose next
-      attempt is not overdue: progress (``screen_changed_mono`` and
+    * any event about the session since the last tick, a ``retry`` status whose next
+      attempt is not overdue, or a tool running for less than :data:`TOOL_RUN_MAX_S`
+      (a long build prints and streams nothing): progress (``screen_changed_mono`` and
       ``content_changed_mono`` set to now, which the stall check reads).
 
     Nothing changes when the server does not answer: the pane decides then."""
@@ -524,9 +539,11 @@ def _server_view(backend: "OpencodeBackend", config, rt, now: datetime, mono: fl
         if workdir not in statuses:
             statuses[workdir] = client.statuses(workdir)
         status = statuses[workdir].get(conv)
-        outcome = None if status else classify_session(client.messages(conv, TURN_MESSAGES), now)
+        msgs = client.messages(conv, TURN_MESSAGES if not status else 3)
+        outcome = None if status else classify_session(msgs, now)
     except ServerError:
         return
+    tools = running_tools(msgs) if status else []
     progressed = False
     watcher = stash.get(EVENTS)
     seen = stash.setdefault(PROGRESS_SEEN, {})
@@ -540,6 +557,13 @@ def _server_view(backend: "OpencodeBackend", config, rt, now: datetime, mono: fl
         except (TypeError, ValueError):
             due_in = 0.0
         progressed = progressed or due_in > -RETRY_GRACE_S  # opencode's own back-off, on schedule
+    if tools:
+        first = stash.setdefault(TOOLS_SEEN, {})
+        for t in tools:
+            first.setdefault(t, mono)
+        while len(first) > 1000:
+            first.pop(next(iter(first)))
+        progressed = progressed or any(mono - first[t] < TOOL_RUN_MAX_S for t in tools)
     if progressed:
         rt.screen_changed_mono = rt.content_changed_mono = max(rt.screen_changed_mono, mono)
     if status:
