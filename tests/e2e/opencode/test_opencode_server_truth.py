@@ -225,3 +225,31 @@ def test_the_shared_server_stops_when_no_opencode_agent_needs_it(oc_fleet):
     assert "ccci stop" in f.events("opencode_serve_stopped")[-1]["message"]
     time.sleep(5)  # the watcher keeps it stopped: nobody needs it
     assert len(f.events("opencode_serve_started")) == 2 and not f.serve_state()
+
+
+@pytest.mark.timeout(240)
+def test_a_slow_healthy_reply_is_progress_not_a_stall(oc_fleet):
+    """A reply streaming one chunk every 6 s for about a minute: ``opencode run`` prints
+    nothing until the text part ends (measured with 1.18.33), so the pane is frozen for
+    far longer than stall_idle (15 s here). The server's event stream
+    (``message.part.delta`` per chunk) is the progress: no stall, no nudge, no restart
+    (issue 13 restarted such a reply)."""
+    reply = "SLOW-HEALTHY-REPLY " + " ".join(f"w{i:02d}" for i in range(30)) + f" {FAR_WAIT}"
+    f = oc_fleet({"builder": [Text(reply, delay=6.0, chunk=12)]}, checks={"stall_idle": 15})
+    f.wait_event(lambda evs: [e for e in evs if e["kind"] == "agent_started"], 90, "the agent to start")
+    first = f.wait(lambda: f.main_requests("builder"), 90, "the model call")
+    t0 = time.time()
+    seen_frozen = []
+    while "SLOW-HEALTHY-REPLY" not in f.capture("builder") and time.time() - t0 < 150:
+        seen_frozen.append(time.time() - t0)
+        time.sleep(2)
+    took = time.time() - t0
+    assert "SLOW-HEALTHY-REPLY" in f.capture("builder"), "the reply finished"
+    evs = f.events()
+    mine = [e for e in evs if e.get("agent") == "builder" and e["kind"] in
+            ("finding", "agent_resumed", "agent_restarted", "agent_restarted_fresh", "opencode_turn_aborted")]
+    print(f"\nslow reply: {took:.0f}s streaming, pane without the reply for {seen_frozen[-1] if seen_frozen else 0:.0f}s; "
+          f"ccci acted: {[e['kind'] for e in mine]}")
+    assert took > 30, "the reply streamed for longer than stall_idle twice over"
+    assert not mine, [e["message"] for e in mine]
+    assert len(f.main_requests("builder")) == 1 and first[0]["step"] == "text"
