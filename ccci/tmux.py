@@ -33,6 +33,15 @@ MAX_LITERAL = 4096  # a single line over ~4 KB is cut by the tty (docs/agent-cli
 SERVER_GONE = ("server exited unexpectedly", "lost server")
 
 
+def _literal(arg: str) -> str:
+    """``arg`` as one literal tmux argument. tmux 3.3a reads an argument ending in ``;``
+    as a command separator (``new-session ... -- cmd 'a;' if ...`` ran ``if-shell``) and
+    ``\\;`` at the end as a literal ``;``: an argument ending in ``;`` gets that escape
+    (``'a;'`` -> ``'a\\;'``, ``'b\\;'`` -> ``'b\\\\;'``; measured: the process sees ``a;`` and
+    ``b\\;``)."""
+    return arg[:-1] + "\\;" if arg.endswith(";") else arg
+
+
 class TmuxError(RuntimeError):
     """A tmux command failed; the message is tmux's stderr."""
 
@@ -156,8 +165,8 @@ class Tmux:
         if cwd:
             args += ["-c", str(cwd)]
         for k, v in env.items():
-            args += ["-e", f"{k}={v}"]
-        args += ["--", *argv]
+            args += ["-e", _literal(f"{k}={v}")]
+        args += ["--", *(_literal(a) for a in argv)]
         args += [";", "set-option", "-w", "-t", f"={name}:", "remain-on-exit", "on"]
         if log_file is not None:
             log_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -10,7 +10,11 @@
   process); while idle only a real change counts (timers normalised away).
 
 Remedy: a nudge message (``nudges_before_restart`` times), then a restart that resumes
-the conversation.
+the conversation. Each nudge gets its own wait: the restart (or the next nudge) comes
+``stall_idle`` seconds after it at the earliest, also when the nudge changes nothing on
+screen (a CLI that exits at turn end queues it for its next turn). The finding's evidence
+names when the quiet began (or the missed deadline), not how long it has lasted, so one
+stall is one occurrence (:meth:`ccci.model.Finding.fingerprint`) until it ends.
 """
 from __future__ import annotations
 
@@ -49,17 +53,18 @@ def ccci_check_agent(agent, pane, analysis, settings, now, mono, stash):
         if overdue > grace:
             return Finding(CHECK, agent.name,
                            f"declared WAITING-UNTIL {iso(deadline)} passed {overdue:.0f}s ago (grace {grace:.0f}s)",
-                           evidence=f"WAITING-UNTIL: {iso(deadline)}; overdue {overdue:.0f}s",
+                           evidence=f"WAITING-UNTIL: {iso(deadline)} passed",
                            data={"kind": "missed_wait", "overdue_s": round(overdue, 1)})
         return None
     if analysis.state in QUIET_STATES:
-        quiet = mono - max(agent.content_changed_mono, agent.started_mono)
+        since = max(agent.content_changed_mono, agent.started_mono)
     else:
-        quiet = mono - max(agent.screen_changed_mono, agent.started_mono)
+        since = max(agent.screen_changed_mono, agent.started_mono)
+    quiet = mono - since
     if quiet >= idle_limit:
         return Finding(CHECK, agent.name,
                        f"no progress for {quiet:.0f}s and no declared wait (stall_idle {idle_limit:.0f}s)",
-                       evidence=f"state {analysis.state.value}; screen unchanged {quiet:.0f}s",
+                       evidence=f"state {analysis.state.value}; screen unchanged since monotonic {since:.1f}s",
                        data={"kind": "no_progress", "quiet_s": round(quiet, 1)})
     return None
 
@@ -69,5 +74,7 @@ def ccci_choose_remedy(finding, agent, settings):
     if finding.check != CHECK or agent is None:
         return None
     if agent.nudges < int(settings["nudges_before_restart"]):
-        return Remedy("send", agent.name, finding, text=agent.backend.nudge_text, data={"now": True, "nudge": True})
+        # the nudge's own wait: acted on again (the restart) only stall_idle s later
+        return Remedy("send", agent.name, finding, text=agent.backend.nudge_text, data={"now": True, "nudge": True},
+                      retry_after_s=float(settings["stall_idle"]))
     return Remedy("restart", agent.name, finding)

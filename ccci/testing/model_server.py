@@ -86,7 +86,7 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, Union
@@ -167,6 +167,9 @@ class Failure:
     :param headers: extra response headers, ``((name, value), ...)``.
     :param seconds: for ``hang``: how long to hold the request before dropping it.
     :param repeat: consecutive main calls this step answers; ``None`` = all remaining.
+    :param for_s: an outage by duration instead: the step answers every main call for
+        this many seconds from the first call it answered, then the script moves on
+        (``repeat`` is ignored). ``None``: by count.
     """
 
     kind: str
@@ -176,6 +179,7 @@ class Failure:
     headers: tuple[tuple[str, str], ...] = ()
     seconds: float = 0.0
     repeat: int | None = 1
+    for_s: float | None = None
 
     def anthropic_body(self, request_id: str) -> dict:
         return {"type": "error", "error": {"type": self.error_type, "message": self.message},
@@ -273,9 +277,11 @@ class Fail:
                        headers=headers, repeat=repeat)
 
     @staticmethod
-    def overloaded_529(repeat: int | None = 1) -> Failure:
-        """HTTP 529 ``overloaded_error`` / ``Overloaded``."""
-        return Failure("overloaded_529", 529, "overloaded_error", "Overloaded", repeat=repeat)
+    def overloaded_529(repeat: int | None = 1, for_s: float | None = None) -> Failure:
+        """HTTP 529 ``overloaded_error`` / ``Overloaded``; ``for_s``: an outage of that many
+        seconds (every call from the first one on) instead of ``repeat`` calls."""
+        return Failure("overloaded_529", 529, "overloaded_error", "Overloaded",
+                       repeat=None if for_s is not None else repeat, for_s=for_s)
 
     @staticmethod
     def hang(seconds: float, repeat: int | None = 1) -> Failure:
@@ -321,6 +327,8 @@ def step_from_json(obj: Any) -> Step:
       "repeat": 1}``, ``{"fail": "usage_limit", "reset": 1795323116}``,
       ``{"fail": "hang", "seconds": 30}``, ``{"fail": "http", "status": 500,
       "type": "api_error", "message": "..."}``; ``"repeat": null`` = every later call
+    * ``"for_s": 180`` on any failure: an outage by duration (every main call for 180 s
+      from the first one it answered), see :class:`Failure`
     * a list of text/tool_use objects: one message with several blocks
 
     :raises ValueError: on an unknown step.
@@ -335,6 +343,26 @@ def step_from_json(obj: Any) -> Step:
     if not isinstance(obj, dict):
         raise ValueError(f"not a script step: {obj!r}")
     if "fail" in obj:
+        step = _failure_from_json(obj)
+        if obj.get("for_s") is not None:
+            step = replace(step, for_s=float(obj["for_s"]), repeat=None)
+        return step
+    if "tool_use" in obj:
+        return ToolUse(obj["tool_use"], dict(obj.get("input") or {}), obj.get("id", ""),
+                       obj.get("text", ""), float(obj.get("delay", 0.0)))
+    if "text" in obj:
+        return Text(str(obj["text"]), float(obj.get("delay", 0.0)), int(obj.get("chunk", 16)))
+    if obj.get("echo"):
+        return Echo(obj.get("prefix", "scripted reply"))
+    raise ValueError(f"not a script step: {obj!r}")
+
+
+def _failure_from_json(obj: dict) -> Failure:
+    """The :class:`Failure` of a ``{"fail": ...}`` step (see :func:`step_from_json`).
+
+    :raises ValueError: on an unknown failure.
+    """
+    if True:
         kind = obj["fail"]
         repeat = obj.get("repeat", 1)
         if kind == "thinking_400":
@@ -356,14 +384,6 @@ def step_from_json(obj: Any) -> Step:
             return Fail.http(int(obj["status"]), obj.get("type", "api_error"),
                              obj.get("message", ""), obj.get("headers"), repeat=repeat)
         raise ValueError(f"unknown failure {kind!r}")
-    if "tool_use" in obj:
-        return ToolUse(obj["tool_use"], dict(obj.get("input") or {}), obj.get("id", ""),
-                       obj.get("text", ""), float(obj.get("delay", 0.0)))
-    if "text" in obj:
-        return Text(str(obj["text"]), float(obj.get("delay", 0.0)), int(obj.get("chunk", 16)))
-    if obj.get("echo"):
-        return Echo(obj.get("prefix", "scripted reply"))
-    raise ValueError(f"not a script step: {obj!r}")
 
 
 def step_to_json(step: Any) -> Any:
@@ -381,6 +401,17 @@ def step_to_json(step: Any) -> Any:
     if isinstance(step, Echo):
         return {"echo": True, "prefix": step.prefix}
     if isinstance(step, Failure):
+        out = _failure_to_json(step)
+        if step.for_s is not None:
+            out["for_s"] = step.for_s
+        return out
+    if isinstance(step, (list, tuple)):
+        return [step_to_json(s) for s in step]
+    raise TypeError(f"not a step: {step!r}")
+
+
+def _failure_to_json(step: Failure) -> dict:
+    if True:
         if step.kind == "usage_limit":
             headers = dict(step.headers)
             return {"fail": "usage_limit", "reset": int(headers["anthropic-ratelimit-unified-reset"]),
@@ -392,9 +423,6 @@ def step_to_json(step: Any) -> Any:
             return {"fail": "http", "status": step.status, "type": step.error_type,
                     "message": step.message, "headers": dict(step.headers), "repeat": step.repeat}
         return {"fail": step.kind, "repeat": step.repeat}
-    if isinstance(step, (list, tuple)):
-        return [step_to_json(s) for s in step]
-    raise TypeError(f"not a step: {step!r}")
 
 
 def _first_user_text(body: Any) -> str:
@@ -425,6 +453,7 @@ class ByMarker:
     def __init__(self, scripts: dict[str, Sequence[Step]]) -> None:
         self._lists = {m: list(steps) for m, steps in scripts.items()}
         self._uses = {m: 0 for m in scripts}
+        self._since: dict[str, float] = {}  #: marker -> when its current for_s outage began
         self._lock = threading.Lock()
 
     def __call__(self, body: Any) -> Step | None:
@@ -433,6 +462,12 @@ class ByMarker:
             for marker, steps in self._lists.items():
                 if marker not in first:
                     continue
+                while steps and isinstance(steps[0], Failure) and steps[0].for_s is not None:
+                    began = self._since.setdefault(marker, time.monotonic())
+                    if time.monotonic() - began < steps[0].for_s:
+                        return steps[0]
+                    steps.pop(0)  # the outage is over
+                    del self._since[marker]
                 if not steps:
                     return None
                 step = steps[0]
@@ -638,6 +673,7 @@ class ModelServer:
         self._requests: list[RecordedRequest] = []
         self._index = 0  # next script step
         self._uses = 0  # calls the current step has answered (for repeat)
+        self._since: float | None = None  # when the current for_s outage began (monotonic s)
         self._main_count = 0
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
@@ -710,6 +746,16 @@ class ModelServer:
     def _next_step(self, body: Any) -> Any:
         with self._lock:
             self._main_count += 1
+            while self._callable is None and self._index < len(self._steps):
+                step = self._steps[self._index]
+                if not (isinstance(step, Failure) and step.for_s is not None):
+                    break
+                if self._since is None:
+                    self._since = time.monotonic()
+                if time.monotonic() - self._since < step.for_s:
+                    return step
+                self._index += 1  # the outage is over
+                self._since = None
             if self._callable is None and self._index < len(self._steps):
                 step = self._steps[self._index]
                 repeat = step.repeat if isinstance(step, Failure) else 1

@@ -680,3 +680,27 @@ def test_step_to_json_round_trips():
     for step in steps:
         again = step_from_json(json.loads(json.dumps(step_to_json(step))))
         assert step_to_json(again) == step_to_json(step)
+
+
+def test_an_outage_by_duration_answers_every_call_until_it_is_over():
+    """``for_s``: a failure answers every main call for that many seconds from the first
+    call it answered, then the script moves on (a timed 529 outage, issue 13)."""
+    import time
+
+    from ccci.testing.model_server import ByMarker, Fail, ModelServer, Text, step_from_json, step_to_json
+
+    step = Fail.overloaded_529(for_s=0.6)
+    assert step_from_json(step_to_json(step)) == step and step.repeat is None
+    assert step_from_json({"fail": "http", "status": 500, "for_s": 2}).for_s == 2.0
+    srv = ModelServer(script=[step, Text("BACK")])
+    by = ByMarker({"M": [step, Text("BACK")]})
+    body = {"messages": [{"role": "user", "content": "M hello"}]}
+    seen, seen_by = [], []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 0.5:
+        seen.append(srv._next_step(body))
+        seen_by.append(by(body))
+        time.sleep(0.05)
+    assert len(seen) >= 5 and all(s == step for s in seen + seen_by)  # many calls, all failed
+    time.sleep(0.3)
+    assert srv._next_step(body) == Text("BACK") and by(body) == Text("BACK")

@@ -71,8 +71,16 @@ def test_usage_limit_reset_from_headers():
 
 
 class FakeClient:
+    """Stands in for :class:`ServerClient`: ``last`` is the session's newest message,
+    ``queued`` user messages come after it, ``status`` is the session's server status
+    (``None``: idle); ``aborts`` records abort calls (an abort ends the turn)."""
+
     created: list[tuple[str, str]] = []
     last: dict | None = None
+    queued: list[dict] = []
+    status: dict | None = None
+    aborts: list[str] = []
+    abort_ends_turn = True
 
     def __init__(self, url):
         self.url = url
@@ -81,15 +89,38 @@ class FakeClient:
         FakeClient.created.append((title, directory))
         return f"ses_fake{len(FakeClient.created)}"
 
-    def last_message(self, session_id):
-        return FakeClient.last
+    def messages(self, session_id, limit=20):
+        return ([FakeClient.last] if FakeClient.last else []) + FakeClient.queued
+
+    def statuses(self, directory):
+        return {f"ses_fake{len(FakeClient.created)}": FakeClient.status} if FakeClient.status else {}
+
+    def abort(self, session_id, directory):
+        FakeClient.aborts.append(session_id)
+        if FakeClient.abort_ends_turn:
+            FakeClient.status = None
+        return True
+
+
+def _reset_fake():
+    FakeClient.created, FakeClient.last, FakeClient.queued, FakeClient.status = [], None, [], None
+    FakeClient.aborts, FakeClient.abort_ends_turn = [], True
 
 
 def _backend():
     b = OpencodeBackend()
     b.server_url = lambda config: "http://127.0.0.1:4242"
     b.client_factory = FakeClient
+    b.events_factory = None
     return b
+
+
+def _prompt(argv):
+    """What opencode 1.18.33 ``run`` makes of the argv's message arguments: joined with
+    spaces, each argument that contains a space wrapped in double quotes (its ``run``
+    command; measured against the real CLI in tests/e2e/opencode/test_opencode_server_truth.py)."""
+    args = argv[argv.index("--") + 1:] if "--" in argv else argv[-1:]
+    return " ".join(f'"{a}"' if " " in a else a for a in args)
 
 
 def test_launch_fresh_creates_the_session_then_attaches(tmp_path):
@@ -99,8 +130,12 @@ def test_launch_fresh_creates_the_session_then_attaches(tmp_path):
     plan = _backend().launch(spec, SimpleNamespace(name="f1"), "ignored-uuid", False, "-starts with a dash")
     assert FakeClient.created == [("ccci-f1-builder", str(tmp_path))]
     assert plan.conversation_id == "ses_fake1"
+    # the prompt split on spaces after "--" (opencode quotes arguments that contain a
+    # space: the one-argument form reached the model as '"-starts with a dash"', issue 13)
     assert plan.argv == ["opencode", "run", "--attach", "http://127.0.0.1:4242", "--session", "ses_fake1",
-                         "--dir", str(tmp_path), "--auto", "--model", "scripted/model", "--", "-starts with a dash"]
+                         "--dir", str(tmp_path), "--auto", "--model", "scripted/model", "--", "-starts", "with",
+                         "a", "dash"]
+    assert _prompt(plan.argv) == "-starts with a dash"
     assert plan.env["HOME"] == "/h" and plan.env["OPENCODE_DISABLE_AUTOUPDATE"] == "1"
 
 
@@ -109,7 +144,7 @@ def test_launch_resume_continues_the_session(tmp_path):
     spec = AgentSpec(name="a", role=Role.LOOP, backend="opencode", workdir=tmp_path, options={"auto": False})
     plan = _backend().launch(spec, SimpleNamespace(name="f"), "ses_abc", True, "")
     assert FakeClient.created == []
-    assert plan.argv[-3:] == ["--dir", str(tmp_path), "Continue."] and "--auto" not in plan.argv
+    assert plan.argv[-4:] == ["--dir", str(tmp_path), "--", "Continue."] and "--auto" not in plan.argv
     assert plan.argv[plan.argv.index("--session") + 1] == "ses_abc"
     with pytest.raises(ValueError, match="not an opencode session id"):
         _backend().launch(spec, SimpleNamespace(name="f"), "0b5f-uuid", True, "")
@@ -140,7 +175,7 @@ def oc_sup(make_supervisor, fake_tmux, monkeypatch):
     from ccci import lifecycle as lifecycle_mod
 
     backend = _backend()
-    FakeClient.created, FakeClient.last = [], None
+    _reset_fake()
     real_which = lifecycle_mod.shutil.which
     monkeypatch.setattr(lifecycle_mod.shutil, "which",
                         lambda name: "/usr/bin/opencode" if name == "opencode" else real_which(name))
@@ -174,7 +209,7 @@ def test_turn_end_is_resumed_not_restarted(oc_sup, fake_tmux, fake_clock):
     launches = fake_tmux.launches("a")
     assert len(launches) == 2
     assert launches[-1].argv[launches[-1].argv.index("--session") + 1] == conv
-    assert launches[-1].argv[-1] == "New claim: abc123 claim(x). Verify it."  # the queued ping is the prompt
+    assert _prompt(launches[-1].argv) == "New claim: abc123 claim(x). Verify it."  # the queued ping is the prompt
     assert sup.store.pending_messages("a") == []
     rec = sup.store.agent("a")
     # rewritten for issue 13: a turn end is neither a restart nor a resume after a
@@ -215,7 +250,7 @@ def test_declared_wait_is_kept_until_a_message_arrives(oc_sup, fake_tmux, fake_c
     sup.queue_message("a", "New claim: 1234abc claim(y). Verify it.")
     _settle(sup, fake_clock, 2)
     launches = fake_tmux.launches("a")
-    assert len(launches) == 2 and launches[-1].argv[-1] == "New claim: 1234abc claim(y). Verify it."
+    assert len(launches) == 2 and _prompt(launches[-1].argv) == "New claim: 1234abc claim(y). Verify it."
 
 
 def test_declared_wait_ends_with_a_resume(oc_sup, fake_tmux, fake_clock):
@@ -226,7 +261,7 @@ def test_declared_wait_ends_with_a_resume(oc_sup, fake_tmux, fake_clock):
     _settle(sup, fake_clock, 10)
     assert len(fake_tmux.launches("a")) == 1
     _settle(sup, fake_clock, 25)
-    assert len(fake_tmux.launches("a")) == 2 and fake_tmux.launches("a")[-1].argv[-1] == "Continue."
+    assert len(fake_tmux.launches("a")) == 2 and _prompt(fake_tmux.launches("a")[-1].argv) == "Continue."
 
 
 def test_fatal_400_outcome_gives_a_fresh_session(oc_sup, fake_tmux, fake_clock):
@@ -255,7 +290,7 @@ def test_api_error_outcome_backs_off_then_continues(oc_sup, fake_tmux, fake_cloc
         _settle(sup, fake_clock, 1)
     _settle(sup, fake_clock, 1)
     launches = fake_tmux.launches("a")
-    assert len(launches) == 2 and launches[-1].argv[-1] == "continue", "\n".join(
+    assert len(launches) == 2 and _prompt(launches[-1].argv) == "continue", "\n".join(
         f'{e["at"]} {e["kind"]} {e["message"]}' for e in sup.store.events())
     assert launches[-1].argv[launches[-1].argv.index("--session") + 1] == "ses_fake1"
 
@@ -363,3 +398,182 @@ def test_server_env_secrets_are_redacted(fleet_config):
     cfg = fleet_config(extra_toml='[opencode]\nenv = { OPENAI_API_KEY = "sk-serve-secret-123", HOME = "/home/x" }\n')
     secrets = collect_secrets(cfg, environ={})
     assert "sk-serve-secret-123" in secrets and "/home/x" not in secrets
+
+
+# ------------------------------------------------------------------ the server is the source of truth (issue 13)
+
+
+def _user(text="ccci restarted this session"):
+    return {"info": {"role": "user", "time": {"created": 3}}, "parts": [{"type": "text", "text": text}]}
+
+
+def test_an_error_belongs_to_its_turn_whatever_was_queued_after_it():
+    """A prompt queued behind a failing turn (ccci's, after a stall restart) is the
+    newest message when opencode's retry loop gives up: the turn still ended in an error."""
+    from ccci.backends.opencode import classify_session
+
+    failed = _msg(_api_error(529, "Overloaded"))
+    assert classify_session([_user("go"), failed, _user()], NOW).state == AgentState.API_ERROR
+    replyless = json.loads((API / "last_message_after_three_500s.json").read_text())[-1]
+    assert classify_session([replyless, _user(), _user()], NOW).state == AgentState.API_ERROR
+    assert classify_session([_user("go"), _msg(text="done")], NOW).state == AgentState.IDLE
+    aborted = _msg({"name": "MessageAbortedError", "data": {"message": "Aborted"}})
+    assert classify_session([_user("go"), aborted], NOW).state == AgentState.IDLE  # ccci's own abort
+    assert classify_session([], NOW).state == AgentState.IDLE
+
+
+def test_api_error_with_a_queued_prompt_backs_off(oc_sup, fake_tmux, fake_clock):
+    sup = oc_sup(api_error_backoff=30)
+    _settle(sup, fake_clock)
+    FakeClient.last = _msg(_api_error(529, "Overloaded"))
+    FakeClient.queued = [_user()]
+    fake_tmux.pane("a").kill(status=0)
+    _settle(sup, fake_clock, 5)
+    assert len(fake_tmux.launches("a")) == 1, "no resume at once: the turn failed"
+    assert [e for e in sup.store.events() if e["kind"] == "finding" and e["data"].get("check") == "api_error"]
+
+
+def test_a_stale_error_line_on_the_pane_does_not_override_the_server(oc_sup, fake_tmux, fake_clock):
+    """Issue 13: opencode hit the context limit, compacted and re-ran the turn by itself;
+    the server says the turn ended cleanly with a declared wait, while the old
+    ``Error: ... maximum context length`` line is still on the (dead) pane. Nothing acts:
+    no fresh session, no restart, until the wait is over."""
+    sup = oc_sup()
+    _settle(sup, fake_clock)
+    conv = sup.agents["a"].conversation_id
+    pane = fake_tmux.pane("a")
+    pane.input_box = None
+    pane.set_screen("> build · model\nError: This model's maximum context length is 128000 tokens. "
+                    "However, your messages resulted in 130000 tokens.\nCompacted. Done.\n"
+                    "WAITING-UNTIL: 2026-01-01T00:10:00Z")
+    assert sup.agents["a"].backend.analyse(pane.capture()).state == AgentState.CONTEXT_LIMIT  # the pane alone acts
+    FakeClient.last = _msg(text="Compacted. Done. WAITING-UNTIL: 2026-01-01T00:10:00Z")
+    FakeClient.status = {"type": "busy"}
+    _settle(sup, fake_clock, 3)
+    assert sup.agents["a"].analysis.state == AgentState.BUSY  # a turn runs on the server
+    FakeClient.status = None
+    pane.kill(status=0)
+    _settle(sup, fake_clock, 30)
+    events = sup.store.events()
+    assert not [e for e in events if e["kind"] == "finding"], [e["message"] for e in events if e["kind"] == "finding"]
+    assert len(fake_tmux.launches("a")) == 1 and sup.agents["a"].conversation_id == conv
+
+
+def test_a_restart_first_aborts_the_turn_on_the_server(oc_sup, fake_tmux, fake_clock):
+    """A stall restart of a hung turn: the server-side turn is aborted (and seen to end)
+    before the new ``opencode run`` starts; the nudge queued for it is the one prompt."""
+    sup = oc_sup(stall_idle=60, failure_threshold=1)
+    _settle(sup, fake_clock)
+    FakeClient.status = {"type": "busy"}
+    pane = fake_tmux.pane("a")
+    pane.input_box = None
+    pane.set_screen("> build · model\n")
+    _settle(sup, fake_clock, 65)
+    assert FakeClient.aborts == [] and len(fake_tmux.launches("a")) == 1  # nudged (queued), not restarted
+    assert len(sup.store.pending_messages("a")) == 1
+    _settle(sup, fake_clock, 30)
+    assert len(fake_tmux.launches("a")) == 1, "the nudge gets its own wait"
+    _settle(sup, fake_clock, 40)
+    launches = fake_tmux.launches("a")
+    assert FakeClient.aborts == ["ses_fake1"] and len(launches) == 2
+    ev = [e for e in sup.store.events() if e["kind"] in ("opencode_turn_aborted", "agent_resumed")]
+    assert [e["kind"] for e in ev] == ["opencode_turn_aborted", "agent_resumed"] and ev[0]["data"]["ended"]
+    assert _prompt(launches[-1].argv) == sup.agents["a"].backend.nudge_text  # one prompt, not nudge + restart note
+
+
+def test_a_turn_that_does_not_end_after_its_abort_vetoes_the_launch(oc_sup, fake_tmux, fake_clock, monkeypatch):
+    from ccci.backends import opencode as oc
+
+    monkeypatch.setattr(oc, "ABORT_WAIT_S", 0.3)
+    sup = oc_sup(stall_idle=30, failure_threshold=1, nudges_before_restart=0)
+    _settle(sup, fake_clock)
+    FakeClient.status, FakeClient.abort_ends_turn = {"type": "retry", "attempt": 9, "next": 0}, False
+    pane = fake_tmux.pane("a")
+    pane.input_box = None
+    pane.set_screen("> build · model\n")
+    _settle(sup, fake_clock, 100)
+    assert FakeClient.aborts and len(fake_tmux.launches("a")) == 1  # not launched behind the running turn
+    ev = [e for e in sup.store.events() if e["kind"] == "opencode_turn_aborted"]
+    assert ev and not ev[0]["data"]["ended"]
+
+
+def test_server_retry_and_events_are_progress(oc_sup, fake_tmux, fake_clock):
+    """opencode run prints nothing until a part completes: the server's events (and a
+    retry on schedule) are the progress the stall check sees."""
+    from ccci.backends.opencode import EVENTS
+
+    class Events:
+        url = "http://127.0.0.1:4242"
+
+        def __init__(self):
+            self.t = None
+
+        def last_activity(self, sid):
+            return self.t
+
+        def close(self):
+            pass
+
+    sup = oc_sup(stall_idle=60, failure_threshold=1)
+    _settle(sup, fake_clock)
+    events = Events()
+    sup.stashes.get("opencode", None)[EVENTS] = events
+    FakeClient.status = {"type": "busy"}
+    pane = fake_tmux.pane("a")
+    pane.input_box = None
+    pane.set_screen("> build · model\n")
+    for _ in range(30):  # a chunk every 5 s for 150 s
+        events.t = fake_clock.monotonic()
+        _settle(sup, fake_clock, 5)
+    FakeClient.status = {"type": "retry", "attempt": 5, "message": "Overloaded",
+                         "next": int((fake_clock.now().timestamp() + 100) * 1000)}
+    _settle(sup, fake_clock, 90)
+    assert not [e for e in sup.store.events() if e["kind"] == "finding"]
+    FakeClient.status = {"type": "busy"}
+    _settle(sup, fake_clock, 70)
+    assert [e for e in sup.store.events() if e["kind"] == "finding" and e["data"]["check"] == "stall"]
+
+
+def test_event_stream_lines_count_per_session():
+    from ccci.backends.opencode import EventWatcher
+
+    w = EventWatcher.__new__(EventWatcher)  # no thread: feed lines by hand
+    import threading
+    w._last, w._lock, w.events, w.clock = {}, threading.Lock(), 0, iter([10.0, 11.0]).__next__
+    w.feed('{"payload": {"type": "server.heartbeat", "properties": {}}}')
+    w.feed('{"directory": "/w", "payload": {"type": "message.part.delta", "properties": '
+           '{"sessionID": "ses_1", "delta": "chunk"}}}')
+    w.feed("not json")
+    assert w.last_activity("ses_1") == 10.0 and w.last_activity("ses_2") is None and w.events == 1
+
+
+def test_the_server_is_needed_only_while_an_opencode_agent_is():
+    spec = SimpleNamespace(backend="opencode")
+    a = SimpleNamespace(spec=spec, stopped=False, given_up=False)
+    b = SimpleNamespace(spec=spec, stopped=True, given_up=False)
+    c = SimpleNamespace(spec=SimpleNamespace(backend="claude"), stopped=False, given_up=False)
+    assert opencode_serve._needing({"a": a, "b": b, "c": c}, {}) == ["a"]
+    a.given_up = True
+    assert opencode_serve._needing({"a": a, "b": b, "c": c}, {}) == []
+    assert opencode_serve._needing({"a": a, "b": b}, {"b": True}) == ["b"]  # a run in flight keeps it
+
+
+def test_a_running_tool_is_progress_for_a_bounded_time(oc_sup, fake_tmux, fake_clock, monkeypatch):
+    """A long build: the server says busy, the tool part says running, nothing streams.
+    That is progress for up to TOOL_RUN_MAX_S; a tool hung longer is a stall."""
+    from ccci.backends import opencode as oc
+
+    monkeypatch.setattr(oc, "TOOL_RUN_MAX_S", 200.0)
+    sup = oc_sup(stall_idle=60, failure_threshold=1)
+    _settle(sup, fake_clock)
+    FakeClient.status = {"type": "busy"}
+    FakeClient.last = {"info": {"role": "assistant", "time": {"created": 1}},
+                       "parts": [{"type": "step-start"}, {"id": "prt_1", "type": "tool", "tool": "bash",
+                                                           "state": {"status": "running"}}]}
+    pane = fake_tmux.pane("a")
+    pane.input_box = None
+    pane.set_screen("> build · model\n")
+    _settle(sup, fake_clock, 190)
+    assert not [e for e in sup.store.events() if e["kind"] == "finding"]
+    _settle(sup, fake_clock, 80)
+    assert [e for e in sup.store.events() if e["kind"] == "finding" and e["data"]["check"] == "stall"]

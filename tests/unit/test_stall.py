@@ -125,3 +125,25 @@ def test_stall_nudges_then_restarts_resuming(agent, fake_clock):
     run_ticks(sup, IDLE + 30, step=10)
     [ev] = events(sup, "agent_resumed", "a")
     assert "stall" in ev["data"]["reason"]
+
+
+def test_a_nudge_that_changes_nothing_gets_its_own_wait_before_the_restart(agent):
+    """A nudge that changes nothing on screen (opencode queues it for its next turn): one
+    stall is one occurrence (the evidence names when the quiet began, not how long it
+    has lasted), so the restart comes stall_idle after the nudge, not on the next tick
+    (issue 13: the nudge and the restart were 1 s apart)."""
+    sup, pane = agent
+    pane.append("» long task")
+    pane.busy(0)
+    pane.echo = None  # the nudge leaves no trace on screen
+    tick(sup)
+    findings = run_ticks(sup, IDLE + 10, step=1)
+    assert stalls(findings), "the frozen busy screen is a stall"
+    assert len({f.fingerprint() for f in stalls(findings)}) == 1, "one stall, one occurrence"
+    assert pane.submitted == [sup.agents["a"].backend.nudge_text]
+    assert events(sup, "agent_resumed") == []
+    run_ticks(sup, IDLE - 20, step=1)
+    assert events(sup, "agent_resumed") == [], "no restart before the nudge's own wait (stall_idle) is over"
+    run_ticks(sup, 40, step=1)
+    [ev] = events(sup, "agent_resumed", "a")
+    assert "stall" in ev["data"]["reason"]

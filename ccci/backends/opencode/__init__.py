@@ -18,13 +18,39 @@ here were measured with opencode 1.18.33 against ccci's scripted model server (s
   ``opencode``, its exe ``.../opencode-ai/bin/opencode.exe``; tmux runs it directly, no
   shell, no node wrapper). The shared server is also named ``opencode`` (``opencode
   serve``): :meth:`OpencodeBackend.is_agent_process` tells them apart by the command line.
-* State, strongest source first: the server's API (``GET /session/status``: an entry
-  ``{"type": "busy"}`` or ``{"type": "retry", "attempt": N, "message": ...}`` while a
-  turn runs, nothing when idle; ``GET /session/<id>/message?limit=1``: the last message,
-  whose ``info.error`` holds the API error a turn ended with: ``{"name": "APIError",
-  "data": {"message", "statusCode", "isRetryable", "responseHeaders"}}``), then the pane
-  text (``ccci/patterns/opencode-1.18.33.toml``, recorded in
-  ``tests/golden/opencode-1.18.33/``).
+* The server is the source of truth; the pane text only fills gaps
+  (``ccci/patterns/opencode-1.18.33.toml``, recorded in ``tests/golden/opencode-1.18.33/``)
+  and never overrides a newer answer from the server (issue 13: an old ``Error: ...
+  maximum context length`` line above a good answer restarted a healthy agent):
+
+  - turn state: ``GET /session/status?directory=DIR``: an entry ``{"type": "busy"}`` or
+    ``{"type": "retry", "attempt": N, "message": ..., "next": <epoch ms>}`` while a turn
+    runs, nothing when idle. opencode 1.18.33 scopes it by instance directory: without
+    ``?directory=`` (the agent's workdir) the answer is ``{}`` even while the turn runs.
+  - how a turn ended: the newest *assistant* message of ``GET /session/<id>/message``
+    (:func:`classify_session`), whose ``info.error`` holds the API error the turn ended
+    with: ``{"name": "APIError", "data": {"message", "statusCode", "isRetryable",
+    "responseHeaders"}}``. Not simply the newest message: a prompt queued behind a
+    failing turn (a user message) is newer than the turn it waits for.
+  - progress: the event stream ``GET /global/event`` (server-sent events, one stream for
+    every directory: ``data: {"directory", "payload": {"type", "properties":
+    {"sessionID", ...}}}``; ``message.part.delta`` for every streamed chunk,
+    ``session.status`` at every retry). opencode 1.18.33 keeps a streaming text part
+    empty in ``/message`` until the part ends, and ``opencode run`` prints nothing until
+    then either, so neither the pane nor polling shows a slow healthy reply
+    (:class:`EventWatcher`).
+  - cancelling: ``POST /session/<id>/abort`` (-> ``true``) ends the server-side turn in
+    about 0.15 s (measured); the turn's assistant message then has the error
+    ``MessageAbortedError`` and an attached ``opencode run`` prints ``Error: Aborted``
+    and exits 0. Killing ``opencode run`` alone leaves the turn running on the server
+    (hanging or retrying), and the next ``opencode run`` queues its prompt behind it.
+* Prompts: opencode 1.18.33 ``run`` joins its message arguments with spaces and wraps
+  every argument that contains a space in double quotes (its ``run`` command:
+  ``args.map(a => a.includes(" ") ? `"${a}"` : a).join(" ")``), so ``"fix the bug"``
+  reached the model as ``"\"fix the bug\""``. ccci passes the prompt as its
+  space-separated pieces after ``--`` (:func:`prompt_argv`): none contains a space, and
+  the join gives back the exact text (measured: double spaces, newlines, quotes and
+  leading dashes survive).
 
 Agent options (``[agents.options]`` in ``ccci.toml``):
 
@@ -39,10 +65,12 @@ from __future__ import annotations
 
 import json
 import re
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -66,6 +94,14 @@ QUIET_ENV = {
     "OPENCODE_DISABLE_SHARE": "1",
 }
 HTTP_TIMEOUT_S = 2.0  #: seconds for one request to the local server
+TURN_MESSAGES = 20  #: newest messages read to find a turn's assistant message (queued prompts come after it)
+ABORT_WAIT_S = 5.0  #: s to wait for an aborted turn to end on the server (measured: about 0.15 s)
+
+TOOL_RUN_MAX_S = 3600.0  #: s a running tool (e.g. a long build) counts as progress; a tool hung longer is a stall
+RETRY_GRACE_S = 60.0  #: s past a retry's announced time ("next") before a retry status stops counting as progress
+#: event stream reconnect delay (s) after the server went away
+EVENTS_RECONNECT_S = 1.0
+EVENTS_READ_TIMEOUT_S = 60.0  #: s without a byte before the stream is reopened (opencode sends heartbeats)
 
 #: API error classification (message regexes, checked in order; first match wins).
 #: fatal: the Anthropic thinking-block 400 (a resume repeats it); context: the provider's
@@ -122,11 +158,28 @@ class ServerClient:
             raise ServerError(f"POST /session: unexpected reply {str(out)[:200]}")
         return str(out["id"])
 
-    def statuses(self) -> dict[str, dict]:
-        """``GET /session/status``: ``{session id: {"type": "busy" | "retry", ...}}`` for
-        sessions with a turn running (idle sessions are absent)."""
-        out = self._request("GET", "/session/status")
+    def statuses(self, directory: str) -> dict[str, dict]:
+        """``GET /session/status?directory=DIR``: ``{session id: {"type": "busy" |
+        "retry", ...}}`` for the sessions of ``directory`` with a turn running (idle
+        sessions are absent; opencode 1.18.33 answers ``{}`` without the directory).
+
+        :raises ServerError: when the server does not answer."""
+        out = self._request("GET", "/session/status", query={"directory": directory})
         return out if isinstance(out, dict) else {}
+
+    def messages(self, session_id: str, limit: int = 20) -> list[dict]:
+        """The newest ``limit`` messages of a session, oldest first
+        (``GET /session/<id>/message?limit=N``). :raises ServerError: on failure."""
+        out = self._request("GET", f"/session/{urllib.parse.quote(session_id)}/message", query={"limit": str(limit)})
+        return out if isinstance(out, list) else []
+
+    def abort(self, session_id: str, directory: str) -> bool:
+        """``POST /session/<id>/abort?directory=DIR``: end the session's running turn on
+        the server (opencode 1.18.33 answers ``true``, also when nothing ran).
+
+        :raises ServerError: when the server does not answer."""
+        return bool(self._request("POST", f"/session/{urllib.parse.quote(session_id)}/abort",
+                                  query={"directory": directory}))
 
     def last_message(self, session_id: str) -> dict | None:
         """The newest message of a session (``GET /session/<id>/message?limit=1``):
@@ -202,6 +255,35 @@ def classify_message(msg: dict | None, now: datetime) -> TurnOutcome:
     return TurnOutcome(AgentState.API_ERROR, message, status, reset, text=text)
 
 
+def classify_session(msgs: list[dict], now: datetime) -> TurnOutcome:
+    """How the session's last turn ended: :func:`classify_message` of its newest
+    *assistant* message. User messages newer than it (a prompt queued while the turn
+    ran, e.g. ccci's after a restart) do not hide the turn's error (issue 13: a failed
+    turn read as clean because the newest message was ccci's prompt). A turn ccci (or a
+    person) aborted (``MessageAbortedError``) ended cleanly: nothing to back off from.
+
+    :param msgs: messages oldest first, as ``GET /session/<id>/message`` returns them.
+    :param now: UTC now (for usage-limit resets).
+    """
+    for msg in reversed(msgs or []):
+        if (msg.get("info") or {}).get("role") == "assistant":
+            err = (msg.get("info") or {}).get("error") or {}
+            if err.get("name") == "MessageAbortedError":
+                return TurnOutcome(AgentState.IDLE, "turn aborted")
+            return classify_message(msg, now)
+    return TurnOutcome(AgentState.IDLE)
+
+
+def prompt_argv(text: str) -> list[str]:
+    """The prompt as ``opencode run`` arguments: ``["--", *text.split(" ")]``.
+
+    opencode 1.18.33 joins its message arguments with one space and wraps each argument
+    that contains a space in double quotes; split on single spaces, no piece contains
+    one and the join restores ``text`` exactly (empty pieces keep double spaces; after
+    ``--`` a piece starting with ``-`` is not an option)."""
+    return ["--", *text.split(" ")]
+
+
 class OpencodeBackend(Backend):
     """Launch, resume and read opencode attached to the fleet's ``opencode serve``.
 
@@ -231,6 +313,9 @@ class OpencodeBackend(Backend):
         self.server_url = _default_server_url
         #: ``(url) -> ServerClient``; tests may replace it.
         self.client_factory = ServerClient
+        #: ``(url) -> EventWatcher`` reading the server's event stream, or ``None`` (no
+        #: stream: progress then comes from the retry status and the pane only).
+        self.events_factory: Any = EventWatcher
 
     def is_agent_process(self, name: str, cmdline: list[str]) -> bool:
         """An ``opencode`` process that is not the shared server (``opencode serve``)."""
@@ -260,7 +345,7 @@ class OpencodeBackend(Backend):
 
         argv, executed directly by tmux (no shell):
         ``opencode run --attach URL --session ID --dir WORKDIR [--auto] [--model M]
-        [--agent A] [--] PROMPT``.
+        [--agent A] -- WORD...`` (the prompt split on spaces: :func:`prompt_argv`).
 
         A fresh start first creates the session on the server (``POST /session`` titled
         :meth:`session_title`), so the id is known before the CLI runs; ``conversation_id``
@@ -289,16 +374,14 @@ class OpencodeBackend(Backend):
             session = self.client_factory(url).create_session(self.session_title(spec, config), str(spec.workdir))
         opts = spec.options or {}
         argv = ["opencode", "run", "--attach", url, "--session", session, "--dir", str(spec.workdir)]
+        # the prompt goes last, split on spaces (prompt_argv: opencode quotes arguments with spaces)
         if bool(opts.get("auto", True)):
             argv.append("--auto")
         if spec.model:
             argv += ["--model", spec.model]
         if opts.get("agent"):
             argv += ["--agent", str(opts["agent"])]
-        text = prompt or "Continue."
-        if text.startswith("-"):
-            argv.append("--")
-        argv.append(text)
+        argv += prompt_argv(prompt or "Continue.")
         env = dict(QUIET_ENV)
         env.update(spec.env or {})
         return LaunchPlan(argv=argv, env=env, cwd=spec.workdir, conversation_id=session)
@@ -311,7 +394,7 @@ class OpencodeBackend(Backend):
             return None
         try:
             client = self.client_factory(self.server_url(config))
-            return classify_message(client.last_message(session_id), now)
+            return classify_session(client.messages(session_id, TURN_MESSAGES), now)
         except ServerError:
             return None
 
@@ -343,14 +426,192 @@ SERVE_SEEN = StashKey[dict]("serve_seen")
 REPORTED_PID = StashKey[int]("reported_pid")
 
 
+class EventWatcher:
+    """Reads the server's event stream (``GET /global/event``) on a daemon thread and
+    remembers, per session, when the server last reported anything about it.
+
+    opencode 1.18.33 sends ``data: {"directory": ..., "payload": {"type": ...,
+    "properties": {"sessionID": ...}}}`` lines: ``message.part.delta`` for each streamed
+    chunk, ``message.part.updated``, ``session.status`` (busy, retry, idle) and more;
+    ``server.connected`` and ``server.heartbeat`` carry no session. A dropped stream (the
+    server restarted) is reopened after :data:`EVENTS_RECONNECT_S`.
+
+    :param url: the server's base URL (loopback).
+    :param clock: monotonic clock (seconds) for the activity times.
+    """
+
+    def __init__(self, url: str, clock: Any = time.monotonic) -> None:
+        self.url = url.rstrip("/")
+        self.clock = clock
+        self.connected = False
+        self.events = 0  #: events with a session read so far
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ccci-opencode-events", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                req = urllib.request.Request(self.url + "/global/event", headers={"accept": "text/event-stream"})
+                with urllib.request.urlopen(req, timeout=EVENTS_READ_TIMEOUT_S) as resp:  # noqa: S310 - loopback
+                    self.connected = True
+                    for raw in resp:
+                        if self._stop.is_set():
+                            return
+                        line = raw.decode("utf-8", "replace").strip()
+                        if line.startswith("data:"):
+                            self.feed(line[5:].strip())
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            self.connected = False
+            self._stop.wait(EVENTS_RECONNECT_S)
+
+    def feed(self, data: str) -> None:
+        """Take one ``data:`` payload (JSON text); ignores anything unreadable."""
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            return
+        payload = obj.get("payload", obj) if isinstance(obj, dict) else None
+        if not isinstance(payload, dict):
+            return
+        props = payload.get("properties") or {}
+        sid = props.get("sessionID") if isinstance(props, dict) else None
+        if isinstance(sid, str) and sid:
+            with self._lock:
+                self._last[sid] = self.clock()
+                self.events += 1
+                if len(self._last) > 1000:
+                    self._last.pop(next(iter(self._last)))
+
+    def last_activity(self, session_id: str) -> float | None:
+        """Monotonic seconds of the newest event about ``session_id``, or ``None``."""
+        with self._lock:
+            return self._last.get(session_id)
+
+    def close(self) -> None:
+        """Stop reading (the thread ends at its next line or reconnect)."""
+        self._stop.set()
+
+
+#: the fleet's :class:`EventWatcher` (fleet stash)
+EVENTS = StashKey[EventWatcher]("events")
+#: agent -> monotonic s of the server activity last counted as progress (fleet stash)
+PROGRESS_SEEN = StashKey[dict]("progress_seen")
+#: tool part id -> monotonic s it was first seen running (fleet stash)
+TOOLS_SEEN = StashKey[dict]("tools_seen")
+
+
+def running_tools(msgs: list[dict]) -> list[str]:
+    """Ids of the tool parts still running in the newest assistant message: opencode
+    1.18.33 keeps ``{"type": "tool", "tool": "bash", "state": {"status": "running"}}``
+    while the tool runs, and sends no event until it ends."""
+    for msg in reversed(msgs or []):
+        if (msg.get("info") or {}).get("role") == "assistant":
+            return [str(p.get("id") or i) for i, p in enumerate(msg.get("parts") or [])
+                    if p.get("type") == "tool" and (p.get("state") or {}).get("status") == "running"]
+    return []
+
+
+def _server_view(backend: "OpencodeBackend", config, rt, now: datetime, mono: float, stash, statuses: dict) -> None:
+    """Replace a live opencode agent's screen reading with the server's (the source of
+    truth) and count the server's activity as progress. ``statuses`` caches one
+    ``/session/status`` answer per workdir for this tick.
+
+    * a turn runs on the server (``busy``/``retry``): ``BUSY``, whatever the pane shows
+      (an ``Error: ...`` line printed before opencode compacted and went on is stale);
+    * no turn runs but the process is still alive (it exits within a second of the turn
+      end): ``IDLE``, with the reply's declared wait;
+    * any event about the session since the last tick, a ``retry`` status whose next
+      attempt is not overdue, or a tool running for less than :data:`TOOL_RUN_MAX_S`
+      (a long build prints and streams nothing): progress (``screen_changed_mono`` and
+      ``content_changed_mono`` set to now, which the stall check reads).
+
+    Nothing changes when the server does not answer: the pane decides then."""
+    conv = str(rt.conversation_id or "")
+    if not conv.startswith("ses"):
+        return
+    workdir = str(rt.spec.workdir)
+    try:
+        client = backend.client_factory(backend.server_url(config))
+        if workdir not in statuses:
+            statuses[workdir] = client.statuses(workdir)
+        status = statuses[workdir].get(conv)
+        msgs = client.messages(conv, TURN_MESSAGES if not status else 3)
+        outcome = None if status else classify_session(msgs, now)
+    except ServerError:
+        return
+    tools = running_tools(msgs) if status else []
+    progressed = False
+    watcher = stash.get(EVENTS)
+    seen = stash.setdefault(PROGRESS_SEEN, {})
+    last = watcher.last_activity(conv) if watcher is not None else None
+    if last is not None and last > seen.get(rt.name, float("-inf")):
+        seen[rt.name] = last
+        progressed = True
+    if status and status.get("type") == "retry":
+        try:
+            due_in = float(status.get("next") or 0) / 1000.0 - now.timestamp()
+        except (TypeError, ValueError):
+            due_in = 0.0
+        progressed = progressed or due_in > -RETRY_GRACE_S  # opencode's own back-off, on schedule
+    if tools:
+        first = stash.setdefault(TOOLS_SEEN, {})
+        for t in tools:
+            first.setdefault(t, mono)
+        while len(first) > 1000:
+            first.pop(next(iter(first)))
+        progressed = progressed or any(mono - first[t] < TOOL_RUN_MAX_S for t in tools)
+    if progressed:
+        rt.screen_changed_mono = rt.content_changed_mono = max(rt.screen_changed_mono, mono)
+    if status:
+        rt.analysis = replace(rt.analysis, state=AgentState.BUSY, waiting_until=None)
+    elif outcome is not None:
+        rt.analysis = replace(rt.analysis, state=AgentState.IDLE,
+                              waiting_until=_declared_wait(outcome.text) or None)
+
+
+def _ensure_events(backend: "OpencodeBackend", config, stash) -> None:
+    """Start (or re-point) the fleet's :class:`EventWatcher` at the server's URL."""
+    try:
+        url = backend.server_url(config)
+    except (ServerError, OSError, ValueError):
+        return
+    w = stash.get(EVENTS)
+    if w is not None and w.url == url.rstrip("/"):
+        return
+    if w is not None:
+        w.close()
+    if backend.events_factory is not None:
+        stash[EVENTS] = backend.events_factory(url)
+
+
 @hookimpl
-def ccci_observe(snapshot, config, agents, now, stash):
-    """For each opencode agent whose ``opencode run`` exited, read how its turn ended
+def ccci_unconfigure(stash):
+    """Stop reading the event stream when the watcher stops."""
+    w = stash.get(EVENTS)
+    if w is not None:
+        w.close()
+
+
+@hookimpl
+def ccci_observe(snapshot, config, agents, now, mono, stash):
+    """The server is the source of truth for opencode agents (issue 13).
+
+    For an agent whose ``opencode run`` is alive: :func:`_server_view` (turn state and
+    progress from the server; the fleet's :class:`EventWatcher` is started on first use).
+
+    For each opencode agent whose ``opencode run`` exited, read how its turn ended
     from the server (once per exit) and publish it:
     ``snapshot.facts["turn_outcome"][agent]`` = :class:`ccci.model.AgentState` (``IDLE``
     for a clean turn end; the process-death check resumes only those) and
     ``snapshot.facts["opencode_outcome"][agent]`` = :class:`TurnOutcome`, and the
-    reply's declared ``WAITING-UNTIL`` (UTC) as ``snapshot.facts["turn_wait"][agent]``. Nothing is
+    reply's declared ``WAITING-UNTIL`` (UTC) as ``snapshot.facts["turn_wait"][agent]``; the
+    agent's screen reading becomes ``EXITED`` with that wait, so an old ``Error:`` line
+    on the dead pane cannot start a screen check (the server's error, if any, is
+    reported by :func:`ccci_check_agent`). Nothing is
     published when the server does not answer (the pane text decides then). A run whose
     ``opencode serve`` died while it ran (``snapshot.facts["opencode_serve"]``, published by
     :mod:`ccci.backends.opencode.opencode_serve`, shows another pid or an unhealthy server than when the run
@@ -361,6 +622,7 @@ def ccci_observe(snapshot, config, agents, now, stash):
     serve = snapshot.facts.get("opencode_serve") or {}
     _outcomes = stash.setdefault(OUTCOMES, {})
     _serve_seen = stash.setdefault(SERVE_SEEN, {})
+    statuses: dict[str, dict] = {}
     for name, pane in snapshot.panes.items():
         backend = backends.get(name)
         if not isinstance(backend, OpencodeBackend) or pane is None:
@@ -371,6 +633,9 @@ def ccci_observe(snapshot, config, agents, now, stash):
                 _serve_seen.setdefault(key, serve["pid"])
                 if len(_serve_seen) > 1000:
                     _serve_seen.pop(next(iter(_serve_seen)))
+            if name in agents and serve.get("healthy", True):
+                _ensure_events(backend, config, stash)
+                _server_view(backend, config, agents[name], now, mono, stash, statuses)
             continue
         if key not in _outcomes:
             seen = _serve_seen.get(key)
@@ -396,6 +661,60 @@ def ccci_observe(snapshot, config, agents, now, stash):
             wait = _declared_wait(outcome.text)
             if wait is not None:
                 snapshot.facts.setdefault("turn_wait", {})[name] = wait
+            if name in agents:
+                rt = agents[name]
+                rt.analysis = replace(rt.analysis, state=AgentState.EXITED, waiting_until=wait)
+
+
+@hookimpl
+def ccci_before_launch(agent, spec, mode, config, services):
+    """Cancel what is restarted (issue 13): before any (re)start of an opencode agent
+    whose session has a turn running on the server (``busy`` or ``retry``), abort that
+    turn (``POST /session/<id>/abort``) and wait up to :data:`ABORT_WAIT_S` for the
+    server to report it ended. Killing ``opencode run`` alone leaves the turn running
+    (hanging or retrying) and the next run's prompt queues behind it (4 identical
+    nudges reached the model in one request).
+
+    Logs ``opencode_turn_aborted`` (``session``, ``status``: what ran, ``waited_s``,
+    ``ended``: the server reported the session idle). A turn that does not end in time
+    vetoes this launch (returned reason; the remedy is tried again on a later tick) so
+    no second prompt piles up. A server that does not answer vetoes nothing: the
+    launch itself then fails and is reported."""
+    backend = getattr(agent, "backend", None)
+    conv = str(getattr(agent, "conversation_id", "") or "")
+    if not isinstance(backend, OpencodeBackend) or not conv.startswith("ses"):
+        return None
+    workdir = str(spec.workdir)
+    try:
+        client = backend.client_factory(backend.server_url(config))
+        status = client.statuses(workdir).get(conv)
+        if not status:
+            return None
+        t0 = time.monotonic()
+        client.abort(conv, workdir)
+        ended = False
+        while time.monotonic() - t0 < ABORT_WAIT_S:
+            if not client.statuses(workdir).get(conv):
+                ended = True
+                break
+            time.sleep(0.1)
+    except ServerError:
+        return None
+    waited = round(time.monotonic() - t0, 3)
+    services.emit("opencode_turn_aborted", f"aborted the running turn of {conv} on the server before the {mode} "
+                  f"({status.get('type')}; {'ended' if ended else 'still running'} after {waited:.2f}s)",
+                  agent=agent.name, session=conv, status=status, waited_s=waited, ended=ended, mode=mode,
+                  happened_at=datetime.now(tz=_utc()).isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+    if not ended:
+        return (f"the server-side turn of {conv} did not end within {ABORT_WAIT_S:.0f}s of its abort; "
+                "not starting another run behind it")
+    return None
+
+
+def _utc():
+    from datetime import timezone
+
+    return timezone.utc
 
 
 def _declared_wait(text: str) -> datetime | None:

@@ -32,6 +32,24 @@ Configuration (``ccci.toml``)::
     env = { }             # extra environment of the server (provider keys, HOME,
                           # OPENCODE_CONFIG); never logged
 
+Stopping (issue 13: ``opencode serve`` takes about 600 MB): the server runs only while an
+opencode agent needs it. An opencode agent needs it while its ``opencode run`` is alive
+or while ccci is to run it (neither stopped by ``ccci stop`` nor given up). So:
+
+* ``ccci stop`` of the last such agent (with or without a watcher) stops the server
+  (``ccci_report_event`` on ``agent_stopped``), after aborting the stopped agent's
+  running turn on the server when other agents still need it;
+* a watcher stops the server on the tick it sees no agent needing it (all stopped or
+  given up, e.g. after ``SEQUENCE-COMPLETE``), and starts it again when one is started;
+* a watcher that exits (Ctrl-C, SIGTERM) stops the server unless an ``opencode run`` is
+  alive: agents outlive their watcher by design (the next watcher adopts them), and a
+  turn in flight needs its server; then the server is left running and
+  ``opencode_serve_left_running`` names the agents (``ccci stop`` stops it later). Agents
+  between turns are not running: their next turn starts with the next watcher, which
+  starts the server again (about 3.5 s).
+
+Each stop is an ``opencode_serve_stopped`` event (``reason``, ``pid``).
+
 Publishes ``snapshot.facts["opencode_serve"]``: ``{"url": str, "healthy": bool,
 "pid": int | None, "restarts": int}``.
 """
@@ -340,6 +358,36 @@ class ServeManager:
             if mono >= self.next_start_mono:
                 self._restart("unhealthy")
 
+    def stop(self, reason: str) -> bool:
+        """Stop the server: kill its process tree and its tmux session, remove the state
+        file; the manager then reads as not running (a later :meth:`check` starts it
+        again). :returns: ``True`` when something was running. Never raises."""
+        from ccci.processes import kill_tree
+
+        st = self._read_state()
+        pid = self.pid or st.get("pid")
+        found = False
+        if _is_serve(pid):
+            kill_tree(int(pid))
+            found = True
+        name = session_name(self.config)
+        try:
+            if name in self.tmux.list_panes():
+                self.tmux.kill_session(name)
+                found = True
+        except Exception:  # noqa: BLE001 - tmux server gone: nothing left to kill there
+            pass
+        try:
+            self.state_path.unlink()
+        except OSError:
+            pass
+        self.pid, self.healthy, self.failures, self.down_since_mono = None, False, 0, None
+        self.next_start_mono = 0.0
+        if found:
+            self._event("opencode_serve_stopped", f"opencode serve stopped (pid {pid}): {reason}", pid=pid,
+                        reason=reason)
+        return found
+
     def _restart(self, why: str) -> None:
         since = self.down_since_mono if self.down_since_mono is not None else self.mono()
         if self.ensure():
@@ -388,13 +436,96 @@ def ccci_configure(config, stash):
         manager(config, stash).ensure()
 
 
+def _needing(agents: dict, live: dict) -> list[str]:
+    """Names of the opencode agents that need the server: ``opencode run`` alive
+    (``live[name]``), or neither stopped nor given up.
+
+    :param agents: name -> an object with ``spec.backend``, ``stopped``, ``given_up``.
+    :param live: name -> the agent's pane process is alive."""
+    return [n for n, rt in agents.items() if rt.spec.backend == BACKEND
+            and (live.get(n) or not (rt.stopped or rt.given_up))]
+
+
+def _live(services, names) -> dict[str, bool]:
+    out = {}
+    for n in names:
+        try:
+            pane = services.pane(n)
+        except Exception:  # noqa: BLE001 - tmux gone: nothing alive
+            pane = None
+        out[n] = pane is not None and not pane.dead
+    return out
+
+
 @hookimpl(tryfirst=True)
-def ccci_observe(snapshot, config, stash):
+def ccci_observe(snapshot, config, agents, stash):
     """Health-check (and restart) the shared server before the backends read it this
-    tick; publishes ``snapshot.facts["opencode_serve"]``."""
+    tick; stops it when no opencode agent needs it (:func:`_needing`); publishes
+    ``snapshot.facts["opencode_serve"]``."""
     if not needed(config):
         return
     m = manager(config, stash)
+    live = {n: p is not None and not p.dead for n, p in snapshot.panes.items()}
+    if not _needing(agents, live):
+        if m.pid is not None or m.state_path.exists():
+            m.stop("no opencode agent left (all stopped or given up)")
+        snapshot.events.extend(m.take_events())
+        snapshot.facts["opencode_serve"] = {"url": m.url, "healthy": False, "pid": None, "restarts": m.restarts}
+        return
     m.check()
     snapshot.events.extend(m.take_events())
     snapshot.facts["opencode_serve"] = {"url": m.url, "healthy": m.healthy, "pid": m.pid, "restarts": m.restarts}
+
+
+@hookimpl
+def ccci_report_event(event, services, stash):
+    """``ccci stop`` (here or in the watcher): when the stopped agent was the last
+    opencode agent needing the server, stop it; otherwise abort the stopped agent's
+    running turn on the server (killing ``opencode run`` leaves it running)."""
+    if event.kind != "agent_stopped" or not event.agent:
+        return
+    config = services.config
+    if not needed(config):
+        return
+    names = services.agents()
+    views = {n: services.agent(n) for n in names}
+    if views.get(event.agent) is None or views[event.agent].spec.backend != BACKEND:
+        return
+    left = _needing(views, _live(services, names))
+    if left:
+        from ccci.backends.opencode import ServerError
+
+        rt = views[event.agent]
+        conv = str(rt.conversation_id or "")
+        if conv.startswith("ses"):
+            try:
+                c = ServerClient(server_url(config))
+                if c.statuses(str(rt.spec.workdir)).get(conv):
+                    c.abort(conv, str(rt.spec.workdir))
+                    services.emit("opencode_turn_aborted", f"aborted the running turn of {conv} on the server "
+                                  "(agent stopped)", agent=event.agent, session=conv, mode="stop")
+            except ServerError:
+                pass
+        return
+    m = manager(config, stash)
+    if m.stop(f"ccci stop: no opencode agent left after {event.agent}"):
+        for ev in m.take_events():
+            services.emit(ev.kind, ev.message, **ev.data)
+
+
+@hookimpl
+def ccci_unconfigure(config, stash, services):
+    """The watcher is exiting: stop the server unless an ``opencode run`` is alive (see
+    the module docstring for why)."""
+    if not needed(config):
+        return
+    names = [n for n in services.agents() if services.agent(n).spec.backend == BACKEND]
+    alive = [n for n, up in _live(services, names).items() if up]
+    m = manager(config, stash)
+    if alive:
+        services.emit("opencode_serve_left_running", f"opencode serve left running for {', '.join(alive)} "
+                      "(their turns are in flight; ccci stop stops it)", agents=alive, pid=m.pid)
+        return
+    m.stop("the watcher exited and no opencode run is alive")
+    for ev in m.take_events():
+        services.emit(ev.kind, ev.message, **ev.data)

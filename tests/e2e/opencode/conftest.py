@@ -10,10 +10,12 @@ Fixtures
 ========
 ``opencode_bin``  the pinned ``opencode-ai`` binary (:func:`ccci.testing.agent_clis.ensure_cli`,
                   the same install step as ``claude_bin``); ``$CCCI_OPENCODE_BIN`` overrides.
-``oc_fleet``      factory ``(by_marker, agents=("builder",), checks=None) -> OcFleet``:
+``oc_fleet``      factory ``(by_marker, agents=("builder",), checks=None, default=None) -> OcFleet``:
                   a fleet directory (bare origin, one clone per agent, prompts carrying
                   a marker ``ROLE-<AGENT>-MARK`` so one model server answers each agent from
-                  its own script), a HOME with the opencode provider config, the model
+                  its own script; ``default``: the step answering a request no marker
+                  matches, e.g. after opencode compacted the prompt away; the model
+                  server's echo otherwise), a HOME with the opencode provider config, the model
                   server and ``ccci watch`` started in the namespace; all stopped afterwards.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
+from ccci.testing.model_server import step_to_json
 from real_cli import RECORD, REPO, WatchedFleet, git, pinned_cli, read_jsonl, seed_origin, start_model_server, \
     write_gitconfig, write_script
 
@@ -49,7 +52,7 @@ class OcFleet(WatchedFleet):
     (events, waits and teardown: :class:`real_cli.WatchedFleet`)."""
 
     def __init__(self, root: Path, netns: str, opencode_bin: Path, by_marker: dict[str, list],
-                 agents: tuple[str, ...], checks: dict[str, Any] | None) -> None:
+                 agents: tuple[str, ...], checks: dict[str, Any] | None, default: Any = None) -> None:
         super().__init__(root, netns, socket=f"ccci-oc-{os.getpid()}-{uuid.uuid4().hex[:6]}")
         self.bin_dir = opencode_bin.parent
         self.agents = agents
@@ -59,6 +62,10 @@ class OcFleet(WatchedFleet):
         self.origin = root / "origin.git"
         self.log = root / "model-requests.jsonl"
         self.script = write_script(root / "script.json", by_marker={marker(a): steps for a, steps in by_marker.items()})
+        if default is not None:
+            doc = json.loads(self.script.read_text())
+            doc["default"] = step_to_json(default)
+            self.script.write_text(json.dumps(doc))
         self.name = "ocfleet"
         self.checks = {"startup_grace": 2, "max_resumes": 50, **(checks or {})}
         self.url = ""
@@ -131,13 +138,13 @@ class OcFleet(WatchedFleet):
 
 @pytest.fixture
 def oc_fleet(tmp_path: Path, netns: str, opencode_bin: Path) -> Iterator[Callable[..., OcFleet]]:
-    """Factory: ``oc_fleet(by_marker, agents=("builder",), checks=None)`` -> a started
+    """Factory: ``oc_fleet(by_marker, agents=("builder",), checks=None, default=None)`` -> a started
     :class:`OcFleet` (model server and ``ccci watch`` running)."""
     fleets: list[OcFleet] = []
 
     def make(by_marker: dict[str, list], agents: tuple[str, ...] = ("builder",),
-             checks: dict[str, Any] | None = None) -> OcFleet:
-        f = OcFleet(tmp_path / f"f{len(fleets)}", netns, opencode_bin, by_marker, agents, checks)
+             checks: dict[str, Any] | None = None, default: Any = None) -> OcFleet:
+        f = OcFleet(tmp_path / f"f{len(fleets)}", netns, opencode_bin, by_marker, agents, checks, default)
         fleets.append(f)
         f.prepare()
         f.start_model_server()
