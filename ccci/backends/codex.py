@@ -56,8 +56,6 @@ import json
 import os
 import re
 import shlex
-import shutil
-import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,8 +63,9 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
-from ccci import patterns as patterns_mod
+from ccci.backends import versions
 from ccci.backends.base import Backend, LaunchPlan
+from ccci.backends.versions import VersionedRules
 from ccci.hookspecs import hookimpl
 from ccci.model import AgentSpec
 
@@ -83,11 +82,6 @@ ALSO_TESTED = ("0.169.0",)
 #: environment variable naming the Codex CLI version whose pattern file reads the screens
 #: (an explicit override of the version the binary reports; also what the e2e tests run)
 VERSION_ENV = "CCCI_CODEX_VERSION"
-VERSION_TIMEOUT_S = 15  #: limit for ``codex --version`` (0.11 s warm on the dev machine, 0.171.0)
-#: ``codex-cli 0.171.0`` -> ``0.171.0``
-_VERSION_RE = re.compile(r"(?<![\d.])(\d+\.\d+\.\d+)(?![\d.])")
-#: ``(real path, mtime_ns, size) -> version or None``: one ``--version`` run per binary
-_VERSION_CACHE: dict[tuple[str, int, int], str | None] = {}
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 #: ``rollout-2026-11-22T07-50-04-<uuid>.jsonl`` (Codex 0.169.0 and 0.171.0 session files)
 ROLLOUT_RE = re.compile(
@@ -95,47 +89,16 @@ ROLLOUT_RE = re.compile(
 
 
 def binary_version(binary: str | Path = "codex", path: str | None = None) -> str | None:
-    """The version a Codex CLI binary reports (``codex-cli 0.171.0`` -> ``"0.171.0"``).
-
-    Runs ``<binary> --version`` once per binary file (cached by real path, mtime and size,
-    so an upgrade in place is noticed); it prints without network access.
-
-    :param binary: a command name looked up on ``path`` (default ``$PATH``) or a path.
-    :param path: a ``PATH`` value to search instead of the process's.
-    :returns: the version, or ``None`` when the binary is missing, fails, times out
-        (:data:`VERSION_TIMEOUT_S` seconds) or prints no version.
-    """
-    name = str(binary)
-    found = name if os.sep in name else shutil.which(name, path=path)
-    if not found:
-        return None
-    real = os.path.realpath(found)
-    try:
-        st = os.stat(real)
-    except OSError:
-        return None
-    key = (real, st.st_mtime_ns, st.st_size)
-    if key in _VERSION_CACHE:
-        return _VERSION_CACHE[key]
-    try:
-        res = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT_S,
-                             stdin=subprocess.DEVNULL)
-        m = _VERSION_RE.search(res.stdout) if res.returncode == 0 else None
-        version = m.group(1) if m else None
-    except (OSError, subprocess.TimeoutExpired):
-        return None  # not cached: a timeout under load may pass next time
-    _VERSION_CACHE[key] = version
-    return version
+    """The version a codex binary reports (:func:`ccci.backends.versions.binary_version`,
+    cached per binary file)."""
+    return versions.binary_version(binary, path, None)
 
 
 def pattern_version_for(cli_version: str | None) -> str:
     """The tested version (a ``codex-<v>.toml`` pattern file) that reads the screens of
-    Codex CLI ``cli_version``: the nearest one not newer than it, else the newest; for
-    ``None`` (version unknown) :data:`TESTED_VERSION`."""
-    if not cli_version:
-        return TESTED_VERSION
-    return patterns_mod.choose("codex", cli_version).stem[len("codex-"):]
-
+    ``cli_version``: the nearest one not newer than it, else the newest; for ``None``
+    (version unknown) :data:`TESTED_VERSION`."""
+    return versions.pattern_version_for("codex", cli_version, TESTED_VERSION)
 
 @dataclass(frozen=True)
 class CodexSession:
@@ -170,7 +133,7 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))
 
 
-class CodexBackend(Backend):
+class CodexBackend(VersionedRules, Backend):
     """Launch, resume and read Codex CLI.
 
     Class attributes (see :class:`ccci.backends.base.Backend`):
@@ -202,6 +165,8 @@ class CodexBackend(Backend):
     """
 
     name = "codex"
+    version_env = VERSION_ENV
+    default_version = TESTED_VERSION
     process_names = ("codex",)
     exits_at_turn_end = False
     supports_resume = True
@@ -215,52 +180,7 @@ class CodexBackend(Backend):
 
     def __init__(self, cli_version: str | None = None, binary: str | None = None) -> None:
         super().__init__()
-        if cli_version:
-            self.cli_version = cli_version
-        if binary:
-            self.binary = binary
-        self.detected_version: str | None = None
-        self._chosen: str | None = None  # pattern version in force, once chosen
-
-    # ------------------------------------------------------------------ versions
-    def choose_version(self, path: str | None = None) -> str:
-        """Which pattern file version reads the screens: :attr:`cli_version` if set, else
-        ``$CCCI_CODEX_VERSION``, else what :attr:`binary` reports (looked up on ``path``,
-        default ``$PATH``), else :data:`TESTED_VERSION`; mapped to the nearest tested
-        version not newer (:func:`pattern_version_for`)."""
-        if self.cli_version:
-            return pattern_version_for(self.cli_version)
-        env = os.environ.get(VERSION_ENV, "").strip()
-        if env:
-            return pattern_version_for(env)
-        self.detected_version = binary_version(self.binary, path)
-        return pattern_version_for(self.detected_version)
-
-    def pattern_version(self) -> str:
-        """The pattern file version in force (chosen once by :meth:`choose_version`,
-        again by :meth:`refresh_version`)."""
-        if self._chosen is None:
-            self._chosen = self.choose_version()
-        return self._chosen
-
-    def use_cli_version(self, version: str | None) -> None:
-        """Explicit override: read screens as those of Codex CLI ``version`` (``None``:
-        back to detection). User overrides stay."""
-        self._chosen = None
-        super().use_cli_version(version)
-
-    def refresh_version(self, path: str | None = None) -> str:
-        """Choose the pattern file again (the binary may have been upgraded since; its
-        ``--version`` run is cached per binary file): :meth:`launch` calls it with the
-        agent's ``PATH``. User overrides stay.
-
-        :returns: the pattern file version now in force.
-        """
-        version = self.choose_version(path)
-        if version != self._chosen:
-            self._chosen = version
-            self._patterns = None
-        return version
+        self._init_versions(cli_version, binary)
 
     # ------------------------------------------------------------------ processes
     def is_agent_process(self, name: str, cmdline: list[str]) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ccci.backends import claude as claude_mod
+from ccci.backends import versions as versions_mod
 from ccci.backends.claude import TESTED_VERSION, ClaudeBackend, binary_version, pattern_version_for
 from ccci.model import AgentSpec, Role
 
@@ -20,7 +20,7 @@ SID = "70561c5c-809c-4421-9bd4-4b4c1a66b486"
 @pytest.fixture(autouse=True)
 def _clean(monkeypatch):
     monkeypatch.delenv("CCCI_CLAUDE_VERSION", raising=False)
-    monkeypatch.setattr(claude_mod, "_VERSION_CACHE", {})
+    monkeypatch.setattr(versions_mod, "_VERSION_CACHE", {})
 
 
 def fake_claude(directory: Path, version: str, name: str = "claude") -> Path:

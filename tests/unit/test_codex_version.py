@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ccci.backends import codex as codex_mod
+from ccci.backends import versions as versions_mod
 from ccci.backends.codex import (ALSO_TESTED, TESTED_VERSION, CodexBackend, binary_version,
                                  pattern_version_for)
 from ccci.model import AgentSpec, Role
@@ -22,7 +22,7 @@ CONFIG = None  # launch() reads state_dir from the config only for the session h
 @pytest.fixture(autouse=True)
 def _clean(monkeypatch):
     monkeypatch.delenv("CCCI_CODEX_VERSION", raising=False)
-    monkeypatch.setattr(codex_mod, "_VERSION_CACHE", {})
+    monkeypatch.setattr(versions_mod, "_VERSION_CACHE", {})
 
 
 def fake_codex(directory: Path, version: str, name: str = "codex") -> Path:

@@ -30,17 +30,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
-import shutil
-import subprocess
 import sys
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ccci import patterns as patterns_mod
+from ccci.backends import versions
 from ccci.backends.base import Backend, LaunchPlan
+from ccci.backends.versions import VersionedRules
 from ccci.hookspecs import hookimpl
 from ccci.model import AgentSpec
 
@@ -58,53 +56,19 @@ ALSO_TESTED = ("2.1.197",)
 #: screens (an explicit override of the version the binary reports; also what the e2e
 #: tests install and run)
 VERSION_ENV = "CCCI_CLAUDE_VERSION"
-VERSION_TIMEOUT_S = 15  #: limit for ``claude --version`` (0.06 s warm on the dev machine)
-_VERSION_RE = re.compile(r"(?<![\d.])(\d+\.\d+\.\d+)(?![\d.])")
-#: ``(real path, mtime_ns, size) -> version or None``: one ``--version`` run per binary
-_VERSION_CACHE: dict[tuple[str, int, int], str | None] = {}
 
 
 def binary_version(binary: str | Path = "claude", path: str | None = None) -> str | None:
-    """The version a Claude Code binary reports (``2.1.332 (Claude Code)`` -> ``"2.1.332"``).
-
-    Runs ``<binary> --version`` once per binary file (cached by real path, mtime and size,
-    so an upgrade in place is noticed); no network, ``DISABLE_AUTOUPDATER=1``.
-
-    :param binary: a command name looked up on ``path`` (default ``$PATH``) or a path.
-    :param path: a ``PATH`` value to search instead of the process's.
-    :returns: the version, or ``None`` when the binary is missing, fails, times out or
-        prints no version.
-    """
-    name = str(binary)
-    found = name if os.sep in name else shutil.which(name, path=path)
-    if not found:
-        return None
-    real = os.path.realpath(found)
-    try:
-        st = os.stat(real)
-    except OSError:
-        return None
-    key = (real, st.st_mtime_ns, st.st_size)
-    if key in _VERSION_CACHE:
-        return _VERSION_CACHE[key]
-    try:
-        res = subprocess.run([found, "--version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT_S,
-                             stdin=subprocess.DEVNULL, env={**os.environ, "DISABLE_AUTOUPDATER": "1"})
-        m = _VERSION_RE.search(res.stdout) if res.returncode == 0 else None
-        version = m.group(1) if m else None
-    except (OSError, subprocess.TimeoutExpired):
-        return None  # not cached: a timeout under load may pass next time
-    _VERSION_CACHE[key] = version
-    return version
+    """The version a claude binary reports (:func:`ccci.backends.versions.binary_version`,
+    cached per binary file, run with {'DISABLE_AUTOUPDATER': '1'})."""
+    return versions.binary_version(binary, path, {'DISABLE_AUTOUPDATER': '1'})
 
 
 def pattern_version_for(cli_version: str | None) -> str:
     """The tested version (a ``claude-<v>.toml`` pattern file) that reads the screens of
-    Claude Code ``cli_version``: the nearest one not newer than it, else the newest; for
-    ``None`` (version unknown) :data:`TESTED_VERSION`."""
-    if not cli_version:
-        return TESTED_VERSION
-    return patterns_mod.choose("claude", cli_version).stem[len("claude-"):]
+    ``cli_version``: the nearest one not newer than it, else the newest; for ``None``
+    (version unknown) :data:`TESTED_VERSION`."""
+    return versions.pattern_version_for("claude", cli_version, TESTED_VERSION)
 
 #: Lifecycle hooks ccci installs; every one fired offline with 2.1.197
 #: (tests/golden/claude-2.1.197/hooks/*.jsonl, docs/agent-clis.md#claude-code-lifecycle-hooks);
@@ -180,7 +144,7 @@ def write_hook_settings(state_dir: Path, agent: str, extra: Any = None) -> Path:
     return settings_file
 
 
-class ClaudeBackend(Backend):
+class ClaudeBackend(VersionedRules, Backend):
     """Launch, resume and read Claude Code.
 
     Class attributes (see :class:`ccci.backends.base.Backend`):
@@ -217,6 +181,9 @@ class ClaudeBackend(Backend):
     """
 
     name = "claude"
+    version_env = VERSION_ENV
+    default_version = TESTED_VERSION
+    version_run_env = {"DISABLE_AUTOUPDATER": "1"}
     paste_over = 200
     launch_prompt_after_box = True
     cli_version: str | None = None
@@ -225,51 +192,7 @@ class ClaudeBackend(Backend):
 
     def __init__(self, cli_version: str | None = None, binary: str | None = None) -> None:
         super().__init__()
-        if cli_version:
-            self.cli_version = cli_version
-        if binary:
-            self.binary = binary
-        self.detected_version: str | None = None
-        self._chosen: str | None = None  # pattern version in force, once chosen
-
-    def choose_version(self, path: str | None = None) -> str:
-        """Which pattern file version reads the screens: :attr:`cli_version` if set, else
-        ``$CCCI_CLAUDE_VERSION``, else what :attr:`binary` reports (looked up on ``path``,
-        default ``$PATH``), else :data:`TESTED_VERSION`; mapped to the nearest tested
-        version not newer (:func:`pattern_version_for`)."""
-        if self.cli_version:
-            return pattern_version_for(self.cli_version)
-        env = os.environ.get(VERSION_ENV, "").strip()
-        if env:
-            return pattern_version_for(env)
-        self.detected_version = binary_version(self.binary, path)
-        return pattern_version_for(self.detected_version)
-
-    def pattern_version(self) -> str:
-        """The pattern file version in force (chosen once by :meth:`choose_version`,
-        again by :meth:`refresh_version`)."""
-        if self._chosen is None:
-            self._chosen = self.choose_version()
-        return self._chosen
-
-    def use_cli_version(self, version: str | None) -> None:
-        """Explicit override: read screens as those of Claude Code ``version`` (``None``:
-        back to detection). User overrides stay."""
-        self._chosen = None
-        super().use_cli_version(version)
-
-    def refresh_version(self, path: str | None = None) -> str:
-        """Choose the pattern file again (the binary may have been upgraded since; its
-        ``--version`` run is cached per binary file): :meth:`launch` calls it with the
-        agent's ``PATH``. User overrides stay.
-
-        :returns: the pattern file version now in force.
-        """
-        version = self.choose_version(path)
-        if version != self._chosen:
-            self._chosen = version
-            self._patterns = None
-        return version
+        self._init_versions(cli_version, binary)
     exits_at_turn_end = False
     supports_resume = True
     compact_command = "/compact"
