@@ -234,28 +234,28 @@ def test_drafts(claude_session):
     _check(s, "17_pasted_draft.txt", "unsent_input")
 
 
-@checked
-def test_exit_and_sigterm(claude_session):
-    s = claude_session([Text("The secret word is PELICAN.")])
+def _exit_after_a_reply(claude_session, word: str, leave, name: str) -> None:
+    """One turn answered with ``word``, then ``leave(session)`` ends the CLI; the screen it
+    leaves behind is captured as ``name`` and must read ``exited``."""
+    s = claude_session([Text(f"The secret word is {word}.")])
     _started(s)
     s.type_and_enter("tell me the word")
-    s.wait_until(lambda sc, a: "PELICAN." in sc and _footer_idle(sc), 30, "the reply")
-    s.type_and_enter("/exit")
+    s.wait_until(lambda sc, a: f"{word}." in sc and _footer_idle(sc), 30, "the reply")
+    leave(s)
     s.wait_until(lambda sc, a: "--resume" in sc or (s.pane() and s.pane().dead), 30, "the exit")
     time.sleep(1)
-    _check(s, "18_after_exit.txt", "exited")
+    _check(s, name, "exited")
+
+
+@checked
+def test_exit_and_sigterm(claude_session):
+    _exit_after_a_reply(claude_session, "PELICAN", lambda s: s.type_and_enter("/exit"), "18_after_exit.txt")
 
 
 @checked
 def test_sigterm(claude_session):
-    t = claude_session([Text("The secret word is HERON.")])
-    _started(t)
-    t.type_and_enter("tell me the word")
-    t.wait_until(lambda sc, a: "HERON." in sc and _footer_idle(sc), 30, "the reply")
-    os.kill(t.pane().pid, signal.SIGTERM)
-    t.wait_until(lambda sc, a: "--resume" in sc or (t.pane() and t.pane().dead), 30, "the exit")
-    time.sleep(1)
-    _check(t, "19_after_sigterm.txt", "exited")
+    _exit_after_a_reply(claude_session, "HERON", lambda s: os.kill(s.pane().pid, signal.SIGTERM),
+                        "19_after_sigterm.txt")
 
 
 def _launch_in_permission_mode(s, mode: str) -> None:
