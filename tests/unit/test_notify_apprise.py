@@ -257,3 +257,22 @@ def test_a_bad_notify_table_is_a_one_line_config_error(tmp_path, notify, key, wo
     msg = str(exc.value)
     assert "\n" not in msg and str(tmp_path / "ccci.toml") in msg and key in msg and words in msg
     assert "tok-abcdef123" not in msg
+
+
+def test_which_events_page():
+    from ccci.reporters.notify import page_for
+
+    def pf(kind, agent="a", restarted=False, **data):
+        return page_for(Event(kind, f"{kind} message", agent=agent, at=T0, data=data), "f",
+                        lambda a: "", lambda a: f"attach {a}", restarted=restarted)
+
+    usage = pf("finding", check="usage_limit", reset_at="2026-03-02T17:00:00Z")
+    assert usage.reason == "usage_limit" and "2026-03-02T17:00:00Z" in usage.body
+    assert pf("escalation", check="runner").key == "escalation"
+    assert pf("escalation", check="runner", final=True).key == "escalation:final"  # not de-duplicated with the first
+    assert pf("escalation_repeated", check="runner") is None
+    assert pf("finding", check="stall") is None
+    assert pf("phase_complete", agent=None, phase="p1").reason == "phase_complete"
+    assert pf("sequence_complete", agent=None).reason == "sequence_complete"
+    assert pf("watcher_started", agent=None) is None
+    assert pf("watcher_started", agent=None, restarted=True).reason == "watcher_restarted"
