@@ -318,6 +318,10 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
         if key not in KNOWN_TOP:
             raise _err(path, key, f"unknown top-level key; known: {', '.join(sorted(KNOWN_TOP))}")
     fleet = _table(raw, "fleet", path)
+    if "notify" in raw:  # Apprise URLs, quiet hours, digest: one-line errors (ccci.reporters.notify)
+        from ccci.reporters.notify import validate as _validate_notify
+
+        _validate_notify(raw["notify"], path)
     name = fleet.get("name", root.name.lower())
     name = _str(name, path, "fleet.name")
     if not NAME_RE.match(name):

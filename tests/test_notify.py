@@ -11,6 +11,7 @@ from ccci import config as config_mod
 from ccci.commands.init import render_config
 from ccci.model import Finding, Remedy
 from ccci.plugins import get_plugin_manager
+from ccci.reporters.notify import drain
 from ccci.state import StateStore
 from ccci.supervisor import Supervisor
 
@@ -51,6 +52,7 @@ def test_escalation_runs_command_and_posts_webhook(tmp_path, monkeypatch):
     sup.configure()
     why = "restart intensity exceeded; token tok-do-not-leak-123456"
     sup.run_remedy(Remedy("escalate", "builder", Finding("runner", "builder", why, evidence=why)))
+    assert drain(10)  # delivery is on the notifier's worker thread, off the tick
     srv.shutdown()
     sent = json.loads(out.read_text())
     assert sent["kind"] == "escalation" and sent["agent"] == "builder" and sent["fleet"] == "n"
