@@ -131,3 +131,56 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class Broken:
+    """A check that raises on every call."""
+
+    @staticmethod
+    def ccci_check_agent(agent):
+        raise RuntimeError("broken on purpose")
+
+
+def test_usage_limit_wait_detection_latency_and_plugin_errors(make_supervisor, fake_tmux, fake_clock):
+    from datetime import timedelta
+
+    from ccci.clock import iso
+
+    port = _free_port()
+    sup = make_supervisor(agents=["a"], checks={"startup_grace": 0, "failure_threshold": 2},
+                          plugins=[(Broken(), "broken")], extra_toml=f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+    exp = sup.stashes.get("metrics", None)[metrics_plugin.EXPORTER]
+    run_ticks(sup, 1)
+    reset = fake_clock.now() + timedelta(hours=2)
+    fake_tmux.pane("a").append(
+        "» next backlog item",
+        f"● API Error: Request rejected (429) · usage limit reached|{int(reset.timestamp())} (resets {iso(reset)})",
+        "✓ turn done in 0s")
+    run_ticks(sup, 3)  # the fake clock moves 1 s per tick: seen on tick 1, acted on at tick 2
+    assert [e["data"]["action"] for e in events(sup, "remedy")] == ["wait"]
+    fams = _families(exp.registry)
+    assert _value(fams, "ccci_waits_total", agent="a", check="usage_limit") == 1
+    assert _value(fams, "ccci_remedies_total", action="wait", check="usage_limit", outcome="ok") == 1
+    assert _value(fams, "ccci_detection_latency_seconds_count", check="usage_limit") == 1
+    # failure_threshold 2: one tick (1 s of the fake clock) between first sight and action
+    assert _value(fams, "ccci_detection_latency_seconds_sum", check="usage_limit") == pytest.approx(1.0)
+    assert _value(fams, "ccci_detection_latency_seconds_bucket", check="usage_limit", le="0.5") == 0
+    assert _value(fams, "ccci_detection_latency_seconds_bucket", check="usage_limit", le="1.0") == 1
+    n_errors = len([e for e in events(sup, "plugin_error") if e["data"]["plugin"] == "broken"])
+    assert n_errors >= 4
+    assert _value(fams, "ccci_plugin_errors_total", plugin="broken", hook="ccci_check_agent") == n_errors
+    assert _value(fams, "ccci_restarts_total") is None  # a usage limit is waited out, never restarted
+
+
+def test_a_queued_message_is_counted_as_a_message_not_a_ping(make_supervisor, fake_tmux):
+    sup = make_supervisor(agents=["a"], checks={"startup_grace": 0},
+                          extra_toml=f'[metrics]\nlisten = "127.0.0.1:{_free_port()}"\n')
+    exp = sup.stashes.get("metrics", None)[metrics_plugin.EXPORTER]
+    fake_tmux.pane("a").append("> ")
+    sup.queue_message("a", "please rebase", None)
+    sup.queue_message("a", "ccci: new claim pushed", "ping:abc123:a")
+    run_ticks(sup, 6)
+    fams = _families(exp.registry)
+    assert _value(fams, "ccci_messages_total", kind="message", outcome="delivered") == 1
+    assert _value(fams, "ccci_messages_total", kind="ping", outcome="delivered") == 1
+    assert _value(fams, "ccci_message_delivery_latency_seconds_count", kind="ping") == 1
