@@ -10,6 +10,7 @@ that name their own backend or model keep it).
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -100,6 +101,27 @@ class HandoffRule:
     message: str
 
 
+@dataclass(frozen=True)
+class MetricsSettings:
+    """``[metrics]``: the Prometheus endpoint of ``ccci watch`` (off unless ``listen`` is set).
+
+    Attributes:
+        host: the IP address to bind (``127.0.0.1`` when ``listen`` says ``localhost``).
+        port: the TCP port, 1-65535.
+        allow_remote: ``True`` when the file asks, with ``allow_remote = true``, for a
+            non-loopback ``host`` (metrics are read-only: no token is asked for).
+    """
+
+    host: str
+    port: int
+    allow_remote: bool = False
+
+    @property
+    def listen(self) -> str:
+        """``host:port`` (``[host]:port`` for IPv6)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
 DEFAULT_HANDOFFS = (
     HandoffRule(
         "claim(",
@@ -135,6 +157,7 @@ class FleetConfig:
             by backend name (``[patterns.NAME] version = "2.1.197"``; an explicit
             override of the version the backend detects).
         raw: the parsed TOML, for plugins that read their own tables.
+        metrics: :class:`MetricsSettings` of ``[metrics]``, ``None`` when metrics are off.
     """
 
     path: Path
@@ -151,6 +174,7 @@ class FleetConfig:
     patterns: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     pattern_versions: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
+    metrics: MetricsSettings | None = None
 
     def agent(self, name: str) -> AgentSpec:
         """The agent called ``name``.
@@ -307,7 +331,42 @@ def _str(val: Any, path: Path, key: str) -> str:
 
 
 KNOWN_TOP = {"fleet", "git", "checks", "agents", "handoff", "patterns", "defaults", "notify", "phases", "plugins",
-             "opencode"}
+             "opencode", "metrics"}
+_LISTEN_EXAMPLE = 'e.g. listen = "127.0.0.1:9464"'
+
+
+def _metrics(raw: dict, path: Path) -> MetricsSettings | None:
+    """``[metrics]``: ``listen = "HOST:PORT"`` (an IP address, ``[v6]`` in brackets, or
+    ``localhost``) and ``allow_remote`` (bool). A non-loopback host needs
+    ``allow_remote = true``. :raises ConfigError: one line naming the key and the fix."""
+    table = _table(raw, "metrics", path)
+    for k in table:
+        if k not in ("listen", "allow_remote"):
+            raise _err(path, f"metrics.{k}", "unknown key; known: allow_remote, listen")
+    allow = table.get("allow_remote", False)
+    if not isinstance(allow, bool):
+        raise _err(path, "metrics.allow_remote", f"expected true or false, got {allow!r}")
+    if "listen" not in table:
+        return None
+    listen = _str(table["listen"], path, "metrics.listen").strip()
+    m = re.fullmatch(r"\[(?P<v6>[^\]]+)\]:(?P<port>\d{1,5})|(?P<host>[^:\[\]]+):(?P<port4>\d{1,5})", listen)
+    if not m:
+        raise _err(path, "metrics.listen", f"{listen!r} is not HOST:PORT; {_LISTEN_EXAMPLE}")
+    host = m["v6"] or m["host"]
+    port = int(m["port"] or m["port4"])
+    if not 1 <= port <= 65535:
+        raise _err(path, "metrics.listen", f"port {port} is not 1-65535; {_LISTEN_EXAMPLE}")
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise _err(path, "metrics.listen", f"{host!r} is not an IP address; use one (no host names), "
+                   f"{_LISTEN_EXAMPLE}") from None
+    if not addr.is_loopback and not allow:
+        raise _err(path, "metrics.listen", f"{host} is not a loopback address, so other machines could read the "
+                   "metrics; bind 127.0.0.1, or add allow_remote = true to [metrics] if you mean it")
+    return MetricsSettings(host=str(addr), port=port, allow_remote=allow)
 KNOWN_AGENT = {"name", "role", "backend", "model", "workdir", "prompt_file", "handoff_role", "env", "options", "checks",
                "schedule"}
 
@@ -460,5 +519,5 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
     return FleetConfig(
         path=path, root=root, name=name, state_dir=state_dir, tmux_socket=sock, tick_seconds=tick,
         git=git, checks=checks, agents=agents, agent_checks=agent_checks, handoffs=handoffs,
-        patterns=pats, pattern_versions=pat_versions, raw=raw,
+        patterns=pats, pattern_versions=pat_versions, raw=raw, metrics=_metrics(raw, path),
     )

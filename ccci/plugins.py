@@ -57,6 +57,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ccci.hooks.wait",
     "ccci.hooks.escalate",
     "ccci.reporters.notify",
+    "ccci.reporters.metrics",
     "ccci.gitwatch",
     "ccci.phases",
     "ccci.external",

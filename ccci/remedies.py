@@ -193,7 +193,7 @@ class Remedies:
         if result is None:
             why = f"plugin(s) {', '.join(failed)} failed" if failed else "no plugin handles it"
             self.sup.emit("remedy_failed", f"{remedy.action} was not carried out: {why}", agent=remedy.agent,
-                      action=remedy.action, failed=failed)
+                      action=remedy.action, check=remedy.reason.check, failed=failed)
             return None
         if result.pending and rt is not None and rt.pending_since_mono is None:
             rt.pending_since_mono = self.sup.clock.monotonic()
