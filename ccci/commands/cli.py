@@ -178,6 +178,57 @@ def stop(ctx: click.Context, agents: tuple[str, ...]) -> None:
         say(f"{n}: stopped")
 
 
+@main.command()
+@click.option("--timeout", default=30.0, show_default=True,
+              help="Seconds to wait for the watcher to end before killing it (SIGKILL).")
+@click.pass_context
+def shutdown(ctx: click.Context, timeout: float) -> None:
+    """Stop the whole fleet: end its watcher cleanly, then stop every agent.
+
+    The watcher gets SIGTERM and leaves after its current tick through the normal path
+    (a ``watcher_stopping`` event, every plugin's ``ccci_unconfigure``, e.g. the shared
+    ``opencode serve`` ends; ``watcher_stopped``). Then every agent is stopped as by
+    ``ccci stop``; ``ccci start`` brings the fleet back. A watcher run by systemd or
+    launchd is restarted by them only after a failure, but use ``systemctl stop`` (or
+    ``ccci service uninstall``) for a service. Exit status 1 when the watcher had to be
+    killed (its plugins were not unconfigured).
+    """
+    from ccci.lock import FleetLock
+
+    cfg = load_config(ctx.obj["fleet"])
+    lock = FleetLock(cfg.state_dir)
+    killed = False
+    pid = lock.holder() if lock.is_held() else None
+    if pid:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pid = None
+    if pid:
+        end = time.monotonic() + timeout
+        while lock.is_held() and time.monotonic() < end:
+            time.sleep(0.1)
+        if lock.is_held():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            killed = True
+            end = time.monotonic() + 5
+            while lock.is_held() and time.monotonic() < end:
+                time.sleep(0.1)
+        say(f"watcher pid {pid} {'killed (it did not stop within %.0fs)' % timeout if killed else 'stopped'}")
+    else:
+        say("no watcher was running")
+    sup = build(cfg)
+    for n in _agent_names(cfg, ()):
+        sup.store.update_agent(n, stopped=1)
+        sup.lifecycle.stop(n, reason="ccci shutdown")
+        say(f"{n}: stopped")
+    if killed:
+        sys.exit(1)
+
+
 def _agent_names(cfg: config_mod.FleetConfig, agents: tuple[str, ...]) -> list[str]:
     known = [a.name for a in cfg.agents]
     for a in agents:
@@ -393,7 +444,7 @@ def watch(ctx: click.Context, standby: bool, quiet: bool, ticks: int | None) -> 
         # or stop if another watcher got it first (two watchers must never act)
         if not sup.stopping and not lock.verify():
             sup.emit("watcher_superseded", f"watcher pid {os.getpid()} lost {lock.path} to another watcher; stopping")
-            sup.request_stop()
+            sup.request_stop(reason="superseded by another watcher")
 
     try:
         sup.run(ticks=ticks, on_tick=_still_ours)

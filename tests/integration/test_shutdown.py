@@ -1,0 +1,78 @@
+"""A clean stop on a real fleet (real tmux, scripted agents, ``ccci start`` spawning the
+watcher in the background): ``ccci shutdown`` leaves no process of the fleet, and the
+watcher does not take the end of tmux (its last session stopped) for a lost server."""
+from __future__ import annotations
+
+import os
+
+import psutil
+import pytest
+
+from ccci.lock import FleetLock
+
+pytestmark = [pytest.mark.tmux, pytest.mark.slow]
+
+
+def fleet_processes(fleet) -> list[str]:
+    """Command lines of live processes that belong to ``fleet``: its watcher (``--fleet
+    ROOT``), its tmux server (``-L SOCKET``), its agents (their state directory), or any
+    ``opencode`` started under the fleet's directory."""
+    root, sock = str(fleet.root), fleet.cfg.tmux_socket
+    out = []
+    for p in psutil.process_iter(["cmdline", "status", "cwd"]):
+        try:
+            if p.info["status"] == psutil.STATUS_ZOMBIE or p.pid == os.getpid():
+                continue
+            cmd = p.info["cmdline"] or []
+            line = " ".join(cmd)
+            tmux = bool(cmd) and os.path.basename(cmd[0]).startswith("tmux") and sock in cmd
+            if tmux or root in line or "opencode" in line and (p.info["cwd"] or "").startswith(root):
+                out.append(f"{p.pid}: {line}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return out
+
+
+def _running(fleet) -> bool:
+    return all(fleet.live_pid(a) for a in fleet.AGENTS)
+
+
+def test_start_then_shutdown_leaves_no_process_of_the_fleet(fleet):
+    r = fleet.ccci("start")
+    assert r.returncode == 0, r.stderr
+    lock = FleetLock(fleet.cfg.state_dir)
+    assert fleet.wait(lambda: lock.is_held() and fleet.events("watcher_started"), 20)
+    assert fleet.wait(lambda: _running(fleet) and fleet.events("agent_adopted"), 30)
+    assert fleet_processes(fleet)
+    r = fleet.ccci("shutdown")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "stopped" in r.stdout
+    assert fleet.wait(lambda: not fleet_processes(fleet), 10), fleet_processes(fleet)
+    kinds = [e["kind"] for e in fleet.events()]
+    assert "watcher_stopping" in kinds and "watcher_stopped" in kinds
+    assert kinds.index("watcher_stopping") < kinds.index("watcher_stopped")
+    assert fleet.events("watcher_stopping")[-1]["data"]["reason"] == "SIGTERM"
+    assert "tmux_server_lost" not in kinds
+    assert all(fleet.store.agent(a).stopped for a in fleet.AGENTS)
+    # and 'ccci start' brings the fleet back
+    r = fleet.ccci("start")
+    assert r.returncode == 0, r.stderr
+    assert fleet.wait(lambda: _running(fleet), 30)
+
+
+def test_stop_of_every_agent_under_a_watcher_is_no_lost_tmux_server(fleet):
+    w = fleet.watch("--quiet")
+    assert fleet.wait(lambda: _running(fleet), 30)
+    r = fleet.ccci("stop")
+    assert r.returncode == 0, r.stderr
+    assert fleet.wait(lambda: not any(fleet.live_pid(a) for a in fleet.AGENTS), 10)
+    assert fleet.wait(lambda: not fleet.tmux.list_panes() and not fleet.tmux.server_running, 10)
+    n = fleet.store.last_event_id()
+    assert fleet.wait(lambda: fleet.store.last_event_id() >= n, 3)
+    import time
+
+    time.sleep(3)  # several ticks with the server gone
+    assert not fleet.events("tmux_server_lost"), fleet.events("tmux_server_lost")
+    assert w.poll() is None
+    assert not any(fleet.live_pid(a) for a in fleet.AGENTS), "a stopped agent was started again"
+
