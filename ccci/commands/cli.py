@@ -229,6 +229,76 @@ def shutdown(ctx: click.Context, timeout: float) -> None:
         sys.exit(1)
 
 
+# ---------------------------------------------------------------------------- service
+@main.group()
+def service() -> None:
+    """The watcher as a systemd user/system service (Linux) or a launchd agent (macOS)."""
+
+
+def _scope_options(f):
+    f = click.option("--fleet", "fleet_dir", default=None, metavar="DIR",
+                     help="Fleet directory (default: ccci --fleet, $CCCI_FLEET or the current directory).")(f)
+    f = click.option("--user/--system", "user", default=True, show_default=True,
+                     help="A per-user service (systemctl --user; needs 'loginctl enable-linger USER' to run "
+                          "without a login session) or a system-wide one (root).")(f)
+    return f
+
+
+@service.command("install")
+@_scope_options
+@click.option("--dry-run", is_flag=True, help="Print the unit (or plist) and where it would go; write nothing.")
+@click.pass_context
+def service_install(ctx: click.Context, fleet_dir: str | None, user: bool, dry_run: bool) -> None:
+    """Write the service that runs `ccci watch` for this fleet, then enable and start it."""
+    from ccci import service as svc
+
+    cfg = load_config(fleet_dir or ctx.obj["fleet"])
+    scope = "user" if user else "system"
+    if dry_run:
+        t, text = svc.render(cfg, scope)
+        say(f"# {t.path}", err=True)
+        click.echo(text, nl=False)
+        return
+    try:
+        t = svc.install(cfg, scope)
+    except svc.ServiceError as exc:
+        fail(str(exc), code=1)
+    say(f"installed and started {t.name} ({t.path})")
+    if t.platform == "systemd" and scope == "user":
+        say("to keep it running without a login session: loginctl enable-linger " + os.environ.get("USER", "$USER"))
+
+
+@service.command("status")
+@_scope_options
+@click.pass_context
+def service_status(ctx: click.Context, fleet_dir: str | None, user: bool) -> None:
+    """The service manager's view of the fleet's watcher (exit status: the manager's)."""
+    from ccci import service as svc
+
+    cfg = load_config(fleet_dir or ctx.obj["fleet"])
+    try:
+        code, text = svc.status(cfg, "user" if user else "system")
+    except svc.ServiceError as exc:
+        fail(str(exc), code=1)
+    click.echo(text)
+    sys.exit(code)
+
+
+@service.command("uninstall")
+@_scope_options
+@click.pass_context
+def service_uninstall(ctx: click.Context, fleet_dir: str | None, user: bool) -> None:
+    """Stop and disable the service and remove its file; the agents keep running."""
+    from ccci import service as svc
+
+    cfg = load_config(fleet_dir or ctx.obj["fleet"])
+    try:
+        t = svc.uninstall(cfg, "user" if user else "system")
+    except svc.ServiceError as exc:
+        fail(str(exc), code=1)
+    say(f"removed {t.name}; the agents keep running (ccci shutdown stops them)")
+
+
 def _agent_names(cfg: config_mod.FleetConfig, agents: tuple[str, ...]) -> list[str]:
     known = [a.name for a in cfg.agents]
     for a in agents:
@@ -408,11 +478,18 @@ def events(ctx: click.Context, follow: bool, as_json: bool, agent: str | None, l
 @click.option("--standby", is_flag=True, help="If another watcher holds the fleet, wait and take over when it stops.")
 @click.option("--quiet", is_flag=True, help="Do not print events (they are still logged).")
 @click.option("--ticks", type=int, default=None, hidden=True, help="Stop after N ticks (tests).")
+@click.option("--exit-when-idle", "idle_exit", type=float, default=None, metavar="SECONDS",
+              help="Exit after SECONDS with nothing to supervise (every agent stopped, no job running or "
+                   "scheduled). 'ccci start' passes [fleet] idle_exit (300); ignored under systemd (NOTIFY_SOCKET set).")
 @click.pass_context
-def watch(ctx: click.Context, standby: bool, quiet: bool, ticks: int | None) -> None:
-    """The daemon: supervise the fleet, tick by tick, until SIGTERM or Ctrl-C."""
+def watch(ctx: click.Context, standby: bool, quiet: bool, ticks: int | None, idle_exit: float | None) -> None:
+    """The daemon: supervise the fleet, tick by tick, until SIGTERM or Ctrl-C.
+
+    Under systemd (``Type=notify``, see ``ccci service``) it sends READY=1 after the
+    first tick, STATUS= with a fleet summary, WATCHDOG=1 after every tick, STOPPING=1."""
     from ccci.reporters import eventlog
     from ccci.lock import FleetLock, LockHeld
+    from ccci.service import ServiceNotifier, fleet_summary, nothing_to_supervise
 
     cfg = load_config(ctx.obj["fleet"])
     lock = FleetLock(cfg.state_dir)
@@ -435,22 +512,45 @@ def watch(ctx: click.Context, standby: bool, quiet: bool, ticks: int | None) -> 
         sup.pm.register_checked(eventlog.EventEcho(), "eventlog-echo", "builtin")
     for line in sup.pm.load_errors:
         sup.emit("plugin_skipped", line)
-    signal.signal(signal.SIGTERM, sup.request_stop)
-    signal.signal(signal.SIGINT, sup.request_stop)
+    notifier = ServiceNotifier()
+    if notifier.enabled:
+        idle_exit = None  # a service never leaves by itself
+
+    def _stop(signum=None, _frame=None, reason: str = "") -> None:
+        sup.request_stop(signum, reason=reason)
+        notifier.stopping(f"stopping ({sup.stop_reason})")
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGHUP, sup.request_reload)  # reload the fleet's ccci_plugins.py
-    sup.emit("watcher_started", f"watching fleet {cfg.name} (pid {os.getpid()}, tick {cfg.tick_seconds}s)", pid=os.getpid())
-    def _still_ours() -> None:
+    sup.emit("watcher_started", f"watching fleet {cfg.name} (pid {os.getpid()}, tick {cfg.tick_seconds}s)", pid=os.getpid(),
+             service=notifier.enabled, exit_when_idle=idle_exit)
+    idle = {"since": None}
+
+    def _after_tick() -> None:
         # the lock file may be deleted (rm -rf of the state directory): lock a new one,
         # or stop if another watcher got it first (two watchers must never act)
         if not sup.stopping and not lock.verify():
             sup.emit("watcher_superseded", f"watcher pid {os.getpid()} lost {lock.path} to another watcher; stopping")
-            sup.request_stop(reason="superseded by another watcher")
+            _stop(reason="superseded by another watcher")
+        notifier.tick_done(fleet_summary(sup))
+        if idle_exit is not None and not sup.stopping:
+            now = time.monotonic()
+            if not nothing_to_supervise(sup):
+                idle["since"] = None
+            elif idle["since"] is None:
+                idle["since"] = now
+            elif now - idle["since"] >= idle_exit:
+                _stop(reason=f"idle: nothing to supervise for {idle_exit:.0f}s (every agent stopped, no job)")
 
     try:
-        sup.run(ticks=ticks, on_tick=_still_ours)
+        sup.run(ticks=ticks, on_tick=_after_tick)
     finally:
+        if not sup.stopping:
+            notifier.stopping("stopping")
         sup.emit("watcher_stopped", f"watcher pid {os.getpid()} stopped")
         lock.release()
+        notifier.close()
 
 
 # ---------------------------------------------------------------------------- send
@@ -698,7 +798,8 @@ def _fleet_root_or_none(fleet: str | None = None) -> Path | None:
 # ---------------------------------------------------------------------------- jobs
 def ensure_watcher(cfg: config_mod.FleetConfig) -> int | None:
     """Make sure a watcher holds the fleet's lock: start ``ccci watch`` in the background
-    when none does (never a second one). Returns the holder's pid."""
+    when none does (never a second one), with ``--exit-when-idle`` ``[fleet] idle_exit``
+    (it leaves once nothing is left to supervise). Returns the holder's pid."""
     import subprocess
 
     from ccci.lock import FleetLock
@@ -708,7 +809,8 @@ def ensure_watcher(cfg: config_mod.FleetConfig) -> int | None:
         return lock.holder()
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     log = open(cfg.state_dir / "watcher.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "ccci", "--fleet", str(cfg.root), "watch", "--quiet"],
+    idle = ["--exit-when-idle", f"{float(cfg.idle_exit):g}"] if cfg.idle_exit > 0 else []
+    proc = subprocess.Popen([sys.executable, "-m", "ccci", "--fleet", str(cfg.root), "watch", "--quiet", *idle],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     for _ in range(50):  # wait until it holds the lock (or lost the race to another one)
         if lock.is_held():

@@ -76,3 +76,46 @@ def test_stop_of_every_agent_under_a_watcher_is_no_lost_tmux_server(fleet):
     assert w.poll() is None
     assert not any(fleet.live_pid(a) for a in fleet.AGENTS), "a stopped agent was started again"
 
+
+@pytest.fixture
+def idle_fleet(tmp_path):
+    from ccci.testing.fleet import Fleet, fleet_name
+
+    f = Fleet(tmp_path / "fleet", fleet_name(tmp_path), fleet={"idle_exit": 2})
+    yield f
+    f.close()
+
+
+def test_a_watcher_started_by_ccci_start_exits_when_idle_a_service_does_not(idle_fleet, tmp_path):
+    import socket
+    import tempfile
+    import time
+
+    fleet = idle_fleet
+    assert fleet.ccci("start").returncode == 0
+    lock = FleetLock(fleet.cfg.state_dir)
+    assert fleet.wait(lambda: lock.is_held() and _running(fleet), 30)
+    pid = lock.holder()
+    time.sleep(3)  # longer than idle_exit, but the agents run: it stays
+    assert lock.is_held() and lock.holder() == pid
+    assert fleet.events("watcher_started")[-1]["data"]["exit_when_idle"] == 2
+    assert fleet.ccci("stop").returncode == 0
+    t0 = time.monotonic()
+    assert fleet.wait(lambda: not lock.is_held(), 15), "the idle watcher did not exit"
+    assert time.monotonic() - t0 >= 1.5
+    ev = fleet.events("watcher_stopping")[-1]
+    assert ev["data"]["reason"].startswith("idle"), ev
+    assert fleet.events("watcher_stopped")
+    assert fleet.wait(lambda: not fleet_processes(fleet), 10), fleet_processes(fleet)
+    # under systemd (NOTIFY_SOCKET) the same option is ignored: a service stays
+    d = tempfile.mkdtemp(prefix="ccci-n")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(f"{d}/notify")
+    try:
+        w = fleet.watch("--quiet", "--exit-when-idle", "1", env={"NOTIFY_SOCKET": f"{d}/notify"})
+        assert fleet.wait(lambda: len(fleet.events("watcher_started")) == 2, 15)
+        time.sleep(4)
+        assert w.poll() is None, "a service must not exit when idle"
+        assert fleet.events("watcher_started")[-1]["data"]["exit_when_idle"] is None
+    finally:
+        s.close()
