@@ -229,6 +229,39 @@ def shutdown(ctx: click.Context, timeout: float) -> None:
         sys.exit(1)
 
 
+# ---------------------------------------------------------------------------- attach
+def attach_argv(cfg: config_mod.FleetConfig, agent: str, read_only: bool = False) -> list[str]:
+    """``tmux [-L SOCKET] attach-session -t =SESSION [-r]``: the command ``ccci attach`` runs
+    (an argv list, never a shell line; ``=`` makes tmux match the session name exactly)."""
+    return ["tmux", *cfg.tmux_args(), "attach-session", "-t", f"={cfg.session_name(agent)}", *(["-r"] if read_only else [])]
+
+
+@main.command()
+@click.argument("agent")
+@click.option("-r", "--read-only", is_flag=True, help="Watch only: keys typed are not sent to the agent.")
+@click.option("--print", "print_only", is_flag=True, help="Print the tmux command (one JSON list) instead of running it.")
+@click.pass_context
+def attach(ctx: click.Context, agent: str, read_only: bool, print_only: bool) -> None:
+    """Attach this terminal to AGENT's pane on the fleet's tmux server (detach: C-b d).
+
+    Anything typed reaches the agent, as if ccci typed it; -r watches only. Run from
+    inside tmux, ``$TMUX`` is dropped for the nested client. Exit status 2 when the agent
+    has no tmux session."""
+    from ccci.tmux import Tmux
+
+    cfg = load_config(ctx.obj["fleet"])
+    _agent_names(cfg, (agent,))
+    argv = attach_argv(cfg, agent, read_only)
+    if print_only:
+        click.echo(json.dumps(argv))
+        return
+    if Tmux(cfg.tmux_socket or None).list_panes().get(cfg.session_name(agent)) is None:
+        fail(f"agent {agent!r} has no tmux session ({cfg.session_name(agent)}); see ccci status, ccci start {agent}")
+    env = {k: v for k, v in os.environ.items() if k != "TMUX"}
+    sys.stdout.flush()
+    os.execvpe(argv[0], argv, env)
+
+
 # ---------------------------------------------------------------------------- service
 @main.group()
 def service() -> None:

@@ -77,6 +77,39 @@ def test_stop_of_every_agent_under_a_watcher_is_no_lost_tmux_server(fleet):
     assert not any(fleet.live_pid(a) for a in fleet.AGENTS), "a stopped agent was started again"
 
 
+def test_attach_execs_tmux_with_an_argv_list(fleet, monkeypatch):
+    """``ccci attach AGENT [-r]``: tmux on the fleet's socket, the exact session, no shell."""
+    from click.testing import CliRunner
+
+    from ccci.commands.cli import main
+
+    r = fleet.ccci("attach", "builder", "-r", "--print")
+    assert r.returncode == 0, r.stderr
+    import json
+
+    assert json.loads(r.stdout) == ["tmux", "-L", fleet.cfg.tmux_socket, "attach-session", "-t",
+                                    f"={fleet.cfg.session_name('builder')}", "-r"]
+    r = fleet.ccci("attach", "builder")
+    assert r.returncode == 2 and "no tmux session" in r.stderr  # nothing runs yet
+    assert fleet.ccci("start", "--no-watch").returncode == 0
+    calls = []
+
+    def fake_exec(file, argv, env):
+        calls.append((file, argv, env))
+        raise SystemExit(0)
+
+    monkeypatch.setattr("os.execvpe", fake_exec)
+    monkeypatch.setenv("TMUX", "/tmp/outer,1,0")
+    res = CliRunner().invoke(main, ["--fleet", str(fleet.root), "attach", "adversary"])
+    assert res.exit_code == 0, res.output
+    (file, argv, env), = calls
+    assert file == "tmux" and argv == ["tmux", "-L", fleet.cfg.tmux_socket, "attach-session", "-t",
+                                       f"={fleet.cfg.session_name('adversary')}"]
+    assert "TMUX" not in env
+    r = fleet.ccci("attach", "nobody")
+    assert r.returncode == 2 and "no agent 'nobody'" in r.stderr
+
+
 @pytest.fixture
 def idle_fleet(tmp_path):
     from ccci.testing.fleet import Fleet, fleet_name
@@ -119,3 +152,35 @@ def test_a_watcher_started_by_ccci_start_exits_when_idle_a_service_does_not(idle
         assert fleet.events("watcher_started")[-1]["data"]["exit_when_idle"] is None
     finally:
         s.close()
+
+
+def test_attach_read_only_on_a_real_terminal(fleet):
+    """A real ``ccci attach -r`` in a pty shows the agent's pane; keys typed do not reach
+    the agent; ``C-b d`` detaches and the agent runs on."""
+    import sys
+
+    import pexpect
+
+    assert fleet.ccci("start", "--no-watch").returncode == 0
+    assert fleet.wait(lambda: fleet.idle("builder"), 30)
+    pid = fleet.live_pid("builder")
+    child = pexpect.spawn(sys.executable, ["-m", "ccci", "--fleet", str(fleet.root), "attach", "builder", "-r"],
+                          dimensions=(40, 120), timeout=15, env={**os.environ, "TERM": "xterm"})
+    try:
+        import re
+
+        # tmux's status line names the session (status-left is cut at 10 characters)
+        child.expect(re.escape("[" + fleet.cfg.session_name("builder")[:9]))
+        before = fleet.screen("builder")
+        child.send("typed-by-a-watcher")
+        import time
+
+        time.sleep(1)
+        assert "typed-by-a-watcher" not in fleet.screen("builder"), "a read-only client typed into the agent"
+        assert fleet.screen("builder") == before
+        child.send("\x02d")  # C-b d
+        child.expect(r"detached")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert fleet.live_pid("builder") == pid
