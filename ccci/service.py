@@ -50,6 +50,7 @@ class ServiceNotifier:
         env = os.environ if environ is None else environ
         self.enabled = bool(env.get("NOTIFY_SOCKET"))
         self.ready_sent = False
+        self.stopping_sent = False
         self._status = ""
         self._wd: Any = None
         if self.enabled:
@@ -81,9 +82,10 @@ class ServiceNotifier:
         self._safe(self._wd.notify)
 
     def stopping(self, why: str) -> None:
-        """``STOPPING=1`` (and ``STATUS=why``): the watcher is leaving."""
-        if self._wd is None:
+        """``STOPPING=1`` (and ``STATUS=why``): the watcher is leaving (sent once)."""
+        if self._wd is None or self.stopping_sent:
             return
+        self.stopping_sent = True
         self._safe(self._wd.status, why)
         # systemd-watchdog has no call for STOPPING; its sender writes one datagram
         self._safe(self._wd._send, "STOPPING=1\n")
@@ -114,7 +116,7 @@ def nothing_to_supervise(sup: "Supervisor") -> bool:
     for name, rt in sup.agents.items():
         if rt.spec.schedule:
             return False
-        if rt.stopped:
+        if sup.store.agent(name).stopped:  # the store: 'ccci start' may have cleared it since the tick began
             continue
         if rt.spec.role == Role.JOB and not jobs.is_active(sup.store, name) \
                 and not sup.store.get(jobs.REQUEST_KEY.format(name=name)):

@@ -128,13 +128,19 @@ def start(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
     names = _agent_names(cfg, agents)
     sup = build(cfg)
     lock = FleetLock(cfg.state_dir)
-    try:
-        lock.acquire(wait=False)
-    except LockHeld:
-        for n in names:
-            _clear_escalation(sup, n)
-        say(f"watcher running: it will start {', '.join(names)} within a tick")
-        return
+    while True:
+        try:
+            lock.acquire(wait=False)
+            break
+        except LockHeld:
+            # every agent stopped: the watcher may be on its way out (idle_exit)
+            maybe_leaving = all(sup.store.agent(a.name).stopped for a in cfg.agents)
+            for n in names:
+                _clear_escalation(sup, n)
+            if not maybe_leaving or _watcher_takes_it(cfg, lock):
+                say(f"watcher running: it will start {', '.join(names)} within a tick")
+                return
+            # the watcher left (idle) just as we asked: start them here
     try:
         panes = sup.tmux.list_panes()
         for n in names:
@@ -152,6 +158,18 @@ def start(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
         lock.release()
     if not no_watch:
         say(f"watcher pid {ensure_watcher(cfg)} supervises fleet {cfg.name}")
+
+
+def _watcher_takes_it(cfg: config_mod.FleetConfig, lock) -> bool:
+    """After ``ccci start`` cleared the stopped flags for a running watcher: ``False`` when
+    that watcher exits within three ticks (one leaving for ``idle_exit`` may have
+    decided just before it saw the flags), so the caller starts the agents itself."""
+    end = time.monotonic() + 3 * float(cfg.tick_seconds) + 0.5
+    while time.monotonic() < end:
+        if not lock.is_held():
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _clear_escalation(sup, name: str) -> None:
@@ -579,8 +597,7 @@ def watch(ctx: click.Context, standby: bool, quiet: bool, ticks: int | None, idl
     try:
         sup.run(ticks=ticks, on_tick=_after_tick)
     finally:
-        if not sup.stopping:
-            notifier.stopping("stopping")
+        notifier.stopping(f"stopping ({sup.stop_reason or 'done'})")  # once: a signal may have sent it
         sup.emit("watcher_stopped", f"watcher pid {os.getpid()} stopped")
         lock.release()
         notifier.close()

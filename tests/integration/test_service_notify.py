@@ -85,6 +85,9 @@ def test_ready_status_watchdog_and_stopping_from_a_real_watcher(fleet, notify_so
     w.send_signal(signal.SIGTERM)
     assert notify_socket.read(lambda s: s.lines("STOPPING=1"), 15), notify_socket.got
     assert w.wait(20) == 0
+    notify_socket.read(lambda s: False, 0.5)
+    assert len(notify_socket.lines("STOPPING=1")) == 1, notify_socket.got
+    assert notify_socket.lines("STATUS=")[-1] == "STATUS=stopping (SIGTERM)"
     assert fleet.events("watcher_stopping") and fleet.events("watcher_stopped")
     # KillMode=process: systemd signals only the watcher; the agents keep running and
     # the restarted watcher adopts them (no restart, same pids)

@@ -184,3 +184,20 @@ def test_attach_read_only_on_a_real_terminal(fleet):
     finally:
         child.close(force=True)
     assert fleet.live_pid("builder") == pid
+
+
+def test_ccci_start_while_the_idle_watcher_leaves_still_starts_the_agents(idle_fleet):
+    """``ccci start`` just before the idle watcher exits: the agents run, supervised."""
+    import time
+
+    fleet = idle_fleet
+    assert fleet.ccci("start").returncode == 0
+    lock = FleetLock(fleet.cfg.state_dir)
+    assert fleet.wait(lambda: lock.is_held() and _running(fleet), 30)
+    assert fleet.ccci("stop").returncode == 0
+    time.sleep(1.6)  # idle_exit is 2 s: the watcher leaves about now
+    r = fleet.ccci("start")
+    assert r.returncode == 0, r.stderr
+    assert fleet.wait(lambda: _running(fleet) and lock.is_held(), 30), (r.stdout, fleet.events()[-5:])
+    time.sleep(4)  # past another idle_exit: the agents run, so a watcher stays
+    assert _running(fleet) and lock.is_held()
