@@ -148,6 +148,10 @@ class FleetConfig:
         state_dir: absolute state directory (default ``<root>/.ccci``), mode 0700.
         tmux_socket: ``tmux -L`` socket name, ``""`` for the default server.
         tick_seconds: runner tick (default 1.0 s).
+        idle_exit: seconds a watcher that ``ccci start`` (or ``ccci job``) started in the
+            background waits with nothing to supervise (every agent stopped, no job
+            running, requested or scheduled) before it exits; ``0`` = never (default
+            300 s). A watcher run by hand or as a service never exits for this.
         git: :class:`GitSettings`.
         checks: thresholds (:data:`DEFAULT_CHECKS` merged with ``[checks]``).
         agents: the agents, in file order.
@@ -166,6 +170,7 @@ class FleetConfig:
     state_dir: Path
     tmux_socket: str = ""
     tick_seconds: float = 1.0
+    idle_exit: float = 300.0
     git: GitSettings = field(default_factory=GitSettings)
     checks: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_CHECKS))
     agents: list[AgentSpec] = field(default_factory=list)
@@ -390,6 +395,7 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
         state_dir = root / state_dir
     tick = _num(fleet.get("tick_seconds", 1.0), path, "fleet.tick_seconds", 0.05)
     sock = _str(fleet.get("tmux_socket", ""), path, "fleet.tmux_socket")
+    idle_exit = _num(fleet.get("idle_exit", 300.0), path, "fleet.idle_exit", 0.0)
 
     g = _table(raw, "git", path)
     origin = _str(g.get("origin", ""), path, "git.origin")
@@ -517,7 +523,7 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
             pat_versions[bname] = table["version"]
 
     return FleetConfig(
-        path=path, root=root, name=name, state_dir=state_dir, tmux_socket=sock, tick_seconds=tick,
+        path=path, root=root, name=name, state_dir=state_dir, tmux_socket=sock, tick_seconds=tick, idle_exit=idle_exit,
         git=git, checks=checks, agents=agents, agent_checks=agent_checks, handoffs=handoffs,
         patterns=pats, pattern_versions=pat_versions, raw=raw, metrics=_metrics(raw, path),
     )

@@ -268,7 +268,7 @@ class RunnerServices:
         return self._sup.store.fail_queued(key_prefix, detail, self._sup.clock.now())
 
     def request_stop(self) -> None:
-        self._sup.request_stop()
+        self._sup.request_stop(reason=f"asked by plugin {self.plugin}")
 
 
 __all__ = ["AgentView", "KeyValue", "RunnerServices", "Services", "StoreKeyValue"]

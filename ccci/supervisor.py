@@ -100,6 +100,7 @@ class Supervisor:
         self.breaker = guards.BreakerState()
         self.last_snapshot: FleetSnapshot | None = None
         self.stopping = False
+        self.stop_reason = ""  #: why :meth:`request_stop` was called (the ``watcher_stopping`` event)
         self.log_dir = config.state_dir / "logs"
         self._last_tick_error: tuple[str, float] = ("", 0.0)
         self._tmux_down = False
@@ -146,9 +147,12 @@ class Supervisor:
             # the whole tmux server is gone: one cause, which restarting does fix, so it
             # is not a fleet-wide failure for the breaker
             snap.facts["tmux_server_down"] = True
-            if not self._tmux_down:
-                self.emit("tmux_server_lost", "the tmux server is gone; restoring every agent")
-            self._tmux_down = True
+            # tmux exits with its last session: after 'ccci stop' of the last running
+            # agent that is the normal end, not a loss (no agent it ran is still wanted)
+            wanted = [n for n, rt in self.agents.items() if rt.pane_id and not rt.stopped and not rt.given_up]
+            if not self._tmux_down and wanted:
+                self.emit("tmux_server_lost", "the tmux server is gone; restoring every agent", agents=wanted)
+                self._tmux_down = True
         else:
             self._tmux_down = False
         to_capture: list[AgentRuntime] = []
@@ -395,9 +399,27 @@ class Supervisor:
                     delay = 0
                 self.clock.sleep(delay)
         finally:
+            if self.stopping:
+                self.emit("watcher_stopping", f"stopping: {self.stop_reason or 'asked to stop'}; "
+                          "plugins are unconfigured, the agents keep running", reason=self.stop_reason)
             self.calls.call_all("ccci_unconfigure", {"config": self.config})
 
-    def request_stop(self, *_: Any) -> None:
+    def request_stop(self, signum: int | None = None, *_: Any, reason: str = "") -> None:
+        """End :meth:`run` after the current tick (a signal handler: ``SIGTERM``, ``SIGINT``).
+
+        :param signum: the signal that asked, named in the ``watcher_stopping`` event.
+        :param reason: the reason to log instead (e.g. ``idle``).
+        """
+        if not self.stopping:
+            import signal as _signal
+
+            if reason:
+                self.stop_reason = reason
+            elif isinstance(signum, int):
+                try:
+                    self.stop_reason = _signal.Signals(signum).name
+                except ValueError:
+                    self.stop_reason = f"signal {signum}"
         self.stopping = True
 
     def request_reload(self, *_: Any) -> None:

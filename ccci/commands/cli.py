@@ -128,13 +128,19 @@ def start(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
     names = _agent_names(cfg, agents)
     sup = build(cfg)
     lock = FleetLock(cfg.state_dir)
-    try:
-        lock.acquire(wait=False)
-    except LockHeld:
-        for n in names:
-            _clear_escalation(sup, n)
-        say(f"watcher running: it will start {', '.join(names)} within a tick")
-        return
+    while True:
+        try:
+            lock.acquire(wait=False)
+            break
+        except LockHeld:
+            # every agent stopped: the watcher may be on its way out (idle_exit)
+            maybe_leaving = all(sup.store.agent(a.name).stopped for a in cfg.agents)
+            for n in names:
+                _clear_escalation(sup, n)
+            if not maybe_leaving or _watcher_takes_it(cfg, lock):
+                say(f"watcher running: it will start {', '.join(names)} within a tick")
+                return
+            # the watcher left (idle) just as we asked: start them here
     try:
         panes = sup.tmux.list_panes()
         for n in names:
@@ -152,6 +158,18 @@ def start(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
         lock.release()
     if not no_watch:
         say(f"watcher pid {ensure_watcher(cfg)} supervises fleet {cfg.name}")
+
+
+def _watcher_takes_it(cfg: config_mod.FleetConfig, lock) -> bool:
+    """After ``ccci start`` cleared the stopped flags for a running watcher: ``False`` when
+    that watcher exits within three ticks (one leaving for ``idle_exit`` may have
+    decided just before it saw the flags), so the caller starts the agents itself."""
+    end = time.monotonic() + 3 * float(cfg.tick_seconds) + 0.5
+    while time.monotonic() < end:
+        if not lock.is_held():
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _clear_escalation(sup, name: str) -> None:
@@ -176,6 +194,160 @@ def stop(ctx: click.Context, agents: tuple[str, ...]) -> None:
         sup.store.update_agent(n, stopped=1)
         sup.lifecycle.stop(n)
         say(f"{n}: stopped")
+
+
+@main.command()
+@click.option("--timeout", default=30.0, show_default=True,
+              help="Seconds to wait for the watcher to end before killing it (SIGKILL).")
+@click.pass_context
+def shutdown(ctx: click.Context, timeout: float) -> None:
+    """Stop the whole fleet: end its watcher cleanly, then stop every agent.
+
+    The watcher gets SIGTERM and leaves after its current tick through the normal path
+    (a ``watcher_stopping`` event, every plugin's ``ccci_unconfigure``, e.g. the shared
+    ``opencode serve`` ends; ``watcher_stopped``). Then every agent is stopped as by
+    ``ccci stop``; ``ccci start`` brings the fleet back. A watcher run by systemd or
+    launchd is restarted by them only after a failure, but use ``systemctl stop`` (or
+    ``ccci service uninstall``) for a service. Exit status 1 when the watcher had to be
+    killed (its plugins were not unconfigured).
+    """
+    from ccci.lock import FleetLock
+
+    cfg = load_config(ctx.obj["fleet"])
+    lock = FleetLock(cfg.state_dir)
+    killed = False
+    pid = lock.holder() if lock.is_held() else None
+    if pid:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pid = None
+    if pid:
+        end = time.monotonic() + timeout
+        while lock.is_held() and time.monotonic() < end:
+            time.sleep(0.1)
+        if lock.is_held():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            killed = True
+            end = time.monotonic() + 5
+            while lock.is_held() and time.monotonic() < end:
+                time.sleep(0.1)
+        say(f"watcher pid {pid} {'killed (it did not stop within %.0fs)' % timeout if killed else 'stopped'}")
+    else:
+        say("no watcher was running")
+    sup = build(cfg)
+    for n in _agent_names(cfg, ()):
+        sup.store.update_agent(n, stopped=1)
+        sup.lifecycle.stop(n, reason="ccci shutdown")
+        say(f"{n}: stopped")
+    if killed:
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------------------- attach
+def attach_argv(cfg: config_mod.FleetConfig, agent: str, read_only: bool = False) -> list[str]:
+    """``tmux [-L SOCKET] attach-session -t =SESSION [-r]``: the command ``ccci attach`` runs
+    (an argv list, never a shell line; ``=`` makes tmux match the session name exactly)."""
+    return ["tmux", *cfg.tmux_args(), "attach-session", "-t", f"={cfg.session_name(agent)}", *(["-r"] if read_only else [])]
+
+
+@main.command()
+@click.argument("agent")
+@click.option("-r", "--read-only", is_flag=True, help="Watch only: keys typed are not sent to the agent.")
+@click.option("--print", "print_only", is_flag=True, help="Print the tmux command (one JSON list) instead of running it.")
+@click.pass_context
+def attach(ctx: click.Context, agent: str, read_only: bool, print_only: bool) -> None:
+    """Attach this terminal to AGENT's pane on the fleet's tmux server (detach: C-b d).
+
+    Anything typed reaches the agent, as if ccci typed it; -r watches only. Run from
+    inside tmux, ``$TMUX`` is dropped for the nested client. Exit status 2 when the agent
+    has no tmux session."""
+    from ccci.tmux import Tmux
+
+    cfg = load_config(ctx.obj["fleet"])
+    _agent_names(cfg, (agent,))
+    argv = attach_argv(cfg, agent, read_only)
+    if print_only:
+        click.echo(json.dumps(argv))
+        return
+    if Tmux(cfg.tmux_socket or None).list_panes().get(cfg.session_name(agent)) is None:
+        fail(f"agent {agent!r} has no tmux session ({cfg.session_name(agent)}); see ccci status, ccci start {agent}")
+    env = {k: v for k, v in os.environ.items() if k != "TMUX"}
+    sys.stdout.flush()
+    os.execvpe(argv[0], argv, env)
+
+
+# ---------------------------------------------------------------------------- service
+@main.group()
+def service() -> None:
+    """The watcher as a systemd user/system service (Linux) or a launchd agent (macOS)."""
+
+
+def _scope_options(f):
+    f = click.option("--fleet", "fleet_dir", default=None, metavar="DIR",
+                     help="Fleet directory (default: ccci --fleet, $CCCI_FLEET or the current directory).")(f)
+    f = click.option("--user/--system", "user", default=True, show_default=True,
+                     help="A per-user service (systemctl --user; needs 'loginctl enable-linger USER' to run "
+                          "without a login session) or a system-wide one (root).")(f)
+    return f
+
+
+@service.command("install")
+@_scope_options
+@click.option("--dry-run", is_flag=True, help="Print the unit (or plist) and where it would go; write nothing.")
+@click.pass_context
+def service_install(ctx: click.Context, fleet_dir: str | None, user: bool, dry_run: bool) -> None:
+    """Write the service that runs `ccci watch` for this fleet, then enable and start it."""
+    from ccci import service as svc
+
+    cfg = load_config(fleet_dir or ctx.obj["fleet"])
+    scope = "user" if user else "system"
+    if dry_run:
+        t, text = svc.render(cfg, scope)
+        say(f"# {t.path}", err=True)
+        click.echo(text, nl=False)
+        return
+    try:
+        t = svc.install(cfg, scope)
+    except svc.ServiceError as exc:
+        fail(str(exc), code=1)
+    say(f"installed and started {t.name} ({t.path})")
+    if t.platform == "systemd" and scope == "user":
+        say("to keep it running without a login session: loginctl enable-linger " + os.environ.get("USER", "$USER"))
+
+
+@service.command("status")
+@_scope_options
+@click.pass_context
+def service_status(ctx: click.Context, fleet_dir: str | None, user: bool) -> None:
+    """The service manager's view of the fleet's watcher (exit status: the manager's)."""
+    from ccci import service as svc
+
+    cfg = load_config(fleet_dir or ctx.obj["fleet"])
+    try:
+        code, text = svc.status(cfg, "user" if user else "system")
+    except svc.ServiceError as exc:
+        fail(str(exc), code=1)
+    click.echo(text)
+    sys.exit(code)
+
+
+@service.command("uninstall")
+@_scope_options
+@click.pass_context
+def service_uninstall(ctx: click.Context, fleet_dir: str | None, user: bool) -> None:
+    """Stop and disable the service and remove its file; the agents keep running."""
+    from ccci import service as svc
+
+    cfg = load_config(fleet_dir or ctx.obj["fleet"])
+    try:
+        t = svc.uninstall(cfg, "user" if user else "system")
+    except svc.ServiceError as exc:
+        fail(str(exc), code=1)
+    say(f"removed {t.name}; the agents keep running (ccci shutdown stops them)")
 
 
 def _agent_names(cfg: config_mod.FleetConfig, agents: tuple[str, ...]) -> list[str]:
@@ -357,11 +529,18 @@ def events(ctx: click.Context, follow: bool, as_json: bool, agent: str | None, l
 @click.option("--standby", is_flag=True, help="If another watcher holds the fleet, wait and take over when it stops.")
 @click.option("--quiet", is_flag=True, help="Do not print events (they are still logged).")
 @click.option("--ticks", type=int, default=None, hidden=True, help="Stop after N ticks (tests).")
+@click.option("--exit-when-idle", "idle_exit", type=float, default=None, metavar="SECONDS",
+              help="Exit after SECONDS with nothing to supervise (every agent stopped, no job running or "
+                   "scheduled). 'ccci start' passes [fleet] idle_exit (300); ignored under systemd (NOTIFY_SOCKET set).")
 @click.pass_context
-def watch(ctx: click.Context, standby: bool, quiet: bool, ticks: int | None) -> None:
-    """The daemon: supervise the fleet, tick by tick, until SIGTERM or Ctrl-C."""
+def watch(ctx: click.Context, standby: bool, quiet: bool, ticks: int | None, idle_exit: float | None) -> None:
+    """The daemon: supervise the fleet, tick by tick, until SIGTERM or Ctrl-C.
+
+    Under systemd (``Type=notify``, see ``ccci service``) it sends READY=1 after the
+    first tick, STATUS= with a fleet summary, WATCHDOG=1 after every tick, STOPPING=1."""
     from ccci.reporters import eventlog
     from ccci.lock import FleetLock, LockHeld
+    from ccci.service import ServiceNotifier, fleet_summary, nothing_to_supervise
 
     cfg = load_config(ctx.obj["fleet"])
     lock = FleetLock(cfg.state_dir)
@@ -384,22 +563,44 @@ def watch(ctx: click.Context, standby: bool, quiet: bool, ticks: int | None) -> 
         sup.pm.register_checked(eventlog.EventEcho(), "eventlog-echo", "builtin")
     for line in sup.pm.load_errors:
         sup.emit("plugin_skipped", line)
-    signal.signal(signal.SIGTERM, sup.request_stop)
-    signal.signal(signal.SIGINT, sup.request_stop)
+    notifier = ServiceNotifier()
+    if notifier.enabled:
+        idle_exit = None  # a service never leaves by itself
+
+    def _stop(signum=None, _frame=None, reason: str = "") -> None:
+        sup.request_stop(signum, reason=reason)
+        notifier.stopping(f"stopping ({sup.stop_reason})")
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGHUP, sup.request_reload)  # reload the fleet's ccci_plugins.py
-    sup.emit("watcher_started", f"watching fleet {cfg.name} (pid {os.getpid()}, tick {cfg.tick_seconds}s)", pid=os.getpid())
-    def _still_ours() -> None:
+    sup.emit("watcher_started", f"watching fleet {cfg.name} (pid {os.getpid()}, tick {cfg.tick_seconds}s)", pid=os.getpid(),
+             service=notifier.enabled, exit_when_idle=idle_exit)
+    idle = {"since": None}
+
+    def _after_tick() -> None:
         # the lock file may be deleted (rm -rf of the state directory): lock a new one,
         # or stop if another watcher got it first (two watchers must never act)
         if not sup.stopping and not lock.verify():
             sup.emit("watcher_superseded", f"watcher pid {os.getpid()} lost {lock.path} to another watcher; stopping")
-            sup.request_stop()
+            _stop(reason="superseded by another watcher")
+        notifier.tick_done(fleet_summary(sup))
+        if idle_exit is not None and not sup.stopping:
+            now = time.monotonic()
+            if not nothing_to_supervise(sup):
+                idle["since"] = None
+            elif idle["since"] is None:
+                idle["since"] = now
+            elif now - idle["since"] >= idle_exit:
+                _stop(reason=f"idle: nothing to supervise for {idle_exit:.0f}s (every agent stopped, no job)")
 
     try:
-        sup.run(ticks=ticks, on_tick=_still_ours)
+        sup.run(ticks=ticks, on_tick=_after_tick)
     finally:
+        notifier.stopping(f"stopping ({sup.stop_reason or 'done'})")  # once: a signal may have sent it
         sup.emit("watcher_stopped", f"watcher pid {os.getpid()} stopped")
         lock.release()
+        notifier.close()
 
 
 # ---------------------------------------------------------------------------- send
@@ -647,7 +848,8 @@ def _fleet_root_or_none(fleet: str | None = None) -> Path | None:
 # ---------------------------------------------------------------------------- jobs
 def ensure_watcher(cfg: config_mod.FleetConfig) -> int | None:
     """Make sure a watcher holds the fleet's lock: start ``ccci watch`` in the background
-    when none does (never a second one). Returns the holder's pid."""
+    when none does (never a second one), with ``--exit-when-idle`` ``[fleet] idle_exit``
+    (it leaves once nothing is left to supervise). Returns the holder's pid."""
     import subprocess
 
     from ccci.lock import FleetLock
@@ -657,7 +859,8 @@ def ensure_watcher(cfg: config_mod.FleetConfig) -> int | None:
         return lock.holder()
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     log = open(cfg.state_dir / "watcher.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "ccci", "--fleet", str(cfg.root), "watch", "--quiet"],
+    idle = ["--exit-when-idle", f"{float(cfg.idle_exit):g}"] if cfg.idle_exit > 0 else []
+    proc = subprocess.Popen([sys.executable, "-m", "ccci", "--fleet", str(cfg.root), "watch", "--quiet", *idle],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     for _ in range(50):  # wait until it holds the lock (or lost the race to another one)
         if lock.is_held():
