@@ -142,11 +142,12 @@ def test_a_529_outage_ends_with_one_back_off_and_no_extra_prompts(oc_fleet):
 
 @pytest.mark.timeout(300)
 def test_a_hung_turn_is_aborted_on_the_server_before_the_restart(oc_fleet):
-    """The model server holds the request and sends nothing. After stall_idle (20 s) one
-    nudge is queued (``opencode run`` has no input box), after its own wait (20 s more)
-    the restart: ccci first aborts the turn on the server (``POST /session/<id>/abort``)
-    and sees it end, then starts the new run. The model then sees the original prompt and
-    the nudge once each (issue 13: 4 identical nudges in one request)."""
+    """The model server holds the request and sends nothing. After stall_idle (20 s) the
+    nudge is due, but ``opencode run`` has no input box and a turn runs, so it is dropped,
+    not queued behind the turn (``nudge_dropped``); after its own wait (20 s more) the
+    restart: ccci first aborts the turn on the server (``POST /session/<id>/abort``) and
+    sees it end, then starts the new run. The model then sees the original prompt and the
+    restart note once each, and no nudge (issue 13: 4 identical nudges in one request)."""
     f = oc_fleet({"builder": [Fail.hang(400), Text(f"AFTER-RESTART. {FAR_WAIT}")]},
                  checks={"stall_idle": 20, "nudges_before_restart": 1})
     started = f.wait_event(lambda evs: [e for e in evs if e["kind"] == "agent_started"], 90, "the agent to start")
@@ -168,11 +169,13 @@ def test_a_hung_turn_is_aborted_on_the_server_before_the_restart(oc_fleet):
     later_users = [m for m in msgs if m["info"]["role"] == "user"
                    and m["info"]["time"]["created"] > aborted_msgs[0]["info"]["time"]["created"]]
     assert later_users and aborted_msgs[0]["info"]["time"]["completed"] <= later_users[0]["info"]["time"]["created"]
-    # the model: one hung call, then one call with the role prompt and the nudge once each
+    # the model: one hung call, then one call with the role prompt and the restart note once each
     main = f.main_requests("builder")
     assert [r["step"] for r in main].count("fail:hang") == 1
     users = _user_texts(ok[0])
-    assert users == [users[0], Backend.nudge_text], users
+    assert len(users) == 2 and users[1].startswith("ccci restarted this session (stall"), users
+    assert not [u for u in users if Backend.nudge_text in u]
+    assert [e for e in evs if e["kind"] == "nudge_dropped"]
     assert users[0].startswith(marker("builder"))
 
 
