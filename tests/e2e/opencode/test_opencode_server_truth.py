@@ -27,8 +27,11 @@ from ccci.testing.model_server import Fail, Text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow]
 
-#: seconds the 529 outage lasts (issue 13's outage was released after 3 minutes)
-OUTAGE_S = float(os.environ.get("CCCI_E2E_OUTAGE_S", "180"))
+#: seconds the 529 outage lasts: issue 13's was released after 3 minutes
+#: (CCCI_E2E_OUTAGE_S=180: passed 3 of 3 runs, answer 197-207 s after the first failure);
+#: the default run holds it 100 s, which still outlasts opencode's own retry loop (it gives
+#: up about 75 s after the first 529), so ccci's back-off and its one 'continue' are tested
+OUTAGE_S = float(os.environ.get("CCCI_E2E_OUTAGE_S", "100"))
 FAR_WAIT = "WAITING-UNTIL: 2099-01-01T00:00:00Z"
 
 
@@ -102,8 +105,8 @@ def test_a_context_limit_opencode_compacts_by_itself_keeps_the_session(oc_fleet)
 
 @pytest.mark.timeout(600)
 def test_a_529_outage_ends_with_one_back_off_and_no_extra_prompts(oc_fleet):
-    """A 529 outage of ``OUTAGE_S`` seconds (180 = the tester's 3 minutes; set
-    ``CCCI_E2E_OUTAGE_S`` to shorten it). Measured with opencode 1.18.33: it retries a
+    """A 529 outage of ``OUTAGE_S`` seconds (100 by default; ``CCCI_E2E_OUTAGE_S=180`` for
+    the tester's 3 minutes). Measured with opencode 1.18.33: it retries a
     529 itself 5 times (after about 2, 4, 8, 20 and 40 s; ``/session/status`` says
     ``retry`` with the next attempt's time), then gives up about 75 s after the first
     failure; the turn ends with an empty assistant message. ccci must not call the quiet
