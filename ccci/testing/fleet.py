@@ -63,6 +63,8 @@ class Fleet:
 
     def ccci(self, *args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
         """Run ``python -m ccci --fleet ROOT ARGS...`` to completion (text output)."""
+        if args[:1] in (("start",), ("job",)):
+            self.spawned_watcher = True  # it may put a watcher in the background (close() stops it)
         return subprocess.run([sys.executable, "-m", "ccci", "--fleet", str(self.root), *args],
                               capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
@@ -137,13 +139,16 @@ class Fleet:
     def close(self) -> None:
         from ccci.lock import FleetLock
 
-        holder = FleetLock(self.cfg.state_dir).holder()  # a watcher 'ccci start' put in the background
-        if holder and FleetLock(self.cfg.state_dir).is_held():
-            try:
-                os.kill(holder, signal.SIGTERM)
-                self.wait(lambda: not FleetLock(self.cfg.state_dir).is_held(), 10)
-            except ProcessLookupError:
-                pass
+        def stop_background_watcher() -> None:
+            holder = FleetLock(self.cfg.state_dir).holder()  # a watcher 'ccci start' put in the background
+            if holder and FleetLock(self.cfg.state_dir).is_held():
+                try:
+                    os.kill(holder, signal.SIGTERM)
+                    self.wait(lambda: not FleetLock(self.cfg.state_dir).is_held(), 10)
+                except ProcessLookupError:
+                    pass
+
+        stop_background_watcher()
         for p in self.watchers:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -153,6 +158,11 @@ class Fleet:
                     p.kill()
                     p.wait()
         self.tmux.kill_server()
+        # a watcher 'ccci start' spawned just before the test ended takes the lock a moment
+        # later; left alone it would restore the fleet forever
+        if getattr(self, "spawned_watcher", False) and self.wait(lambda: FleetLock(self.cfg.state_dir).is_held(), 2):
+            stop_background_watcher()
+            self.tmux.kill_server()
 
 
 def _override(path: Path, checks: dict, fleet: dict, git: dict, options: dict, agents: dict) -> None:

@@ -54,10 +54,13 @@ def test_start_then_shutdown_leaves_no_process_of_the_fleet(fleet):
     assert fleet.events("watcher_stopping")[-1]["data"]["reason"] == "SIGTERM"
     assert "tmux_server_lost" not in kinds
     assert all(fleet.store.agent(a).stopped for a in fleet.AGENTS)
-    # and 'ccci start' brings the fleet back
+    # and 'ccci start' brings the fleet back; a second shutdown ends it again
     r = fleet.ccci("start")
     assert r.returncode == 0, r.stderr
     assert fleet.wait(lambda: _running(fleet), 30)
+    assert fleet.wait(lambda: lock.is_held(), 20)
+    assert fleet.ccci("shutdown").returncode == 0
+    assert fleet.wait(lambda: not fleet_processes(fleet), 10), fleet_processes(fleet)
 
 
 def test_stop_of_every_agent_under_a_watcher_is_no_lost_tmux_server(fleet):
