@@ -48,3 +48,18 @@ def golden_zone(monkeypatch: pytest.MonkeyPatch) -> str:
     the zone ccci's agents run in (:func:`ccci.clock.local_zone`, from ``$TZ``)."""
     monkeypatch.setenv("TZ", "UTC")
     return "UTC"
+
+
+@pytest.fixture
+def claude_on_path(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    """A ``claude`` executable (a script that exits 0) first on ``$PATH``, for tests of the
+    claude backend that must not depend on a real Claude Code being installed."""
+    import os
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    exe = bindir / "claude"
+    exe.write_text("#!/bin/sh\nexit 0\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ.get('PATH', '')}")
+    return exe

@@ -4,7 +4,6 @@ outage backs off exponentially, keeps at most one 'continue' outstanding and esc
 once; a dialog left open escalates once and nothing is typed into it."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -24,14 +23,6 @@ RETRYING = "✻ API error · retrying in 4s · attempt 1/10"  # the CLI's own re
 BUSY_S = 30  #: how long the fake CLI retries after each 'continue' before the error shows again
 
 
-@pytest.fixture
-def claude_on_path(tmp_path, monkeypatch):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    exe = bindir / "claude"
-    exe.write_text("#!/bin/sh\nexit 0\n")
-    exe.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bindir}:{os.environ.get('PATH', '')}")
 
 
 def show_error(pane, prompt="next backlog item"):

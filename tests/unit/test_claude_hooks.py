@@ -278,15 +278,6 @@ def test_settings_file_is_private_and_merges_the_users_hooks(tmp_path):
 # ------------------------------------------------------------------------ through a supervisor
 
 
-@pytest.fixture
-def claude_on_path(tmp_path, monkeypatch):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    exe = bindir / "claude"
-    exe.write_text("#!/bin/sh\nexit 0\n")
-    exe.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bindir}:{os.environ.get('PATH', '')}")
-    yield
 
 
 IDLE_SCREEN = "❯ hello\n● hi\n\n" + "─" * 20

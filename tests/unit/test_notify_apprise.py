@@ -6,7 +6,6 @@ yields notify_failed; secrets in URLs never reach events."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 import time
@@ -60,14 +59,6 @@ def receiver():
     r.close()
 
 
-@pytest.fixture
-def claude_on_path(tmp_path, monkeypatch):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    exe = bindir / "claude"
-    exe.write_text("#!/bin/sh\nexit 0\n")
-    exe.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bindir}:{os.environ.get('PATH', '')}")
 
 
 def notify_toml(urls: list[str], **keys) -> str:
