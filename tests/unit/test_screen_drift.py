@@ -15,6 +15,8 @@ from ccci.testing import screen_drift as drift
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 REC_332 = GOLDEN / "claude-2.1.332-recorded"
+#: labelled recorded screens of 2.1.332 (25 since the auto-mode offer was recorded)
+N332 = len(tomllib.loads((REC_332 / "LABELS.toml").read_text()))
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "record_cli.py"
 
 
@@ -72,12 +74,12 @@ def test_reference_without_labelled_screens_is_a_one_line_error(tmp_path):
 def test_recorded_2_1_332_screens_all_read_as_labelled():
     labels = drift.read_labels(REC_332 / "LABELS.toml")
     rows = drift.classify(REC_332, labels, drift.backend_for("claude", "2.1.332"))
-    assert len(rows) == len(labels) == 24
+    assert len(rows) == len(labels) == N332
     assert drift.all_right(rows), [r for r in rows if not r.ok]
     report = drift.format_report(rows)
     assert report.splitlines()[0].split() == ["screen", "expected", "state", "got", "state", "expected",
                                               "input_text", "got", "result"]
-    assert "24 of 24 classified right; 0 mismatch(es); 0 screen(s) need a label" in report
+    assert f"{N332} of {N332} classified right; 0 mismatch(es); 0 screen(s) need a label" in report
     assert "MISMATCH" not in report and "NEEDS LABEL" not in report
 
 
@@ -103,7 +105,7 @@ def test_a_wrong_label_is_reported(tmp_path):
     line = next(ln for ln in report.splitlines() if ln.startswith("06_thinking_400_fatal.txt"))
     assert line.split() == ["06_thinking_400_fatal.txt", "idle", "fatal_error", "''", "''", "MISMATCH"]
     assert "claude.fatal" in report  # the rules that matched are named under a mismatch
-    assert "22 of 24 classified right; 2 mismatch(es)" in report
+    assert f"{N332 - 2} of {N332} classified right; 2 mismatch(es)" in report
 
 
 def test_a_wrong_reset_time_is_reported(tmp_path):
@@ -149,10 +151,10 @@ def test_screens_match_by_name_else_by_state_name():
 def test_draft_copies_state_and_input_text_and_takes_title_and_time_from_the_recording(tmp_path):
     d = _copy_screens(REC_332, tmp_path / "new", labels=False)
     (d / "titles.txt").write_text("# titles\n02_streaming_busy.txt\t◓ Claude Code\n")
-    (d / "25_something_new.txt").write_text("a screen no older version had\n")
+    (d / "99_something_new.txt").write_text("a screen no older version had\n")
     ref = drift.find_reference("claude", "2.1.340", ("2.1.197", "2.1.332"))
     draft = drift.draft_labels(d, ref)
-    assert draft.unlabelled == ["25_something_new.txt"] and draft.unused == []
+    assert draft.unlabelled == ["99_something_new.txt"] and draft.unused == []
     assert set(draft.labels) == set(ref.labels)
     for name, label in draft.labels.items():
         assert label["state"] == ref.labels[name]["state"]
@@ -164,11 +166,11 @@ def test_draft_copies_state_and_input_text_and_takes_title_and_time_from_the_rec
     assert draft.labels["24_subscriber_usage_limit_auto_continue.txt"]["now"].endswith("Z")
     assert "reset_at 2026-12-02T07:01:00Z not copied" in draft.labels["09_usage_limit_final.txt"]["note"]
 
-    text = drift.render_labels(draft, "claude", "2.1.340", ref, {"25_something_new.txt": "unknown"})
+    text = drift.render_labels(draft, "claude", "2.1.340", ref, {"99_something_new.txt": "unknown"})
     head = text.split("\n\n")[0]
     assert "DRAFT" in head and "tests/golden/claude-2.1.332-recorded/LABELS.toml" in head
     assert "claude 2.1.332, the nearest tested version" in head and "A person must read every screen" in head
-    assert "# NEEDS A LABEL" in text and '# ["25_something_new.txt"]' in text
+    assert "# NEEDS A LABEL" in text and '# ["99_something_new.txt"]' in text
     parsed = tomllib.loads(text)  # valid TOML; the screen that needs a label stays commented out
     assert set(parsed) == set(ref.labels)
     assert parsed["16_typed_draft.txt"] == draft.labels["16_typed_draft.txt"]
@@ -188,7 +190,7 @@ def test_tool_report_on_the_recorded_screens_exits_0(tmp_path, capsys):
     d = _copy_screens(REC_332, tmp_path / "rec", labels=True)
     assert _tool().main(["claude", "2.1.332", "--no-record", "--out", str(d)]) == 0
     out = capsys.readouterr().out
-    assert "24 of 24 classified right" in out and "claude-2.1.332.toml" in out and "time: " in out
+    assert f"{N332} of {N332} classified right" in out and "claude-2.1.332.toml" in out and "time: " in out
 
 
 def test_tool_exits_1_on_a_wrong_label(tmp_path, capsys):
@@ -199,7 +201,7 @@ def test_tool_exits_1_on_a_wrong_label(tmp_path, capsys):
     (d / "LABELS.toml").write_text(text, encoding="utf-8")
     assert _tool().main(["claude", "2.1.332", "--no-record", "--out", str(d)]) == 1
     out = capsys.readouterr().out
-    assert "23 of 24 classified right; 1 mismatch(es)" in out
+    assert f"{N332 - 1} of {N332} classified right; 1 mismatch(es)" in out
     assert next(ln for ln in out.splitlines() if ln.startswith("20_permission_dialog.txt")).endswith("MISMATCH")
 
 
@@ -209,12 +211,12 @@ def test_tool_drafts_labels_for_a_newer_version_and_lists_the_new_screen(tmp_pat
     assert tool.main(["claude", "2.1.340", "--no-record", "--out", str(d)]) == 0  # same screens: all right
     assert "DRAFTED" in capsys.readouterr().out and (d / "LABELS.toml").read_text().startswith("# DRAFT")
     (d / "LABELS.toml").unlink()
-    shutil.copy2(d / "03_reply_finished_idle.txt", d / "25_new_idle.txt")
+    shutil.copy2(d / "03_reply_finished_idle.txt", d / "99_new_idle.txt")
     assert tool.main(["claude", "2.1.340", "--no-record", "--out", str(d)]) == 1
     out = capsys.readouterr().out
-    assert "1 need a label: 25_new_idle.txt" in out
-    assert next(ln for ln in out.splitlines() if ln.startswith("25_new_idle.txt")).split()[-2:] == ["NEEDS", "LABEL"]
-    assert "24 of 25 classified right; 0 mismatch(es); 1 screen(s) need a label" in out
+    assert "1 need a label: 99_new_idle.txt" in out
+    assert next(ln for ln in out.splitlines() if ln.startswith("99_new_idle.txt")).split()[-2:] == ["NEEDS", "LABEL"]
+    assert f"{N332} of {N332 + 1} classified right; 0 mismatch(es); 1 screen(s) need a label" in out
     assert "ccci's rules read it as 'idle'" in (d / "LABELS.toml").read_text()
 
 
