@@ -14,6 +14,7 @@ from ccci import patterns as patterns_mod
 from ccci.backends.claude import ClaudeBackend
 from ccci.model import AgentState
 from ccci.send import deliver
+from ccci.testing.fakes import ScreenSequence
 
 pytestmark = pytest.mark.usefixtures("golden_zone")  # the recorded CLIs ran in UTC
 
@@ -172,28 +173,6 @@ def test_fingerprint_ignores_the_retry_countdown(backend):
 # --------------------------------------------------------------------------- send on a placeholder
 
 
-class _Pane:
-    """A fake tmux pane: captures return ``screens`` in turn (the last one repeats)."""
-
-    def __init__(self, screens: list[str]) -> None:
-        self.screens = list(screens)
-        self.typed: list[str] = []
-        self.keys: list[str] = []
-
-    def capture(self, ids):
-        screen = self.screens.pop(0) if len(self.screens) > 1 else self.screens[0]
-        return {ids[0]: screen}
-
-    def send_literal(self, pane_id, text):
-        self.typed.append(text)
-
-    def paste(self, pane_id, text, tmpdir):
-        self.typed.append(text)
-
-    def send_key(self, pane_id, key):
-        self.keys.append(key)
-
-
 class _Clock:
     def sleep(self, s):
         pass
@@ -212,7 +191,7 @@ def test_send_types_over_the_placeholder(backend, tmp_path, name, text):
     because the placeholder read as someone else's draft."""
     before = _screen(name)
     busy = _screen("02_streaming_busy.txt")
-    pane = _Pane([before, busy])
+    pane = ScreenSequence([before, busy])
     res = deliver(pane, "%1", backend, text, {"send_enter_delay": 0, "send_retries": 1}, _Clock(), tmp_path)
     assert res.delivered, res.detail
     assert pane.typed == [text] and pane.keys == ["Enter"]

@@ -273,6 +273,31 @@ class FakePane:
         return f"FakePane({self.session_name!r}, {self.pane_id}, pid={self.pid}, {state})"
 
 
+class ScreenSequence:
+    """The few :class:`ccci.tmux.Tmux` calls :func:`ccci.send.deliver` makes, for one pane
+    whose captures are given: ``capture`` returns ``screens`` in turn (the last one
+    repeats), e.g. ``[real idle screen, real screen after Enter]``; what was typed, pasted
+    and pressed is recorded in :attr:`typed` and :attr:`keys`."""
+
+    def __init__(self, screens: list[str]) -> None:
+        self.screens = list(screens)
+        self.typed: list[str] = []
+        self.keys: list[str] = []
+
+    def capture(self, pane_ids: list[str]) -> dict[str, str]:
+        screen = self.screens.pop(0) if len(self.screens) > 1 else self.screens[0]
+        return {pane_ids[0]: screen}
+
+    def send_literal(self, pane_id: str, text: str) -> None:
+        self.typed.append(text)
+
+    def paste(self, pane_id: str, text: str, tmpdir: Path) -> None:
+        self.typed.append(text)
+
+    def send_key(self, pane_id: str, key: str) -> None:
+        self.keys.append(key)
+
+
 class FakeTmux:
     """A fake :class:`ccci.tmux.Tmux`: the same methods the supervisor uses, backed by
     :class:`FakePane` objects keyed by session name. No process is started.

@@ -15,6 +15,7 @@ from ccci.clock import FakeClock
 from ccci.config import DEFAULT_CHECKS
 from ccci.screen import FAINT, FLAGS, REVERSE, Screen, faint_only, foreground, parse_line
 from ccci.send import deliver
+from ccci.testing.fakes import ScreenSequence
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 STYLED = GOLDEN / "claude-2.1.332-styled"
@@ -115,30 +116,11 @@ def test_sgr_parsing_colours_resets_and_line_carry():
     assert faint_only("x dim", 0, 2) is None  # a plain str has no styles
 
 
-class _TwoScreens:
-    """A pane that shows ``before`` until something is typed and Enter pressed, then ``after``."""
-
-    def __init__(self, before: str, after: str) -> None:
-        self.before, self.after, self.typed, self.keys = before, after, [], []
-
-    def capture(self, pane_ids):
-        return {pane_ids[0]: self.after if self.keys and self.typed else self.before}
-
-    def send_literal(self, pane_id, text):
-        self.typed.append(text)
-
-    def paste(self, pane_id, text, tmpdir):  # pragma: no cover - short text is typed
-        self.typed.append(text)
-
-    def send_key(self, pane_id, key):
-        self.keys.append(key)
-
-
 @pytest.mark.parametrize("styled", [True, False], ids=["styled", "plain"])
 def test_a_remedy_is_not_blocked_by_a_placeholder_nobody_has_seen(styled, tmp_path):
     before = Screen.from_styled((STYLED / "03_529_placeholder.txt").read_text())
     after = Screen.from_styled((STYLED / "05_reply_idle.txt").read_text())
-    tmux = _TwoScreens(before if styled else str(before), after)
+    tmux = ScreenSequence([before if styled else str(before), after])
     res = deliver(tmux, "%1", _backend_without_known_placeholders(), "continue", dict(DEFAULT_CHECKS), FakeClock(),
                   tmp_path)
     if styled:  # as ccci watch captures: typed and submitted

@@ -8,6 +8,7 @@ import pytest
 
 from ccci.backends.scripted import ScriptedBackend
 from ccci.send import deliver, sanitize
+from ccci.testing.fakes import ScreenSequence
 from ccci.tmux import MAX_LITERAL, Tmux
 
 SETTINGS = {"send_enter_delay": 0.2, "send_retries": 3}
@@ -232,32 +233,14 @@ def test_collapsed_paste_placeholders_are_our_draft():
 GOLDEN_332 = __import__("pathlib").Path(__file__).resolve().parents[1] / "golden" / "claude-2.1.332-recorded"
 
 
-class _Screens:
-    """A pane showing ``before`` until Enter, then ``after`` (real captures)."""
-
-    def __init__(self, before: str, after: str) -> None:
-        self.before, self.after, self.typed, self.keys = before, after, [], []
-
-    def capture(self, pane_ids):
-        return {pane_ids[0]: self.after if self.keys else self.before}
-
-    def send_literal(self, pane_id, text):
-        self.typed.append(text)
-
-    def paste(self, pane_id, text, tmpdir):
-        self.typed.append(text)
-
-    def send_key(self, pane_id, key):
-        self.keys.append(key)
-
-
 def test_deliver_counts_a_dialog_its_turn_opened_as_taken(fake_clock, tmp_path):
     """Issue 14: the message's first tool call opened a permission dialog right after Enter;
     that was read as "not submitted" and the message was typed again later (the model got
     it twice). Real Claude Code 2.1.332 screens: the idle box, then the dialog."""
     from ccci.backends.claude import ClaudeBackend
 
-    tmux = _Screens((GOLDEN_332 / "01_startup_idle.txt").read_text(), (GOLDEN_332 / "20_permission_dialog.txt").read_text())
+    tmux = ScreenSequence([(GOLDEN_332 / "01_startup_idle.txt").read_text(),
+                           (GOLDEN_332 / "20_permission_dialog.txt").read_text()])
     res = deliver(tmux, "%1", ClaudeBackend(cli_version="2.1.332"), "clean the build dir", dict(SETTINGS), fake_clock,
                   tmp_path)
     assert res.delivered and res.typed and "opened a dialog" in res.detail, res.detail
