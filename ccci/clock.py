@@ -5,6 +5,7 @@ The runner never calls :func:`time.time` or :func:`time.monotonic` directly; it 
 """
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timedelta, timezone, tzinfo
 
@@ -26,6 +27,13 @@ class Clock:
         """Block for ``seconds`` (no-op for ``seconds <= 0``)."""
         if seconds > 0:
             time.sleep(seconds)
+
+    def wait(self, event: "threading.Event", seconds: float) -> bool:
+        """Block until ``event`` is set or ``seconds`` pass; clear it and return whether it
+        was set (the runner's sleep between ticks, cut short by :meth:`Supervisor.wake`)."""
+        woke = event.wait(seconds) if seconds > 0 else event.is_set()
+        event.clear()
+        return woke
 
 
 class FakeClock(Clock):
@@ -56,6 +64,14 @@ class FakeClock(Clock):
     def sleep(self, seconds: float) -> None:
         if seconds > 0:
             self.advance(seconds)
+
+    def wait(self, event: threading.Event, seconds: float) -> bool:
+        """A set ``event`` ends the wait at once; otherwise time advances by ``seconds``."""
+        if event.is_set():
+            event.clear()
+            return True
+        self.sleep(seconds)
+        return False
 
     def jump_wall(self, seconds: float) -> None:
         """Move only the wall clock (may be negative); monotonic time is untouched."""

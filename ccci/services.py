@@ -146,6 +146,11 @@ class Services(Protocol):
     def request_stop(self) -> None:
         """Ask the watcher to stop after this tick (e.g. a sequence of phases is complete)."""
 
+    def wake(self, reason: str) -> None:
+        """Run the next tick now (thread-safe). For a plugin's event source: a thread
+        that sees the CLI report something (a hook spool file written, a server event)
+        calls this so the finding is acted on without waiting up to ``tick_seconds``."""
+
 
 @runtime_checkable
 class AgentView(Protocol):
@@ -269,6 +274,9 @@ class RunnerServices:
 
     def request_stop(self) -> None:
         self._sup.request_stop(reason=f"asked by plugin {self.plugin}")
+
+    def wake(self, reason: str) -> None:
+        self._sup.wake(f"{self.plugin}: {reason}")
 
 
 __all__ = ["AgentView", "KeyValue", "RunnerServices", "Services", "StoreKeyValue"]

@@ -23,6 +23,7 @@ Plugins get :class:`ccci.services.Services`, never this class.
 """
 from __future__ import annotations
 
+import threading
 import time
 import traceback
 from typing import Any, Callable
@@ -105,6 +106,8 @@ class Supervisor:
         self._last_tick_error: tuple[str, float] = ("", 0.0)
         self._tmux_down = False
         self._reload_requested = False
+        self._wake = threading.Event()
+        self.last_wake_reason = ""
 
     def services(self, plugin: str) -> RunnerServices:
         """The :class:`ccci.services.Services` bound to ``plugin``."""
@@ -397,7 +400,8 @@ class Supervisor:
                 if delay < 0:
                     next_at = self.clock.monotonic()
                     delay = 0
-                self.clock.sleep(delay)
+                if self.clock.wait(self._wake, delay):
+                    next_at = self.clock.monotonic()
         finally:
             if self.stopping:
                 self.emit("watcher_stopping", f"stopping: {self.stop_reason or 'asked to stop'}; "
@@ -421,6 +425,19 @@ class Supervisor:
                 except ValueError:
                     self.stop_reason = f"signal {signum}"
         self.stopping = True
+        self._wake.set()
+
+    def wake(self, reason: str = "") -> None:
+        """Run the next tick now instead of at the next ``tick_seconds`` boundary.
+
+        Thread-safe; called by event sources (a tmux notification, a CLI's hook spool,
+        an opencode server event) so a finding the CLI reported is acted on without
+        waiting for the tick. Several wakes before the tick is run coalesce into one.
+
+        :param reason: what woke the runner (kept in :attr:`last_wake_reason` for tests).
+        """
+        self.last_wake_reason = reason
+        self._wake.set()
 
     def request_reload(self, *_: Any) -> None:
         """Ask for :meth:`reload_local_plugins` before the next tick (``SIGHUP``)."""
