@@ -1,6 +1,7 @@
 """Durable fleet state in SQLite (WAL mode), in ``<state_dir>/state.db``.
 
-Tables: ``agents`` (tmux session, pane, pid, conversation id, counters), ``restarts``
+Tables: ``agents`` (tmux session, pane, pid, conversation id, counters), ``usage`` (token
+totals per agent, UTC day, source and model, as the CLIs record them), ``restarts``
 (history of every restart/resume), ``kv`` (handoff baselines, phase, misc), ``messages``
 (the send queue, with delivery status) and ``events`` (append-only log).
 
@@ -80,7 +81,22 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS events_agent ON events(agent, id);
+CREATE TABLE IF NOT EXISTS usage (
+    agent TEXT NOT NULL,
+    day TEXT NOT NULL,
+    source TEXT NOT NULL,
+    model TEXT NOT NULL DEFAULT '',
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_read_tokens INTEGER NOT NULL DEFAULT 0,
+    cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (agent, day, source, model)
+);
 """
+
+#: the token counters of a ``usage`` row, in the order the CLIs' usage fields name them
+USAGE_COUNTERS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
 
 @dataclass
@@ -371,6 +387,44 @@ class StateStore:
             "SELECT at, kind, reason FROM restarts WHERE agent=? ORDER BY id DESC LIMIT ?", (name, limit)
         ).fetchall()
         return [(parse_utc(r["at"]), r["kind"], r["reason"]) for r in rows]
+
+    # ------------------------------------------------------------------ token usage
+    def set_usage(self, agent: str, day: str, source: str, model: str, counts: dict[str, int], at: datetime) -> None:
+        """Record the token totals the CLI reports for ``agent`` on UTC ``day``
+        (``YYYY-MM-DD``) from one ``source`` (a conversation id or session file) and one
+        ``model``. The counts are absolute totals for that key, not increments, so
+        reading the same transcript twice changes nothing.
+
+        :param counts: any of :data:`USAGE_COUNTERS` (tokens); missing ones are 0.
+        :raises KeyError: for a counter not in :data:`USAGE_COUNTERS`.
+        """
+        for k in counts:
+            if k not in USAGE_COUNTERS:
+                raise KeyError(k)
+        vals = [int(counts.get(k, 0)) for k in USAGE_COUNTERS]
+        self.db.execute(
+            "INSERT INTO usage(agent, day, source, model, " + ", ".join(USAGE_COUNTERS) + ", updated_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(agent, day, source, model) DO UPDATE SET "
+            + ", ".join(f"{k}=excluded.{k}" for k in USAGE_COUNTERS) + ", updated_at=excluded.updated_at",
+            (agent, day, source, model, *vals, iso(at)))
+
+    def usage_rows(self, agent: str | None = None, since_day: str | None = None) -> list[dict[str, Any]]:
+        """Token totals per agent, UTC day and model, summed over sources: dicts with
+        ``agent``, ``day``, ``model`` and the :data:`USAGE_COUNTERS` (tokens), oldest day first.
+
+        :param since_day: only days ``>=`` this ``YYYY-MM-DD``.
+        """
+        where, params = [], []
+        if agent is not None:
+            where.append("agent=?")
+            params.append(agent)
+        if since_day is not None:
+            where.append("day>=?")
+            params.append(since_day)
+        sql = ("SELECT agent, day, model, " + ", ".join(f"SUM({k}) AS {k}" for k in USAGE_COUNTERS)
+               + " FROM usage" + (" WHERE " + " AND ".join(where) if where else "")
+               + " GROUP BY agent, day, model ORDER BY day, agent, model")
+        return [dict(r) for r in self.db.execute(sql, params).fetchall()]
 
     # ------------------------------------------------------------------ kv
     def get(self, key: str, default: str | None = None) -> str | None:
