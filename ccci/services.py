@@ -151,6 +151,20 @@ class Services(Protocol):
         that sees the CLI report something (a hook spool file written, a server event)
         calls this so the finding is acted on without waiting up to ``tick_seconds``."""
 
+    # -- token usage ------------------------------------------------------------------
+    def record_usage(self, agent: str, day: str, source: str, model: str, counts: dict[str, int]) -> None:
+        """Store the token totals the CLI recorded for ``agent`` on UTC ``day``
+        (``YYYY-MM-DD``) from one ``source`` (a conversation id, a session file) and
+        ``model``: absolute totals, not increments (recording the same totals twice
+        changes nothing). ``counts``: tokens by :data:`ccci.state.USAGE_COUNTERS` name.
+
+        :raises KeyError: for a counter not in :data:`ccci.state.USAGE_COUNTERS`."""
+
+    def usage_rows(self, agent: str | None = None, since_day: str | None = None) -> list[dict[str, Any]]:
+        """Token totals per agent, UTC day and model, summed over sources (dicts with
+        ``agent``, ``day``, ``model`` and the :data:`ccci.state.USAGE_COUNTERS`), oldest
+        day first; ``since_day``: only days ``>=`` this ``YYYY-MM-DD``. Read-only."""
+
 
 @runtime_checkable
 class AgentView(Protocol):
@@ -277,6 +291,12 @@ class RunnerServices:
 
     def wake(self, reason: str) -> None:
         self._sup.wake(f"{self.plugin}: {reason}")
+
+    def record_usage(self, agent: str, day: str, source: str, model: str, counts: dict[str, int]) -> None:
+        self._sup.store.set_usage(agent, day, source, model, counts, self._sup.clock.now())
+
+    def usage_rows(self, agent: str | None = None, since_day: str | None = None) -> list[dict[str, Any]]:
+        return self._sup.store.usage_rows(agent, since_day)
 
 
 __all__ = ["AgentView", "KeyValue", "RunnerServices", "Services", "StoreKeyValue"]

@@ -387,6 +387,7 @@ def status_rows(sup) -> list[dict]:
     screens = sup.tmux.capture(ids) if ids else {}
     rows = []
     now = datetime.now(UTC)
+    usage = sup.store.usage_rows(since_day=now.strftime("%Y-%m-%d"))
     for n, rt in sup.agents.items():
         rec = sup.store.agent(n)
         pane = live[n]
@@ -416,8 +417,21 @@ def status_rows(sup) -> list[dict]:
             "session": rt.session, "last_event": rec.last_event,
             "waiting_until": iso(waiting_until) if waiting_until else None, "retry_at": retry_at,
             **version_fields(rt.backend, rt.spec, sup.config, rec.conversation_id or ""),
+            **usage_fields(sup.kv, usage, n, rt.spec.backend),
         })
     return rows
+
+
+def usage_fields(kv, usage_rows: list[dict], agent: str, backend: str) -> dict:
+    """``tokens_today`` (``{"input", "output", "cache_read", "cache_write"}`` tokens of the
+    current UTC day, all models, as the watcher read them from the CLI's records) and
+    ``context`` (``{"tokens", "window", "fraction", "model", "at"}``: the newest context use
+    the watcher read, ``None`` before any) for ``ccci status --json``
+    (:mod:`ccci.usage_watch`)."""
+    from ccci.usage import day_totals, read_context
+
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    return {"tokens_today": day_totals(usage_rows, agent, today), "context": read_context(kv, agent)}
 
 
 def version_fields(backend, spec, cfg, conversation_id: str) -> dict:
@@ -452,14 +466,35 @@ def status(ctx: click.Context, as_json: bool) -> None:
         return
     held = FleetLock(cfg.state_dir)
     t = Table(title=cell(f"fleet {cfg.name} — watcher {'running (pid %s)' % held.holder() if held.is_held() else 'NOT running'}"))
-    for col in ("agent", "backend", "state", "pid", "uptime", "restarts", "last event"):
+    for col in ("agent", "backend", "state", "pid", "uptime", "restarts", "tokens today", "ctx", "last event"):
         t.add_column(col, overflow="fold")
     for r in rows:
         up = _dur(r["uptime_s"]) if r["uptime_s"] is not None else "-"
         state = (f"waiting until {r['waiting_until']}" if r["waiting_until"] else
                  f"given_up (retry {r['retry_at']})" if r["retry_at"] else r["state"])
-        t.add_row(*map(cell, (r["name"], r["backend"], state, r["pid"] or "-", up, r["restarts"], r["last_event"][:70])))
+        t.add_row(*map(cell, (r["name"], r["backend"], state, r["pid"] or "-", up, r["restarts"],
+                              _tokens(r["tokens_today"]), _ctx(r["context"]), r["last_event"][:70])))
     console.print(t)
+
+
+def _tokens(t: dict) -> str:
+    """``12.3k in / 4.5k out`` (cache reads and writes in the input), ``-`` for none."""
+    total_in = t["input"] + t["cache_read"] + t["cache_write"]
+    if not total_in and not t["output"]:
+        return "-"
+
+    def k(n: int) -> str:
+        return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+    return f"{k(total_in)} in / {k(t['output'])} out"
+
+
+def _ctx(c: dict | None) -> str:
+    """``ctx 82%`` (``ctx 41.0k`` when the window is unknown), ``-`` before any reading."""
+    if not c or c.get("tokens") is None:
+        return "-"
+    if c.get("fraction") is not None:
+        return f"ctx {round(100 * c['fraction'])}%"
+    return f"ctx {c['tokens'] / 1e3:.1f}k"
 
 
 def _dur(s: float) -> str:

@@ -58,6 +58,7 @@ class Exporter:
     server: Any = None
     thread: Any = None
     tick_start_mono: float = 0.0
+    usage_read_mono: float | None = None
     first_seen: dict[tuple[str, str], float] = field(default_factory=dict)
     detected: set[tuple[str, str]] = field(default_factory=set)
 
@@ -105,9 +106,57 @@ def build_registry(start_time_s: float) -> tuple[Any, dict[str, Any]]:
         "events": Counter("ccci_events", "Events logged, by kind", ["kind"], registry=reg),
         "start": Gauge("ccci_watcher_start_time_seconds", "When this watcher started, seconds since the Unix epoch",
                        registry=reg),
+        "context": Gauge("ccci_agent_context_fraction", "The agent's context use as a fraction of its model's window, "
+                         "as its CLI recorded it (ccci.usage_watch)", ["agent"], registry=reg),
+        "tokens": TokenCollector(),
     }
+    reg.register(m["tokens"])
     m["start"].set(start_time_s)
     return reg, m
+
+
+#: token kinds of ``ccci_agent_tokens_total`` -> the state store's counters
+TOKEN_KINDS = {"input": "input_tokens", "output": "output_tokens", "cache_read": "cache_read_tokens",
+               "cache_write": "cache_write_tokens"}
+USAGE_REFRESH_S = 10.0  #: seconds between two reads of the usage table for the metrics
+
+
+class TokenCollector:
+    """``ccci_agent_tokens_total{agent,kind}``: tokens each agent's CLI recorded (all days,
+    all models; ``kind`` in :data:`TOKEN_KINDS`). A custom collector because the state
+    store keeps absolute totals (a CLI's records re-read give the same numbers), which a
+    ``Counter`` cannot be set to; the value only grows while the records do."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, dict[str, int]] = {}
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        fam = CounterMetricFamily("ccci_agent_tokens", "Tokens used by the agent, as its CLI recorded them, by kind",
+                                  labels=["agent", "kind"])
+        for agent, kinds in sorted(dict(self.totals).items()):
+            for kind, value in kinds.items():
+                fam.add_metric([agent, kind], value)
+        yield fam
+
+    def describe(self):
+        return []
+
+
+def _refresh_usage(exp: Exporter, services) -> None:
+    from ccci.usage import read_context
+
+    totals: dict[str, dict[str, int]] = {}
+    for r in services.usage_rows():
+        t = totals.setdefault(r["agent"], dict.fromkeys(TOKEN_KINDS, 0))
+        for kind, col in TOKEN_KINDS.items():
+            t[kind] += int(r[col] or 0)
+    exp.metrics["tokens"].totals = totals
+    for name in services.agents():
+        rec = read_context(services.state, name)
+        if rec and rec.get("fraction") is not None:
+            exp.metrics["context"].labels(name).set(float(rec["fraction"]))
 
 
 @hookimpl
@@ -188,6 +237,10 @@ def ccci_tick_end(findings, duration_s, services):
         backend = getattr(view.backend, "name", "") or ""
         for s in AGENT_STATES:
             m["state"].labels(name, backend, s).set(1 if s == state else 0)
+    now_mono = services.monotonic()
+    if exp.usage_read_mono is None or now_mono - exp.usage_read_mono >= USAGE_REFRESH_S:
+        exp.usage_read_mono = now_mono
+        _refresh_usage(exp, services)
 
 
 @hookimpl
