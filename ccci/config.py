@@ -167,7 +167,7 @@ class FleetConfig:
             override of the version the backend detects).
         raw: the parsed TOML, for plugins that read their own tables.
         metrics: :class:`MetricsSettings` of ``[metrics]``, ``None`` when metrics are off.
-        context_windows: ``[context_windows]``: model name pattern (fnmatch) -> context
+        context_windows: ``[context_windows]``: model name pattern (``*`` wildcard) -> context
             window in tokens, tried before the shipped ``ccci/data/context_windows.toml``
             (:func:`ccci.usage.context_window`).
     """

@@ -13,8 +13,8 @@ Counters use the state store's names (:data:`ccci.state.USAGE_COUNTERS`):
 """
 from __future__ import annotations
 
-import fnmatch
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -73,14 +73,19 @@ def shipped_windows() -> tuple[tuple[str, int], ...]:
 def context_window(model: str, overrides: dict[str, int] | None = None) -> int | None:
     """The context window (tokens) of ``model``: the first matching pattern of
     ``overrides`` (``[context_windows]`` in ccci.toml), then of :data:`WINDOWS_FILE`
-    (fnmatch, case-insensitive); ``None`` when none matches or ``model`` is ``""``."""
+    (case-insensitive; ``*`` matches any run of characters, everything else itself, so
+    ``"*[1m]"`` means the suffix ``[1m]``); ``None`` when none matches or ``model`` is ``""``."""
     if not model:
         return None
-    name = model.lower()
     for pattern, tokens in [*(overrides or {}).items(), *shipped_windows()]:
-        if fnmatch.fnmatchcase(name, pattern.lower()):
+        if _pattern(pattern).fullmatch(model):
             return int(tokens)
     return None
+
+
+@lru_cache(maxsize=256)
+def _pattern(pattern: str) -> "re.Pattern[str]":
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.IGNORECASE)
 
 
 def context_record(tokens: int | None, window: int | None, model: str, at: datetime) -> dict[str, Any]:

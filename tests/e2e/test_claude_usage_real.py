@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 
 import pytest
 from conftest import CAPTURES
@@ -94,3 +95,72 @@ def test_transcript_usage_matches_what_the_server_sent(claude_session):
         shutil.copy(src, dest / "usage_turns.jsonl")
         sent = [{"step": r["step"], "usage": r["usage"]} for r in s.requests() if r.get("usage")]
         (dest / "usage_turns.sent.json").write_text(json.dumps(sent, indent=1) + "\n")
+
+
+def _status_json(f) -> dict:
+    out = subprocess.run([sys.executable, "-m", "ccci", "--fleet", str(f.root), "status", "--json"], capture_output=True,
+                         text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    return {r["name"]: r for r in json.loads(out.stdout)}
+
+
+def _last_user_text(req: dict) -> str:
+    msgs = (req.get("json") or {}).get("messages") or []
+    for m in reversed(msgs):
+        if m.get("role") == "user":
+            c = m.get("content")
+            return c if isinstance(c, str) else " ".join(str(b.get("text", "")) for b in c if isinstance(b, dict))
+    return ""
+
+
+def test_status_tokens_match_the_server_and_compact_is_sent_idle_above_compact_at(claude_fleet):
+    """The launch turn's answer reports 170,000 input tokens (85 % of the 200K window):
+    the idle agent gets /compact from ccci (once), the message queued during that turn
+    goes out after the compaction, and ``status --json`` shows exactly the tokens the
+    server sent for the conversation's answers (the compaction's own calls are not in
+    Claude Code's transcript, so they are not counted: measured and asserted here)."""
+    from ccci.clock import parse_utc
+    from ccci.state import StateStore
+
+    f = claude_fleet({"a": {"script": [
+        Text("BIG-CONTEXT turn done.", delay=0.25, chunk=2, usage={"input_tokens": 170000, "output_tokens": 55,
+                                                                   "cache_read_input_tokens": 3000}),
+    ]}}, checks={"usage_interval": 1})
+    f.watch()
+    f.wait(lambda: [r for r in f.requests("a") if r.get("kind") == "main"], 60, "the launch turn's request")
+    st = StateStore(f.state_dir)
+    try:  # queued while the turn streams: it must reach the agent after the compaction
+        st.queue_message("a", "NEXT-TASK please", datetime.now(timezone.utc))
+    finally:
+        st.close()
+    found = f.wait(lambda: [e for e in f.events("finding", "a") if e["data"].get("check") == "compact_before_limit"],
+                   90, "the compact_before_limit finding")[0]
+    assert found["data"]["fraction"] == round(173055 / 200000, 4) and found["data"]["window"] == 200000
+    sent = f.wait(lambda: [e for e in f.events("remedy", "a") if e["data"].get("check") == "compact_before_limit"],
+                  30, "the /compact remedy")[0]
+    assert sent["data"].get("ok"), sent
+    f.wait(lambda: [r for r in f.main_requests("a") if "NEXT-TASK" in _last_user_text(r)], 90, "the queued message")
+    f.wait(lambda: "NEXT-TASK" in f.screen("a") and "scripted reply" in f.screen("a").split("NEXT-TASK")[-1], 60,
+           "the reply to the queued message")
+    reqs = [r for r in f.requests("a") if r["method"] == "POST" and r.get("usage")]
+    t_compact = parse_utc(sent["at"]).timestamp()
+    first_task = min(i for i, r in enumerate(reqs) if "NEXT-TASK" in _last_user_text(r))
+    compaction = [r for i, r in enumerate(reqs) if r["time"] >= t_compact - 1 and i < first_task]
+    assert compaction, "the compaction made model calls between /compact and the queued message"
+    assert all("NEXT-TASK" not in json.dumps(r["json"]) for r in compaction)  # the message waited for it
+    counted = [r for r in reqs if r not in compaction]
+    want = sent_totals(counted)
+    want = {k.removesuffix("_tokens"): v for k, v in want.items()}
+
+    def tokens():
+        return _status_json(f)["a"]["tokens_today"]
+    deadline = time.monotonic() + 30
+    while tokens() != want and time.monotonic() < deadline:
+        time.sleep(1)
+    row = _status_json(f)["a"]
+    assert row["tokens_today"] == want, (row["tokens_today"], want, [r["usage"] for r in compaction])
+    assert row["context"]["window"] == 200000 and row["context"]["fraction"] < 0.8
+    # once per crossing: one /compact, though the agent was idle above compact_at before it ran
+    assert len([e for e in f.events("remedy", "a") if e["data"].get("check") == "compact_before_limit"]) == 1
+    print(f"compaction calls not in the transcript: {len(compaction)}, tokens "
+          f"{sent_totals(compaction)}; counted {want}")

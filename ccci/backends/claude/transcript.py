@@ -20,7 +20,12 @@ server sent beside it):
 * ``"isSidechain": true`` lines belong to a subagent: they count in the totals (they
   are tokens spent) but not in the main conversation's context use;
 * after ``/compact`` a ``"type": "system", "subtype": "compact_boundary"`` line starts
-  the compacted conversation: context use is unknown (``None``) until the next answer.
+  the compacted conversation, with ``compactMetadata`` ``{"trigger": "manual",
+  "preTokens", "postTokens", ...}``: context use is then ``postTokens`` (``None`` when
+  absent) until the next answer;
+* the model calls of a compaction itself (2 calls in the e2e run: the summary, then one
+  more) are NOT written as assistant lines: their tokens are not in the transcript, so
+  ccci cannot count them (tests/e2e/test_claude_usage_real.py measures this).
 
 Context use = input + cache read + cache write + output tokens of the newest main-chain
 answer: the prompt the next call starts from (the sum Claude Code's own context
@@ -113,7 +118,9 @@ class TranscriptCursor:
         if not isinstance(rec, dict):
             return
         if rec.get("type") == "system" and rec.get("subtype") == "compact_boundary" and not rec.get("isSidechain"):
-            self.context_tokens = None
+            meta = rec.get("compactMetadata") if isinstance(rec.get("compactMetadata"), dict) else {}
+            post = meta.get("postTokens")
+            self.context_tokens = int(post) if isinstance(post, int) and not isinstance(post, bool) else None
             return
         if rec.get("type") != "assistant":
             return
