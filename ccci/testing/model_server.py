@@ -128,7 +128,8 @@ class Text:
         names: ``input_tokens``, ``output_tokens``, ``cache_read_input_tokens``,
         ``cache_creation_input_tokens``; a missing one keeps its default: the
         estimate, 0 for the cache counters), e.g. ``{"input_tokens": 160000}`` to make
-        a CLI believe its context is nearly full. Anthropic API answers only.
+        a CLI believe its context is nearly full. Anthropic Messages API and OpenAI chat
+        completion answers (:func:`openai_usage`).
     """
 
     text: str
@@ -549,10 +550,11 @@ class RecordedRequest:
         status: HTTP status of the answer (0 when the connection was dropped, e.g.
             ``hang``; the log file has the status planned before sending).
         time: ``time.time()`` when the request arrived.
-        usage: the token counts the answer reports (Anthropic Messages API answers:
-            ``{"input_tokens", "output_tokens", "cache_read_input_tokens",
-            "cache_creation_input_tokens"}``, the final values of a stream), ``None`` for
-            other answers and failures.
+        usage: the token counts the answer reports, in Anthropic names
+            (``{"input_tokens", "output_tokens", "cache_read_input_tokens",
+            "cache_creation_input_tokens"}``, the final values of a stream): Anthropic
+            Messages API and OpenAI chat completion answers (:func:`chat_usage`);
+            ``None`` for other answers and failures.
     """
 
     method: str
@@ -901,6 +903,43 @@ def anthropic_usage(blocks: list[Block], body: Any) -> dict[str, int]:
     return usage
 
 
+def _openai_estimate(blocks: list[Block], body: Any) -> dict[str, int]:
+    text = "".join(b.text for b in blocks)
+    calls = [b for b in blocks if isinstance(b, ToolUse)]
+    return {"input_tokens": _estimate_tokens(body.get("messages") if isinstance(body, dict) else None),
+            "output_tokens": max(1, (len(text) + sum(len(json.dumps(b.input)) for b in calls)) // 4),
+            "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+
+
+def _with_step_usage(usage: dict[str, int], blocks: list[Block]) -> dict[str, int]:
+    for b in blocks:
+        if b.usage:
+            usage.update({k: int(v) for k, v in b.usage.items() if k in USAGE_FIELDS})
+            break
+    return usage
+
+
+def openai_usage(blocks: list[Block], body: Any) -> dict[str, Any]:
+    """The ``usage`` object of an OpenAI chat completion of ``blocks``: the estimates, or
+    the step's ``usage`` (Anthropic names) translated: ``prompt_tokens`` = input + cache
+    read (OpenAI counts cached tokens inside the prompt, in
+    ``prompt_tokens_details.cached_tokens``), ``completion_tokens`` = output; a cache
+    write has no OpenAI field and is dropped."""
+    u = chat_usage(blocks, body)
+    prompt = u["input_tokens"] + u["cache_read_input_tokens"]
+    return {"prompt_tokens": prompt, "completion_tokens": u["output_tokens"],
+            "total_tokens": prompt + u["output_tokens"],
+            "prompt_tokens_details": {"cached_tokens": u["cache_read_input_tokens"]}}
+
+
+def chat_usage(blocks: list[Block], body: Any) -> dict[str, int]:
+    """What an OpenAI chat completion of ``blocks`` reports, in Anthropic names (as
+    :attr:`RecordedRequest.usage` records it; ``cache_creation_input_tokens`` always 0)."""
+    u = _with_step_usage(_openai_estimate(blocks, body), blocks)
+    u["cache_creation_input_tokens"] = 0
+    return u
+
+
 def _blocks_of(step: Any, server: ModelServer, body: Any) -> list[Block]:
     if isinstance(step, Echo):
         return [Text(server.echo_text(step, body))]
@@ -1093,7 +1132,8 @@ class _Handler(BaseHTTPRequestHandler):
                 blocks = _blocks_of(step, srv, body)  # once: an Echo quotes the call count
             except TypeError:
                 blocks = None
-        usage = anthropic_usage(blocks, body) if blocks is not None and api == "anthropic" else None
+        usage = (None if blocks is None else anthropic_usage(blocks, body) if api == "anthropic"
+                 else chat_usage(blocks, body) if api == "openai" else None)
         rec = self._record(body, kind, label, status, t0, usage)
         try:
             self._answer(step, body, api, blocks)
@@ -1328,10 +1368,7 @@ class _Handler(BaseHTTPRequestHandler):
         calls = [b for b in blocks if isinstance(b, ToolUse)]
         call_ids = [b.id or "call_" + _rand(24) for b in calls]
         finish = "tool_calls" if calls else "stop"
-        prompt_tokens = _estimate_tokens(body.get("messages"))
-        completion_tokens = max(1, (len(text) + sum(len(json.dumps(b.input)) for b in calls)) // 4)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                 "total_tokens": prompt_tokens + completion_tokens}
+        usage = openai_usage(blocks, body)
         if not stream:
             message: dict[str, Any] = {"role": "assistant", "content": text or None}
             if calls:
