@@ -128,8 +128,8 @@ class Text:
         names: ``input_tokens``, ``output_tokens``, ``cache_read_input_tokens``,
         ``cache_creation_input_tokens``; a missing one keeps its default: the
         estimate, 0 for the cache counters), e.g. ``{"input_tokens": 160000}`` to make
-        a CLI believe its context is nearly full. Anthropic Messages API and OpenAI chat
-        completion answers (:func:`openai_usage`).
+        a CLI believe its context is nearly full. Anthropic Messages API, OpenAI chat
+        completion (:func:`openai_usage`) and Responses API (:func:`responses_usage`) answers.
     """
 
     text: str
@@ -553,7 +553,8 @@ class RecordedRequest:
         usage: the token counts the answer reports, in Anthropic names
             (``{"input_tokens", "output_tokens", "cache_read_input_tokens",
             "cache_creation_input_tokens"}``, the final values of a stream): Anthropic
-            Messages API and OpenAI chat completion answers (:func:`chat_usage`);
+            Messages API, OpenAI chat completion (:func:`chat_usage`) and Responses API
+            answers (:func:`responses_usage_recorded`);
             ``None`` for other answers and failures.
     """
 
@@ -896,11 +897,7 @@ def anthropic_usage(blocks: list[Block], body: Any) -> dict[str, int]:
     usage = {"input_tokens": _estimate_tokens(body.get("messages") if isinstance(body, dict) else None),
              "output_tokens": max(1, sum(len(json.dumps(c)) for c in content) // 4),
              "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
-    for b in blocks:
-        if b.usage:
-            usage.update({k: int(v) for k, v in b.usage.items() if k in USAGE_FIELDS})
-            break
-    return usage
+    return _with_step_usage(usage, blocks)
 
 
 def _openai_estimate(blocks: list[Block], body: Any) -> dict[str, int]:
@@ -936,6 +933,28 @@ def chat_usage(blocks: list[Block], body: Any) -> dict[str, int]:
     """What an OpenAI chat completion of ``blocks`` reports, in Anthropic names (as
     :attr:`RecordedRequest.usage` records it; ``cache_creation_input_tokens`` always 0)."""
     u = _with_step_usage(_openai_estimate(blocks, body), blocks)
+    u["cache_creation_input_tokens"] = 0
+    return u
+
+
+def responses_usage(blocks: list[Block], body: Any) -> dict[str, Any]:
+    """The ``usage`` of an OpenAI Responses API answer of ``blocks`` (Codex CLI): the
+    estimates (input ~ the request's ``input`` JSON length / 4), or the step's ``usage``
+    translated as for :func:`openai_usage` (``input_tokens`` includes the cached ones,
+    ``input_tokens_details.cached_tokens`` = cache read)."""
+    u = responses_usage_recorded(blocks, body)
+    prompt = u["input_tokens"] + u["cache_read_input_tokens"]
+    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": u["cache_read_input_tokens"]},
+            "output_tokens": u["output_tokens"], "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": prompt + u["output_tokens"]}
+
+
+def responses_usage_recorded(blocks: list[Block], body: Any) -> dict[str, int]:
+    """What a Responses API answer of ``blocks`` reports, in Anthropic names (as
+    :attr:`RecordedRequest.usage` records it)."""
+    est = _openai_estimate(blocks, None)
+    est["input_tokens"] = _estimate_tokens(body.get("input") if isinstance(body, dict) else None)
+    u = _with_step_usage(est, blocks)
     u["cache_creation_input_tokens"] = 0
     return u
 
@@ -1133,7 +1152,8 @@ class _Handler(BaseHTTPRequestHandler):
             except TypeError:
                 blocks = None
         usage = (None if blocks is None else anthropic_usage(blocks, body) if api == "anthropic"
-                 else chat_usage(blocks, body) if api == "openai" else None)
+                 else chat_usage(blocks, body) if api == "openai"
+                 else responses_usage_recorded(blocks, body) if api == "responses" else None)
         rec = self._record(body, kind, label, status, t0, usage)
         try:
             self._answer(step, body, api, blocks)
@@ -1209,11 +1229,7 @@ class _Handler(BaseHTTPRequestHandler):
                                "call_id": b.id or "call_" + _rand(24), "name": b.name,
                                "arguments": json.dumps(b.input, ensure_ascii=False)}, b.delay, 12))
         output = [it for it, _, _ in items]
-        in_tokens = _estimate_tokens(body.get("input"))
-        out_tokens = max(1, len(json.dumps(output)) // 4)
-        usage = {"input_tokens": in_tokens, "input_tokens_details": {"cached_tokens": 0},
-                 "output_tokens": out_tokens, "output_tokens_details": {"reasoning_tokens": 0},
-                 "total_tokens": in_tokens + out_tokens}
+        usage = responses_usage(blocks, body)
         done = {"id": rid, "object": "response", "created_at": int(time.time()), "status": "completed",
                 "model": model, "output": output, "usage": usage}
         if not stream:

@@ -93,7 +93,7 @@ def test_transcript_usage_matches_what_the_server_sent(claude_session):
         dest.mkdir(parents=True, exist_ok=True)
         src = next(s.home.glob(f".claude/projects/*/{s.session_id}.jsonl"))
         shutil.copy(src, dest / "usage_turns.jsonl")
-        sent = [{"step": r["step"], "usage": r["usage"]} for r in s.requests() if r.get("usage")]
+        sent = [{"step": r["step"], "usage": r["usage"]} for r in s.main_requests() if r.get("usage")]
         (dest / "usage_turns.sent.json").write_text(json.dumps(sent, indent=1) + "\n")
 
 

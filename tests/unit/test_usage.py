@@ -200,3 +200,72 @@ def test_compact_at_zero_never_compacts_and_busy_agents_are_left_alone(make_supe
     pane.busy(0)
     _settle(sup2, fake_clock, 4)
     assert "/compact" not in pane.submitted
+
+
+# ---------------------------------------------------------------- Codex and opencode records
+CODEX = Path(__file__).resolve().parents[1] / "golden" / "codex-0.171.0" / "rollout"
+
+
+def test_codex_rollout_totals_equal_what_the_server_sent(tmp_path):
+    from ccci.backends import codex_usage
+
+    sent = json.loads((CODEX / "usage_turns.sent.json").read_text())
+    want = dict.fromkeys(USAGE_COUNTERS, 0)
+    for s in sent:
+        for theirs, ours in AS_CCCI.items():
+            want[ours] += s["usage"][theirs]
+    r = codex_usage.read_file(CODEX / "usage_turns.jsonl", "sid")
+    assert _summed(r) == want and {m for (_d, _s, m) in r.totals} == {"scripted-model"}
+    last = sent[-1]["usage"]
+    assert r.context_tokens == last["input_tokens"] + last["cache_read_input_tokens"] + last["output_tokens"]
+    assert r.window and r.window > 0  # Codex records the window it uses
+    # incremental, in pieces: the same
+    data = (CODEX / "usage_turns.jsonl").read_bytes()
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b"")
+    cur = codex_usage.RolloutCursor(path)
+    for i in range(0, len(data), 1500):
+        with open(path, "ab") as fh:
+            fh.write(data[i:i + 1500])
+        cur.read()
+    assert _summed(cur.reading("sid")) == want
+
+
+OPENCODE_MSG = Path(__file__).resolve().parents[1] / "golden" / "opencode-1.18.33" / "api" / "last_message_clean_turn.json"
+
+
+class _Client:
+    """A stand-in for opencode's ``GET /session/<id>/message`` (unit test of the folding
+    only; the real server is exercised by tests/e2e/opencode)."""
+
+    def __init__(self, msgs):
+        self.msgs, self.calls = msgs, []
+
+    def messages(self, session_id, limit=20):
+        self.calls.append(limit)
+        return self.msgs[-limit:]
+
+
+def test_opencode_steps_are_summed_once_and_the_newest_step_is_the_context():
+    from ccci.backends.opencode import usage as oc_usage
+
+    real = json.loads(OPENCODE_MSG.read_text())
+    real = real[-1] if isinstance(real, list) else real
+    # a second assistant message with two steps (a tool call, then the answer), built from the real one
+    two = json.loads(json.dumps(real))
+    two["info"]["id"] = "msg_two"
+    two["info"]["time"]["created"] += 5000
+    fin = [p for p in two["parts"] if p["type"] == "step-finish"][0]
+    step1 = {**fin, "id": "prt_s1", "tokens": {"input": 100, "output": 7, "reasoning": 3, "cache": {"read": 50, "write": 2}}}
+    step2 = {**fin, "id": "prt_s2", "tokens": {"input": 200, "output": 9, "reasoning": 0, "cache": {"read": 60, "write": 0}}}
+    two["parts"] = [step1, step2]
+    client = _Client([real, two])
+    seen = oc_usage.SessionUsage()
+    oc_usage.read_session(client, "ses_x", seen)
+    oc_usage.read_session(client, "ses_x", seen)  # read again: nothing counted twice
+    assert client.calls == [oc_usage.ALL, oc_usage.RECENT]
+    r = seen.reading("ses_x")
+    t0 = real["info"]["tokens"]
+    assert _summed(r) == {"input_tokens": t0["input"] + 300, "output_tokens": t0["output"] + t0["reasoning"] + 19,
+                          "cache_read_tokens": 110, "cache_write_tokens": 2}
+    assert r.context_tokens == 200 + 9 + 60 and r.model == "scripted/model"
