@@ -129,7 +129,8 @@ class Text:
         ``cache_creation_input_tokens``; a missing one keeps its default: the
         estimate, 0 for the cache counters), e.g. ``{"input_tokens": 160000}`` to make
         a CLI believe its context is nearly full. Anthropic Messages API, OpenAI chat
-        completion (:func:`openai_usage`) and Responses API (:func:`responses_usage`) answers.
+        completion (:func:`openai_usage`), Responses API (:func:`responses_usage`) and Gemini
+        API (:func:`gemini_usage`) answers.
     """
 
     text: str
@@ -553,8 +554,9 @@ class RecordedRequest:
         usage: the token counts the answer reports, in Anthropic names
             (``{"input_tokens", "output_tokens", "cache_read_input_tokens",
             "cache_creation_input_tokens"}``, the final values of a stream): Anthropic
-            Messages API, OpenAI chat completion (:func:`chat_usage`) and Responses API
-            answers (:func:`responses_usage_recorded`);
+            Messages API, OpenAI chat completion (:func:`chat_usage`), Responses API
+            (:func:`responses_usage_recorded`) and Gemini API
+            (:func:`gemini_usage_recorded`) answers;
             ``None`` for other answers and failures.
     """
 
@@ -959,6 +961,44 @@ def responses_usage_recorded(blocks: list[Block], body: Any) -> dict[str, int]:
     return u
 
 
+def _gemini_parts(blocks: list[Block]) -> list[dict]:
+    parts: list[dict] = []
+    for b in blocks:
+        if b.text:
+            parts.append({"text": b.text})
+        if isinstance(b, ToolUse):
+            call: dict[str, Any] = {"name": b.name, "args": b.input}
+            if b.id:
+                call["id"] = b.id
+            parts.append({"functionCall": call})
+    return parts
+
+
+def gemini_usage_recorded(blocks: list[Block], body: Any) -> dict[str, int]:
+    """What a Gemini API answer of ``blocks`` reports, in Anthropic names (as
+    :attr:`RecordedRequest.usage` records it): estimates (input ~ ``contents`` JSON
+    length / 4, output ~ the answer's parts) or the step's ``usage``."""
+    u = {"input_tokens": _estimate_tokens(body.get("contents") if isinstance(body, dict) else None),
+         "output_tokens": max(1, len(json.dumps(_gemini_parts(blocks))) // 4),
+         "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    u = _with_step_usage(u, blocks)
+    u["cache_creation_input_tokens"] = 0
+    return u
+
+
+def gemini_usage(blocks: list[Block], body: Any) -> dict[str, int]:
+    """The ``usageMetadata`` of a Gemini API answer: ``promptTokenCount`` = input + cache
+    read (Gemini counts cached tokens inside the prompt, in ``cachedContentTokenCount``),
+    ``candidatesTokenCount`` = output."""
+    u = gemini_usage_recorded(blocks, body)
+    prompt = u["input_tokens"] + u["cache_read_input_tokens"]
+    out = {"promptTokenCount": prompt, "candidatesTokenCount": u["output_tokens"],
+           "totalTokenCount": prompt + u["output_tokens"]}
+    if u["cache_read_input_tokens"]:
+        out["cachedContentTokenCount"] = u["cache_read_input_tokens"]
+    return out
+
+
 def _blocks_of(step: Any, server: ModelServer, body: Any) -> list[Block]:
     if isinstance(step, Echo):
         return [Text(server.echo_text(step, body))]
@@ -1153,7 +1193,8 @@ class _Handler(BaseHTTPRequestHandler):
                 blocks = None
         usage = (None if blocks is None else anthropic_usage(blocks, body) if api == "anthropic"
                  else chat_usage(blocks, body) if api == "openai"
-                 else responses_usage_recorded(blocks, body) if api == "responses" else None)
+                 else responses_usage_recorded(blocks, body) if api == "responses"
+                 else gemini_usage_recorded(blocks, body) if api == "gemini" else None)
         rec = self._record(body, kind, label, status, t0, usage)
         try:
             self._answer(step, body, api, blocks)
@@ -1283,10 +1324,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if b.id:
                     call["id"] = b.id
                 parts_paced.append(({"functionCall": call}, b.delay, 0))
-        in_tokens = _estimate_tokens(body.get("contents"))
-        out_tokens = max(1, len(json.dumps([p for p, _, _ in parts_paced])) // 4)
-        usage = {"promptTokenCount": in_tokens, "candidatesTokenCount": out_tokens,
-                 "totalTokenCount": in_tokens + out_tokens}
+        usage = gemini_usage(blocks, body)
         rid = _rand(20)
 
         def answer(parts: list[dict], finish: bool) -> dict:

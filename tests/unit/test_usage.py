@@ -269,3 +269,24 @@ def test_opencode_steps_are_summed_once_and_the_newest_step_is_the_context():
     assert _summed(r) == {"input_tokens": t0["input"] + 300, "output_tokens": t0["output"] + t0["reasoning"] + 19,
                           "cache_read_tokens": 110, "cache_write_tokens": 2}
     assert r.context_tokens == 200 + 9 + 60 and r.model == "scripted/model"
+
+
+GEMINI = Path(__file__).resolve().parents[1] / "golden" / "gemini-0.61.0" / "session"
+
+
+def test_gemini_session_totals_equal_what_the_server_sent():
+    from ccci.backends import gemini_usage
+
+    sent = json.loads((GEMINI / "usage_turns.sent.json").read_text())
+    want = dict.fromkeys(USAGE_COUNTERS, 0)
+    for s in sent:
+        for theirs, ours in AS_CCCI.items():
+            want[ours] += s["usage"][theirs]
+    lines = [json.loads(ln) for ln in (GEMINI / "usage_turns.jsonl").read_text().splitlines()]
+    ids = [ln["id"] for ln in lines if ln.get("type") == "gemini"]
+    assert len(ids) > len(set(ids)), "the capture repeats an updated message (the newest line wins)"
+    r = gemini_usage.read_file(GEMINI / "usage_turns.jsonl", "sid")
+    assert _summed(r) == want
+    last = sent[-1]["usage"]
+    assert r.context_tokens == last["input_tokens"] + last["cache_read_input_tokens"] + last["output_tokens"]
+    assert context_window(r.model) == 1048576
