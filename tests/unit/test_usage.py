@@ -290,3 +290,45 @@ def test_gemini_session_totals_equal_what_the_server_sent():
     last = sent[-1]["usage"]
     assert r.context_tokens == last["input_tokens"] + last["cache_read_input_tokens"] + last["output_tokens"]
     assert context_window(r.model) == 1048576
+
+
+def test_metrics_export_the_tokens_and_the_context_fraction(make_supervisor, fake_tmux, fake_clock, fed):
+    from prometheus_client import generate_latest
+
+    from ccci.reporters import metrics
+
+    sup = make_supervisor(agents=["a"], checks={**CHECKS, "compact_at": 0})
+    _settle(sup, fake_clock, 2)
+    reg, m = metrics.build_registry(0.0)
+    exp = metrics.Exporter(registry=reg, metrics=m)
+    metrics._refresh_usage(exp, sup.services("metrics"))
+    text = generate_latest(reg).decode()
+    want = _sent_sum()
+    assert f'ccci_agent_tokens_total{{agent="a",kind="input"}} {float(want["input_tokens"])}' in text
+    assert f'ccci_agent_tokens_total{{agent="a",kind="cache_read"}} {float(want["cache_read_tokens"])}' in text
+    assert f'ccci_agent_context_fraction{{agent="a"}} {41098 / 200000:.4f}'.rstrip("0") in text
+
+
+def test_status_cells_and_fields(tmp_path):
+    from datetime import datetime, timezone
+
+    from ccci.commands.cli import _ctx, _tokens, usage_fields
+    from ccci.state import StateStore
+    from ccci.usage import CONTEXT_KEY, context_record
+
+    now = datetime.now(timezone.utc)
+    st = StateStore(tmp_path)
+    try:
+        today = now.strftime("%Y-%m-%d")
+        st.set_usage("a", today, "s1", "m", {"input_tokens": 1200, "output_tokens": 30, "cache_read_tokens": 800}, now)
+        st.set_usage("a", "2020-01-01", "s0", "m", {"input_tokens": 99}, now)
+        st.put(CONTEXT_KEY.format(agent="a"), json.dumps(context_record(164000, 200000, "m", now)))
+        f = usage_fields(st, st.usage_rows(), "a", "claude")
+        assert f["tokens_today"] == {"input": 1200, "output": 30, "cache_read": 800, "cache_write": 0}
+        assert f["context"]["fraction"] == 0.82 and f["context"]["tokens"] == 164000
+        assert _ctx(f["context"]) == "ctx 82%" and _tokens(f["tokens_today"]) == "2.0k in / 30 out"
+        assert usage_fields(st, [], "b", "claude") == {"tokens_today": {"input": 0, "output": 0, "cache_read": 0,
+                                                                          "cache_write": 0}, "context": None}
+        assert _ctx(None) == "-" and _ctx(context_record(5000, None, "x", now)) == "ctx 5.0k"
+    finally:
+        st.close()
