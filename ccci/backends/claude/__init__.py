@@ -207,9 +207,13 @@ class ClaudeBackend(VersionedRules, Backend):
         this backend object); ``None`` while the transcript does not exist."""
         from ccci.backends.claude import transcript
 
-        path = transcript.transcript_path(conversation_id, spec.env)
-        if path is None:
-            return None
+        paths = self.__dict__.setdefault("_usage_paths", {})
+        path = paths.get((spec.name, conversation_id))
+        if path is None or not path.exists():  # found once, then only stat()ed
+            path = transcript.transcript_path(conversation_id, spec.env)
+            if path is None:
+                return None
+            paths[(spec.name, conversation_id)] = path
         cursors = self.__dict__.setdefault("_usage_cursors", {})
         cur = cursors.get(path)
         if cur is None:

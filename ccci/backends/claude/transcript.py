@@ -85,6 +85,7 @@ class TranscriptCursor:
     context_tokens: int | None = None
     model: str = ""
     inode: int = 0
+    sums: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)  #: (day, model) -> counts
 
     def read(self) -> bool:
         """Fold in the complete lines appended since the last call.
@@ -96,6 +97,7 @@ class TranscriptCursor:
         st = self.path.stat()
         if st.st_ino != self.inode or st.st_size < self.offset:
             self.offset, self.messages, self.context_tokens, self.model, self.inode = 0, {}, None, "", st.st_ino
+            self.sums = {}
         if st.st_size == self.offset:
             return False
         with open(self.path, "rb") as fh:
@@ -140,16 +142,24 @@ class TranscriptCursor:
         if old is not None:
             day, model, prev = old[0], old[1] or model, old[2]
             counts = {k: max(prev[k], counts[k]) for k in counts}
+            self._add(old[0], old[1], old[2], -1)
         self.messages[key] = (day, model, counts)
+        self._add(day, model, counts, 1)
         if not rec.get("isSidechain"):
             self.context_tokens = sum(counts.values())
             self.model = model or self.model
 
+    def _add(self, day: str, model: str, counts: dict[str, int], sign: int) -> None:
+        cur = self.sums.setdefault((day, model), dict.fromkeys(counts, 0))
+        for k, v in counts.items():
+            cur[k] += sign * v
+
     def reading(self, source: str, since_day: str | None = None) -> UsageReading:
         """The totals so far as a :class:`ccci.usage.UsageReading` (``source``: the key
-        the totals are stored under; ``since_day``: only days ``>=`` it)."""
+        the totals are stored under; ``since_day``: only days ``>=`` it). Costs one entry
+        per (day, model), not per message: the sums are kept as lines are folded."""
         out = UsageReading(context_tokens=self.context_tokens, model=self.model)
-        for day, model, counts in self.messages.values():
+        for (day, model), counts in self.sums.items():
             if since_day is None or day >= since_day:
                 out.add(day, source, model, counts)
         return out
