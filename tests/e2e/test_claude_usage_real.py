@@ -115,7 +115,7 @@ def _last_user_text(req: dict) -> str:
 
 
 def test_status_tokens_match_the_server_and_compact_is_sent_idle_above_compact_at(claude_fleet):
-    """The launch turn's answer reports 170,000 input tokens (85 % of the 200K window):
+    """The second turn's answer reports 170,000 input tokens (85 % of the 200K window):
     the idle agent gets /compact from ccci (once), the message queued during that turn
     goes out after the compaction, and ``status --json`` shows exactly the tokens the
     server sent for the conversation's answers (the compaction's own calls are not in
@@ -124,13 +124,22 @@ def test_status_tokens_match_the_server_and_compact_is_sent_idle_above_compact_a
     from ccci.state import StateStore
 
     f = claude_fleet({"a": {"script": [
+        Text("FIRST turn done.", usage={"input_tokens": 5000, "output_tokens": 20}),
+        # a second turn: Claude Code 2.1.197 refuses to compact a one-turn conversation
+        # ("Not enough messages to compact", which its context_limit rule reads as a limit)
         Text("BIG-CONTEXT turn done.", delay=0.25, chunk=2, usage={"input_tokens": 170000, "output_tokens": 55,
                                                                    "cache_read_input_tokens": 3000}),
     ]}}, checks={"usage_interval": 1})
-    f.watch()
-    f.wait(lambda: [r for r in f.requests("a") if r.get("kind") == "main"], 60, "the launch turn's request")
     st = StateStore(f.state_dir)
-    try:  # queued while the turn streams: it must reach the agent after the compaction
+    try:  # delivered after the launch turn
+        st.queue_message("a", "SECOND-TASK please", datetime.now(timezone.utc))
+    finally:
+        st.close()
+    f.watch()
+    f.wait(lambda: [r for r in f.main_requests("a") if "SECOND-TASK" in _last_user_text(r)], 90,
+           "the second turn's request")
+    st = StateStore(f.state_dir)
+    try:  # queued while the big turn streams: it must reach the agent after the compaction
         st.queue_message("a", "NEXT-TASK please", datetime.now(timezone.utc))
     finally:
         st.close()
