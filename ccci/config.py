@@ -162,6 +162,7 @@ class FleetConfig:
             override of the version the backend detects).
         raw: the parsed TOML, for plugins that read their own tables.
         metrics: :class:`MetricsSettings` of ``[metrics]``, ``None`` when metrics are off.
+        web: :class:`WebSettings` of ``[web]`` (``ccci web``).
     """
 
     path: Path
@@ -180,6 +181,7 @@ class FleetConfig:
     pattern_versions: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
     metrics: MetricsSettings | None = None
+    web: "WebSettings | None" = None
 
     def agent(self, name: str) -> AgentSpec:
         """The agent called ``name``.
@@ -336,7 +338,7 @@ def _str(val: Any, path: Path, key: str) -> str:
 
 
 KNOWN_TOP = {"fleet", "git", "checks", "agents", "handoff", "patterns", "defaults", "notify", "phases", "plugins",
-             "opencode", "metrics"}
+             "opencode", "metrics", "web"}
 _LISTEN_EXAMPLE = 'e.g. listen = "127.0.0.1:9464"'
 
 
@@ -353,25 +355,66 @@ def _metrics(raw: dict, path: Path) -> MetricsSettings | None:
         raise _err(path, "metrics.allow_remote", f"expected true or false, got {allow!r}")
     if "listen" not in table:
         return None
-    listen = _str(table["listen"], path, "metrics.listen").strip()
+    host, port = parse_listen(_str(table["listen"], path, "metrics.listen"), path, "metrics.listen", _LISTEN_EXAMPLE)
+    if not ipaddress.ip_address(host).is_loopback and not allow:
+        raise _err(path, "metrics.listen", f"{host} is not a loopback address, so other machines could read the "
+                   "metrics; bind 127.0.0.1, or add allow_remote = true to [metrics] if you mean it")
+    return MetricsSettings(host=host, port=port, allow_remote=allow)
+
+
+def parse_listen(listen: str, path: Path | str, key: str, example: str) -> tuple[str, int]:
+    """``HOST:PORT`` (an IP address, ``[v6]`` in brackets, or ``localhost``, which reads
+    as ``127.0.0.1``) as ``(ip, port)``.
+
+    :raises ConfigError: one line naming ``path``, ``key`` and the fix (``example``).
+    """
+    listen = listen.strip()
     m = re.fullmatch(r"\[(?P<v6>[^\]]+)\]:(?P<port>\d{1,5})|(?P<host>[^:\[\]]+):(?P<port4>\d{1,5})", listen)
     if not m:
-        raise _err(path, "metrics.listen", f"{listen!r} is not HOST:PORT; {_LISTEN_EXAMPLE}")
+        raise _err(path, key, f"{listen!r} is not HOST:PORT; {example}")
     host = m["v6"] or m["host"]
     port = int(m["port"] or m["port4"])
     if not 1 <= port <= 65535:
-        raise _err(path, "metrics.listen", f"port {port} is not 1-65535; {_LISTEN_EXAMPLE}")
+        raise _err(path, key, f"port {port} is not 1-65535; {example}")
     if host == "localhost":
         host = "127.0.0.1"
     try:
         addr = ipaddress.ip_address(host)
     except ValueError:
-        raise _err(path, "metrics.listen", f"{host!r} is not an IP address; use one (no host names), "
-                   f"{_LISTEN_EXAMPLE}") from None
-    if not addr.is_loopback and not allow:
-        raise _err(path, "metrics.listen", f"{host} is not a loopback address, so other machines could read the "
-                   "metrics; bind 127.0.0.1, or add allow_remote = true to [metrics] if you mean it")
-    return MetricsSettings(host=str(addr), port=port, allow_remote=allow)
+        raise _err(path, key, f"{host!r} is not an IP address; use one (no host names), {example}") from None
+    return str(addr), port
+
+
+@dataclass
+class WebSettings:
+    """``[web]``: where ``ccci web`` listens (``listen = "HOST:PORT"``; default
+    ``127.0.0.1:8765``). A non-loopback ``host`` needs ``allow_remote = true``, and then
+    every request, reads included, must carry the dashboard's token (:mod:`ccci.web`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    allow_remote: bool = False
+
+
+def _web(raw: dict, path: Path) -> WebSettings:
+    """``[web]``: ``listen`` and ``allow_remote``. :raises ConfigError: one line."""
+    table = _table(raw, "web", path)
+    for k in table:
+        if k not in ("listen", "allow_remote"):
+            raise _err(path, f"web.{k}", "unknown key; known: allow_remote, listen")
+    allow = table.get("allow_remote", False)
+    if not isinstance(allow, bool):
+        raise _err(path, "web.allow_remote", f"expected true or false, got {allow!r}")
+    if "listen" not in table:
+        return WebSettings(allow_remote=allow)
+    example = 'e.g. listen = "127.0.0.1:8765"'
+    host, port = parse_listen(_str(table["listen"], path, "web.listen"), path, "web.listen", example)
+    if not ipaddress.ip_address(host).is_loopback and not allow:
+        raise _err(path, "web.listen", f"{host} is not a loopback address, so other machines could reach the "
+                   "dashboard; bind 127.0.0.1, or add allow_remote = true to [web] if you mean it (every request "
+                   "then needs the token)")
+    return WebSettings(host=host, port=port, allow_remote=allow)
+
 KNOWN_AGENT = {"name", "role", "backend", "model", "workdir", "prompt_file", "handoff_role", "env", "options", "checks",
                "schedule"}
 
@@ -525,5 +568,5 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
     return FleetConfig(
         path=path, root=root, name=name, state_dir=state_dir, tmux_socket=sock, tick_seconds=tick, idle_exit=idle_exit,
         git=git, checks=checks, agents=agents, agent_checks=agent_checks, handoffs=handoffs,
-        patterns=pats, pattern_versions=pat_versions, raw=raw, metrics=_metrics(raw, path),
+        patterns=pats, pattern_versions=pat_versions, raw=raw, metrics=_metrics(raw, path), web=_web(raw, path),
     )

@@ -28,6 +28,9 @@ from ccci.clock import UTC, iso
 from ccci.lifecycle import DECLARED_WAIT_KEY
 from ccci.model import AgentState
 from ccci.config import ConfigError
+# the fleet actions live in ccci.commands.actions (the web dashboard calls them too)
+from ccci.commands.actions import clear_escalation as _clear_escalation  # noqa: F401
+from ccci.commands.actions import ensure_watcher  # noqa: F401
 
 console = Console()
 err_console = Console(stderr=True)
@@ -122,65 +125,15 @@ def start(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
     otherwise they are started here and a watcher is started in the background, so no
     agent runs unsupervised.
     """
-    from ccci.lock import FleetLock, LockHeld
+    from ccci.commands.actions import start_agents
 
     cfg = load_config(ctx.obj["fleet"])
     names = _agent_names(cfg, agents)
-    sup = build(cfg)
-    lock = FleetLock(cfg.state_dir)
-    while True:
-        try:
-            lock.acquire(wait=False)
-            break
-        except LockHeld:
-            # every agent stopped: the watcher may be on its way out (idle_exit)
-            maybe_leaving = all(sup.store.agent(a.name).stopped for a in cfg.agents)
-            for n in names:
-                _clear_escalation(sup, n)
-            if not maybe_leaving or _watcher_takes_it(cfg, lock):
-                say(f"watcher running: it will start {', '.join(names)} within a tick")
-                return
-            # the watcher left (idle) just as we asked: start them here
-    try:
-        panes = sup.tmux.list_panes()
-        for n in names:
-            rt = sup.agents[n]
-            pane = panes.get(rt.session)
-            _clear_escalation(sup, n)
-            if pane is not None and not pane.dead:
-                say(f"{n}: already running (pid {pane.pid}); left alone")
-                continue
-            res = sup.lifecycle.launch(n, "start", reason="ccci start")
-            say(f"{n}: {res.detail}")
-            if not res.ok:
-                sys.exit(1)
-    finally:
-        lock.release()
-    if not no_watch:
-        say(f"watcher pid {ensure_watcher(cfg)} supervises fleet {cfg.name}")
-
-
-def _watcher_takes_it(cfg: config_mod.FleetConfig, lock) -> bool:
-    """After ``ccci start`` cleared the stopped flags for a running watcher: ``False`` when
-    that watcher exits within three ticks (one leaving for ``idle_exit`` may have
-    decided just before it saw the flags), so the caller starts the agents itself."""
-    end = time.monotonic() + 3 * float(cfg.tick_seconds) + 0.5
-    while time.monotonic() < end:
-        if not lock.is_held():
-            return False
-        time.sleep(0.1)
-    return True
-
-
-def _clear_escalation(sup, name: str) -> None:
-    """A person took over: not stopped, not given up, the failure resumes (``max_resumes``)
-    and the escalation record (automatic retries) start over."""
-    from ccci.remedies import ESCALATION_KEY
-
-    with sup.store.transaction():
-        rec = sup.store.agent(name)
-        sup.store.update_agent(name, stopped=0, given_up=0, **({"resumes": 0} if rec.given_up else {}))
-        sup.store.delete(ESCALATION_KEY.format(agent=name))
+    res = start_agents(build(cfg), names, watch=not no_watch)
+    for line in res.lines:
+        say(line)
+    if not res.ok:
+        sys.exit(1)
 
 
 @main.command()
@@ -188,12 +141,28 @@ def _clear_escalation(sup, name: str) -> None:
 @click.pass_context
 def stop(ctx: click.Context, agents: tuple[str, ...]) -> None:
     """Stop agents (all by default); the watcher leaves them stopped until `ccci start`."""
+    from ccci.commands.actions import stop_agents
+
     cfg = load_config(ctx.obj["fleet"])
-    sup = build(cfg)
-    for n in _agent_names(cfg, agents):
-        sup.store.update_agent(n, stopped=1)
-        sup.lifecycle.stop(n)
-        say(f"{n}: stopped")
+    for line in stop_agents(build(cfg), _agent_names(cfg, agents)).lines:
+        say(line)
+
+
+@main.command()
+@click.argument("agents", nargs=-1)
+@click.option("--no-watch", is_flag=True, help="Do not start a background watcher (the agents run unsupervised).")
+@click.pass_context
+def restart(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
+    """Restart agents (all by default): stop them, then start them as `ccci start` does
+    (a running watcher resumes their conversations within a tick)."""
+    from ccci.commands.actions import restart_agents
+
+    cfg = load_config(ctx.obj["fleet"])
+    res = restart_agents(build(cfg), _agent_names(cfg, agents), watch=not no_watch)
+    for line in res.lines:
+        say(line)
+    if not res.ok:
+        sys.exit(1)
 
 
 @main.command()
@@ -616,12 +585,13 @@ def send(ctx: click.Context, agent: str, text: str, timeout: float) -> None:
     is delivered when the agent is ready: the running watcher, or the next one, does it);
     3 failed (it will not be delivered; the reason is printed); 2 bad input.
     """
+    from ccci.commands.actions import queue_send
     from ccci.lock import FleetLock
 
     cfg = load_config(ctx.obj["fleet"])
     _agent_names(cfg, (agent,))
     sup = build(cfg)
-    mid = sup.queue_message(agent, text)
+    mid = queue_send(sup, agent, text)
     lock = FleetLock(cfg.state_dir)
     watched = lock.is_held()
     deadline = time.monotonic() + timeout
@@ -846,31 +816,6 @@ def _fleet_root_or_none(fleet: str | None = None) -> Path | None:
 
 
 # ---------------------------------------------------------------------------- jobs
-def ensure_watcher(cfg: config_mod.FleetConfig) -> int | None:
-    """Make sure a watcher holds the fleet's lock: start ``ccci watch`` in the background
-    when none does (never a second one), with ``--exit-when-idle`` ``[fleet] idle_exit``
-    (it leaves once nothing is left to supervise). Returns the holder's pid."""
-    import subprocess
-
-    from ccci.lock import FleetLock
-
-    lock = FleetLock(cfg.state_dir)
-    if lock.is_held():
-        return lock.holder()
-    cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    log = open(cfg.state_dir / "watcher.log", "ab")
-    idle = ["--exit-when-idle", f"{float(cfg.idle_exit):g}"] if cfg.idle_exit > 0 else []
-    proc = subprocess.Popen([sys.executable, "-m", "ccci", "--fleet", str(cfg.root), "watch", "--quiet", *idle],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    for _ in range(50):  # wait until it holds the lock (or lost the race to another one)
-        if lock.is_held():
-            break
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    return lock.holder()
-
-
 @main.group()
 def job() -> None:
     """One-shot jobs (agents with role = "job")."""
@@ -878,6 +823,7 @@ def job() -> None:
 
 def _job(ctx: click.Context, name: str, args: tuple[str, ...], mode: str, timeout: float) -> None:
     from ccci import jobs as jobs_mod
+    from ccci.commands.actions import request_job
     from ccci.model import Role
     from ccci.state import StateStore
 
@@ -887,8 +833,7 @@ def _job(ctx: click.Context, name: str, args: tuple[str, ...], mode: str, timeou
         jobs = ", ".join(a.name for a in cfg.agents if a.role == Role.JOB) or "none"
         fail(f"{cfg.path}: no job {name!r}; jobs (agents with role = \"job\"): {jobs}")
     store = StateStore(cfg.state_dir)
-    jobs_mod.request(store, name, mode, list(args))
-    pid = ensure_watcher(cfg)
+    pid = request_job(cfg, store, name, mode, list(args))
     key = jobs_mod.RESULT_KEY.format(name=name)
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -1056,6 +1001,12 @@ def demo(keep: bool, directory: Path | None) -> None:
     sys.exit(0 if ok else 1)
 
 
+
+
+# ---------------------------------------------------------------------------- web
+from ccci.commands.web import web  # noqa: E402
+
+main.add_command(web)
 
 
 if __name__ == "__main__":  # pragma: no cover
