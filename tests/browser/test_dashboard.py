@@ -127,7 +127,7 @@ def test_an_action_without_the_token_is_refused_and_with_it_is_an_event(web, pag
         assert web.secret not in page.content(), path
 
 
-def test_stop_and_start_from_the_page_go_through_ccci_stop_and_start(web, page):
+def test_stop_start_restart_from_the_page_go_through_the_ccci_commands(web, page):
     fleet = web.fleet
     page.goto(web.url + f"/agent/builder#token={web.token}")
     page.locator("#screen").wait_for(timeout=15000)
@@ -142,8 +142,17 @@ def test_stop_and_start_from_the_page_go_through_ccci_stop_and_start(web, page):
     page.click("button[data-action=start]")
     page.locator("#action-result.ok").wait_for(timeout=20000)
     assert wait_until(lambda: fleet.live_pid("builder") and not fleet.store.agent("builder").stopped, 30)
+    # restart: ccci stop then ccci start; the watcher resumes the conversation with a new process
+    pid = wait_until(lambda: fleet.store.agent("builder").state == "running" and fleet.live_pid("builder"), 30)
+    conv = fleet.store.agent("builder").conversation_id
+    page.locator("#action-result").evaluate("e => e.textContent = ''")
+    page.click("button[data-action=restart]")
+    page.locator("#action-result.ok").wait_for(timeout=20000)
+    assert wait_until(lambda: fleet.live_pid("builder") not in (None, pid), 30)
+    page.locator("#summary dd[data-field=pid]", has_text=str(fleet.live_pid("builder"))).wait_for(timeout=15000)
+    assert fleet.store.agent("builder").conversation_id == conv
     actions = [e["data"]["action"] for e in fleet.events("web_action") if e["data"].get("source") == "web"]
-    assert actions[-2:] == ["stop", "start"]
+    assert actions[-3:] == ["stop", "start", "restart"]
 
 
 def _no_horizontal_overflow(page) -> tuple[int, int]:
