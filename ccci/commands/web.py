@@ -46,15 +46,20 @@ def web(ctx: click.Context, listen: str | None, print_token: bool, poll: float) 
     except ImportError as exc:
         fail(f"ccci web needs starlette and uvicorn ({exc}); pip install starlette uvicorn")
     app = create_app(lambda: FleetView(build(cfg)), token, host, port, poll=poll)
+    import socket
+
+    # bind here, so a port in use is one line of ours (uvicorn would log and exit 3)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        fail(f"ccci web: cannot listen on {host}:{port} ({exc.strerror or exc}); choose another --listen "
+             f"or [web] listen in {cfg.path}", code=1)
     shown = f"[{host}]" if ":" in host else host
     say(f"ccci web: fleet {cfg.name} on http://{shown}:{port}/ ; actions need the token in "
         f"{auth.token_path(cfg.state_dir)} (ccci web --token prints it)")
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=2, lifespan="off")
-    server = uvicorn.Server(config)
-    try:
-        server.run()
-    except OSError as exc:
-        fail(f"ccci web: cannot listen on {host}:{port} ({exc}); choose another --listen")
-    if not server.started:
-        fail(f"ccci web: could not listen on {host}:{port} (in use?); choose another --listen", code=1)
+    uvicorn.Server(config).run(sockets=[sock])

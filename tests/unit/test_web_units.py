@@ -120,3 +120,50 @@ def test_since_parsing():
     assert parse_since("2026-12-06T10:00:00Z", now) == datetime(2026, 12, 6, 10, tzinfo=UTC)
     with pytest.raises(ValueError):
         parse_since("yesterday", now)
+
+
+# ------------------------------------------------------------------ the guard (ASGI, no server)
+def _call(guard, headers: dict) -> tuple[int, dict]:
+    import asyncio
+
+    sent: list[dict] = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/api/fleet", "raw_path": b"/api/fleet", "query_string": b"",
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()], "http_version": "1.1",
+             "scheme": "http", "server": ("10.0.0.1", 8765), "client": ("10.0.0.9", 5000), "root_path": ""}
+    asyncio.run(guard(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}
+
+
+def _inner():
+    from starlette.responses import PlainTextResponse
+
+    return PlainTextResponse("fleet")
+
+
+def test_on_a_non_loopback_address_every_read_needs_the_token():
+    from ccci.web.app import Guard
+
+    guard = Guard(_inner(), "tok-123", "0.0.0.0", 8765)
+    status, headers = _call(guard, {"host": "10.0.0.1:8765"})
+    assert status == 401 and headers["www-authenticate"].startswith("Basic")
+    assert _call(guard, {"host": "10.0.0.1:8765", "x-ccci-token": "nope"})[0] == 401
+    basic = base64.b64encode(b"me:tok-123").decode()
+    status, headers = _call(guard, {"host": "10.0.0.1:8765", "authorization": f"Basic {basic}"})
+    assert status == 200 and "default-src 'self'" in headers["content-security-policy"]
+    assert _call(guard, {"host": "10.0.0.1:8765", "x-ccci-token": "tok-123"})[0] == 200
+
+
+def test_on_loopback_reads_are_open_but_the_host_must_be_loopback():
+    from ccci.web.app import Guard
+
+    guard = Guard(_inner(), "tok-123", "127.0.0.1", 8765)
+    assert _call(guard, {"host": "127.0.0.1:8765"})[0] == 200
+    assert _call(guard, {"host": "rebound.example:8765"})[0] == 403
