@@ -44,11 +44,24 @@ class FleetView:
         (``ccci.commands.cli.build``); the web process never runs its ticks.
     """
 
-    def __init__(self, sup) -> None:
+    def __init__(self, sup, ttl: float = 0.4) -> None:
         self.sup = sup
         self.cfg = sup.config
         self.store = sup.store
+        self.ttl = ttl
         self._commits: dict[str, tuple[float, dict | None]] = {}
+        self._memo: dict[tuple, tuple[float, Any]] = {}
+
+    def _cached(self, key: tuple, fn):
+        """``fn()``, reused for ``ttl`` seconds: several open pages cost one tmux capture
+        per look, not one each."""
+        hit = self._memo.get(key)
+        now = time.monotonic()
+        if hit and now - hit[0] < self.ttl:
+            return hit[1]
+        val = fn()
+        self._memo[key] = (time.monotonic(), val)
+        return val
 
     # ------------------------------------------------------------ helpers
     def redact(self, text: str) -> str:
@@ -86,7 +99,11 @@ class FleetView:
     # ------------------------------------------------------------ reads
     def fleet(self) -> dict[str, Any]:
         """``{"fleet", "phase", "watcher_pid", "agents": [row]}``; a row is a
-        ``ccci status --json`` row plus ``phase`` and ``last_commit``."""
+        ``ccci status --json`` row plus ``phase`` and ``last_commit`` (reused for
+        ``ttl`` seconds)."""
+        return self._cached(("fleet",), self._fleet)
+
+    def _fleet(self) -> dict[str, Any]:
         from ccci import phases as ph
         from ccci.commands.cli import status_rows
         from ccci.lock import FleetLock
@@ -162,6 +179,10 @@ class FleetView:
         return self.store.events(after_id=max(0, self.store.last_event_id() - window), limit=window, agent=name)
 
     def agent(self, name: str) -> dict[str, Any]:
+        """:meth:`_agent`, reused for ``ttl`` seconds."""
+        return self._cached(("agent", name), lambda: self._agent(name))
+
+    def _agent(self, name: str) -> dict[str, Any]:
         """Everything the agent page shows: ``row`` (as in :meth:`fleet`), ``screen``
         (HTML), ``timeline``, ``events`` and ``remedies`` (newest 100 / 50, oldest
         first), ``conversation_id``, ``tokens`` (``usage_rows``: per day and model),
@@ -235,6 +256,7 @@ class FleetView:
             res = act.ActionResult(pid is not None, [f"asked the watcher (pid {pid}) to start job {agent}"])
         else:
             raise ValueError(f"unknown action {action!r}; known: send, restart, stop, start, job")
+        self._memo.clear()  # the next look shows what the action did
         detail = "; ".join(res.lines)
         self.sup.emit("web_action", f"{action} {agent} from the web dashboard: {detail}", agent=agent,
                       source="web", action=action, ok=res.ok, client=client,

@@ -138,21 +138,26 @@ def test_stop_start_restart_from_the_page_go_through_the_ccci_commands(web, page
     page.locator("#agent-state", has_text="stopped").wait_for(timeout=15000)
     stopped = [e for e in fleet.events("agent_stopped", "builder") if "ccci web" in e["message"]]
     assert stopped, fleet.events("agent_stopped")
-    page.locator("#action-result").evaluate("e => e.textContent = ''")
+    page.locator("#action-result").evaluate("e => { e.textContent = ''; e.className = 'result'; }")
     page.click("button[data-action=start]")
     page.locator("#action-result.ok").wait_for(timeout=20000)
     assert wait_until(lambda: fleet.live_pid("builder") and not fleet.store.agent("builder").stopped, 30)
     # restart: ccci stop then ccci start; the watcher resumes the conversation with a new process
     pid = wait_until(lambda: fleet.store.agent("builder").state == "running" and fleet.live_pid("builder"), 30)
     conv = fleet.store.agent("builder").conversation_id
-    page.locator("#action-result").evaluate("e => e.textContent = ''")
+    page.locator("#action-result").evaluate("e => { e.textContent = ''; e.className = 'result'; }")
     page.click("button[data-action=restart]")
     page.locator("#action-result.ok").wait_for(timeout=20000)
     assert wait_until(lambda: fleet.live_pid("builder") not in (None, pid), 30)
-    page.locator("#summary dd[data-field=pid]", has_text=str(fleet.live_pid("builder"))).wait_for(timeout=15000)
+    assert wait_until(lambda: page.locator("#summary dd[data-field=pid]").inner_text() == str(fleet.live_pid("builder")),
+                      20), (page.locator("#summary dd[data-field=pid]").inner_text(), fleet.live_pid("builder"))
     assert fleet.store.agent("builder").conversation_id == conv
-    actions = [e["data"]["action"] for e in fleet.events("web_action") if e["data"].get("source") == "web"]
-    assert actions[-3:] == ["stop", "start", "restart"]
+
+    def web_actions():
+        return [e["data"]["action"] for e in fleet.events("web_action") if e["data"].get("source") == "web"]
+
+    assert wait_until(lambda: web_actions()[-3:] == ["stop", "start", "restart"], 10), \
+        [(e["kind"], e["message"]) for e in fleet.events(agent="builder")[-20:]]
 
 
 def _no_horizontal_overflow(page) -> tuple[int, int]:
@@ -161,16 +166,24 @@ def _no_horizontal_overflow(page) -> tuple[int, int]:
 
 def test_pages_fit_a_phone_and_the_event_filters_work(web, browser):
     shots = os.environ.get("CCCI_SCREENSHOTS")
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc)
+    web.fleet.store.set_usage("builder", now.strftime("%Y-%m-%d"), "conversation-x", "model-x",
+                              {"input_tokens": 123456, "output_tokens": 7890}, now)
     for size, tag in ((PHONE, "phone"), ({"width": 1280, "height": 900}, "desktop")):
         ctx = browser.new_context(viewport=size, device_scale_factor=1)
         page = ctx.new_page()
-        for path, name in (("/", "fleet"), ("/agent/builder", "agent"), ("/events?agent=builder&kind=agent_", "events")):
+        for path, name in (("/", "fleet"), ("/agent/builder", "agent"), ("/events?agent=builder&kind=agent_&since=1h", "events")):
             page.goto(web.url + path)
             if name == "fleet":
                 cell(page, "adversary", "name").wait_for(timeout=15000)
             elif name == "agent":
                 page.locator("#screen", has_text="scripted-agent").wait_for(timeout=15000)
                 page.locator("#timeline .seg").first.wait_for(timeout=15000)
+                tokens = page.locator("#tokens tbody tr").first
+                tokens.wait_for(timeout=15000)
+                assert "123456" in tokens.inner_text() and "7890" in tokens.inner_text()
             else:
                 page.locator("#log tbody tr").first.wait_for(timeout=15000)
                 rows = page.locator("#log tbody tr")
