@@ -11,15 +11,19 @@ import click
 @click.option("--token", "print_token", is_flag=True,
               help="Print the dashboard's token (created on first use, 0600 in the state directory) and exit.")
 @click.option("--poll", default=1.0, show_default=True, help="Seconds between two looks at the fleet per open page.")
+@click.option("--fleet", "fleet_dir", default=None, metavar="DIR",
+              help="Fleet directory (default: ccci --fleet, $CCCI_FLEET or the current directory).")
 @click.pass_context
-def web(ctx: click.Context, listen: str | None, print_token: bool, poll: float) -> None:
+def web(ctx: click.Context, listen: str | None, print_token: bool, poll: float, fleet_dir: str | None) -> None:
     """Serve the fleet's live dashboard: the fleet, each agent's screen and timeline, the
     event log; actions (send, restart, stop, start, job) need the token (--token)."""
     from ccci.commands.cli import build, fail, load_config, say
     from ccci.config import ConfigError, parse_listen
     from ccci.web import auth
 
-    cfg = load_config(ctx.obj["fleet"])
+    cfg = load_config(fleet_dir or ctx.obj["fleet"])
+    if poll <= 0:
+        fail(f"--poll {poll}: must be more than 0 seconds, e.g. --poll 1")
     try:
         token = auth.load_or_create_token(cfg.state_dir)
     except OSError as exc:

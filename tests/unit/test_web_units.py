@@ -167,3 +167,22 @@ def test_on_loopback_reads_are_open_but_the_host_must_be_loopback():
     guard = Guard(_inner(), "tok-123", "127.0.0.1", 8765)
     assert _call(guard, {"host": "127.0.0.1:8765"})[0] == 200
     assert _call(guard, {"host": "rebound.example:8765"})[0] == 403
+
+
+# ------------------------------------------------------------------ the command's bad input
+def test_ccci_web_token_and_bad_listen_values(tmp_path):
+    from click.testing import CliRunner
+
+    from ccci.commands.cli import main
+    from ccci.commands.init import init_fleet
+
+    init_fleet(tmp_path / "f", demo=True, name="webcli")
+    runner = CliRunner()
+    r = runner.invoke(main, ["web", "--fleet", str(tmp_path / "f"), "--token"])
+    assert r.exit_code == 0 and len(r.output.strip()) >= 40
+    path = auth.token_path(tmp_path / "f" / ".ccci")
+    assert path.read_text().strip() == r.output.strip() and stat.S_IMODE(path.stat().st_mode) == 0o600
+    r = runner.invoke(main, ["--fleet", str(tmp_path / "f"), "web", "--listen", "0.0.0.0:8765"])
+    assert r.exit_code == 2 and "allow_remote = true" in r.output and r.output.count("\n") == 1
+    r = runner.invoke(main, ["--fleet", str(tmp_path / "f"), "web", "--listen", "somewhere"])
+    assert r.exit_code == 2 and "is not HOST:PORT" in r.output
