@@ -35,6 +35,8 @@ from ccci.clock import UTC
 from ccci.web import auth
 
 STATIC = resources.files("ccci.web") / "static"
+#: seconds without a message after which a stream sends an SSE comment (finds closed tabs)
+HEARTBEAT_S = 15.0
 
 #: sent with every response: scripts and styles only from this server (inline style
 #: attributes carry a screen's colours), no framing, no referrer
@@ -150,16 +152,26 @@ def create_app(make_view: Callable[[], Any], token: str, host: str = "127.0.0.1"
             backlog = await call(view.events, **f, limit=200 if kind == "events" else 30)
             after = backlog[-1]["id"] if backlog else await call(view.last_event_id)
             yield _sse("events", backlog)
+            quiet_since = asyncio.get_running_loop().time()
             while True:
+                # a closed tab: uvicorn (ASGI 2.4) only tells when a write fails, and a view
+                # that does not change writes nothing, so ask, and write a comment now and then
+                if await request.is_disconnected():
+                    return
+                if asyncio.get_running_loop().time() - quiet_since > HEARTBEAT_S:
+                    quiet_since = asyncio.get_running_loop().time()
+                    yield ": still here\n\n"
                 if kind != "events":
                     snap = await call(view.fleet if kind == "fleet" else partial(view.agent, f["agent"]))
                     text = json.dumps(snap, default=str)
                     if text != last:
                         last = text
+                        quiet_since = asyncio.get_running_loop().time()
                         yield f"event: {kind}\ndata: {text}\n\n"
                 new = await call(view.events, agent=f["agent"], kind=f["kind"], after_id=after)
                 if new:
                     after = new[-1]["id"]
+                    quiet_since = asyncio.get_running_loop().time()
                     yield _sse("events", new)
                 await asyncio.sleep(poll)
 
