@@ -25,7 +25,7 @@ import pytest
 
 from ccci.commands.init import _identity, create_origin  # noqa: PLC2701 - the fleet scaffold's own helpers
 
-pytestmark = [pytest.mark.multihost, pytest.mark.tmux, pytest.mark.slow]
+pytestmark = [pytest.mark.multihost, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[2]
 SSHD = "/usr/sbin/sshd"
