@@ -492,15 +492,22 @@ def status(ctx: click.Context, as_json: bool) -> None:
     from ccci.lock import FleetLock
 
     cfg = load_config(ctx.obj["fleet"])
+    remote = None
+    if cfg.hosts and not ctx.obj.get("local") and cfg.remote_agents():
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ccci.commands.hosts import remote_status
+
+        pool = ThreadPoolExecutor(max_workers=1)
+        remote = pool.submit(remote_status, cfg)  # the other hosts answer while this one is read
+        pool.shutdown(wait=False)
     sup = build(cfg, echo_errors=not as_json)
     rows = status_rows(sup)
     down = []
     if cfg.hosts:  # a fleet over several hosts: every row names its host
         rows = [{**r, "host": cfg.this_host} for r in rows]
-        if not ctx.obj.get("local"):
-            from ccci.commands.hosts import remote_status
-
-            more, down = remote_status(cfg)
+        if remote is not None:
+            more, down = remote.result()
             rows += more
     if as_json:
         # a host that did not answer: one row with state "unreachable", name null, the reason in "error"

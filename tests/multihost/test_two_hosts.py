@@ -264,6 +264,7 @@ def test_two_hosts_over_ssh(two_hosts, tmp_path):
     assert a.pane_pid("ccci-mh-adversary") is None and b.pane_pid("ccci-mh-builder") is None
     assert wait(lambda: a.kv("git.baseline.main") and b.kv("git.baseline.main"), 30), "watchers did not see origin"
 
+    print(f"phase setup+start {time.monotonic() - t0:.1f}s")
     # 1. a claim pushed on host A pings the adversary on host B exactly once
     scratch = a.base / "scratch"
     env = {"GIT_SSH_COMMAND": a.git_ssh}
@@ -278,6 +279,7 @@ def test_two_hosts_over_ssh(two_hosts, tmp_path):
     assert wait(lambda: turns(b, "adversary", sha[:10]) == 1, 30), _why(b)
     assert a.ping_keys(sha) == [], "host A's watcher must not ping another host's agent"
 
+    print(f"phase ping {time.monotonic() - t0:.1f}s")
     # 2. kill -9 of the agent on B: B's watcher restarts it
     old = b.pane_pid("ccci-mh-adversary")
     n0 = len(b.events("agent_resumed", "adversary")) + len(b.events("agent_restarted_fresh", "adversary"))
@@ -287,6 +289,7 @@ def test_two_hosts_over_ssh(two_hosts, tmp_path):
                 30), "B's watcher did not restart its killed agent"
     assert a.events("agent_resumed", "adversary") == [] and a.events("agent_restarted_fresh", "adversary") == []
 
+    print(f"phase restart {time.monotonic() - t0:.1f}s")
     # 3. ccci status on A lists both hosts' agents
     r = ccci_on(a, "status", "--json")
     rows = json.loads(r.stdout)
@@ -295,6 +298,7 @@ def test_two_hosts_over_ssh(two_hosts, tmp_path):
     table = ccci_on(a, "status")
     assert "adversary" in table.stdout and "builder" in table.stdout and "unreachable" not in table.stdout
 
+    print(f"phase status {time.monotonic() - t0:.1f}s")
     # 4. B's link cut: B unreachable in one line, A's agent unaffected
     builder_pid = a.pane_pid("ccci-mh-builder")
     sh("ip", "link", "set", b.veth, "down", ns=b.ns)
@@ -311,6 +315,7 @@ def test_two_hosts_over_ssh(two_hosts, tmp_path):
     assert hs.returncode == 1 and [h["host"] for h in json.loads(hs.stdout) if not h["reachable"]] == ["b"]
     assert a.pane_pid("ccci-mh-builder") == builder_pid, "A's agent must be unaffected by B's outage"
 
+    print(f"phase cut {time.monotonic() - t0:.1f}s")
     # 5. B back: reachable again, B's watcher recovers origin, and no repeated ping
     cut_events = len(b.events("recovered"))
     sh("ip", "link", "set", b.veth, "up", ns=b.ns)
