@@ -89,7 +89,7 @@ def close_master(fleet: Path, port: int, key: Path) -> None:
                     "root@127.0.0.1"], capture_output=True, timeout=10)
 
 
-def status_cost(tmp: Path, sizes=(0, 1, 2, 4, 8), trials: int = 5) -> dict:
+def status_cost(tmp: Path, sizes=(0, 1, 2, 4, 8), trials: int = 3) -> dict:
     keys = tmp / "keys"
     keys.mkdir()
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "user")], check=True)

@@ -169,16 +169,23 @@ def hosts_status(ctx: click.Context, as_json: bool) -> None:
 
 
 def build_dist(out_dir: Path) -> Path:
-    """A wheel of the ccci that runs this command (``pip wheel --no-deps`` of its source
-    tree). :raises click.ClickException: when ccci is not installed from a source tree."""
+    """A wheel of the ccci that runs this command (``pip wheel --no-deps`` of a copy of its
+    source tree, into ``out_dir``). :raises click.ClickException: when ccci is not
+    installed from a source tree, or the build fails."""
     import ccci
 
     src = Path(ccci.__file__).resolve().parents[1]
     if not (src / "pyproject.toml").is_file():
         raise click.ClickException(f"{src}: no pyproject.toml next to the ccci package, so no wheel can be built "
                                    "here; run ccci hosts deploy from a source checkout")
+    # build from a copy: setuptools writes build/ and *.egg-info next to the sources
+    import shutil
+
+    copy = out_dir / "src"
+    shutil.copytree(src, copy, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", ".cache", "build", "dist", "*.egg-info", "__pycache__", "tests", "bench", ".ccci"))
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                        "-w", str(out_dir), str(src)], capture_output=True, text=True, timeout=300)
+                        "-w", str(out_dir), str(copy)], capture_output=True, text=True, timeout=300)
     wheels = sorted(out_dir.glob("ccci-*.whl"))
     if r.returncode != 0 or not wheels:
         raise click.ClickException(f"building the ccci wheel failed: {(r.stderr or r.stdout).strip()[-300:]}")

@@ -325,3 +325,33 @@ def test_two_hosts_over_ssh(two_hosts, tmp_path):
     assert b.ping_keys(sha) == [f"ping:{sha}:adversary"]
     assert turns(b, "adversary", sha[:10]) == 1
     assert time.monotonic() - t0 < 150
+
+
+@pytest.mark.skipif(not os.environ.get("CCCI_MULTIHOST_DEPLOY"),
+                    reason="set CCCI_MULTIHOST_DEPLOY=1: builds a wheel and a venv on host B (~30 s more than CI's budget)")
+def test_deploy_over_ssh(two_hosts, tmp_path):
+    """``ccci hosts deploy b`` from A, for real over ssh: a wheel built here lands in a
+    new venv on B (``--no-deps --no-index``: the namespaces have no package index), the
+    config and B's prompt file are copied to B's fleet directory. The service step is
+    left out (no systemd in the namespace)."""
+    a, b = two_hosts
+    venv = b.base / "venv"
+    toml = (a.fleet / "ccci.toml").read_text()
+    # B's ccci lives in the venv deploy makes; B's fleet directory starts empty
+    toml = toml.replace(f'fleet_dir = "{b.fleet}"', f'fleet_dir = "{b.base / "deployed"}"\npython = "{sys.executable}"')
+    text = toml.replace(f'ccci = "{tmp_path / "ccci"}"\nfleet_dir = "{b.base / "deployed"}"',
+                        f'ccci = "{venv / "bin" / "ccci"}"\nfleet_dir = "{b.base / "deployed"}"')
+    assert text != toml
+    (a.fleet / "ccci.toml").write_text(text)
+    r = ccci_on(a, "hosts", "deploy", "b", "--no-service", "--pip-arg=--no-deps", "--pip-arg=--no-index", timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert [ln.split(" (")[0] for ln in r.stdout.splitlines()][:6] == [
+        "b: make the venv", "b: send the wheel", "b: install ccci", "b: make the fleet directory", "b: send ccci.toml",
+        "b: send prompts/adversary.md"]
+    v = sh(str(venv / "bin" / "python"), "-c", "import importlib.metadata as m; print(m.version('ccci'))", ns=b.ns)
+    assert v.stdout.strip() == "0.1.0"
+    assert (b.base / "deployed" / "ccci.toml").read_text() == text
+    assert (b.base / "deployed" / "prompts" / "adversary.md").read_text() == (a.fleet / "prompts" / "adversary.md").read_text()
+    # an upgrade is the same command again: idempotent
+    r = ccci_on(a, "hosts", "deploy", "b", "--no-service", "--pip-arg=--no-deps", "--pip-arg=--no-index", timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
