@@ -295,9 +295,20 @@ def test_two_hosts_over_ssh(two_hosts, tmp_path):
     rows = json.loads(r.stdout)
     assert {(x["host"], x["name"]) for x in rows} == {("a", "builder"), ("b", "adversary")}, r.stdout + r.stderr
     assert all(x["state"] not in ("unreachable", "exited", "stopped") for x in rows), rows
-    table = ccci_on(a, "status")
-    assert "adversary" in table.stdout and "builder" in table.stdout and "unreachable" not in table.stdout
 
+    # ... and acts on the other host's agents: send, logs, events, stop, start go through ssh to B
+    r = ccci_on(a, "send", "--timeout", "40", "adversary", "hello from host a")
+    assert r.returncode == 0 and "delivered to adversary" in r.stdout, r.stdout + r.stderr
+    assert wait(lambda: "hello from host a" in ccci_on(a, "logs", "adversary", "-n", "400").stdout, 20)
+    ev = ccci_on(a, "events", "-n", "400").stdout.splitlines()
+    assert any(" b message_delivered [adversary]" in ln for ln in ev) and any(" a " in ln for ln in ev), ev[-20:]
+    r = ccci_on(a, "stop", "adversary")
+    assert r.returncode == 0 and "adversary: stopped" in r.stdout, r.stdout + r.stderr
+    assert wait(lambda: b.pane_pid("ccci-mh-adversary") is None, 20)
+    r = ccci_on(a, "start", "adversary")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert wait(lambda: b.pane_pid("ccci-mh-adversary"), 30), "B's watcher did not start the agent again"
+    assert a.pane_pid("ccci-mh-adversary") is None
     print(f"phase status {time.monotonic() - t0:.1f}s")
     # 4. B's link cut: B unreachable in one line, A's agent unaffected
     builder_pid = a.pane_pid("ccci-mh-builder")
