@@ -112,6 +112,13 @@ def _split(ctx: click.Context, cfg: config_mod.FleetConfig, names: tuple[str, ..
         raise  # unreachable
 
 
+def _host_timeout(cfg: config_mod.FleetConfig, host: str) -> float:
+    """The overall timeout (s) of one call to ``host`` (its ``timeout``; 20 for a name
+    that is no ``[[hosts]]`` entry, which fails at once anyway)."""
+    h = cfg.hosts.get(host)
+    return h.timeout if h is not None else 20.0
+
+
 def _forward_all(ctx: click.Context, cfg: config_mod.FleetConfig, remote: dict[str, list[str]], args: list[str],
                  timeout: float | None = None) -> int:
     """Run ``ccci ARGS AGENTS`` on each other host (output shown as it is); the worst exit status."""
@@ -315,7 +322,20 @@ def attach(ctx: click.Context, agent: str, read_only: bool, print_only: bool) ->
     from ccci.tmux import Tmux
 
     cfg = load_config(ctx.obj["fleet"])
-    _agent_names(cfg, (agent,))
+    _, remote = _split(ctx, cfg, (agent,))
+    if remote:  # an agent of another host: attach there through ssh -t
+        from ccci.hosts import Hosts
+
+        host = next(iter(remote))
+        if host not in cfg.hosts:
+            fail(f"agent {agent!r} runs on host {host!r}, which is no [[hosts]] entry; attach on that machine")
+        hs = Hosts(cfg)
+        argv = hs.ssh_argv(host, hs.ccci_words(host, ["attach", agent, *(["-r"] if read_only else [])]), tty=True)
+        if print_only:
+            click.echo(json.dumps(argv))
+            return
+        sys.stdout.flush()
+        os.execvp(argv[0], argv)
     argv = attach_argv(cfg, agent, read_only)
     if print_only:
         click.echo(json.dumps(argv))
@@ -551,7 +571,7 @@ def logs(ctx: click.Context, agent: str, follow: bool, lines: int) -> None:
     _, remote = _split(ctx, cfg, (agent,))
     if remote:  # an agent of another host: its log is there (-f: no time limit)
         sys.exit(_forward_all(ctx, cfg, remote, ["logs", *(["-f"] if follow else []), "-n", str(lines)],
-                              timeout=None if follow else cfg.hosts[next(iter(remote))].timeout))
+                              timeout=None if follow else _host_timeout(cfg, next(iter(remote)))))
     path = cfg.state_dir / "logs" / f"{agent}.log"
     if not path.exists():
         fail(f"{path}: no log yet; the agent has not been started by ccci")
@@ -586,8 +606,7 @@ def events(ctx: click.Context, follow: bool, as_json: bool, agent: str | None, l
     host = cfg.host_of(agent) if agent else None
     if cfg.hosts and not ctx.obj.get("local") and agent and host is not None and host != cfg.this_host:
         args = ["events", *(["-f"] if follow else []), *(["--json"] if as_json else []), "--agent", agent, "-n", str(last)]
-        sys.exit(_forward_all(ctx, cfg, {host: []}, args, timeout=None if follow else cfg.hosts[host].timeout
-                              if host in cfg.hosts else None))
+        sys.exit(_forward_all(ctx, cfg, {host: []}, args, timeout=None if follow else _host_timeout(cfg, host)))
     store = StateStore(cfg.state_dir)
     after = max(0, store.last_event_id() - last)
     if cfg.hosts and not ctx.obj.get("local") and not follow and not agent:
@@ -716,7 +735,7 @@ def send(ctx: click.Context, agent: str, text: str, timeout: float) -> None:
     if remote:  # the agent's own host delivers it (its watcher, or that ccci send)
         host = next(iter(remote))
         sys.exit(_forward_all(ctx, cfg, {host: []}, ["send", "--timeout", f"{timeout:g}", agent, text],
-                              timeout=timeout + cfg.hosts[host].timeout))
+                              timeout=timeout + _host_timeout(cfg, host)))
     sup = build(cfg)
     mid = sup.queue_message(agent, text)
     lock = FleetLock(cfg.state_dir)

@@ -2,6 +2,7 @@
 deploy plan (the real ssh round trips are tests/multihost)."""
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 from pathlib import Path
@@ -135,3 +136,45 @@ def test_service_unit_of_a_host_runs_its_watcher(tmp_path):
     assert "--host" not in watch_argv(load(tmp_path))
     argv = watch_argv(load(tmp_path, CCCI_HOST="box1"))
     assert argv[argv.index("--host") + 1] == "box1" and argv[-2:] == ["watch", "--quiet"]
+
+
+def _cli(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    import os
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "ccci", "--fleet", str(tmp_path), *args], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "COLUMNS": "200", **(env or {})})
+
+
+UNREACHABLE = BASE.replace('ssh = "me@box1"', 'ssh = "me@127.0.0.1"').replace("port = 2200", "port = 1").replace(
+    'name = "f"', 'name = "f"\ntmux_socket = "ccci-unit-hosts-%d"' % __import__("os").getpid()).replace(
+    'fleet_dir = "/srv/fleet"', 'fleet_dir = "/srv/fleet"\nconnect_timeout = 2\ntimeout = 10')
+
+
+def test_status_with_a_host_down_is_one_row(tmp_path):
+    (tmp_path / "ccci.toml").write_text(UNREACHABLE)
+    r = _cli(tmp_path, "status", "--json")
+    rows = json.loads(r.stdout)
+    assert [(x["host"], x["name"], x["state"]) for x in rows] == [("local", "builder", "exited"),
+                                                                  ("box1", None, "unreachable")], r.stderr
+    assert rows[1]["error"].startswith("box1: unreachable (")
+    r = _cli(tmp_path, "status")
+    assert r.returncode == 0 and "Traceback" not in r.stderr
+    assert [ln for ln in r.stdout.splitlines() if "unreachable" in ln][0].startswith("│ box1")
+    assert sum("unreachable" in ln for ln in r.stdout.splitlines()) == 1
+    r = _cli(tmp_path, "--local", "status", "--json")  # --local: no other host is asked
+    assert [x["name"] for x in json.loads(r.stdout)] == ["builder"]
+    r = _cli(tmp_path, "send", "--timeout", "1", "adversary", "hi")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "unreachable: box1: unreachable (" in r.stderr
+    r = _cli(tmp_path, "hosts", "status", "--json")
+    assert r.returncode == 1 and [(h["host"], h["reachable"]) for h in json.loads(r.stdout)] == [("local", True),
+                                                                                               ("box1", False)]
+
+
+def test_attach_to_another_hosts_agent_goes_through_ssh_t(tmp_path):
+    (tmp_path / "ccci.toml").write_text(BASE)
+    argv = json.loads(_cli(tmp_path, "attach", "adversary", "-r", "--print").stdout)
+    assert argv[0] == "ssh" and "-t" in argv and argv[-2] == "me@box1"
+    assert shlex.split(argv[-1].replace('"$HOME"', "/h"))[-3:] == ["attach", "adversary", "-r"]
+    r = _cli(tmp_path, "attach", "nobody", "--print")
+    assert r.returncode == 2 and "no agent 'nobody'" in r.stderr
