@@ -228,6 +228,10 @@ class FleetConfig:
     this_host: str = LOCAL_HOST
     all_agents: list[AgentSpec] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        if not self.all_agents:  # a config built by hand (tests, plugins): one host, its agents are all
+            self.all_agents = list(self.agents)
+
     def remote_agents(self) -> dict[str, list[AgentSpec]]:
         """Agents of other hosts, by host name in ``[[hosts]]`` order (hosts without
         agents included: their watcher may still run)."""

@@ -178,3 +178,12 @@ def test_attach_to_another_hosts_agent_goes_through_ssh_t(tmp_path):
     assert shlex.split(argv[-1].replace('"$HOME"', "/h"))[-3:] == ["attach", "adversary", "-r"]
     r = _cli(tmp_path, "attach", "nobody", "--print")
     assert r.returncode == 2 and "no agent 'nobody'" in r.stderr
+
+
+def test_secrets_of_every_hosts_agents_are_redacted(tmp_path):
+    from ccci.redact import collect_secrets
+
+    text = BASE.replace('host = "box1"', 'host = "box1"\nenv = { API_TOKEN = "tok-of-box1-agent" }')
+    cfg = load(tmp_path, text)
+    assert [a.name for a in cfg.agents] == ["builder"]
+    assert "tok-of-box1-agent" in collect_secrets(cfg, environ={})
