@@ -16,16 +16,19 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 from datetime import datetime, timezone
 
 import pytest
-from conftest import CAPTURES
-from real_cli import RECORD, REPO
+from real_cli import CLAUDE_VERSION, RECORD, REPO
 
 from ccci.backends.claude import ClaudeBackend
 from ccci.model import AgentSpec, AgentState, Role
 from ccci.state import USAGE_COUNTERS
 from ccci.testing.model_server import Text, ToolUse
+
+#: where recordings go (as tests/e2e/conftest.py's CAPTURES; not imported: two conftest modules)
+CAPTURES = Path(os.environ.get("CCCI_E2E_RECORD_DIR") or REPO / "tests" / "golden" / f"claude-{CLAUDE_VERSION}-recorded")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -16,7 +16,6 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import marker
 from real_cli import REPO
 
 from ccci.testing.model_server import Text, ToolUse
@@ -62,7 +61,7 @@ def test_opencode_tokens_match_what_the_server_sent(oc_fleet):
     deadline = time.monotonic() + 45
     while (row := status_rows(f)["builder"])["tokens_today"] != want and time.monotonic() < deadline:
         time.sleep(1)
-    side = [r for r in f.requests() if r["kind"] == "side" and marker("builder") in json.dumps(r["json"])]
+    side = [r for r in f.requests() if r["kind"] == "side" and "ROLE-BUILDER-MARK" in json.dumps(r["json"])]
     assert row["tokens_today"] == want, (row["tokens_today"], want, [r["usage"] for r in mine()], len(side))
     # the context is the newest call's: input + cache read + output
     assert row["context"]["tokens"] == 22222 + 33
