@@ -231,11 +231,22 @@ def dialog_text(screen: str, limit: int = DIALOG_LINES) -> str:
 
 
 def answer_lines(fleet_root: Path | str, socket: str, session: str, agent: str) -> str:
-    """The commands a person runs to answer an agent: attach to its tmux session, and
-    ``ccci send`` (delivered once the dialog is answered and the agent is idle)."""
+    """The commands a person runs to answer an agent, one per line: ``ccci attach`` (the
+    agent's pane on the fleet's tmux socket; the plain ``tmux attach`` it runs is given
+    too, for a machine without ccci on the PATH), and ``ccci send`` (delivered once the
+    dialog is answered and the agent is idle).
+
+    :param fleet_root: the fleet directory (``--fleet``).
+    :param socket: the fleet's tmux socket name (``-L``), ``""`` for the default server.
+    :param session: the agent's tmux session name.
+    :param agent: the agent's name.
+    :returns: three lines, every argument shell-quoted.
+    """
+    fleet = shlex.quote(str(fleet_root))
     tmux = f"tmux -L {shlex.quote(socket)}" if socket else "tmux"
-    return (f"Answer it: {tmux} attach -t {shlex.quote(session)}   (detach: C-b d)\n"
-            f"Then tell it: ccci --fleet {shlex.quote(str(fleet_root))} send {shlex.quote(agent)} \"...\"")
+    return (f"Answer it: ccci --fleet {fleet} attach {shlex.quote(agent)}   (detach: C-b d)\n"
+            f"  (the same: {tmux} attach -t {shlex.quote(session)})\n"
+            f"Then tell it: ccci --fleet {fleet} send {shlex.quote(agent)} \"...\"")
 
 
 def page_for(event: Any, fleet: str, screen: Callable[[str], str], answer: Callable[[str], str],
@@ -565,7 +576,8 @@ def ccci_configure(config, stash):
         stash.pop(RUNTIME, None)
         return
     settings = {**validate(raw, config.root / "ccci.toml"), "fleet": config.name,
-                "root": str(config.root), "socket": config.tmux_socket}
+                "root": str(config.root), "socket": config.tmux_socket,
+                "sessions": {a.name: config.session_name(a.name) for a in config.agents}}
     stash[SETTINGS] = settings
     from ccci.redact import Redactor, collect_secrets
 
@@ -615,7 +627,7 @@ def ccci_report_event(event, stash, services):
             return ""
 
     def answer(agent: str) -> str:
-        return answer_lines(s["root"], s["socket"], f"ccci-{s['fleet']}-{agent}", agent)
+        return answer_lines(s["root"], s["socket"], s["sessions"].get(agent, f"ccci-{s['fleet']}-{agent}"), agent)
 
     page = page_for(event, s["fleet"], screen, answer, restarted=restarted)
     if page is None or page.reason not in s.get("events", DEFAULT_EVENTS):

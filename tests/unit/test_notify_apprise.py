@@ -10,7 +10,6 @@ import socket
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,36 +19,10 @@ from ccci.config import ConfigError
 from ccci.model import Event
 from ccci.reporters.notify import Page, Pager, drain, validate
 from ccci.testing.fakes import events, tick
+from ccci.testing.http_receiver import Receiver
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "claude-2.1.332-recorded"
 UTC = timezone.utc
-
-
-class Receiver:
-    """A loopback HTTP server recording every request: ``(method, path, body text)``."""
-
-    def __init__(self) -> None:
-        got = self.got = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                n = int(self.headers.get("Content-Length") or 0)
-                got.append(("POST", self.path, self.rfile.read(n).decode("utf-8", "replace")))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *a):
-                pass
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.srv.server_port
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.srv.shutdown()
-        self.srv.server_close()
 
 
 @pytest.fixture
@@ -88,6 +61,7 @@ def test_a_dialog_nobody_answers_pages_once_through_json_and_ntfy_with_its_text_
     body = msg["message"]
     assert "Do you want to proceed?" in body and "1. Yes" in body
     assert "tmux -L ccci-sock attach -t ccci-" in body
+    assert f"ccci --fleet {tmp_path} attach a" in body
     assert f"ccci --fleet {tmp_path} send a" in body
     # ntfy's self-hosted form over plain http: ntfy://host:port/topic (Apprise posts JSON with the topic)
     assert "ccci-topic" in ntfy[0][1] + ntfy[0][2] and "Do you want to proceed?" in ntfy[0][2]
