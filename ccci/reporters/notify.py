@@ -17,8 +17,10 @@ Configured in ``ccci.toml``::
     digest = "08:00"           # one page a day summarising the last 24 h of events
     timezone = "UTC"           # zone of quiet_hours and digest (IANA name)
 
-Reasons worth a page (:func:`page_for`): ``needs_input`` (the first escalation of an
-unanswered dialog, with the dialog's text and the lines that answer it), ``usage_limit``
+Reasons worth a page (:func:`page_for`): ``needs_input`` (the escalation of an
+unanswered dialog, with the dialog's text and the lines that answer it; one per dialog:
+its de-duplication key is the time the dialog was first seen, so a new dialog after an
+answered one pages again), ``usage_limit``
 (with the reset time), ``escalation`` (the first, and the final one when the automatic
 retries are used up; ``escalation_repeated`` never pages), ``breaker_open``,
 ``phase_complete``, ``sequence_complete`` and ``watcher_restarted`` (a ``watcher_started``
@@ -266,7 +268,8 @@ def page_for(event: Any, fleet: str, screen: Callable[[str], str], answer: Calla
         if data.get("check") == "needs_input" and agent:
             text = dialog_text(screen(agent)) or str(data.get("evidence", ""))
             return Page("needs_input", agent, f"[{fleet}]{who} needs input",
-                        f"{event.message}\n\n{text}\n\n{answer(agent)}", key="needs_input" + (":final" if final else ""))
+                        f"{event.message}\n\n{text}\n\n{answer(agent)}",
+                        key=f"needs_input:{data.get('since') or ''}" + (":final" if final else ""))
         return Page("escalation", agent, f"[{fleet}]{who} escalated" + (" (retries used up)" if final else ""),
                     event.message + (f"\n\n{answer(agent)}" if agent else ""), key="escalation" + (":final" if final else ""))
     if kind == "finding" and data.get("check") == "usage_limit":

@@ -71,6 +71,26 @@ def test_a_dialog_nobody_answers_pages_once_through_json_and_ntfy_with_its_text_
     assert drain(5) and len(receiver.got) == 2
 
 
+def test_a_new_dialog_after_an_answered_one_pages_again_within_the_dedup_window(
+        make_supervisor, fake_tmux, fake_clock, claude_on_path, receiver):
+    """One page per dialog: the de-duplication key of a needs_input page is the time its
+    dialog was first seen, so dedup_window (3600 s) never hides the next question."""
+    sup = make_supervisor(agents=["a"], backend="claude", checks={"startup_grace": 0, "needs_input_wait": 10},
+                          extra_toml=notify_toml([f"json://127.0.0.1:{receiver.port}/hook"]))
+    pane = fake_tmux.pane("a")
+    dialog = (GOLDEN / "20_permission_dialog.txt").read_text()
+    for _ in range(2):
+        pane.set_screen(dialog, input_box=None)
+        for _ in range(30):
+            tick(sup)
+        pane.set_screen("❯ yes\n● done\n", input_box="─" * 20 + "\n❯\xa0\n" + "─" * 20 + "\n  ? for shortcuts")
+        for _ in range(5):
+            tick(sup)
+    assert drain(10)
+    assert len(events(sup, "escalation")) == 2
+    assert len(receiver.got) == 2 and all("Do you want to proceed?" in b for _, _, b in receiver.got), receiver.got
+
+
 def page(agent="a", reason="escalation"):
     return Page(reason, agent, f"{reason} {agent}", f"body of {reason} for {agent}")
 
