@@ -120,7 +120,9 @@ def start(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
 
     When a watcher supervises the fleet, it is asked to start them (one writer);
     otherwise they are started here and a watcher is started in the background, so no
-    agent runs unsupervised.
+    agent runs unsupervised. An agent that cannot be started here (e.g. opencode's,
+    whose shared ``opencode serve`` only a watcher starts) is left to that watcher,
+    which starts it on its first tick; with ``--no-watch`` that is an error (exit 1).
     """
     from ccci.lock import FleetLock, LockHeld
 
@@ -151,8 +153,8 @@ def start(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
                 say(f"{n}: already running (pid {pane.pid}); left alone")
                 continue
             res = sup.lifecycle.launch(n, "start", reason="ccci start")
-            say(f"{n}: {res.detail}")
-            if not res.ok:
+            say(f"{n}: {res.detail}" + ("" if res.ok or no_watch else "; the watcher starts it"))
+            if not res.ok and no_watch:
                 sys.exit(1)
     finally:
         lock.release()

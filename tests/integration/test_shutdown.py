@@ -5,32 +5,17 @@ from __future__ import annotations
 
 import os
 
-import psutil
 import pytest
 
 from ccci.lock import FleetLock
+from ccci.testing.fleet import fleet_processes as _fleet_processes
 
 pytestmark = [pytest.mark.tmux, pytest.mark.slow]
 
 
 def fleet_processes(fleet) -> list[str]:
-    """Command lines of live processes that belong to ``fleet``: its watcher (``--fleet
-    ROOT``), its tmux server (``-L SOCKET``), its agents (their state directory), or any
-    ``opencode`` started under the fleet's directory."""
-    root, sock = str(fleet.root), fleet.cfg.tmux_socket
-    out = []
-    for p in psutil.process_iter(["cmdline", "status", "cwd"]):
-        try:
-            if p.info["status"] == psutil.STATUS_ZOMBIE or p.pid == os.getpid():
-                continue
-            cmd = p.info["cmdline"] or []
-            line = " ".join(cmd)
-            tmux = bool(cmd) and os.path.basename(cmd[0]).startswith("tmux") and sock in cmd
-            if tmux or root in line or "opencode" in line and (p.info["cwd"] or "").startswith(root):
-                out.append(f"{p.pid}: {line}")
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return out
+    """Live processes of ``fleet``: :func:`ccci.testing.fleet.fleet_processes`."""
+    return _fleet_processes(fleet.root, fleet.cfg.tmux_socket)
 
 
 def _running(fleet) -> bool:
