@@ -23,9 +23,16 @@ its de-duplication key is the time the dialog was first seen, so a new dialog af
 answered one pages again), ``usage_limit``
 (with the reset time), ``escalation`` (the first, and the final one when the automatic
 retries are used up; ``escalation_repeated`` never pages), ``breaker_open``,
-``phase_complete``, ``sequence_complete`` and ``watcher_restarted`` (a ``watcher_started``
-when the previous watcher never reached ``watcher_stopped``: it was killed or crashed, and
-a service manager or a person started it again).
+``phase_complete``, ``sequence_complete`` and ``watcher_restarted`` (this watcher started
+while the previous one never reached ``watcher_stopped``: it was killed, e.g. by the OOM
+killer or systemd's watchdog, or crashed, and a service manager or a person started it
+again; "by systemd" when ``$INVOCATION_ID`` is set, as systemd sets it for a unit).
+
+How an unclean exit is known: ``ccci_configure`` (once per watcher, under the fleet lock)
+finds the persisted ``running`` mark the previous watcher set, and sets its own;
+``watcher_stopped`` clears it. The watcher logs ``watcher_started`` before it configures
+its plugins, so the page goes out on a ``watcher_restarted`` event this plugin emits at
+the first tick (or with a ``watcher_started`` seen after configuring).
 
 Delivery is off the tick's critical path: pages, commands and webhooks go to one worker
 thread through a bounded queue; every attempt is bounded by ``timeout``; a failure
@@ -281,7 +288,7 @@ def page_for(event: Any, fleet: str, screen: Callable[[str], str], answer: Calla
                  "sequence_complete": "all phases complete"}[kind]
         return Page(kind, agent, f"[{fleet}] {title}", event.message,
                     key=f"{kind}:{data.get('phase', '')}")
-    if kind == "watcher_started" and restarted:
+    if (kind == "watcher_started" and restarted) or kind == "watcher_restarted":
         how = " by systemd" if os.environ.get("INVOCATION_ID") else ""
         return Page("watcher_restarted", None, f"[{fleet}] watcher restarted after an unclean exit",
                     f"The previous watcher never stopped cleanly (killed, crashed or out of memory); "
@@ -545,6 +552,8 @@ class Notifier:
         self.worker = Deliverer(self.timeout)
         self.targets: list[tuple[Any, str, list[str]]] = []
         self.redactor: Any = None  #: a :class:`ccci.redact.Redactor` (set by ``ccci_configure``)
+        #: the ``running`` mark of a previous watcher that never stopped (not yet paged), or ``None``
+        self.unclean: dict | None = None
         if settings.get("urls"):
             import apprise
 
@@ -586,6 +595,10 @@ def ccci_configure(config, stash):
 
     rt = Notifier(settings, config.name)
     rt.redactor = Redactor(collect_secrets(config))
+    if old is None:  # this watcher's first configure: did the previous one stop cleanly?
+        prev = stash.get(RUNNING)
+        rt.unclean = prev if isinstance(prev, dict) else ({} if prev else None)
+        stash[RUNNING] = {"pid": os.getpid(), "at": iso(datetime.now(UTC))}
     stash[RUNTIME] = rt
 
 
@@ -613,7 +626,8 @@ def ccci_report_event(event, stash, services):
         return
     restarted = False
     if event.kind == "watcher_started":
-        restarted = bool(stash.get(RUNNING))
+        restarted = rt.unclean is not None
+        rt.unclean = None  # paged with this event
         stash[RUNNING] = {"pid": (event.data or {}).get("pid"), "at": iso(event.at)}
     elif event.kind == "watcher_stopped":
         stash.pop(RUNNING, None)
@@ -676,6 +690,12 @@ def ccci_tick_start(now, stash, services):
     rt = stash.get(RUNTIME)
     if rt is None:
         return
+    if rt.unclean is not None:  # the watcher_started event came before ccci_configure
+        prev, rt.unclean = rt.unclean, None
+        how = " by systemd" if os.environ.get("INVOCATION_ID") else ""
+        services.emit("watcher_restarted", f"watcher pid {os.getpid()} started{how} after an unclean exit of the "
+                      f"previous one (pid {prev.get('pid', '?')}, running since {prev.get('at', '?')})",
+                      previous_pid=prev.get("pid"), previous_since=prev.get("at"), systemd=bool(how))
     for page in rt.pager.due(now):
         rt.send(page)
     for what, why in rt.worker.failures():
