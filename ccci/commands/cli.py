@@ -122,7 +122,8 @@ def start(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
     otherwise they are started here and a watcher is started in the background, so no
     agent runs unsupervised. An agent that cannot be started here (e.g. opencode's,
     whose shared ``opencode serve`` only a watcher starts) is left to that watcher,
-    which starts it on its first tick; with ``--no-watch`` that is an error (exit 1).
+    which tries again each tick; with ``--no-watch``, or when the failure gave the agent
+    up (its CLI is missing), that is an error (exit 1).
     """
     from ccci.lock import FleetLock, LockHeld
 
@@ -153,8 +154,9 @@ def start(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
                 say(f"{n}: already running (pid {pane.pid}); left alone")
                 continue
             res = sup.lifecycle.launch(n, "start", reason="ccci start")
-            say(f"{n}: {res.detail}" + ("" if res.ok or no_watch else "; the watcher starts it"))
-            if not res.ok and no_watch:
+            retry = not res.ok and not no_watch and not rt.given_up  # given up: e.g. the CLI is missing
+            say(f"{n}: {res.detail}" + ("; the watcher tries again each tick" if retry else ""))
+            if not res.ok and not retry:
                 sys.exit(1)
     finally:
         lock.release()

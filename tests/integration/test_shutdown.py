@@ -189,3 +189,26 @@ def test_ccci_start_while_the_idle_watcher_leaves_still_starts_the_agents(idle_f
     assert fleet.wait(lambda: _running(fleet) and lock.is_held(), 30), (r.stdout, fleet.events()[-5:])
     time.sleep(4)  # past another idle_exit: the agents run, so a watcher stays
     assert _running(fleet) and lock.is_held()
+
+
+def test_an_agent_ccci_start_cannot_launch_is_left_to_the_background_watcher(fleet):
+    """``ccci start`` with no watcher launches the agents itself; one it cannot launch
+    (here its workdir is missing; an opencode agent before its shared server runs) is an
+    error with ``--no-watch``, and otherwise left to the background watcher it starts,
+    which launches it once it can."""
+    work = next(a.workdir for a in fleet.cfg.agents if a.name == "builder")
+    aside = work.with_name(work.name + "-aside")
+    work.rename(aside)
+    r = fleet.ccci("start", "builder", "--no-watch")
+    assert r.returncode == 1 and "builder: workdir missing" in r.stdout, r.stdout + r.stderr
+    assert not FleetLock(fleet.cfg.state_dir).is_held()  # no watcher: that was asked for
+    r = fleet.ccci("start")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "builder: workdir missing; the watcher tries again each tick" in r.stdout, r.stdout
+    lock = FleetLock(fleet.cfg.state_dir)
+    assert fleet.wait(lambda: lock.is_held(), 20)
+    assert fleet.live_pid("adversary") and not fleet.live_pid("builder")
+    aside.rename(work)
+    assert fleet.wait(lambda: fleet.live_pid("builder"), 30), fleet.events()[-5:]
+    assert fleet.ccci("shutdown").returncode == 0
+    assert fleet.wait(lambda: not fleet_processes(fleet), 10), fleet_processes(fleet)

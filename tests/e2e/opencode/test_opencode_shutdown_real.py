@@ -29,7 +29,7 @@ def test_start_then_shutdown_leaves_no_ccci_tmux_or_opencode_process(oc_fleet):
         out = subprocess.run(f.ccci_argv("start"), capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stdout + out.stderr
         # the CLI could not start the agent (only a watcher starts opencode serve): the watcher did
-        assert "the watcher starts it" in out.stdout or "builder: started" in out.stdout, out.stdout
+        assert "the watcher tries again" in out.stdout or "builder: started" in out.stdout, out.stdout
         f.wait_event(lambda evs: [e for e in evs if e["kind"] == "opencode_serve_started"], 90, "the server")
         procs = f.wait(lambda: [p for p in fleet_processes(f.fleet, f.socket) if "opencode run " in p] and
                        fleet_processes(f.fleet, f.socket), 120, "opencode run (the agent's turn)")
