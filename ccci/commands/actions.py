@@ -75,8 +75,11 @@ def start_agents(sup, names: list[str], watch: bool = True, reason: str = "ccci 
 
     When a watcher holds the fleet it is asked (stopped flags and escalations cleared; it
     starts them within a tick); otherwise they are launched here and, with ``watch``, a
-    watcher is started in the background (:func:`ensure_watcher`).
-    ``ok`` is ``False`` when a launch failed.
+    watcher is started in the background (:func:`ensure_watcher`). An agent that cannot
+    be launched here (e.g. opencode's, whose shared ``opencode serve`` only a watcher
+    starts) is left to that watcher, which tries again each tick.
+    ``ok`` is ``False`` when a launch failed without ``watch``, or the failure gave the
+    agent up (e.g. its CLI is missing).
     """
     from ccci.lock import FleetLock, LockHeld
 
@@ -106,8 +109,9 @@ def start_agents(sup, names: list[str], watch: bool = True, reason: str = "ccci 
                 res.lines.append(f"{n}: already running (pid {pane.pid}); left alone")
                 continue
             out = sup.lifecycle.launch(n, "start", reason=reason)
-            res.lines.append(f"{n}: {out.detail}")
-            if not out.ok:
+            retry = not out.ok and watch and not rt.given_up  # the background watcher tries again
+            res.lines.append(f"{n}: {out.detail}" + ("; the watcher tries again each tick" if retry else ""))
+            if not out.ok and not retry:
                 res.ok = False
                 return res
     finally:

@@ -162,7 +162,10 @@ def start(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
 
     When a watcher supervises the fleet, it is asked to start them (one writer);
     otherwise they are started here and a watcher is started in the background, so no
-    agent runs unsupervised.
+    agent runs unsupervised. An agent that cannot be started here (e.g. opencode's,
+    whose shared ``opencode serve`` only a watcher starts) is left to that watcher,
+    which tries again each tick; with ``--no-watch``, or when the failure gave the agent
+    up (its CLI is missing), that is an error (exit 1).
     """
     from ccci.commands.actions import start_agents
 

@@ -10,6 +10,10 @@ escalation after an automatic retry that still has retries left is an
 exceeded, ``max_resumes`` or ``max_turns_per_hour`` reached, the fleet breaker opened, or
 a failure a restart cannot fix. ``remedy.not_before`` (UTC), when set, is the earliest
 automatic retry (e.g. a usage limit's reset).
+
+``remedy.data["give_up"] = False`` (the ``needs_input`` check: a dialog waits for a
+person): the ``escalation`` event only, with ``given_up: false``; the agent is neither
+given up nor retried (an automatic retry is a restart), and stays supervised.
 """
 from __future__ import annotations
 
@@ -23,6 +27,11 @@ def ccci_run_remedy(remedy, services):
     if remedy.action != "escalate":
         return None
     kind, detail = "escalation", ""
+    if remedy.agent and remedy.data.get("give_up", True) is False:
+        services.emit(kind, remedy.reason.summary + "; the agent keeps running (nothing restarts it)", agent=remedy.agent,
+                      check=remedy.reason.check, evidence=remedy.reason.evidence, given_up=False,
+                      since=remedy.reason.data.get("since"))
+        return RemedyResult(True, f"handed to a person; {remedy.agent} keeps running", pending=False)
     if remedy.agent:
         services.give_up(remedy.agent)
         rec = note_escalation(services.state, remedy.agent, remedy.reason.summary, services.now(),

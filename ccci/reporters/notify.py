@@ -17,13 +17,22 @@ Configured in ``ccci.toml``::
     digest = "08:00"           # one page a day summarising the last 24 h of events
     timezone = "UTC"           # zone of quiet_hours and digest (IANA name)
 
-Reasons worth a page (:func:`page_for`): ``needs_input`` (the first escalation of an
-unanswered dialog, with the dialog's text and the lines that answer it), ``usage_limit``
+Reasons worth a page (:func:`page_for`): ``needs_input`` (the escalation of an
+unanswered dialog, with the dialog's text and the lines that answer it; one per dialog:
+its de-duplication key is the time the dialog was first seen, so a new dialog after an
+answered one pages again), ``usage_limit``
 (with the reset time), ``escalation`` (the first, and the final one when the automatic
 retries are used up; ``escalation_repeated`` never pages), ``breaker_open``,
-``phase_complete``, ``sequence_complete`` and ``watcher_restarted`` (a ``watcher_started``
-when the previous watcher never reached ``watcher_stopped``: it was killed or crashed, and
-a service manager or a person started it again).
+``phase_complete``, ``sequence_complete`` and ``watcher_restarted`` (this watcher started
+while the previous one never reached ``watcher_stopped``: it was killed, e.g. by the OOM
+killer or systemd's watchdog, or crashed, and a service manager or a person started it
+again; "by systemd" when ``$INVOCATION_ID`` is set, as systemd sets it for a unit).
+
+How an unclean exit is known: ``ccci_configure`` (once per watcher, under the fleet lock)
+finds the persisted ``running`` mark the previous watcher set, and sets its own;
+``watcher_stopped`` clears it. The watcher logs ``watcher_started`` before it configures
+its plugins, so the page goes out on a ``watcher_restarted`` event this plugin emits at
+the first tick (or with a ``watcher_started`` seen after configuring).
 
 Delivery is off the tick's critical path: pages, commands and webhooks go to one worker
 thread through a bounded queue; every attempt is bounded by ``timeout``; a failure
@@ -231,11 +240,22 @@ def dialog_text(screen: str, limit: int = DIALOG_LINES) -> str:
 
 
 def answer_lines(fleet_root: Path | str, socket: str, session: str, agent: str) -> str:
-    """The commands a person runs to answer an agent: attach to its tmux session, and
-    ``ccci send`` (delivered once the dialog is answered and the agent is idle)."""
+    """The commands a person runs to answer an agent, one per line: ``ccci attach`` (the
+    agent's pane on the fleet's tmux socket; the plain ``tmux attach`` it runs is given
+    too, for a machine without ccci on the PATH), and ``ccci send`` (delivered once the
+    dialog is answered and the agent is idle).
+
+    :param fleet_root: the fleet directory (``--fleet``).
+    :param socket: the fleet's tmux socket name (``-L``), ``""`` for the default server.
+    :param session: the agent's tmux session name.
+    :param agent: the agent's name.
+    :returns: three lines, every argument shell-quoted.
+    """
+    fleet = shlex.quote(str(fleet_root))
     tmux = f"tmux -L {shlex.quote(socket)}" if socket else "tmux"
-    return (f"Answer it: {tmux} attach -t {shlex.quote(session)}   (detach: C-b d)\n"
-            f"Then tell it: ccci --fleet {shlex.quote(str(fleet_root))} send {shlex.quote(agent)} \"...\"")
+    return (f"Answer it: ccci --fleet {fleet} attach {shlex.quote(agent)}   (detach: C-b d)\n"
+            f"  (the same: {tmux} attach -t {shlex.quote(session)})\n"
+            f"Then tell it: ccci --fleet {fleet} send {shlex.quote(agent)} \"...\"")
 
 
 def page_for(event: Any, fleet: str, screen: Callable[[str], str], answer: Callable[[str], str],
@@ -255,7 +275,8 @@ def page_for(event: Any, fleet: str, screen: Callable[[str], str], answer: Calla
         if data.get("check") == "needs_input" and agent:
             text = dialog_text(screen(agent)) or str(data.get("evidence", ""))
             return Page("needs_input", agent, f"[{fleet}]{who} needs input",
-                        f"{event.message}\n\n{text}\n\n{answer(agent)}", key="needs_input" + (":final" if final else ""))
+                        f"{event.message}\n\n{text}\n\n{answer(agent)}",
+                        key=f"needs_input:{data.get('since') or ''}" + (":final" if final else ""))
         return Page("escalation", agent, f"[{fleet}]{who} escalated" + (" (retries used up)" if final else ""),
                     event.message + (f"\n\n{answer(agent)}" if agent else ""), key="escalation" + (":final" if final else ""))
     if kind == "finding" and data.get("check") == "usage_limit":
@@ -267,7 +288,7 @@ def page_for(event: Any, fleet: str, screen: Callable[[str], str], answer: Calla
                  "sequence_complete": "all phases complete"}[kind]
         return Page(kind, agent, f"[{fleet}] {title}", event.message,
                     key=f"{kind}:{data.get('phase', '')}")
-    if kind == "watcher_started" and restarted:
+    if (kind == "watcher_started" and restarted) or kind == "watcher_restarted":
         how = " by systemd" if os.environ.get("INVOCATION_ID") else ""
         return Page("watcher_restarted", None, f"[{fleet}] watcher restarted after an unclean exit",
                     f"The previous watcher never stopped cleanly (killed, crashed or out of memory); "
@@ -531,6 +552,8 @@ class Notifier:
         self.worker = Deliverer(self.timeout)
         self.targets: list[tuple[Any, str, list[str]]] = []
         self.redactor: Any = None  #: a :class:`ccci.redact.Redactor` (set by ``ccci_configure``)
+        #: the ``running`` mark of a previous watcher that never stopped (not yet paged), or ``None``
+        self.unclean: dict | None = None
         if settings.get("urls"):
             import apprise
 
@@ -565,12 +588,17 @@ def ccci_configure(config, stash):
         stash.pop(RUNTIME, None)
         return
     settings = {**validate(raw, config.root / "ccci.toml"), "fleet": config.name,
-                "root": str(config.root), "socket": config.tmux_socket}
+                "root": str(config.root), "socket": config.tmux_socket,
+                "sessions": {a.name: config.session_name(a.name) for a in config.agents}}
     stash[SETTINGS] = settings
     from ccci.redact import Redactor, collect_secrets
 
     rt = Notifier(settings, config.name)
     rt.redactor = Redactor(collect_secrets(config))
+    if old is None:  # this watcher's first configure: did the previous one stop cleanly?
+        prev = stash.get(RUNNING)
+        rt.unclean = prev if isinstance(prev, dict) else ({} if prev else None)
+        stash[RUNNING] = {"pid": os.getpid(), "at": iso(datetime.now(UTC))}
     stash[RUNTIME] = rt
 
 
@@ -598,7 +626,8 @@ def ccci_report_event(event, stash, services):
         return
     restarted = False
     if event.kind == "watcher_started":
-        restarted = bool(stash.get(RUNNING))
+        restarted = rt.unclean is not None
+        rt.unclean = None  # paged with this event
         stash[RUNNING] = {"pid": (event.data or {}).get("pid"), "at": iso(event.at)}
     elif event.kind == "watcher_stopped":
         stash.pop(RUNNING, None)
@@ -615,7 +644,7 @@ def ccci_report_event(event, stash, services):
             return ""
 
     def answer(agent: str) -> str:
-        return answer_lines(s["root"], s["socket"], f"ccci-{s['fleet']}-{agent}", agent)
+        return answer_lines(s["root"], s["socket"], s["sessions"].get(agent, f"ccci-{s['fleet']}-{agent}"), agent)
 
     page = page_for(event, s["fleet"], screen, answer, restarted=restarted)
     if page is None or page.reason not in s.get("events", DEFAULT_EVENTS):
@@ -661,6 +690,12 @@ def ccci_tick_start(now, stash, services):
     rt = stash.get(RUNTIME)
     if rt is None:
         return
+    if rt.unclean is not None:  # the watcher_started event came before ccci_configure
+        prev, rt.unclean = rt.unclean, None
+        how = " by systemd" if os.environ.get("INVOCATION_ID") else ""
+        services.emit("watcher_restarted", f"watcher pid {os.getpid()} started{how} after an unclean exit of the "
+                      f"previous one (pid {prev.get('pid', '?')}, running since {prev.get('at', '?')})",
+                      previous_pid=prev.get("pid"), previous_since=prev.get("at"), systemd=bool(how))
     for page in rt.pager.due(now):
         rt.send(page)
     for what, why in rt.worker.failures():

@@ -207,6 +207,33 @@ def agent_processes(fleet: Fleet, agent: str) -> list[psutil.Process]:
     return out
 
 
+def fleet_processes(root: Path | str, socket: str) -> list[str]:
+    """``"pid: command line"`` of every live process that belongs to the fleet under
+    ``root`` with the tmux socket ``socket``: its watcher (``--fleet ROOT``), its tmux
+    server and clients (``-L SOCKET`` or ``-LSOCKET``), anything whose command line names a path under
+    ``root``, and opencode's processes (``serve``, ``run``) running in a directory under
+    ``root`` or with ``HOME`` under it. Zombies and this process are left out (so is a
+    short-lived helper such as GitPython's ``git cat-file`` that only runs in the fleet's
+    directory). Used to check that ``ccci shutdown`` leaves nothing behind."""
+    root = str(root)
+    out = []
+    for p in psutil.process_iter(["cmdline", "status", "cwd"]):
+        try:
+            if p.info["status"] == psutil.STATUS_ZOMBIE or p.pid == os.getpid():
+                continue
+            cmd = p.info["cmdline"] or []
+            line = " ".join(cmd)
+            # the server keeps the argv of the client that started it: "-L NAME" or "-LNAME"
+            tmux = bool(cmd) and os.path.basename(cmd[0]).startswith("tmux") and (socket in cmd or f"-L{socket}" in cmd)
+            opencode = "opencode" in line and ((p.info["cwd"] or "").startswith(root)
+                                               or (p.environ().get("HOME") or "").startswith(root))
+            if tmux or root in line or opencode:
+                out.append(f"{p.pid}: {line}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return out
+
+
 def sessions_named(fleet: Fleet, agent: str) -> int:
     """How many tmux sessions carry the agent's session name (must be 0 or 1)."""
     name = fleet.cfg.session_name(agent)

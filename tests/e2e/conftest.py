@@ -254,12 +254,14 @@ class ClaudeFleet(WatchedFleet):
 
     :param agents: ``{name: {"script": [steps], "env": {...}, "handoff_role": str, "options":
         {...} (the agent's ``[agents.options]``), "home_settings": {...} (merged into its
-        ~/.claude/settings.json)}}``.
+        ~/.claude/settings.json), "home_state": {...} (merged into its ~/.claude.json)}}``.
     :param checks: ``[checks]`` overrides (seconds).
+    :param tables: more top-level tables of ``ccci.toml``, e.g. ``{"notify": {"urls": [...]}}``.
     """
 
     def __init__(self, root: Path, netns: str, claude_bin: Path, agents: dict[str, dict],
-                 checks: dict[str, Any] | None = None, tick: float = 0.5) -> None:
+                 checks: dict[str, Any] | None = None, tick: float = 0.5,
+                 tables: dict[str, dict] | None = None) -> None:
         from ccci import config as config_mod
         from ccci.testing.fakes import toml_document
 
@@ -269,7 +271,7 @@ class ClaudeFleet(WatchedFleet):
         self.urls: dict[str, str] = {}
         self.origin = root / "origin.git"
         seed_origin(self.origin, root / "seed", "e2e fleet\n")
-        tables = []
+        agent_tables = []
         for name, a in agents.items():
             work = root / "work" / name
             git(root, "clone", "-q", str(self.origin), str(work))
@@ -278,6 +280,9 @@ class ClaudeFleet(WatchedFleet):
             if a.get("home_settings"):  # e.g. {"permissions": {"defaultMode": "default"}}
                 settings_file = home / ".claude" / "settings.json"
                 settings_file.write_text(json.dumps({**json.loads(settings_file.read_text()), **a["home_settings"]}))
+            if a.get("home_state"):  # e.g. {"hasSeenAutoDefaultNudge": True}
+                state_file = home / ".claude.json"
+                state_file.write_text(json.dumps({**json.loads(state_file.read_text()), **a["home_state"]}))
             script = write_script(root / f"script-{name}.json", a["script"])
             srv, self.urls[name] = start_model_server(netns, script, root / f"requests-{name}.jsonl", root)
             self.servers.append(srv)
@@ -289,13 +294,13 @@ class ClaudeFleet(WatchedFleet):
                 t["handoff_role"] = a["handoff_role"]
             if a.get("options"):
                 t["options"] = a["options"]
-            tables.append(t)
+            agent_tables.append(t)
         doc = toml_document(
             {"fleet": {"name": self.name, "tmux_socket": self.socket, "tick_seconds": tick},
              "checks": {"startup_grace": 1, "failure_threshold": 1, "api_error_backoff": 3, "backoff_initial": 1,
                         "stall_idle": 3600, **(checks or {})},
-             "git": {"origin": str(self.origin), "fetch_interval": 1}},
-            {"agents": tables, "handoff": []})
+             "git": {"origin": str(self.origin), "fetch_interval": 1}, **(tables or {})},
+            {"agents": agent_tables, "handoff": []})
         (root / "ccci.toml").write_text(doc)
         self.cfg = config_mod.load(root / "ccci.toml", environ={})
         self.state_dir = self.cfg.state_dir
@@ -329,12 +334,13 @@ class ClaudeFleet(WatchedFleet):
 
 @pytest.fixture
 def claude_fleet(tmp_path: Path, netns: str, claude_bin: Path) -> Iterator[Callable[..., ClaudeFleet]]:
-    """Factory ``claude_fleet(agents, checks=None, tick=0.5) -> ClaudeFleet`` (not yet
-    watching: call ``.watch()``); torn down afterwards."""
+    """Factory ``claude_fleet(agents, checks=None, tick=0.5, tables=None) -> ClaudeFleet``
+    (not yet watching: call ``.watch()``); torn down afterwards."""
     fleets: list[ClaudeFleet] = []
 
-    def make(agents: dict[str, dict], checks: dict[str, Any] | None = None, tick: float = 0.5) -> ClaudeFleet:
-        f = ClaudeFleet(tmp_path / f"fleet{len(fleets)}", netns, claude_bin, agents, checks, tick)
+    def make(agents: dict[str, dict], checks: dict[str, Any] | None = None, tick: float = 0.5,
+             tables: dict[str, dict] | None = None) -> ClaudeFleet:
+        f = ClaudeFleet(tmp_path / f"fleet{len(fleets)}", netns, claude_bin, agents, checks, tick, tables)
         fleets.append(f)
         return f
 

@@ -132,3 +132,45 @@ def test_a_hung_tick_stops_the_watchdog_pings(fleet, notify_socket):
     # and regular again once the tick is over
     after = [g for g, a in gaps if a > hung_at + 7]
     assert after and max(after) < WATCHDOG_USEC / 1e6, gaps
+
+
+def test_a_watcher_restarted_after_an_unclean_exit_pages_once_a_clean_restart_does_not(fleet, notify_socket):
+    """Issue 15: "the watcher restarted by the service manager" is worth a page. The
+    watcher runs as systemd would run it (``NOTIFY_SOCKET``, ``INVOCATION_ID``); it is
+    killed (SIGKILL, as by the OOM killer or a watchdog timeout) and started again: one
+    ``watcher_restarted`` page through a real Apprise URL, saying systemd started it. A
+    clean stop (SIGTERM) and start pages nothing."""
+    import json
+    import os
+
+    from ccci.testing.http_receiver import Receiver
+
+    with Receiver() as receiver:
+        fleet.cfg.path.write_text(fleet.cfg.path.read_text()
+                                  + f'\n[notify]\nurls = ["json://127.0.0.1:{receiver.port}/hook"]\n')
+        env = {**_env(notify_socket), "INVOCATION_ID": "0123456789abcdef0123456789abcdef"}
+        first = fleet.watch("--quiet", env=env)
+        assert notify_socket.read(lambda s: s.lines("READY=1"), 30), notify_socket.got
+        pids = {a: fleet.live_pid(a) for a in fleet.AGENTS}
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(10)
+        fleet.watch("--quiet", env={**env, "INVOCATION_ID": "fedcba9876543210fedcba9876543210"})
+        assert fleet.wait(lambda: receiver.got, 30), fleet.events()
+        [(method, path, body)] = receiver.got
+        msg = json.loads(body)
+        assert msg["title"] == f"[{fleet.cfg.name}] watcher restarted after an unclean exit", msg
+        assert "a new one started by systemd" in msg["message"] and "adopted" in msg["message"], msg
+        [ev] = fleet.events("watcher_restarted")
+        assert ev["data"]["systemd"] is True and ev["data"]["previous_pid"] == first.pid, ev
+        assert fleet.wait(lambda: len(fleet.events("agent_adopted")) >= 2, 20)
+        assert {a: fleet.live_pid(a) for a in fleet.AGENTS} == pids  # adopted, not restarted
+        # a clean stop and start: no page
+        assert notify_socket.read(lambda s: len(s.lines("READY=1")) == 2, 20), notify_socket.got
+        second = fleet.watchers[-1]
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(20) == 0
+        fleet.watch("--quiet", env=env)
+        assert notify_socket.read(lambda s: len(s.lines("READY=1")) == 3, 30), notify_socket.got
+        time.sleep(2)  # the page would have been queued at the watcher_started event, before READY
+        assert len(receiver.got) == 1, receiver.got
+        assert len(fleet.events("watcher_started")) == 3 and len(fleet.events("watcher_restarted")) == 1

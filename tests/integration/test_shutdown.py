@@ -5,32 +5,17 @@ from __future__ import annotations
 
 import os
 
-import psutil
 import pytest
 
 from ccci.lock import FleetLock
+from ccci.testing.fleet import fleet_processes as _fleet_processes
 
 pytestmark = [pytest.mark.tmux, pytest.mark.slow]
 
 
 def fleet_processes(fleet) -> list[str]:
-    """Command lines of live processes that belong to ``fleet``: its watcher (``--fleet
-    ROOT``), its tmux server (``-L SOCKET``), its agents (their state directory), or any
-    ``opencode`` started under the fleet's directory."""
-    root, sock = str(fleet.root), fleet.cfg.tmux_socket
-    out = []
-    for p in psutil.process_iter(["cmdline", "status", "cwd"]):
-        try:
-            if p.info["status"] == psutil.STATUS_ZOMBIE or p.pid == os.getpid():
-                continue
-            cmd = p.info["cmdline"] or []
-            line = " ".join(cmd)
-            tmux = bool(cmd) and os.path.basename(cmd[0]).startswith("tmux") and sock in cmd
-            if tmux or root in line or "opencode" in line and (p.info["cwd"] or "").startswith(root):
-                out.append(f"{p.pid}: {line}")
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
-    return out
+    """Live processes of ``fleet``: :func:`ccci.testing.fleet.fleet_processes`."""
+    return _fleet_processes(fleet.root, fleet.cfg.tmux_socket)
 
 
 def _running(fleet) -> bool:
@@ -204,3 +189,26 @@ def test_ccci_start_while_the_idle_watcher_leaves_still_starts_the_agents(idle_f
     assert fleet.wait(lambda: _running(fleet) and lock.is_held(), 30), (r.stdout, fleet.events()[-5:])
     time.sleep(4)  # past another idle_exit: the agents run, so a watcher stays
     assert _running(fleet) and lock.is_held()
+
+
+def test_an_agent_ccci_start_cannot_launch_is_left_to_the_background_watcher(fleet):
+    """``ccci start`` with no watcher launches the agents itself; one it cannot launch
+    (here its workdir is missing; an opencode agent before its shared server runs) is an
+    error with ``--no-watch``, and otherwise left to the background watcher it starts,
+    which launches it once it can."""
+    work = next(a.workdir for a in fleet.cfg.agents if a.name == "builder")
+    aside = work.with_name(work.name + "-aside")
+    work.rename(aside)
+    r = fleet.ccci("start", "builder", "--no-watch")
+    assert r.returncode == 1 and "builder: workdir missing" in r.stdout, r.stdout + r.stderr
+    assert not FleetLock(fleet.cfg.state_dir).is_held()  # no watcher: that was asked for
+    r = fleet.ccci("start")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "builder: workdir missing; the watcher tries again each tick" in r.stdout, r.stdout
+    lock = FleetLock(fleet.cfg.state_dir)
+    assert fleet.wait(lambda: lock.is_held(), 20)
+    assert fleet.live_pid("adversary") and not fleet.live_pid("builder")
+    aside.rename(work)
+    assert fleet.wait(lambda: fleet.live_pid("builder"), 30), fleet.events()[-5:]
+    assert fleet.ccci("shutdown").returncode == 0
+    assert fleet.wait(lambda: not fleet_processes(fleet), 10), fleet_processes(fleet)

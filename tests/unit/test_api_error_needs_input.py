@@ -175,6 +175,41 @@ def test_a_dialog_nobody_answers_escalates_once_and_nothing_is_typed(
     assert pane.typed == [] and pane.keys == [] and pane.submitted == []  # zero keystrokes into the dialog
 
 
+def test_a_dialog_is_escalated_without_giving_the_agent_up_so_nothing_ever_restarts_it(
+        make_supervisor, fake_tmux, fake_clock, claude_on_path):
+    """Issue 15: a restart would throw the question away, and the automatic retry of a
+    given-up agent is a restart (escalation_retry_initial, 1800 s): the agent stays
+    supervised, is escalated once per dialog, and a new dialog after an answer is escalated
+    again."""
+    sup = make_supervisor(agents=["a"], backend="claude", checks={"startup_grace": 0, "needs_input_wait": 30})
+    pane = fake_tmux.pane("a")
+    dialog = (GOLDEN / "20_permission_dialog.txt").read_text()
+    pane.set_screen(dialog, input_box=None)
+    for _ in range(40):
+        tick(sup)
+    [esc] = events(sup, "escalation")
+    assert esc["data"]["check"] == "needs_input" and esc["data"]["given_up"] is False and esc["data"]["since"]
+    assert not sup.agents["a"].given_up and not sup.store.agent("a").given_up
+    retry_s = float(sup.config.settings_for("a")["escalation_retry_initial"])
+    for _ in range(int(retry_s / 60) + 5):  # past the automatic retry of an escalation
+        tick(sup, 60)
+    assert len(events(sup, "escalation")) == 1
+    assert not events(sup, "escalation_retry") and not events(sup, "remedy_failed")
+    assert [e["data"]["action"] for e in events(sup, "remedy")] == ["escalate"]
+    assert not [e for e in events(sup) if e["kind"].startswith("agent_") and e["kind"] != "agent_started"]
+    assert pane.typed == [] and pane.keys == [] and pane.submitted == []
+    # a person answers; later the agent asks again: a second escalation, for the new dialog
+    pane.set_screen("❯ yes\n● done\n", input_box=IDLE_BOX)
+    for _ in range(5):
+        tick(sup)
+    pane.set_screen(dialog, input_box=None)
+    for _ in range(40):
+        tick(sup)
+    first, second = events(sup, "escalation")
+    assert second["data"]["check"] == "needs_input" and second["data"]["since"] != first["data"]["since"]
+    assert not sup.agents["a"].given_up
+
+
 @pytest.mark.parametrize("checks, key, words", [
     ("api_error_max_attempts = 0", "checks.api_error_max_attempts", "whole number >= 1"),
     ("api_error_max_attempts = 2.5", "checks.api_error_max_attempts", "whole number >= 1"),

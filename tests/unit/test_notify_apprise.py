@@ -10,7 +10,6 @@ import socket
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -20,36 +19,10 @@ from ccci.config import ConfigError
 from ccci.model import Event
 from ccci.reporters.notify import Page, Pager, drain, validate
 from ccci.testing.fakes import events, tick
+from ccci.testing.http_receiver import Receiver
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "claude-2.1.332-recorded"
 UTC = timezone.utc
-
-
-class Receiver:
-    """A loopback HTTP server recording every request: ``(method, path, body text)``."""
-
-    def __init__(self) -> None:
-        got = self.got = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                n = int(self.headers.get("Content-Length") or 0)
-                got.append(("POST", self.path, self.rfile.read(n).decode("utf-8", "replace")))
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *a):
-                pass
-
-        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.srv.server_port
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.srv.shutdown()
-        self.srv.server_close()
 
 
 @pytest.fixture
@@ -88,6 +61,7 @@ def test_a_dialog_nobody_answers_pages_once_through_json_and_ntfy_with_its_text_
     body = msg["message"]
     assert "Do you want to proceed?" in body and "1. Yes" in body
     assert "tmux -L ccci-sock attach -t ccci-" in body
+    assert f"ccci --fleet {tmp_path} attach a" in body
     assert f"ccci --fleet {tmp_path} send a" in body
     # ntfy's self-hosted form over plain http: ntfy://host:port/topic (Apprise posts JSON with the topic)
     assert "ccci-topic" in ntfy[0][1] + ntfy[0][2] and "Do you want to proceed?" in ntfy[0][2]
@@ -95,6 +69,26 @@ def test_a_dialog_nobody_answers_pages_once_through_json_and_ntfy_with_its_text_
     # the repeated escalation of the same dialog (an automatic retry) never pages
     sup.emit("escalation_repeated", "a dialog has waited again", agent="a", check="needs_input")
     assert drain(5) and len(receiver.got) == 2
+
+
+def test_a_new_dialog_after_an_answered_one_pages_again_within_the_dedup_window(
+        make_supervisor, fake_tmux, fake_clock, claude_on_path, receiver):
+    """One page per dialog: the de-duplication key of a needs_input page is the time its
+    dialog was first seen, so dedup_window (3600 s) never hides the next question."""
+    sup = make_supervisor(agents=["a"], backend="claude", checks={"startup_grace": 0, "needs_input_wait": 10},
+                          extra_toml=notify_toml([f"json://127.0.0.1:{receiver.port}/hook"]))
+    pane = fake_tmux.pane("a")
+    dialog = (GOLDEN / "20_permission_dialog.txt").read_text()
+    for _ in range(2):
+        pane.set_screen(dialog, input_box=None)
+        for _ in range(30):
+            tick(sup)
+        pane.set_screen("❯ yes\n● done\n", input_box="─" * 20 + "\n❯\xa0\n" + "─" * 20 + "\n  ? for shortcuts")
+        for _ in range(5):
+            tick(sup)
+    assert drain(10)
+    assert len(events(sup, "escalation")) == 2
+    assert len(receiver.got) == 2 and all("Do you want to proceed?" in b for _, _, b in receiver.got), receiver.got
 
 
 def page(agent="a", reason="escalation"):

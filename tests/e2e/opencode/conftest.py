@@ -100,11 +100,16 @@ class OcFleet(WatchedFleet):
             {"$schema": "https://opencode.ai/config.json", "provider": {"scripted": provider},
              "model": "scripted/model", "autoupdate": False, "share": "disabled"}, indent=2))
 
-    def watch(self) -> None:
+    def ccci_argv(self, *args: str) -> list[str]:
+        """``ccci --fleet FLEET ARGS`` in the namespace, with the environment the watcher
+        gets (opencode on the PATH, the throwaway HOME)."""
         env = {"PATH": f"{self.bin_dir}:{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
                "HOME": str(self.home), "LANG": "C.UTF-8", "PYTHONPATH": str(REPO), "TERM": "xterm-256color"}
-        self._start_watcher(["ip", "netns", "exec", self.netns, "env", "-i", *(f"{k}={v}" for k, v in env.items()),
-                             sys.executable, "-m", "ccci", "--fleet", str(self.fleet), "watch"], dict(os.environ), self.fleet)
+        return ["ip", "netns", "exec", self.netns, "env", "-i", *(f"{k}={v}" for k, v in env.items()),
+                sys.executable, "-m", "ccci", "--fleet", str(self.fleet), *args]
+
+    def watch(self) -> None:
+        self._start_watcher(self.ccci_argv("watch"), dict(os.environ), self.fleet)
 
     # ------------------------------------------------------------------ reading
     def _diagnostics(self) -> str:
@@ -138,17 +143,18 @@ class OcFleet(WatchedFleet):
 
 @pytest.fixture
 def oc_fleet(tmp_path: Path, netns: str, opencode_bin: Path) -> Iterator[Callable[..., OcFleet]]:
-    """Factory: ``oc_fleet(by_marker, agents=("builder",), checks=None, default=None)`` -> a started
-    :class:`OcFleet` (model server and ``ccci watch`` running)."""
+    """Factory: ``oc_fleet(by_marker, agents=("builder",), checks=None, default=None, watch=True)``
+    -> a started :class:`OcFleet` (model server and, with ``watch``, ``ccci watch`` running)."""
     fleets: list[OcFleet] = []
 
     def make(by_marker: dict[str, list], agents: tuple[str, ...] = ("builder",),
-             checks: dict[str, Any] | None = None, default: Any = None) -> OcFleet:
+             checks: dict[str, Any] | None = None, default: Any = None, watch: bool = True) -> OcFleet:
         f = OcFleet(tmp_path / f"f{len(fleets)}", netns, opencode_bin, by_marker, agents, checks, default)
         fleets.append(f)
         f.prepare()
         f.start_model_server()
-        f.watch()
+        if watch:
+            f.watch()
         return f
 
     yield make
