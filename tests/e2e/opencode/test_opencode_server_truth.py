@@ -228,7 +228,9 @@ def test_the_shared_server_stops_when_no_opencode_agent_needs_it(oc_fleet):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     f.wait(lambda: not psutil.pid_exists(pid2), 15, "the server to stop with the last agent")
-    assert "ccci stop" in f.events("opencode_serve_stopped")[-1]["message"]
+    # either `ccci stop` itself or the watcher's next tick (it sees the agent stopped) ends it first
+    last = f.events("opencode_serve_stopped")[-1]["message"]
+    assert "ccci stop" in last or "no opencode agent left" in last, last
     time.sleep(5)  # the watcher keeps it stopped: nobody needs it
     assert len(f.events("opencode_serve_started")) == 2 and not f.serve_state()
 
