@@ -58,6 +58,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ccci.hooks.escalate",
     "ccci.reporters.notify",
     "ccci.reporters.metrics",
+    "ccci.reporters.states",
     "ccci.gitwatch",
     "ccci.phases",
     "ccci.external",

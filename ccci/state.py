@@ -574,6 +574,33 @@ class StateStore:
             out.append(d)
         return out
 
+    def events_between(self, since: datetime, until: datetime | None = None,
+                       kinds: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        """Events with ``since <= at < until`` (UTC; ``until`` ``None``: no end), oldest
+        first, as dicts (``data`` parsed); only ``kinds`` when given."""
+        q, args = "SELECT * FROM events WHERE at>=?", [iso_ms(since)]
+        if until is not None:
+            q += " AND at<?"
+            args.append(iso_ms(until))
+        if kinds:
+            q += f" AND kind IN ({','.join('?' * len(kinds))})"
+            args.extend(kinds)
+        return [self._event_dict(r) for r in self.db.execute(q + " ORDER BY id", args).fetchall()]
+
+    def last_events_before(self, at: datetime, kind: str) -> dict[str, dict[str, Any]]:
+        """``{agent: the newest event of kind`` ``kind`` ``of that agent before at (UTC)}``
+        (e.g. each agent's state when a report's period begins)."""
+        rows = self.db.execute(
+            "SELECT e.* FROM events e JOIN (SELECT agent, MAX(id) AS id FROM events WHERE kind=? AND at<? "
+            "AND agent IS NOT NULL GROUP BY agent) m ON e.id=m.id", (kind, iso_ms(at))).fetchall()
+        return {r["agent"]: self._event_dict(r) for r in rows}
+
+    @staticmethod
+    def _event_dict(r: sqlite3.Row) -> dict[str, Any]:
+        d = dict(r)
+        d["data"] = json.loads(d["data"] or "{}")
+        return d
+
     def last_event_id(self) -> int:
         row = self.db.execute("SELECT MAX(id) AS m FROM events").fetchone()
         return int(row["m"] or 0)

@@ -1057,6 +1057,10 @@ def demo(keep: bool, directory: Path | None) -> None:
 
 
 
+from ccci.commands.report import report as _report  # noqa: E402 - the command module imports this one lazily
+
+main.add_command(_report)
+
 
 if __name__ == "__main__":  # pragma: no cover
     main()
