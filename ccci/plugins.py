@@ -52,6 +52,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "ccci.checks.needs_input",
     "ccci.checks.stall",
     "ccci.checks.handoff",
+    "ccci.checks.budget",
     "ccci.hooks.restart",
     "ccci.hooks.send",
     "ccci.hooks.wait",

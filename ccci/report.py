@@ -227,8 +227,11 @@ def build_report(store: Any, config: Any, since: datetime, until: datetime | Non
             agent_rec(agent)["pings_received"] += 1
             markers.append({"at": e["at"], "agent": agent, "kind": "commit", "label": subject[:60],
                             "sha": str(data.get("sha", ""))[:10], "event_id": e["id"]})
-            for m in store.message_by_key(f"ping:{data.get('sha', '')}:{agent}"):
+            msgs = store.message_by_key(f"ping:{data.get('sha', '')}:{agent}")
+            for m in msgs:
                 ping_msgs[int(m["id"])] = (agent, at)
+            if not msgs:
+                pending_pings[agent] += 1  # its message is gone from the queue: not known delivered
         elif kind == "message_delivered" and data.get("message_id") is not None:
             delivered_at[int(data["message_id"])] = at
 

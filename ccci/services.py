@@ -100,6 +100,12 @@ class Services(Protocol):
         ``delivered`` | ``failed``), ``dedup_key`` (str or ``None``), ``queued_at`` and
         ``done_at`` (ISO-8601 UTC strings; ``done_at`` ``None`` until finished). Read-only."""
 
+    def usage_rows(self, agent: str | None = None, since_day: str | None = None) -> list[dict[str, Any]]:
+        """Token totals the CLIs recorded, per agent, UTC day (``YYYY-MM-DD``) and model,
+        oldest day first (:meth:`ccci.state.StateStore.usage_rows`): dicts with ``agent``,
+        ``day``, ``model``, ``input_tokens``, ``output_tokens``, ``cache_read_tokens``,
+        ``cache_write_tokens``. Read-only."""
+
     def deliver_now(self, agent: str, text: str) -> "SendResult":
         """Type ``text`` into the agent's pane now (not queued), then Enter, then verify
         it was submitted (:func:`ccci.send.deliver`). For nudges and slash commands that
@@ -233,6 +239,9 @@ class RunnerServices:
     def recent_messages(self, agent: str, limit: int = 20) -> list[dict[str, Any]]:
         keep = ("id", "text", "status", "dedup_key", "queued_at", "done_at")
         return [{k: m[k] for k in keep} for m in self._sup.store.messages_for(agent, limit)]
+
+    def usage_rows(self, agent: str | None = None, since_day: str | None = None) -> list[dict[str, Any]]:
+        return self._sup.store.usage_rows(agent=agent, since_day=since_day)
 
     def deliver_now(self, agent: str, text: str) -> "SendResult":
         return self._sup.deliver_now(agent, text)

@@ -95,6 +95,10 @@ CREATE TABLE IF NOT EXISTS usage (
 );
 """
 
+#: event kinds that do not become an agent's ``last_event`` (``ccci status``): a state
+#: change per turn would hide what happened
+QUIET_KINDS = frozenset({"state_changed"})
+
 #: the token counters of a ``usage`` row, in the order the CLIs' usage fields name them
 USAGE_COUNTERS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
@@ -541,7 +545,7 @@ class StateStore:
             "INSERT INTO events(at, agent, kind, message, data) VALUES (?,?,?,?,?)",
             (iso_ms(at), event.agent, event.kind, event.message, json.dumps(event.data, default=str)),
         )
-        if event.agent:
+        if event.agent and event.kind not in QUIET_KINDS:
             self.db.execute("UPDATE agents SET last_event=? WHERE name=?", (f"{event.kind}: {event.message}"[:200], event.agent))
         return int(cur.lastrowid)
 

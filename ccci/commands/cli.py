@@ -387,6 +387,7 @@ def status_rows(sup) -> list[dict]:
     screens = sup.tmux.capture(ids) if ids else {}
     rows = []
     now = datetime.now(UTC)
+    spent = _cost_today(sup, now)
     for n, rt in sup.agents.items():
         rec = sup.store.agent(n)
         pane = live[n]
@@ -415,9 +416,21 @@ def status_rows(sup) -> list[dict]:
             "restarts": rec.restarts, "resumes": rec.resumes, "conversation_id": rec.conversation_id or None,
             "session": rt.session, "last_event": rec.last_event,
             "waiting_until": iso(waiting_until) if waiting_until else None, "retry_at": retry_at,
+            "cost_today_usd": round(spent.get(n, 0.0), 6) if spent is not None else None,
             **version_fields(rt.backend, rt.spec, sup.config, rec.conversation_id or ""),
         })
     return rows
+
+
+def _cost_today(sup, now: datetime) -> dict[str, float] | None:
+    """``{agent: USD}`` for the UTC day of ``now`` (:func:`ccci.cost.cost_today`);
+    ``None`` when the prices cannot be read (a bad ``[prices]`` table is reported at load)."""
+    from ccci.cost import PriceError, cost_today, price_table
+
+    try:
+        return cost_today(sup.store, price_table(sup.config), now)
+    except PriceError:
+        return None
 
 
 def version_fields(backend, spec, cfg, conversation_id: str) -> dict:
@@ -439,27 +452,51 @@ def version_fields(backend, spec, cfg, conversation_id: str) -> dict:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per agent, in a list.")
+@click.option("--watch", "watch_", is_flag=True, help="Keep the table on screen, refreshed (Ctrl-C ends it).")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.2),
+              help="Seconds between refreshes with --watch.")
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
-    """Agents with backend, state, pid, uptime, restarts and last event."""
+def status(ctx: click.Context, as_json: bool, watch_: bool, interval: float) -> None:
+    """Agents with backend, state, pid, uptime, restarts, cost today and last event."""
+    cfg = load_config(ctx.obj["fleet"])
+    if as_json and watch_:
+        fail("--json and --watch do not go together; use --json once, or --watch for the live table")
+    sup = build(cfg, echo_errors=not as_json)
+    if as_json:
+        click.echo(json.dumps(status_rows(sup), indent=2))
+        return
+    if not watch_:
+        console.print(status_table(cfg, status_rows(sup)))
+        return
+    from rich.live import Live
+
+    try:
+        with Live(status_table(cfg, status_rows(sup)), console=console, auto_refresh=False,
+                  redirect_stdout=False, redirect_stderr=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(status_table(cfg, status_rows(sup)), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
+def status_table(cfg: config_mod.FleetConfig, rows: list[dict]) -> Table:
+    """The ``ccci status`` table for ``rows`` (:func:`status_rows`), with the time it was read."""
     from ccci.lock import FleetLock
 
-    cfg = load_config(ctx.obj["fleet"])
-    sup = build(cfg, echo_errors=not as_json)
-    rows = status_rows(sup)
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
     held = FleetLock(cfg.state_dir)
-    t = Table(title=cell(f"fleet {cfg.name} — watcher {'running (pid %s)' % held.holder() if held.is_held() else 'NOT running'}"))
-    for col in ("agent", "backend", "state", "pid", "uptime", "restarts", "last event"):
+    t = Table(title=cell(f"fleet {cfg.name} — watcher {'running (pid %s)' % held.holder() if held.is_held() else 'NOT running'}"
+                         f" — {iso(datetime.now(UTC))}"))
+    for col in ("agent", "backend", "state", "pid", "uptime", "restarts", "cost today", "last event"):
         t.add_column(col, overflow="fold")
     for r in rows:
         up = _dur(r["uptime_s"]) if r["uptime_s"] is not None else "-"
         state = (f"waiting until {r['waiting_until']}" if r["waiting_until"] else
                  f"given_up (retry {r['retry_at']})" if r["retry_at"] else r["state"])
-        t.add_row(*map(cell, (r["name"], r["backend"], state, r["pid"] or "-", up, r["restarts"], r["last_event"][:70])))
-    console.print(t)
+        cost = "-" if r.get("cost_today_usd") is None else f"${r['cost_today_usd']:.2f}"
+        t.add_row(*map(cell, (r["name"], r["backend"], state, r["pid"] or "-", up, r["restarts"], cost,
+                              r["last_event"][:70])))
+    return t
 
 
 def _dur(s: float) -> str:
@@ -1057,9 +1094,11 @@ def demo(keep: bool, directory: Path | None) -> None:
 
 
 
-from ccci.commands.report import report as _report  # noqa: E402 - the command module imports this one lazily
+from ccci.commands.budget import budget as _budget  # noqa: E402 - command modules import this one lazily
+from ccci.commands.report import report as _report  # noqa: E402
 
 main.add_command(_report)
+main.add_command(_budget)
 
 
 if __name__ == "__main__":  # pragma: no cover

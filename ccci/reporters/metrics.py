@@ -40,6 +40,7 @@ RESTART_ACTIONS = frozenset({"restart", "resume", "fresh", "start"})
 DETECTION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 #: seconds; a tick is a tmux query, a process scan and the checks (tens of ms)
 TICK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+COST_EVERY_S = 15.0  #: seconds between updates of ``ccci_agent_cost_today_usd`` (one usage-table read)
 #: seconds; a message waits for the agent's turn to end (minutes, sometimes hours)
 DELIVERY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 4 * 3600.0)
 
@@ -58,6 +59,7 @@ class Exporter:
     server: Any = None
     thread: Any = None
     tick_start_mono: float = 0.0
+    cost_mono: float | None = None  #: monotonic seconds of the last cost update
     first_seen: dict[tuple[str, str], float] = field(default_factory=dict)
     detected: set[tuple[str, str]] = field(default_factory=set)
 
@@ -103,6 +105,8 @@ def build_registry(start_time_s: float) -> tuple[Any, dict[str, Any]]:
         "plugins_disabled": Counter("ccci_plugins_disabled", "Plugins disabled after failing 5 ticks in a row",
                                     ["plugin"], registry=reg),
         "events": Counter("ccci_events", "Events logged, by kind", ["kind"], registry=reg),
+        "cost": Gauge("ccci_agent_cost_today_usd", "USD the agent's recorded token usage costs on the current UTC "
+                      "day (ccci/data/prices.toml and [prices]; unpriced models count 0)", ["agent"], registry=reg),
         "start": Gauge("ccci_watcher_start_time_seconds", "When this watcher started, seconds since the Unix epoch",
                        registry=reg),
     }
@@ -188,6 +192,26 @@ def ccci_tick_end(findings, duration_s, services):
         backend = getattr(view.backend, "name", "") or ""
         for s in AGENT_STATES:
             m["state"].labels(name, backend, s).set(1 if s == state else 0)
+    mono = services.monotonic()
+    if exp.cost_mono is None or mono - exp.cost_mono >= COST_EVERY_S:
+        exp.cost_mono = mono
+        _update_cost(m["cost"], services)
+
+
+def _update_cost(gauge, services) -> None:
+    from ccci.cost import PriceError, price_table, utc_day
+
+    try:
+        table = price_table(services.config)
+    except PriceError:
+        return
+    day = utc_day(services.now())
+    spent = {a: 0.0 for a in services.agents()}
+    for r in services.usage_rows(since_day=day):
+        if r["day"] == day:
+            spent[r["agent"]] = spent.get(r["agent"], 0.0) + (table.cost(r) or 0.0)
+    for agent, usd in spent.items():
+        gauge.labels(agent).set(usd)
 
 
 @hookimpl
