@@ -39,7 +39,7 @@ from ccci.model import AgentState, Finding, Remedy, RemedyResult
 from ccci.stash import StashKey
 
 CHECK = "budget"
-EVERY_S = 15.0  #: seconds between two looks at the usage table (it changes as transcripts are read)
+EVERY_S = 5.0  #: seconds between two looks at the usage table (one query; a spend is noticed within this)
 #: UTC day (``YYYY-MM-DD``) on which this agent's budget was escalated (persisted)
 ESCALATED = StashKey[str]("escalated_day", persist=True)
 LAST_LOOK = StashKey[float]("last_look")  #: monotonic seconds of the last look (fleet stash)
