@@ -1,7 +1,7 @@
 """``[budget]`` on a real fleet under a real ``ccci watch``: an agent over its daily
 budget is escalated once and held (never killed, not restarted after a ``kill -9``)
 until a person lifts it with ``ccci budget reset``; the report and ``status --json``
-show the cost."""
+show the cost, and no report shows the secret in the agents' environment."""
 from __future__ import annotations
 
 import json
@@ -13,13 +13,26 @@ import pytest
 
 from ccci.clock import UTC
 from ccci.cost import utc_day
+from ccci.testing.fleet import Fleet, fleet_name
 
 pytestmark = [pytest.mark.tmux, pytest.mark.slow]
 
 
-def test_budget_holds_an_agent_without_killing_it_until_budget_reset(fleet):
+SECRET = "sk-ant-api03-DoNotShowMe-7f3a9c"
+
+
+@pytest.fixture
+def secret_fleet(tmp_path):
+    """The demo fleet with a secret in every agent's environment."""
+    f = Fleet(tmp_path / "fleet", fleet_name(tmp_path), agents={"env": {"ANTHROPIC_API_KEY": SECRET}})
+    yield f
+    f.close()
+
+
+def test_budget_holds_an_agent_without_killing_it_until_budget_reset(secret_fleet, tmp_path):
     from datetime import datetime
 
+    fleet = secret_fleet
     with open(fleet.root / "ccci.toml", "a") as f:
         f.write('\n[budget]\nagent_daily_usd = 1.0\n\n[prices."scripted-model"]\ninput = 2.0\noutput = 10.0\n')
     fleet.watch("--quiet")
@@ -56,7 +69,11 @@ def test_budget_holds_an_agent_without_killing_it_until_budget_reset(fleet):
         f"not restarted after 'ccci budget reset'; events: {[e['kind'] for e in fleet.events(agent='builder')][-10:]}"
     assert len(fleet.events("escalation", "builder")) == 1  # not escalated again the same day
 
-    rep = json.loads(fleet.ccci("report", "--since", "10m", "--json").stdout)
+    out = fleet.ccci("report", "--since", "10m", "--json", "--html", str(tmp_path / "r.html"))
+    rep = json.loads(out.stdout)
+    # no report shows a secret from an agent's environment
+    assert SECRET not in out.stdout and SECRET not in (tmp_path / "r.html").read_text()
+    assert SECRET not in fleet.ccci("report", "--since", "10m").stdout
     assert rep["agents"]["builder"]["cost_usd"] == pytest.approx(2.0)
     assert rep["agents"]["builder"]["escalations"]["total"] == 1
     assert rep["agents"]["builder"]["time_in_state_s"].get("given_up", 0) > 0

@@ -22,7 +22,7 @@ from ccci.commands.report import STATE_COLOURS
 from ccci.report import LAUNCH_KINDS, REMEDY_KINDS
 from ccci.state import StateStore
 
-pytestmark = [pytest.mark.tmux, pytest.mark.slow]
+pytestmark = [pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(900)]  # the demo itself: ~2-3 min
 
 
 @pytest.fixture(scope="module")
