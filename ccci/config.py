@@ -68,6 +68,45 @@ DEFAULT_CHECKS: dict[str, float | int] = {
 }
 
 
+#: the host name of an agent without ``host =``, and of a machine that is not told which host it is
+LOCAL_HOST = "local"
+#: keys of a ``[[hosts]]`` table
+KNOWN_HOST = {"name", "ssh", "port", "identity_file", "ssh_options", "ccci", "fleet_dir", "python", "connect_timeout",
+              "timeout"}
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One ``[[hosts]]`` table: a machine that runs its own ``ccci watch`` over its own
+    agents, reached from the others with OpenSSH (:mod:`ccci.hosts`).
+
+    Attributes:
+        name: host name used by ``host =`` on agents (``[a-z0-9_-]+``, not ``local``).
+        ssh: the ssh destination, ``user@address`` or an alias of ``~/.ssh/config``.
+        port: ssh port (``None``: ssh's default or ``~/.ssh/config``).
+        identity_file: absolute path of a private key for ``ssh -i`` (``None``: ssh's default).
+        ssh_options: extra ``-o`` options, each ``"Key=Value"`` (e.g. ``"StrictHostKeyChecking=accept-new"``).
+        ccci: the ``ccci`` command on the host (default ``~/.local/share/ccci/venv/bin/ccci``,
+            where ``ccci hosts deploy`` installs it; a leading ``~/`` is the remote home).
+        fleet_dir: the fleet directory on the host (default: the same path as here).
+        python: the Python 3.11+ interpreter ``ccci hosts deploy`` makes the venv with (default ``python3``).
+        connect_timeout: seconds ssh may take to connect (``ConnectTimeout``, default 5).
+        timeout: seconds one whole remote call may take before the host counts as
+            unreachable (default 20; ``ccci logs -f`` and ``events -f`` have none).
+    """
+
+    name: str
+    ssh: str
+    port: int | None = None
+    identity_file: str | None = None
+    ssh_options: tuple[str, ...] = ()
+    ccci: str = "~/.local/share/ccci/venv/bin/ccci"
+    fleet_dir: str = ""
+    python: str = "python3"
+    connect_timeout: float = 5.0
+    timeout: float = 20.0
+
+
 class ConfigError(ValueError):
     """A config problem; ``str()`` is the one-line message (file: key: problem; fix)."""
 
@@ -162,6 +201,12 @@ class FleetConfig:
             override of the version the backend detects).
         raw: the parsed TOML, for plugins that read their own tables.
         metrics: :class:`MetricsSettings` of ``[metrics]``, ``None`` when metrics are off.
+        web: :class:`WebSettings` of ``[web]`` (``ccci web``).
+        hosts: ``[[hosts]]`` by name (:class:`HostSpec`); empty for a one-machine fleet.
+        this_host: which host this process is (``CCCI_HOST``, which ``ccci --host NAME``
+            sets, else ``[fleet] this_host``, else ``local``).
+        all_agents: every agent of every host; ``agents`` holds only this host's, so a
+            watcher supervises (and pings) only its own agents and never another host's tmux.
     """
 
     path: Path
@@ -180,6 +225,27 @@ class FleetConfig:
     pattern_versions: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
     metrics: MetricsSettings | None = None
+    web: "WebSettings | None" = None
+    hosts: dict[str, HostSpec] = field(default_factory=dict)
+    this_host: str = LOCAL_HOST
+    all_agents: list[AgentSpec] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.all_agents:  # a config built by hand (tests, plugins): one host, its agents are all
+            self.all_agents = list(self.agents)
+
+    def remote_agents(self) -> dict[str, list[AgentSpec]]:
+        """Agents of other hosts, by host name in ``[[hosts]]`` order (hosts without
+        agents included: their watcher may still run)."""
+        out: dict[str, list[AgentSpec]] = {h: [] for h in self.hosts if h != self.this_host}
+        for a in self.all_agents:
+            if a.host != self.this_host:
+                out.setdefault(a.host, []).append(a)
+        return out
+
+    def host_of(self, agent: str) -> str | None:
+        """The host of ``agent`` (any host), ``None`` for an unknown name."""
+        return next((a.host for a in self.all_agents if a.name == agent), None)
 
     def agent(self, name: str) -> AgentSpec:
         """The agent called ``name``.
@@ -336,7 +402,7 @@ def _str(val: Any, path: Path, key: str) -> str:
 
 
 KNOWN_TOP = {"fleet", "git", "checks", "agents", "handoff", "patterns", "defaults", "notify", "phases", "plugins",
-             "opencode", "metrics", "prices", "budget"}
+             "opencode", "metrics", "web", "hosts", "prices", "budget"}
 _LISTEN_EXAMPLE = 'e.g. listen = "127.0.0.1:9464"'
 
 
@@ -353,27 +419,136 @@ def _metrics(raw: dict, path: Path) -> MetricsSettings | None:
         raise _err(path, "metrics.allow_remote", f"expected true or false, got {allow!r}")
     if "listen" not in table:
         return None
-    listen = _str(table["listen"], path, "metrics.listen").strip()
+    host, port = parse_listen(_str(table["listen"], path, "metrics.listen"), path, "metrics.listen", _LISTEN_EXAMPLE)
+    if not ipaddress.ip_address(host).is_loopback and not allow:
+        raise _err(path, "metrics.listen", f"{host} is not a loopback address, so other machines could read the "
+                   "metrics; bind 127.0.0.1, or add allow_remote = true to [metrics] if you mean it")
+    return MetricsSettings(host=host, port=port, allow_remote=allow)
+
+
+def parse_listen(listen: str, path: Path | str, key: str, example: str) -> tuple[str, int]:
+    """``HOST:PORT`` (an IP address, ``[v6]`` in brackets, or ``localhost``, which reads
+    as ``127.0.0.1``) as ``(ip, port)``.
+
+    :raises ConfigError: one line naming ``path``, ``key`` and the fix (``example``).
+    """
+    listen = listen.strip()
     m = re.fullmatch(r"\[(?P<v6>[^\]]+)\]:(?P<port>\d{1,5})|(?P<host>[^:\[\]]+):(?P<port4>\d{1,5})", listen)
     if not m:
-        raise _err(path, "metrics.listen", f"{listen!r} is not HOST:PORT; {_LISTEN_EXAMPLE}")
+        raise _err(path, key, f"{listen!r} is not HOST:PORT; {example}")
     host = m["v6"] or m["host"]
     port = int(m["port"] or m["port4"])
     if not 1 <= port <= 65535:
-        raise _err(path, "metrics.listen", f"port {port} is not 1-65535; {_LISTEN_EXAMPLE}")
+        raise _err(path, key, f"port {port} is not 1-65535; {example}")
     if host == "localhost":
         host = "127.0.0.1"
     try:
         addr = ipaddress.ip_address(host)
     except ValueError:
-        raise _err(path, "metrics.listen", f"{host!r} is not an IP address; use one (no host names), "
-                   f"{_LISTEN_EXAMPLE}") from None
-    if not addr.is_loopback and not allow:
-        raise _err(path, "metrics.listen", f"{host} is not a loopback address, so other machines could read the "
-                   "metrics; bind 127.0.0.1, or add allow_remote = true to [metrics] if you mean it")
-    return MetricsSettings(host=str(addr), port=port, allow_remote=allow)
+        raise _err(path, key, f"{host!r} is not an IP address; use one (no host names), {example}") from None
+    return str(addr), port
+
+
+@dataclass
+class WebSettings:
+    """``[web]``: where ``ccci web`` listens (``listen = "HOST:PORT"``; default
+    ``127.0.0.1:8765``). A non-loopback ``host`` needs ``allow_remote = true``, and then
+    every request, reads included, must carry the dashboard's token (:mod:`ccci.web`)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    allow_remote: bool = False
+
+
+def _web(raw: dict, path: Path) -> WebSettings:
+    """``[web]``: ``listen`` and ``allow_remote``. :raises ConfigError: one line."""
+    table = _table(raw, "web", path)
+    for k in table:
+        if k not in ("listen", "allow_remote"):
+            raise _err(path, f"web.{k}", "unknown key; known: allow_remote, listen")
+    allow = table.get("allow_remote", False)
+    if not isinstance(allow, bool):
+        raise _err(path, "web.allow_remote", f"expected true or false, got {allow!r}")
+    if "listen" not in table:
+        return WebSettings(allow_remote=allow)
+    example = 'e.g. listen = "127.0.0.1:8765"'
+    host, port = parse_listen(_str(table["listen"], path, "web.listen"), path, "web.listen", example)
+    if not ipaddress.ip_address(host).is_loopback and not allow:
+        raise _err(path, "web.listen", f"{host} is not a loopback address, so other machines could reach the "
+                   "dashboard; bind 127.0.0.1, or add allow_remote = true to [web] if you mean it (every request "
+                   "then needs the token)")
+    return WebSettings(host=host, port=port, allow_remote=allow)
+
+
 KNOWN_AGENT = {"name", "role", "backend", "model", "workdir", "prompt_file", "handoff_role", "env", "options", "checks",
-               "schedule"}
+               "schedule", "host"}
+
+
+def _hosts(raw: dict, path: Path) -> dict[str, HostSpec]:
+    """``[[hosts]]``: name, ssh and the ssh options of :class:`HostSpec`.
+    :raises ConfigError: one line naming the key and the fix."""
+    hs = raw.get("hosts", [])
+    if not isinstance(hs, list):
+        raise _err(path, "hosts", 'expected an array of tables [[hosts]] with name = "box1", ssh = "user@box1"')
+    out: dict[str, HostSpec] = {}
+    for i, h in enumerate(hs):
+        where = f"hosts[{i}]"
+        if not isinstance(h, dict):
+            raise _err(path, where, 'expected a table with name = "box1", ssh = "user@box1"')
+        for k in h:
+            if k not in KNOWN_HOST:
+                raise _err(path, f"{where}.{k}", f"unknown key; known: {', '.join(sorted(KNOWN_HOST))}")
+        for req in ("name", "ssh"):
+            if req not in h:
+                raise _err(path, f"{where}.{req}", 'missing; a host needs name = "box1" and ssh = "user@box1"')
+        hname = _str(h["name"], path, f"{where}.name")
+        if not NAME_RE.match(hname) or hname == LOCAL_HOST:
+            raise _err(path, f"{where}.name", f"{hname!r} must match [a-z0-9][a-z0-9_-]* (max 40) and not be "
+                       f"{LOCAL_HOST!r} (this machine's name when no host is set); rename it")
+        if hname in out:
+            raise _err(path, f"{where}.name", f"duplicate host {hname!r}; names must be unique")
+        dest = _str(h["ssh"], path, f"{where}.ssh").strip()
+        if not dest or dest.startswith("-") or any(c.isspace() for c in dest):
+            raise _err(path, f"{where}.ssh", f"{dest!r} is not an ssh destination; use user@address or a "
+                       "Host alias of ~/.ssh/config (no blanks, not starting with '-')")
+        port = h.get("port")
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
+            raise _err(path, f"{where}.port", f"{port!r} is not a TCP port; use a whole number 1-65535, e.g. 22")
+        ident = h.get("identity_file")
+        if ident is not None:
+            ident = os.path.expanduser(_str(ident, path, f"{where}.identity_file"))
+            if not Path(ident).is_absolute():
+                ident = str((path.parent / ident).resolve())
+        opts = h.get("ssh_options", [])
+        if not isinstance(opts, list) or not all(isinstance(o, str) and re.fullmatch(r"[A-Za-z]+=\S.*", o) for o in opts):
+            raise _err(path, f"{where}.ssh_options", f"{opts!r} is not a list of \"Key=Value\" ssh options; "
+                       'e.g. ssh_options = ["StrictHostKeyChecking=accept-new"]')
+        fields: dict[str, Any] = {}
+        for k in ("ccci", "fleet_dir", "python"):
+            if k in h:
+                v = _str(h[k], path, f"{where}.{k}").strip()
+                if not v or v.startswith("-"):
+                    raise _err(path, f"{where}.{k}", f"{v!r} is empty or starts with '-'; give a path")
+                fields[k] = v
+        for k, default in (("connect_timeout", 5.0), ("timeout", 20.0)):
+            fields[k] = _num(h.get(k, default), path, f"{where}.{k}", 0.5)
+        out[hname] = HostSpec(name=hname, ssh=dest, port=port, identity_file=ident,
+                              ssh_options=tuple(opts), **fields)
+    return out
+
+
+def _this_host(fleet: dict, env: Any, hosts: dict[str, HostSpec], path: Path) -> str:
+    """Which host this process is: ``CCCI_HOST`` (``ccci --host NAME`` sets it), else
+    ``[fleet] this_host``, else ``local``. :raises ConfigError: for a name that is
+    neither ``local`` nor a ``[[hosts]]`` entry."""
+    if env.get("CCCI_HOST"):
+        name, key = env["CCCI_HOST"], "CCCI_HOST (or ccci --host)"
+    else:
+        name, key = _str(fleet.get("this_host", LOCAL_HOST), path, "fleet.this_host"), "fleet.this_host"
+    if name != LOCAL_HOST and name not in hosts:
+        known = ", ".join([LOCAL_HOST, *hosts])
+        raise _err(path, key, f"{name!r} is not a host of this fleet; use one of {known} ([[hosts]] names)")
+    return name
 
 
 def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
@@ -382,6 +557,8 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
         if key not in KNOWN_TOP:
             raise _err(path, key, f"unknown top-level key; known: {', '.join(sorted(KNOWN_TOP))}")
     fleet = _table(raw, "fleet", path)
+    hosts = _hosts(raw, path)
+    this_host = _this_host(fleet, env, hosts, path)
     if "notify" in raw:  # Apprise URLs, quiet hours, digest: one-line errors (ccci.reporters.notify)
         from ccci.reporters.notify import validate as _validate_notify
 
@@ -468,6 +645,10 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
         _check_pairs({**checks, **per}, path, f"{where}.checks")
         agent_checks[aname] = dict(per)
         hrole = _str(a.get("handoff_role", ""), path, f"{where}.handoff_role")
+        ahost = _str(a.get("host", LOCAL_HOST), path, f"{where}.host")
+        if ahost != LOCAL_HOST and ahost not in hosts:
+            raise _err(path, f"{where}.host", f"{ahost!r} is not a host; add [[hosts]] name = {ahost!r}, or use one of "
+                       f"{', '.join([LOCAL_HOST, *hosts])}")
         schedule = _str(a.get("schedule", ""), path, f"{where}.schedule")
         if schedule:
             from croniter import croniter
@@ -488,6 +669,7 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
                 env=dict(envmap),
                 options=dict(opts),
                 schedule=schedule,
+                host=ahost,
             )
         )
 
@@ -534,6 +716,7 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
 
     return FleetConfig(
         path=path, root=root, name=name, state_dir=state_dir, tmux_socket=sock, tick_seconds=tick, idle_exit=idle_exit,
-        git=git, checks=checks, agents=agents, agent_checks=agent_checks, handoffs=handoffs,
-        patterns=pats, pattern_versions=pat_versions, raw=raw, metrics=_metrics(raw, path),
+        git=git, checks=checks, agents=[a for a in agents if a.host == this_host], agent_checks=agent_checks,
+        handoffs=handoffs, patterns=pats, pattern_versions=pat_versions, raw=raw, metrics=_metrics(raw, path),
+        web=_web(raw, path), hosts=hosts, this_host=this_host, all_agents=agents,
     )

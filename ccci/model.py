@@ -59,6 +59,8 @@ class AgentSpec:
         env: extra environment variables for the agent process (never logged).
         options: backend-specific options from the config table ``[agents.options]``.
         schedule: cron expression (UTC) on which the watcher runs this job, or ``""``.
+        host: the ``[[hosts]]`` name of the machine whose watcher runs the agent
+            (``local``: the machine the config is read on; see :mod:`ccci.hosts`).
     """
 
     name: str
@@ -71,6 +73,7 @@ class AgentSpec:
     env: dict[str, str] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     schedule: str = ""
+    host: str = "local"
 
 
 @dataclass

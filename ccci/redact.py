@@ -18,7 +18,8 @@ def collect_secrets(config: FleetConfig, environ: dict[str, str] | None = None) 
     redacted whole."""
     env = os.environ if environ is None else environ
     values = {v for k, v in env.items() if SECRET_NAME_RE.search(k) and len(v) >= 6}
-    for spec in config.agents:
+    # every host's agents: a secret of another host's agent may still reach this host's text
+    for spec in (getattr(config, "all_agents", None) or config.agents):
         values |= {v for k, v in spec.env.items() if SECRET_NAME_RE.search(k) and len(v) >= 6}
     serve_env = (config.raw.get("opencode") or {}).get("env") if isinstance(config.raw.get("opencode"), dict) else None
     if isinstance(serve_env, dict):  # the shared opencode serve's environment (provider keys)

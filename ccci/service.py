@@ -170,8 +170,10 @@ def target(cfg: "FleetConfig", scope: str = "user", platform: str | None = None)
 
 
 def watch_argv(cfg: "FleetConfig", python: str | None = None) -> list[str]:
-    """The watcher's command line: ``PYTHON -m ccci --fleet ROOT watch --quiet``."""
-    return [python or sys.executable, "-m", "ccci", "--fleet", str(cfg.root), "watch", "--quiet"]
+    """The watcher's command line: ``PYTHON -m ccci --fleet ROOT [--host NAME] watch --quiet``
+    (``--host`` when the config was loaded as one of its ``[[hosts]]``: that host's watcher)."""
+    host = ["--host", cfg.this_host] if getattr(cfg, "this_host", "local") != "local" else []
+    return [python or sys.executable, "-m", "ccci", "--fleet", str(cfg.root), *host, "watch", "--quiet"]
 
 
 def _unit_arg(arg: str) -> str:

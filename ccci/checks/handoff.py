@@ -6,6 +6,11 @@ Reads the ``git`` fact of :mod:`ccci.gitwatch` (commits pushed to origin since t
 persisted baseline). The first time origin is seen the baseline is set silently; the
 ``ping`` remedy queues each ping with a per-commit dedup key and advances the baseline
 in the same SQLite transaction, so a commit pings once, ever, across watcher restarts.
+
+Across hosts (``[[hosts]]``): every host's watcher reads the same origin, and its
+``config.agents`` holds only that host's agents, so each ping (key ``ping:<sha>:<agent>``,
+per commit and per target) is queued by the one watcher whose host runs the target; two
+watchers seeing the same commit never ping the same agent twice (tests/multihost).
 """
 from __future__ import annotations
 

@@ -28,6 +28,9 @@ from ccci.clock import UTC, iso
 from ccci.lifecycle import DECLARED_WAIT_KEY
 from ccci.model import AgentState
 from ccci.config import ConfigError
+# the fleet actions live in ccci.commands.actions (the web dashboard calls them too)
+from ccci.commands.actions import clear_escalation as _clear_escalation  # noqa: F401
+from ccci.commands.actions import ensure_watcher  # noqa: F401
 
 console = Console()
 err_console = Console(stderr=True)
@@ -84,11 +87,50 @@ def build(cfg: config_mod.FleetConfig, echo_errors: bool = True):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--fleet", envvar="CCCI_FLEET", default=None, metavar="DIR",
               help="Fleet directory (holds ccci.toml). Default: the current directory or a parent.")
+@click.option("--host", "this_host", envvar="CCCI_HOST", default=None, metavar="NAME",
+              help="Which [[hosts]] entry this machine is (sets CCCI_HOST; default: [fleet] this_host, else 'local'). "
+                   "A watcher supervises only its own host's agents.")
+@click.option("--local", "local_only", is_flag=True,
+              help="Only this host's agents: contact no other host (what remote calls over ssh use).")
 @click.version_option(package_name="ccci")
 @click.pass_context
-def main(ctx: click.Context, fleet: str | None) -> None:
+def main(ctx: click.Context, fleet: str | None, this_host: str | None, local_only: bool) -> None:
     """ccci: keep autonomous AI coding agents working unattended in tmux."""
-    ctx.obj = {"fleet": fleet}
+    if this_host:
+        os.environ["CCCI_HOST"] = this_host  # read by config.load; inherited by a background watcher
+    ctx.obj = {"fleet": fleet, "local": local_only}
+
+
+def _split(ctx: click.Context, cfg: config_mod.FleetConfig, names: tuple[str, ...]) -> tuple[list[str], dict[str, list[str]]]:
+    """``(this host's agents, {other host: agents})`` of ``names`` (every agent when
+    empty); with ``--local``, no other host. One-line error for an unknown name."""
+    from ccci.commands.hosts import split_by_host
+
+    if ctx.obj.get("local"):
+        return _agent_names(cfg, names), {}
+    try:
+        return split_by_host(cfg, names)
+    except ConfigError as exc:
+        fail(str(exc))
+        raise  # unreachable
+
+
+def _host_timeout(cfg: config_mod.FleetConfig, host: str) -> float:
+    """The overall timeout (s) of one call to ``host`` (its ``timeout``; 20 for a name
+    that is no ``[[hosts]]`` entry, which fails at once anyway)."""
+    h = cfg.hosts.get(host)
+    return h.timeout if h is not None else 20.0
+
+
+def _forward_all(ctx: click.Context, cfg: config_mod.FleetConfig, remote: dict[str, list[str]], args: list[str],
+                 timeout: float | None = None) -> int:
+    """Run ``ccci ARGS AGENTS`` on each other host (output shown as it is); the worst exit status."""
+    from ccci.commands.hosts import forward
+
+    worst = 0
+    for host, names in remote.items():
+        worst = max(worst, forward(cfg, host, [*args, *names], timeout))
+    return worst
 
 
 # ---------------------------------------------------------------------------- init
@@ -122,65 +164,19 @@ def start(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
     otherwise they are started here and a watcher is started in the background, so no
     agent runs unsupervised.
     """
-    from ccci.lock import FleetLock, LockHeld
+    from ccci.commands.actions import start_agents
 
     cfg = load_config(ctx.obj["fleet"])
-    names = _agent_names(cfg, agents)
-    sup = build(cfg)
-    lock = FleetLock(cfg.state_dir)
-    while True:
-        try:
-            lock.acquire(wait=False)
-            break
-        except LockHeld:
-            # every agent stopped: the watcher may be on its way out (idle_exit)
-            maybe_leaving = all(sup.store.agent(a.name).stopped for a in cfg.agents)
-            for n in names:
-                _clear_escalation(sup, n)
-            if not maybe_leaving or _watcher_takes_it(cfg, lock):
-                say(f"watcher running: it will start {', '.join(names)} within a tick")
-                return
-            # the watcher left (idle) just as we asked: start them here
-    try:
-        panes = sup.tmux.list_panes()
-        for n in names:
-            rt = sup.agents[n]
-            pane = panes.get(rt.session)
-            _clear_escalation(sup, n)
-            if pane is not None and not pane.dead:
-                say(f"{n}: already running (pid {pane.pid}); left alone")
-                continue
-            res = sup.lifecycle.launch(n, "start", reason="ccci start")
-            say(f"{n}: {res.detail}")
-            if not res.ok:
-                sys.exit(1)
-    finally:
-        lock.release()
-    if not no_watch:
-        say(f"watcher pid {ensure_watcher(cfg)} supervises fleet {cfg.name}")
-
-
-def _watcher_takes_it(cfg: config_mod.FleetConfig, lock) -> bool:
-    """After ``ccci start`` cleared the stopped flags for a running watcher: ``False`` when
-    that watcher exits within three ticks (one leaving for ``idle_exit`` may have
-    decided just before it saw the flags), so the caller starts the agents itself."""
-    end = time.monotonic() + 3 * float(cfg.tick_seconds) + 0.5
-    while time.monotonic() < end:
-        if not lock.is_held():
-            return False
-        time.sleep(0.1)
-    return True
-
-
-def _clear_escalation(sup, name: str) -> None:
-    """A person took over: not stopped, not given up, the failure resumes (``max_resumes``)
-    and the escalation record (automatic retries) start over."""
-    from ccci.remedies import ESCALATION_KEY
-
-    with sup.store.transaction():
-        rec = sup.store.agent(name)
-        sup.store.update_agent(name, stopped=0, given_up=0, **({"resumes": 0} if rec.given_up else {}))
-        sup.store.delete(ESCALATION_KEY.format(agent=name))
+    names, remote = _split(ctx, cfg, agents)
+    code = _forward_all(ctx, cfg, remote, ["start", *(["--no-watch"] if no_watch else [])]) if remote else 0
+    if names or not cfg.hosts:
+        res = start_agents(build(cfg), names, watch=not no_watch)
+        for line in res.lines:
+            say(line)
+        if not res.ok:
+            code = code or 1
+    if code:
+        sys.exit(code)
 
 
 @main.command()
@@ -188,12 +184,37 @@ def _clear_escalation(sup, name: str) -> None:
 @click.pass_context
 def stop(ctx: click.Context, agents: tuple[str, ...]) -> None:
     """Stop agents (all by default); the watcher leaves them stopped until `ccci start`."""
+    from ccci.commands.actions import stop_agents
+
     cfg = load_config(ctx.obj["fleet"])
-    sup = build(cfg)
-    for n in _agent_names(cfg, agents):
-        sup.store.update_agent(n, stopped=1)
-        sup.lifecycle.stop(n)
-        say(f"{n}: stopped")
+    names, remote = _split(ctx, cfg, agents)
+    if names:
+        for line in stop_agents(build(cfg), names).lines:
+            say(line)
+    if remote:
+        sys.exit(_forward_all(ctx, cfg, remote, ["stop"]))
+
+
+@main.command()
+@click.argument("agents", nargs=-1)
+@click.option("--no-watch", is_flag=True, help="Do not start a background watcher (the agents run unsupervised).")
+@click.pass_context
+def restart(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
+    """Restart agents (all by default): stop them, then start them as `ccci start` does
+    (a running watcher resumes their conversations within a tick)."""
+    from ccci.commands.actions import restart_agents
+
+    cfg = load_config(ctx.obj["fleet"])
+    names, remote = _split(ctx, cfg, agents)
+    code = _forward_all(ctx, cfg, remote, ["restart", *(["--no-watch"] if no_watch else [])]) if remote else 0
+    if names:
+        res = restart_agents(build(cfg), names, watch=not no_watch)
+        for line in res.lines:
+            say(line)
+        if not res.ok:
+            code = code or 1
+    if code:
+        sys.exit(code)
 
 
 @main.command()
@@ -268,7 +289,20 @@ def attach(ctx: click.Context, agent: str, read_only: bool, print_only: bool) ->
     from ccci.tmux import Tmux
 
     cfg = load_config(ctx.obj["fleet"])
-    _agent_names(cfg, (agent,))
+    _, remote = _split(ctx, cfg, (agent,))
+    if remote:  # an agent of another host: attach there through ssh -t
+        from ccci.hosts import Hosts
+
+        host = next(iter(remote))
+        if host not in cfg.hosts:
+            fail(f"agent {agent!r} runs on host {host!r}, which is no [[hosts]] entry; attach on that machine")
+        hs = Hosts(cfg)
+        argv = hs.ssh_argv(host, hs.ccci_words(host, ["attach", agent, *(["-r"] if read_only else [])]), tty=True)
+        if print_only:
+            click.echo(json.dumps(argv))
+            return
+        sys.stdout.flush()
+        os.execvp(argv[0], argv)
     argv = attach_argv(cfg, agent, read_only)
     if print_only:
         click.echo(json.dumps(argv))
@@ -462,40 +496,71 @@ def status(ctx: click.Context, as_json: bool, watch_: bool, interval: float) -> 
     if as_json and watch_:
         fail("--json and --watch do not go together; use --json once, or --watch for the live table")
     sup = build(cfg, echo_errors=not as_json)
+    rows, down = _status_all(ctx, cfg, sup)
     if as_json:
-        click.echo(json.dumps(status_rows(sup), indent=2))
+        # a host that did not answer: one row with state "unreachable", name null, the reason in "error"
+        click.echo(json.dumps(rows + [{"host": r.host, "name": None, "state": "unreachable", "error": r.error}
+                                      for r in down], indent=2))
         return
     if not watch_:
-        console.print(status_table(cfg, status_rows(sup)))
+        console.print(status_table(cfg, rows, down))
         return
     from rich.live import Live
 
     try:
-        with Live(status_table(cfg, status_rows(sup)), console=console, auto_refresh=False,
+        with Live(status_table(cfg, rows, down), console=console, auto_refresh=False,
                   redirect_stdout=False, redirect_stderr=False) as live:
             while True:
                 time.sleep(interval)
-                live.update(status_table(cfg, status_rows(sup)), refresh=True)
+                live.update(status_table(cfg, *_status_all(ctx, cfg, sup)), refresh=True)
     except KeyboardInterrupt:
         pass
 
 
-def status_table(cfg: config_mod.FleetConfig, rows: list[dict]) -> Table:
-    """The ``ccci status`` table for ``rows`` (:func:`status_rows`), with the time it was read."""
+def _status_all(ctx: click.Context, cfg: config_mod.FleetConfig, sup) -> tuple[list[dict], list]:
+    """``(rows, hosts that did not answer)``: this host's :func:`status_rows` and, for a
+    fleet over several hosts (not ``--local``), the other hosts' rows, asked while this
+    one is read; every row names its host then."""
+    remote = None
+    if cfg.hosts and not ctx.obj.get("local") and cfg.remote_agents():
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ccci.commands.hosts import remote_status
+
+        pool = ThreadPoolExecutor(max_workers=1)
+        remote = pool.submit(remote_status, cfg)  # the other hosts answer while this one is read
+        pool.shutdown(wait=False)
+    rows = status_rows(sup)
+    down: list = []
+    if cfg.hosts:  # a fleet over several hosts: every row names its host
+        rows = [{**r, "host": cfg.this_host} for r in rows]
+        if remote is not None:
+            more, down = remote.result()
+            rows += more
+    return rows, down
+
+
+def status_table(cfg: config_mod.FleetConfig, rows: list[dict], down: list = ()) -> Table:
+    """The ``ccci status`` table for ``rows`` (:func:`status_rows`) and the hosts that
+    did not answer, titled with the watcher and the time it was read (UTC)."""
     from ccci.lock import FleetLock
 
     held = FleetLock(cfg.state_dir)
     t = Table(title=cell(f"fleet {cfg.name} — watcher {'running (pid %s)' % held.holder() if held.is_held() else 'NOT running'}"
-                         f" — {iso(datetime.now(UTC))}"))
-    for col in ("agent", "backend", "state", "pid", "uptime", "restarts", "cost today", "last event"):
+                         + (f" on {cfg.this_host}" if cfg.hosts else "") + f" — {iso(datetime.now(UTC))}"))
+    for col in (*(("host",) if cfg.hosts else ()), "agent", "backend", "state", "pid", "uptime", "restarts",
+                "cost today", "last event"):
         t.add_column(col, overflow="fold")
     for r in rows:
         up = _dur(r["uptime_s"]) if r["uptime_s"] is not None else "-"
         state = (f"waiting until {r['waiting_until']}" if r["waiting_until"] else
                  f"given_up (retry {r['retry_at']})" if r["retry_at"] else r["state"])
         cost = "-" if r.get("cost_today_usd") is None else f"${r['cost_today_usd']:.2f}"
-        t.add_row(*map(cell, (r["name"], r["backend"], state, r["pid"] or "-", up, r["restarts"], cost,
-                              r["last_event"][:70])))
+        t.add_row(*map(cell, (*((r["host"],) if cfg.hosts else ()), r["name"], r["backend"], state, r["pid"] or "-", up,
+                              r["restarts"], cost, (r["last_event"] or "")[:70])))
+    for r in down:
+        t.add_row(cell(r.host), cell("-"), cell("-"), Text("unreachable", style="red"),
+                  *map(cell, ("-", "-", "-", "-", r.error)))
     return t
 
 
@@ -517,7 +582,10 @@ def _dur(s: float) -> str:
 def logs(ctx: click.Context, agent: str, follow: bool, lines: int) -> None:
     """The agent's pane output (kept with tmux pipe-pane in <state_dir>/logs/)."""
     cfg = load_config(ctx.obj["fleet"])
-    _agent_names(cfg, (agent,))
+    _, remote = _split(ctx, cfg, (agent,))
+    if remote:  # an agent of another host: its log is there (-f: no time limit)
+        sys.exit(_forward_all(ctx, cfg, remote, ["logs", *(["-f"] if follow else []), "-n", str(lines)],
+                              timeout=None if follow else _host_timeout(cfg, next(iter(remote)))))
     path = cfg.state_dir / "logs" / f"{agent}.log"
     if not path.exists():
         fail(f"{path}: no log yet; the agent has not been started by ccci")
@@ -542,12 +610,33 @@ def logs(ctx: click.Context, agent: str, follow: bool, lines: int) -> None:
 @click.option("-n", "--last", default=50, show_default=True, help="How many past events to print.")
 @click.pass_context
 def events(ctx: click.Context, follow: bool, as_json: bool, agent: str | None, last: int) -> None:
-    """The append-only event log (what ccci saw and did)."""
+    """The append-only event log (what ccci saw and did).
+
+    In a fleet with [[hosts]]: --agent of another host reads that host's log; without
+    --agent, every host's last events are merged in time order (-f follows this host's)."""
     from ccci.state import StateStore
 
     cfg = load_config(ctx.obj["fleet"])
+    host = cfg.host_of(agent) if agent else None
+    if cfg.hosts and not ctx.obj.get("local") and agent and host is not None and host != cfg.this_host:
+        args = ["events", *(["-f"] if follow else []), *(["--json"] if as_json else []), "--agent", agent, "-n", str(last)]
+        sys.exit(_forward_all(ctx, cfg, {host: []}, args, timeout=None if follow else _host_timeout(cfg, host)))
     store = StateStore(cfg.state_dir)
     after = max(0, store.last_event_id() - last)
+    if cfg.hosts and not ctx.obj.get("local") and not follow and not agent:
+        from ccci.commands.hosts import merge_events, remote_events
+
+        mine = [{**e, "host": cfg.this_host} for e in store.events(after_id=after)]
+        theirs, down = remote_events(cfg, list(cfg.remote_agents()), ["-n", str(last)])
+        for e in merge_events(mine, theirs, last):
+            if as_json:
+                click.echo(json.dumps(e))
+            else:
+                who = f" [{e['agent']}]" if e.get("agent") else ""
+                click.echo(f"{e['at']} {e['host']} {e['kind']}{who} {e['message']}")
+        for r in down:
+            say(("unreachable:", "red"), " ", r.error, err=True)
+        return
     while True:
         for e in store.events(after_id=after, agent=agent):
             after = e["id"]
@@ -653,12 +742,17 @@ def send(ctx: click.Context, agent: str, text: str, timeout: float) -> None:
     is delivered when the agent is ready: the running watcher, or the next one, does it);
     3 failed (it will not be delivered; the reason is printed); 2 bad input.
     """
+    from ccci.commands.actions import queue_send
     from ccci.lock import FleetLock
 
     cfg = load_config(ctx.obj["fleet"])
-    _agent_names(cfg, (agent,))
+    _, remote = _split(ctx, cfg, (agent,))
+    if remote:  # the agent's own host delivers it (its watcher, or that ccci send)
+        host = next(iter(remote))
+        sys.exit(_forward_all(ctx, cfg, {host: []}, ["send", "--timeout", f"{timeout:g}", agent, text],
+                              timeout=timeout + _host_timeout(cfg, host)))
     sup = build(cfg)
-    mid = sup.queue_message(agent, text)
+    mid = queue_send(sup, agent, text)
     lock = FleetLock(cfg.state_dir)
     watched = lock.is_held()
     deadline = time.monotonic() + timeout
@@ -883,31 +977,6 @@ def _fleet_root_or_none(fleet: str | None = None) -> Path | None:
 
 
 # ---------------------------------------------------------------------------- jobs
-def ensure_watcher(cfg: config_mod.FleetConfig) -> int | None:
-    """Make sure a watcher holds the fleet's lock: start ``ccci watch`` in the background
-    when none does (never a second one), with ``--exit-when-idle`` ``[fleet] idle_exit``
-    (it leaves once nothing is left to supervise). Returns the holder's pid."""
-    import subprocess
-
-    from ccci.lock import FleetLock
-
-    lock = FleetLock(cfg.state_dir)
-    if lock.is_held():
-        return lock.holder()
-    cfg.state_dir.mkdir(parents=True, exist_ok=True)
-    log = open(cfg.state_dir / "watcher.log", "ab")
-    idle = ["--exit-when-idle", f"{float(cfg.idle_exit):g}"] if cfg.idle_exit > 0 else []
-    proc = subprocess.Popen([sys.executable, "-m", "ccci", "--fleet", str(cfg.root), "watch", "--quiet", *idle],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    for _ in range(50):  # wait until it holds the lock (or lost the race to another one)
-        if lock.is_held():
-            break
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    return lock.holder()
-
-
 @main.group()
 def job() -> None:
     """One-shot jobs (agents with role = "job")."""
@@ -915,6 +984,7 @@ def job() -> None:
 
 def _job(ctx: click.Context, name: str, args: tuple[str, ...], mode: str, timeout: float) -> None:
     from ccci import jobs as jobs_mod
+    from ccci.commands.actions import request_job
     from ccci.model import Role
     from ccci.state import StateStore
 
@@ -924,8 +994,7 @@ def _job(ctx: click.Context, name: str, args: tuple[str, ...], mode: str, timeou
         jobs = ", ".join(a.name for a in cfg.agents if a.role == Role.JOB) or "none"
         fail(f"{cfg.path}: no job {name!r}; jobs (agents with role = \"job\"): {jobs}")
     store = StateStore(cfg.state_dir)
-    jobs_mod.request(store, name, mode, list(args))
-    pid = ensure_watcher(cfg)
+    pid = request_job(cfg, store, name, mode, list(args))
     key = jobs_mod.RESULT_KEY.format(name=name)
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -1100,6 +1169,16 @@ from ccci.commands.report import report as _report  # noqa: E402
 main.add_command(_report)
 main.add_command(_budget)
 
+
+# ---------------------------------------------------------------------------- web
+from ccci.commands.web import web  # noqa: E402
+
+main.add_command(web)
+
+
+from ccci.commands.hosts import hosts_group  # noqa: E402 - the commands module imports helpers from this one
+
+main.add_command(hosts_group)
 
 if __name__ == "__main__":  # pragma: no cover
     main()
