@@ -143,14 +143,13 @@ def build_report(store: Any, config: Any, since: datetime, until: datetime | Non
     counts: dict[str, int] = {}
     for e in events:
         counts[e["kind"]] = counts.get(e["kind"], 0) + 1
-    initial = {a: e["data"].get("state", "unknown") for a, e in store.last_events_before(since, "state_changed").items()}
-    # a watcher that stopped before the period and whose successor logged nothing yet
-    gone_before = store.events_between(since - timedelta(days=3650), since, kinds=WATCHER_GONE_KINDS + ("state_changed",))
-    if gone_before and gone_before[-1]["kind"] in WATCHER_GONE_KINDS:
-        last_gone = gone_before[-1]["id"]
+    last_state = store.last_events_before(since, "state_changed")
+    initial = {a: e["data"].get("state", "unknown") for a, e in last_state.items()}
+    # a watcher that stopped before the period, and no state logged for the agent since
+    gone = store.last_event_before(since, WATCHER_GONE_KINDS)
+    if gone is not None:
         for a in list(initial):
-            changed = [e for e in gone_before if e["kind"] == "state_changed" and e["agent"] == a]
-            if not changed or changed[-1]["id"] < last_gone:
+            if last_state[a]["id"] < gone["id"]:
                 initial[a] = "unwatched"
 
     changes: dict[str, list[tuple[datetime, str]]] = {a: [] for a in names}

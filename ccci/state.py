@@ -599,6 +599,12 @@ class StateStore:
             "AND agent IS NOT NULL GROUP BY agent) m ON e.id=m.id", (kind, iso_ms(at))).fetchall()
         return {r["agent"]: self._event_dict(r) for r in rows}
 
+    def last_event_before(self, at: datetime, kinds: tuple[str, ...]) -> dict[str, Any] | None:
+        """The newest event (any agent) whose kind is one of ``kinds`` before ``at`` (UTC), or ``None``."""
+        row = self.db.execute(f"SELECT * FROM events WHERE at<? AND kind IN ({','.join('?' * len(kinds))}) "
+                              "ORDER BY id DESC LIMIT 1", (iso_ms(at), *kinds)).fetchone()
+        return self._event_dict(row) if row else None
+
     @staticmethod
     def _event_dict(r: sqlite3.Row) -> dict[str, Any]:
         d = dict(r)
