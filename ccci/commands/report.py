@@ -39,7 +39,7 @@ STATE_COLOURS: dict[str, str] = {
 #: marker style by kind: (matplotlib marker, colour, label)
 MARKERS: dict[str, tuple[str, str, str]] = {
     "restart": ("X", "#0d47a1", "restart"), "remedy": ("v", "#e65100", "remedy"),
-    "escalation": ("*", "#d50000", "escalation"), "commit": ("|", "#212121", "handoff commit"),
+    "escalation": ("*", "#d50000", "escalation"), "commit": ("|", "#212121", "handoff commit (ping to this agent)"),
 }
 
 
@@ -167,7 +167,9 @@ def render_png(report: dict[str, Any], path: Path | None = None, width_in: float
     ax.set_yticklabels(list(reversed(names)))
     ax.set_ylim(-0.6, len(names) - 0.2 + 0.3)
     ax.set_xlim(mdates.date2num(t0), mdates.date2num(t1))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M\n%m-%d", tz=UTC))
+    locator = mdates.AutoDateLocator(tz=UTC)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))  # seconds for minutes, days for a week
     ax.set_xlabel("UTC")
     ax.set_title(f"fleet {report['fleet']}: {report['since']} to {report['until']}")
     handles = [Patch(facecolor=STATE_COLOURS[s], label=s) for s in STATE_COLOURS if s in seen]
