@@ -65,6 +65,11 @@ DEFAULT_CHECKS: dict[str, float | int] = {
     # a dialog nobody answers (ccci/checks/needs_input.py): as long as a silent agent is
     # given (stall_idle), since the stall check leaves waiting_input to this check
     "needs_input_wait": 300,  # s a permission/question dialog may wait before escalating
+    # token usage and context use (ccci/usage_watch.py, ccci/checks/compact_before_limit.py)
+    "usage_interval": 10,  # s between two reads of an agent's usage records (read incrementally)
+    # fraction of the context window above which an idle agent is sent /compact before its
+    # next message (the fleet ccci replaces had its loops compact at ~80 %); 0 = never
+    "compact_at": 0.8,
 }
 
 
@@ -207,6 +212,9 @@ class FleetConfig:
             sets, else ``[fleet] this_host``, else ``local``).
         all_agents: every agent of every host; ``agents`` holds only this host's, so a
             watcher supervises (and pings) only its own agents and never another host's tmux.
+        context_windows: ``[context_windows]``: model name pattern (``*`` wildcard) -> context
+            window in tokens, tried before the shipped ``ccci/data/context_windows.toml``
+            (:func:`ccci.usage.context_window`).
     """
 
     path: Path
@@ -225,6 +233,7 @@ class FleetConfig:
     pattern_versions: dict[str, str] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
     metrics: MetricsSettings | None = None
+    context_windows: dict[str, int] = field(default_factory=dict)
     web: "WebSettings | None" = None
     hosts: dict[str, HostSpec] = field(default_factory=dict)
     this_host: str = LOCAL_HOST
@@ -374,6 +383,10 @@ INT_THRESHOLDS: dict[str, tuple[int, str]] = {
     "escalation_retries": (0, "a whole number of automatic retries, e.g. 3; 0 = never retry"),
     "api_error_max_attempts": (1, "a whole number >= 1 of continue attempts, e.g. 6 (the default)"),
 }
+#: thresholds that are fractions: at most 1.0, and how to fix a bad one
+FRACTION_THRESHOLDS: dict[str, str] = {
+    "compact_at": "a fraction of the context window between 0 and 1, e.g. 0.8 (the default); 0 = never compact",
+}
 
 
 def _threshold(name: str, val: Any, path: Path, key: str) -> float:
@@ -384,6 +397,8 @@ def _threshold(name: str, val: Any, path: Path, key: str) -> float:
         minimum, fix = INT_THRESHOLDS[name]
         if num != int(num) or num < minimum:
             raise _err(path, key, f"{val!r} is not allowed; use {fix}")
+    if name in FRACTION_THRESHOLDS and num > 1:
+        raise _err(path, key, f"{val!r} is not allowed; use {FRACTION_THRESHOLDS[name]}")
     return num
 
 
@@ -402,7 +417,7 @@ def _str(val: Any, path: Path, key: str) -> str:
 
 
 KNOWN_TOP = {"fleet", "git", "checks", "agents", "handoff", "patterns", "defaults", "notify", "phases", "plugins",
-             "opencode", "metrics", "web", "hosts", "prices", "budget"}
+             "opencode", "metrics", "web", "hosts", "context_windows", "prices", "budget"}
 _LISTEN_EXAMPLE = 'e.g. listen = "127.0.0.1:9464"'
 
 
@@ -719,4 +734,18 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
         git=git, checks=checks, agents=[a for a in agents if a.host == this_host], agent_checks=agent_checks,
         handoffs=handoffs, patterns=pats, pattern_versions=pat_versions, raw=raw, metrics=_metrics(raw, path),
         web=_web(raw, path), hosts=hosts, this_host=this_host, all_agents=agents,
+        context_windows=_context_windows(raw, path),
     )
+
+
+def _context_windows(raw: dict, path: Path) -> dict[str, int]:
+    """``[context_windows]``: ``"model pattern" = tokens`` (a whole number >= 1).
+
+    :raises ConfigError: one line naming the key and the fix."""
+    out: dict[str, int] = {}
+    for pattern, tokens in _table(raw, "context_windows", path).items():
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 1:
+            raise _err(path, f"context_windows.{pattern}",
+                       f"{tokens!r} is not allowed; use the window in tokens, a whole number, e.g. 200000")
+        out[str(pattern)] = tokens
+    return out

@@ -218,13 +218,16 @@ def costs(rows: list[dict[str, Any]], table: PriceTable) -> dict[str, Any]:
             "total_usd": sum(by_agent.values()), "unpriced": sorted(unpriced)}
 
 
-def cost_today(store: Any, table: PriceTable, now: datetime) -> dict[str, float]:
-    """``{agent: USD spent on the UTC day of now}`` from ``store.usage_rows``."""
+def cost_today_rows(rows: list[dict[str, Any]], table: PriceTable, now: datetime) -> dict[str, float]:
+    """``{agent: USD spent on the UTC day of now}`` from usage rows (unpriced models: 0)."""
     day = utc_day(now)
     out: dict[str, float] = {}
-    for r in store.usage_rows(since_day=day):
-        if r["day"] != day:
-            continue
-        c = table.cost(r)
-        out[r["agent"]] = out.get(r["agent"], 0.0) + (c or 0.0)
+    for r in rows:
+        if r["day"] == day:
+            out[r["agent"]] = out.get(r["agent"], 0.0) + (table.cost(r) or 0.0)
     return out
+
+
+def cost_today(store: Any, table: PriceTable, now: datetime) -> dict[str, float]:
+    """``{agent: USD spent on the UTC day of now}`` from ``store.usage_rows``."""
+    return cost_today_rows(store.usage_rows(since_day=utc_day(now)), table, now)

@@ -156,6 +156,9 @@ def ccci_observe(
     ``WAITING-UNTIL`` that turn declared), both set by such a backend (opencode); the
     process-death check resumes only clean turn ends, and only when no declared wait is
     pending or a message is queued.
+    ``context`` (``{agent: {"tokens", "window", "fraction", "model", "at"}}``: the context
+    use the agent's CLI recorded, set by :mod:`ccci.usage_watch`) is read by the
+    ``compact_before_limit`` check.
 
     :param snapshot: :class:`ccci.runtime.FleetSnapshot` for this tick (panes by agent,
         processes by agent, screens captured this tick, facts).

@@ -50,6 +50,7 @@ class Outbox:
         res = deliver(sup.tmux, rt.pane_id, rt.backend, text, sup.config.settings_for(name), sup.clock,
                       tmpdir=sup.config.state_dir / "tmp", accepted=accepted)
         rt.last_change_key = None  # re-read the screen next tick
+        rt.typed_tick = sup.tick_no  # no queued message after it this tick: e.g. /compact is running
         return res
 
     def deliver_pending(self) -> None:
@@ -63,6 +64,8 @@ class Outbox:
                 continue
             if rt.stopped or rt.given_up or rt.pending_since_mono is not None or not rt.pane_id:
                 continue
+            if rt.typed_tick == sup.tick_no:
+                continue  # typed into this tick already (a remedy's command): this tick's screen is stale
             if rt.first_turn_pending and getattr(rt.backend, "launch_prompt_after_box", False):
                 if sup.clock.monotonic() - rt.started_mono < FIRST_TURN_WAIT_S:
                     continue  # its launch prompt's turn has not been seen yet

@@ -67,6 +67,8 @@ class AgentRuntime:
     last_state: AgentState = AgentState.UNKNOWN
     #: launched by this watcher with a prompt whose turn has not been seen busy yet
     first_turn_pending: bool = False
+    #: the tick in which something was typed into the pane (its analysis is stale until the next capture)
+    typed_tick: int = -1
     pending_since_mono: float | None = None
     pending_action: str = ""
     hold_until_mono: float = 0.0

@@ -100,12 +100,6 @@ class Services(Protocol):
         ``delivered`` | ``failed``), ``dedup_key`` (str or ``None``), ``queued_at`` and
         ``done_at`` (ISO-8601 UTC strings; ``done_at`` ``None`` until finished). Read-only."""
 
-    def usage_rows(self, agent: str | None = None, since_day: str | None = None) -> list[dict[str, Any]]:
-        """Token totals the CLIs recorded, per agent, UTC day (``YYYY-MM-DD``) and model,
-        oldest day first (:meth:`ccci.state.StateStore.usage_rows`): dicts with ``agent``,
-        ``day``, ``model``, ``input_tokens``, ``output_tokens``, ``cache_read_tokens``,
-        ``cache_write_tokens``. Read-only."""
-
     def deliver_now(self, agent: str, text: str) -> "SendResult":
         """Type ``text`` into the agent's pane now (not queued), then Enter, then verify
         it was submitted (:func:`ccci.send.deliver`). For nudges and slash commands that
@@ -156,6 +150,20 @@ class Services(Protocol):
         """Run the next tick now (thread-safe). For a plugin's event source: a thread
         that sees the CLI report something (a hook spool file written, a server event)
         calls this so the finding is acted on without waiting up to ``tick_seconds``."""
+
+    # -- token usage ------------------------------------------------------------------
+    def record_usage(self, agent: str, day: str, source: str, model: str, counts: dict[str, int]) -> None:
+        """Store the token totals the CLI recorded for ``agent`` on UTC ``day``
+        (``YYYY-MM-DD``) from one ``source`` (a conversation id, a session file) and
+        ``model``: absolute totals, not increments (recording the same totals twice
+        changes nothing). ``counts``: tokens by :data:`ccci.state.USAGE_COUNTERS` name.
+
+        :raises KeyError: for a counter not in :data:`ccci.state.USAGE_COUNTERS`."""
+
+    def usage_rows(self, agent: str | None = None, since_day: str | None = None) -> list[dict[str, Any]]:
+        """Token totals per agent, UTC day and model, summed over sources (dicts with
+        ``agent``, ``day``, ``model`` and the :data:`ccci.state.USAGE_COUNTERS`), oldest
+        day first; ``since_day``: only days ``>=`` this ``YYYY-MM-DD``. Read-only."""
 
 
 @runtime_checkable
@@ -240,9 +248,6 @@ class RunnerServices:
         keep = ("id", "text", "status", "dedup_key", "queued_at", "done_at")
         return [{k: m[k] for k in keep} for m in self._sup.store.messages_for(agent, limit)]
 
-    def usage_rows(self, agent: str | None = None, since_day: str | None = None) -> list[dict[str, Any]]:
-        return self._sup.store.usage_rows(agent=agent, since_day=since_day)
-
     def deliver_now(self, agent: str, text: str) -> "SendResult":
         return self._sup.deliver_now(agent, text)
 
@@ -286,6 +291,12 @@ class RunnerServices:
 
     def wake(self, reason: str) -> None:
         self._sup.wake(f"{self.plugin}: {reason}")
+
+    def record_usage(self, agent: str, day: str, source: str, model: str, counts: dict[str, int]) -> None:
+        self._sup.store.set_usage(agent, day, source, model, counts, self._sup.clock.now())
+
+    def usage_rows(self, agent: str | None = None, since_day: str | None = None) -> list[dict[str, Any]]:
+        return self._sup.store.usage_rows(agent, since_day)
 
 
 __all__ = ["AgentView", "KeyValue", "RunnerServices", "Services", "StoreKeyValue"]

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from datetime import datetime
 
     from ccci.config import FleetConfig
+    from ccci.usage import UsageReading
 
 
 @dataclass
@@ -171,6 +172,22 @@ class Backend:
 
         :returns: ``True``/``False``; ``None`` (this default) when the CLI has no such
             report, and the screen decides alone.
+        """
+        return None
+
+    def read_usage(self, spec: AgentSpec, config: "FleetConfig", conversation_id: str,
+                   since: str | None = None) -> "UsageReading | None":
+        """Token usage and context use of conversation ``conversation_id`` as the CLI
+        recorded them (its transcript, session data or API), read incrementally where the
+        backend can (a backend keeps its own read offsets between calls).
+
+        :param spec: the agent (its ``env`` locates the CLI's files, e.g. ``HOME``).
+        :param config: the fleet config.
+        :param conversation_id: the conversation ccci persisted for the agent.
+        :param since: only UTC days ``>=`` this ``YYYY-MM-DD`` in the totals (``None``: all).
+        :returns: a :class:`ccci.usage.UsageReading` (absolute totals per day, source and
+            model; the current context use), or ``None`` (this default) when the CLI
+            records nothing ccci can read, or not yet.
         """
         return None
 

@@ -299,6 +299,28 @@ class CodexBackend(VersionedRules, Backend):
                     return version
         return None
 
+    def read_usage(self, spec: AgentSpec, config: "FleetConfig", conversation_id: str,
+                   since: str | None = None):
+        """Usage from the rollout file of the session the ``SessionStart`` hook reported
+        (else ``conversation_id`` when Codex knows it): its ``token_count`` events, read
+        from where the previous call stopped (:mod:`ccci.backends.codex_usage`); ``None``
+        while there is no such file."""
+        from ccci.backends import codex_usage
+
+        home = self.codex_home(spec)
+        for sid in (self.hooked_session_id(config, spec.name), conversation_id):
+            if not sid or not UUID_RE.fullmatch(sid):
+                continue  # never put anything but a UUID into the glob
+            paths = sorted(home.glob(f"sessions/*/*/*/rollout-*-{sid}.jsonl"))
+            if not paths:
+                continue
+            cursors = self.__dict__.setdefault("_usage_cursors", {})
+            cur = cursors.setdefault(paths[-1], codex_usage.RolloutCursor(paths[-1]))
+            while cur.read():
+                pass
+            return cur.reading(sid, since)
+        return None
+
     def known_session(self, spec: AgentSpec, conversation_id: str) -> bool:
         """True when ``conversation_id`` names a session file under the agent's
         ``$CODEX_HOME``."""

@@ -130,6 +130,25 @@ class GeminiBackend(Backend):
         out.sort(key=lambda t: t[0])
         return [s for _, s in out]
 
+    def read_usage(self, spec: AgentSpec, config: "FleetConfig", conversation_id: str,
+                   since: str | None = None):
+        """Usage from the session file whose header names ``conversation_id`` (the newest
+        when several): its messages' ``tokens`` (:mod:`ccci.backends.gemini_usage`), read
+        from where the previous call stopped; ``None`` while there is no such file."""
+        from ccci.backends import gemini_usage
+
+        cursors = self.__dict__.setdefault("_usage_cursors", {})
+        path = self.__dict__.setdefault("_usage_paths", {}).get(conversation_id)
+        if path is None or not path.exists():
+            found = [s.path for s in self.sessions(self.gemini_home(spec)) if s.id == conversation_id]
+            if not found:
+                return None
+            path = self._usage_paths[conversation_id] = found[-1]
+        cur = cursors.setdefault(path, gemini_usage.SessionCursor(path))
+        while cur.read():
+            pass
+        return cur.reading(conversation_id, since)
+
     # ------------------------------------------------------------------ launching
     def launch(
         self,

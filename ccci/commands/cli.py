@@ -421,7 +421,8 @@ def status_rows(sup) -> list[dict]:
     screens = sup.tmux.capture(ids) if ids else {}
     rows = []
     now = datetime.now(UTC)
-    spent = _cost_today(sup, now)
+    usage = sup.store.usage_rows(since_day=now.strftime("%Y-%m-%d"))
+    spent = _cost_today(sup, usage, now)
     for n, rt in sup.agents.items():
         rec = sup.store.agent(n)
         pane = live[n]
@@ -452,19 +453,33 @@ def status_rows(sup) -> list[dict]:
             "waiting_until": iso(waiting_until) if waiting_until else None, "retry_at": retry_at,
             "cost_today_usd": round(spent.get(n, 0.0), 6) if spent is not None else None,
             **version_fields(rt.backend, rt.spec, sup.config, rec.conversation_id or ""),
+            **usage_fields(sup.kv, usage, n, rt.spec.backend),
         })
     return rows
 
 
-def _cost_today(sup, now: datetime) -> dict[str, float] | None:
-    """``{agent: USD}`` for the UTC day of ``now`` (:func:`ccci.cost.cost_today`);
-    ``None`` when the prices cannot be read (a bad ``[prices]`` table is reported at load)."""
-    from ccci.cost import PriceError, cost_today, price_table
+def _cost_today(sup, usage_rows: list[dict], now: datetime) -> dict[str, float] | None:
+    """``{agent: USD}`` for the UTC day of ``now`` from today's usage rows
+    (:func:`ccci.cost.cost_today_rows`); ``None`` when the prices cannot be read (a bad
+    ``[prices]`` table is reported at load)."""
+    from ccci.cost import PriceError, cost_today_rows, price_table
 
     try:
-        return cost_today(sup.store, price_table(sup.config), now)
+        return cost_today_rows(usage_rows, price_table(sup.config), now)
     except PriceError:
         return None
+
+
+def usage_fields(kv, usage_rows: list[dict], agent: str, backend: str) -> dict:
+    """``tokens_today`` (``{"input", "output", "cache_read", "cache_write"}`` tokens of the
+    current UTC day, all models, as the watcher read them from the CLI's records) and
+    ``context`` (``{"tokens", "window", "fraction", "model", "at"}``: the newest context use
+    the watcher read, ``None`` before any) for ``ccci status --json``
+    (:mod:`ccci.usage_watch`)."""
+    from ccci.usage import day_totals, read_context
+
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    return {"tokens_today": day_totals(usage_rows, agent, today), "context": read_context(kv, agent)}
 
 
 def version_fields(backend, spec, cfg, conversation_id: str) -> dict:
@@ -549,7 +564,7 @@ def status_table(cfg: config_mod.FleetConfig, rows: list[dict], down: list = ())
     t = Table(title=cell(f"fleet {cfg.name} — watcher {'running (pid %s)' % held.holder() if held.is_held() else 'NOT running'}"
                          + (f" on {cfg.this_host}" if cfg.hosts else "") + f" — {iso(datetime.now(UTC))}"))
     for col in (*(("host",) if cfg.hosts else ()), "agent", "backend", "state", "pid", "uptime", "restarts",
-                "cost today", "last event"):
+                "tokens today", "ctx", "cost today", "last event"):
         t.add_column(col, overflow="fold")
     for r in rows:
         up = _dur(r["uptime_s"]) if r["uptime_s"] is not None else "-"
@@ -557,11 +572,35 @@ def status_table(cfg: config_mod.FleetConfig, rows: list[dict], down: list = ())
                  f"given_up (retry {r['retry_at']})" if r["retry_at"] else r["state"])
         cost = "-" if r.get("cost_today_usd") is None else f"${r['cost_today_usd']:.2f}"
         t.add_row(*map(cell, (*((r["host"],) if cfg.hosts else ()), r["name"], r["backend"], state, r["pid"] or "-", up,
-                              r["restarts"], cost, (r["last_event"] or "")[:70])))
+                              r["restarts"], _tokens(r.get("tokens_today")), _ctx(r.get("context")), cost,
+                              (r["last_event"] or "")[:70])))
     for r in down:
         t.add_row(cell(r.host), cell("-"), cell("-"), Text("unreachable", style="red"),
-                  *map(cell, ("-", "-", "-", "-", r.error)))
+                  *map(cell, ("-", "-", "-", "-", "-", "-", r.error)))
     return t
+
+
+def _tokens(t: dict | None) -> str:
+    """``12.3k in / 4.5k out`` (cache reads and writes in the input), ``-`` for none (or
+    a row from another host's older ccci, without the field)."""
+    if not t:
+        return "-"
+    total_in = t["input"] + t["cache_read"] + t["cache_write"]
+    if not total_in and not t["output"]:
+        return "-"
+
+    def k(n: int) -> str:
+        return f"{n / 1e6:.1f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+    return f"{k(total_in)} in / {k(t['output'])} out"
+
+
+def _ctx(c: dict | None) -> str:
+    """``ctx 82%`` (``ctx 41.0k`` when the window is unknown), ``-`` before any reading."""
+    if not c or c.get("tokens") is None:
+        return "-"
+    if c.get("fraction") is not None:
+        return f"ctx {round(100 * c['fraction'])}%"
+    return f"ctx {c['tokens'] / 1e3:.1f}k"
 
 
 def _dur(s: float) -> str:

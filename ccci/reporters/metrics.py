@@ -40,7 +40,6 @@ RESTART_ACTIONS = frozenset({"restart", "resume", "fresh", "start"})
 DETECTION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 #: seconds; a tick is a tmux query, a process scan and the checks (tens of ms)
 TICK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-COST_EVERY_S = 15.0  #: seconds between updates of ``ccci_agent_cost_today_usd`` (one usage-table read)
 #: seconds; a message waits for the agent's turn to end (minutes, sometimes hours)
 DELIVERY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 4 * 3600.0)
 
@@ -59,7 +58,7 @@ class Exporter:
     server: Any = None
     thread: Any = None
     tick_start_mono: float = 0.0
-    cost_mono: float | None = None  #: monotonic seconds of the last cost update
+    usage_read_mono: float | None = None
     first_seen: dict[tuple[str, str], float] = field(default_factory=dict)
     detected: set[tuple[str, str]] = field(default_factory=set)
 
@@ -109,9 +108,71 @@ def build_registry(start_time_s: float) -> tuple[Any, dict[str, Any]]:
                       "day (ccci/data/prices.toml and [prices]; unpriced models count 0)", ["agent"], registry=reg),
         "start": Gauge("ccci_watcher_start_time_seconds", "When this watcher started, seconds since the Unix epoch",
                        registry=reg),
+        "context": Gauge("ccci_agent_context_fraction", "The agent's context use as a fraction of its model's window, "
+                         "as its CLI recorded it (ccci.usage_watch)", ["agent"], registry=reg),
+        "tokens": TokenCollector(),
     }
+    reg.register(m["tokens"])
     m["start"].set(start_time_s)
     return reg, m
+
+
+#: token kinds of ``ccci_agent_tokens_total`` -> the state store's counters
+TOKEN_KINDS = {"input": "input_tokens", "output": "output_tokens", "cache_read": "cache_read_tokens",
+               "cache_write": "cache_write_tokens"}
+USAGE_REFRESH_S = 10.0  #: seconds between two reads of the usage table for the metrics
+
+
+class TokenCollector:
+    """``ccci_agent_tokens_total{agent,kind}``: tokens each agent's CLI recorded (all days,
+    all models; ``kind`` in :data:`TOKEN_KINDS`). A custom collector because the state
+    store keeps absolute totals (a CLI's records re-read give the same numbers), which a
+    ``Counter`` cannot be set to; the value only grows while the records do."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, dict[str, int]] = {}
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        fam = CounterMetricFamily("ccci_agent_tokens", "Tokens used by the agent, as its CLI recorded them, by kind",
+                                  labels=["agent", "kind"])
+        for agent, kinds in sorted(dict(self.totals).items()):
+            for kind, value in kinds.items():
+                fam.add_metric([agent, kind], value)
+        yield fam
+
+    def describe(self):
+        return []
+
+
+def _refresh_usage(exp: Exporter, services) -> None:
+    from ccci.usage import read_context
+
+    totals: dict[str, dict[str, int]] = {}
+    for r in services.usage_rows():
+        t = totals.setdefault(r["agent"], dict.fromkeys(TOKEN_KINDS, 0))
+        for kind, col in TOKEN_KINDS.items():
+            t[kind] += int(r[col] or 0)
+    exp.metrics["tokens"].totals = totals
+    _update_cost(exp.metrics["cost"], services)
+    for name in services.agents():
+        rec = read_context(services.state, name)
+        if rec and rec.get("fraction") is not None:
+            exp.metrics["context"].labels(name).set(float(rec["fraction"]))
+
+
+def _update_cost(gauge, services) -> None:
+    """``ccci_agent_cost_today_usd``: today's (UTC) usage priced by :mod:`ccci.cost`."""
+    from ccci.cost import PriceError, cost_today_rows, price_table, utc_day
+
+    try:
+        table = price_table(services.config)
+    except PriceError:
+        return
+    spent = cost_today_rows(services.usage_rows(since_day=utc_day(services.now())), table, services.now())
+    for agent in services.agents():
+        gauge.labels(agent).set(spent.get(agent, 0.0))
 
 
 @hookimpl
@@ -192,26 +253,10 @@ def ccci_tick_end(findings, duration_s, services):
         backend = getattr(view.backend, "name", "") or ""
         for s in AGENT_STATES:
             m["state"].labels(name, backend, s).set(1 if s == state else 0)
-    mono = services.monotonic()
-    if exp.cost_mono is None or mono - exp.cost_mono >= COST_EVERY_S:
-        exp.cost_mono = mono
-        _update_cost(m["cost"], services)
-
-
-def _update_cost(gauge, services) -> None:
-    from ccci.cost import PriceError, price_table, utc_day
-
-    try:
-        table = price_table(services.config)
-    except PriceError:
-        return
-    day = utc_day(services.now())
-    spent = {a: 0.0 for a in services.agents()}
-    for r in services.usage_rows(since_day=day):
-        if r["day"] == day:
-            spent[r["agent"]] = spent.get(r["agent"], 0.0) + (table.cost(r) or 0.0)
-    for agent, usd in spent.items():
-        gauge.labels(agent).set(usd)
+    now_mono = services.monotonic()
+    if exp.usage_read_mono is None or now_mono - exp.usage_read_mono >= USAGE_REFRESH_S:
+        exp.usage_read_mono = now_mono
+        _refresh_usage(exp, services)
 
 
 @hookimpl

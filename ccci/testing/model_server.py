@@ -124,11 +124,19 @@ class Text:
     :param text: the reply.
     :param delay: seconds to wait between streamed chunks (makes the turn visibly busy).
     :param chunk: characters per ``text_delta``.
+    :param usage: token counts the answer reports instead of the estimates (Anthropic
+        names: ``input_tokens``, ``output_tokens``, ``cache_read_input_tokens``,
+        ``cache_creation_input_tokens``; a missing one keeps its default: the
+        estimate, 0 for the cache counters), e.g. ``{"input_tokens": 160000}`` to make
+        a CLI believe its context is nearly full. Anthropic Messages API, OpenAI chat
+        completion (:func:`openai_usage`), Responses API (:func:`responses_usage`) and Gemini
+        API (:func:`gemini_usage`) answers.
     """
 
     text: str
     delay: float = 0.0
     chunk: int = 16
+    usage: Any = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,7 @@ class ToolUse:
     :param id: tool-use id; a fresh ``toolu_...`` (OpenAI ``call_...``) when empty.
     :param text: optional text block sent before the tool call.
     :param delay: seconds between streamed chunks.
+    :param usage: token counts the answer reports, as for :class:`Text`.
     """
 
     name: str
@@ -147,6 +156,7 @@ class ToolUse:
     id: str = ""
     text: str = ""
     delay: float = 0.0
+    usage: Any = None
 
 
 @dataclass(frozen=True)
@@ -320,7 +330,8 @@ def step_label(step: Any) -> str:
 def step_from_json(obj: Any) -> Step:
     """One step from its JSON form (the ``--script`` file).
 
-    * ``"some text"`` or ``{"text": "...", "delay": 0.1}``
+    * ``"some text"`` or ``{"text": "...", "delay": 0.1}``; ``"usage": {"input_tokens": N, ...}``
+      on a text or tool_use object: the token counts its answer reports (:class:`Text`)
     * ``{"tool_use": "Bash", "input": {"command": "..."}, "text": "optional preamble"}``
     * ``{"echo": true}``
     * ``{"fail": "thinking_400" | "prompt_too_long" | "rate_limit_429" | "overloaded_529",
@@ -349,12 +360,33 @@ def step_from_json(obj: Any) -> Step:
         return step
     if "tool_use" in obj:
         return ToolUse(obj["tool_use"], dict(obj.get("input") or {}), obj.get("id", ""),
-                       obj.get("text", ""), float(obj.get("delay", 0.0)))
+                       obj.get("text", ""), float(obj.get("delay", 0.0)), _usage_from_json(obj))
     if "text" in obj:
-        return Text(str(obj["text"]), float(obj.get("delay", 0.0)), int(obj.get("chunk", 16)))
+        return Text(str(obj["text"]), float(obj.get("delay", 0.0)), int(obj.get("chunk", 16)),
+                    _usage_from_json(obj))
     if obj.get("echo"):
         return Echo(obj.get("prefix", "scripted reply"))
     raise ValueError(f"not a script step: {obj!r}")
+
+
+#: the usage counters a step may set (Anthropic Messages API names)
+USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+def _usage_from_json(obj: dict) -> dict | None:
+    """The ``usage`` of a step's JSON form, checked.
+
+    :raises ValueError: for an unknown counter or a value that is not a whole number >= 0.
+    """
+    usage = obj.get("usage")
+    if usage is None:
+        return None
+    if not isinstance(usage, dict):
+        raise ValueError(f"usage must be an object: {usage!r}")
+    for k, v in usage.items():
+        if k not in USAGE_FIELDS or not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ValueError(f"usage: {k!r}={v!r}: expected one of {', '.join(USAGE_FIELDS)} with a whole number >= 0")
+    return dict(usage)
 
 
 def _failure_from_json(obj: dict) -> Failure:
@@ -394,10 +426,12 @@ def step_to_json(step: Any) -> Any:
     :raises TypeError: when ``step`` is not a step.
     """
     if isinstance(step, Text):
-        return {"text": step.text, "delay": step.delay, "chunk": step.chunk}
+        out = {"text": step.text, "delay": step.delay, "chunk": step.chunk}
+        return {**out, "usage": dict(step.usage)} if step.usage else out
     if isinstance(step, ToolUse):
-        return {"tool_use": step.name, "input": step.input, "id": step.id, "text": step.text,
-                "delay": step.delay}
+        out = {"tool_use": step.name, "input": step.input, "id": step.id, "text": step.text,
+               "delay": step.delay}
+        return {**out, "usage": dict(step.usage)} if step.usage else out
     if isinstance(step, Echo):
         return {"echo": True, "prefix": step.prefix}
     if isinstance(step, Failure):
@@ -517,6 +551,13 @@ class RecordedRequest:
         status: HTTP status of the answer (0 when the connection was dropped, e.g.
             ``hang``; the log file has the status planned before sending).
         time: ``time.time()`` when the request arrived.
+        usage: the token counts the answer reports, in Anthropic names
+            (``{"input_tokens", "output_tokens", "cache_read_input_tokens",
+            "cache_creation_input_tokens"}``, the final values of a stream): Anthropic
+            Messages API, OpenAI chat completion (:func:`chat_usage`), Responses API
+            (:func:`responses_usage_recorded`) and Gemini API
+            (:func:`gemini_usage_recorded`) answers;
+            ``None`` for other answers and failures.
     """
 
     method: str
@@ -527,11 +568,12 @@ class RecordedRequest:
     step: str = ""
     status: int = 0
     time: float = 0.0
+    usage: dict | None = None
 
     def to_json(self) -> dict:
         return {"method": self.method, "path": self.path, "headers": self.headers,
                 "json": self.json, "kind": self.kind, "step": self.step,
-                "status": self.status, "time": self.time}
+                "status": self.status, "time": self.time, "usage": self.usage}
 
 
 def _rand(n: int) -> str:
@@ -848,6 +890,115 @@ def _fails_in_stream(step: Failure, api: str, body: dict) -> bool:
     return api == "responses" and step.kind == "prompt_too_long" and bool(body.get("stream"))
 
 
+def anthropic_usage(blocks: list[Block], body: Any) -> dict[str, int]:
+    """The usage an Anthropic answer of ``blocks`` to ``body`` reports: estimates
+    (``input_tokens`` ~ request JSON length / 4, ``output_tokens`` ~ content JSON length /
+    4, cache counters 0), overridden by the first block's ``usage`` that sets one."""
+    content = [{"type": "tool_use", "name": b.name, "input": b.input} if isinstance(b, ToolUse)
+               else {"type": "text", "text": b.text} for b in blocks]
+    usage = {"input_tokens": _estimate_tokens(body.get("messages") if isinstance(body, dict) else None),
+             "output_tokens": max(1, sum(len(json.dumps(c)) for c in content) // 4),
+             "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    return _with_step_usage(usage, blocks)
+
+
+def _openai_estimate(blocks: list[Block], body: Any) -> dict[str, int]:
+    text = "".join(b.text for b in blocks)
+    calls = [b for b in blocks if isinstance(b, ToolUse)]
+    return {"input_tokens": _estimate_tokens(body.get("messages") if isinstance(body, dict) else None),
+            "output_tokens": max(1, (len(text) + sum(len(json.dumps(b.input)) for b in calls)) // 4),
+            "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+
+
+def _with_step_usage(usage: dict[str, int], blocks: list[Block]) -> dict[str, int]:
+    for b in blocks:
+        if b.usage:
+            usage.update({k: int(v) for k, v in b.usage.items() if k in USAGE_FIELDS})
+            break
+    return usage
+
+
+def openai_usage(blocks: list[Block], body: Any) -> dict[str, Any]:
+    """The ``usage`` object of an OpenAI chat completion of ``blocks``: the estimates, or
+    the step's ``usage`` (Anthropic names) translated: ``prompt_tokens`` = input + cache
+    read (OpenAI counts cached tokens inside the prompt, in
+    ``prompt_tokens_details.cached_tokens``), ``completion_tokens`` = output; a cache
+    write has no OpenAI field and is dropped."""
+    u = chat_usage(blocks, body)
+    prompt = u["input_tokens"] + u["cache_read_input_tokens"]
+    return {"prompt_tokens": prompt, "completion_tokens": u["output_tokens"],
+            "total_tokens": prompt + u["output_tokens"],
+            "prompt_tokens_details": {"cached_tokens": u["cache_read_input_tokens"]}}
+
+
+def chat_usage(blocks: list[Block], body: Any) -> dict[str, int]:
+    """What an OpenAI chat completion of ``blocks`` reports, in Anthropic names (as
+    :attr:`RecordedRequest.usage` records it; ``cache_creation_input_tokens`` always 0)."""
+    u = _with_step_usage(_openai_estimate(blocks, body), blocks)
+    u["cache_creation_input_tokens"] = 0
+    return u
+
+
+def responses_usage(blocks: list[Block], body: Any) -> dict[str, Any]:
+    """The ``usage`` of an OpenAI Responses API answer of ``blocks`` (Codex CLI): the
+    estimates (input ~ the request's ``input`` JSON length / 4), or the step's ``usage``
+    translated as for :func:`openai_usage` (``input_tokens`` includes the cached ones,
+    ``input_tokens_details.cached_tokens`` = cache read)."""
+    u = responses_usage_recorded(blocks, body)
+    prompt = u["input_tokens"] + u["cache_read_input_tokens"]
+    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": u["cache_read_input_tokens"]},
+            "output_tokens": u["output_tokens"], "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": prompt + u["output_tokens"]}
+
+
+def responses_usage_recorded(blocks: list[Block], body: Any) -> dict[str, int]:
+    """What a Responses API answer of ``blocks`` reports, in Anthropic names (as
+    :attr:`RecordedRequest.usage` records it)."""
+    est = _openai_estimate(blocks, None)
+    est["input_tokens"] = _estimate_tokens(body.get("input") if isinstance(body, dict) else None)
+    u = _with_step_usage(est, blocks)
+    u["cache_creation_input_tokens"] = 0
+    return u
+
+
+def _gemini_parts(blocks: list[Block]) -> list[dict]:
+    parts: list[dict] = []
+    for b in blocks:
+        if b.text:
+            parts.append({"text": b.text})
+        if isinstance(b, ToolUse):
+            call: dict[str, Any] = {"name": b.name, "args": b.input}
+            if b.id:
+                call["id"] = b.id
+            parts.append({"functionCall": call})
+    return parts
+
+
+def gemini_usage_recorded(blocks: list[Block], body: Any) -> dict[str, int]:
+    """What a Gemini API answer of ``blocks`` reports, in Anthropic names (as
+    :attr:`RecordedRequest.usage` records it): estimates (input ~ ``contents`` JSON
+    length / 4, output ~ the answer's parts) or the step's ``usage``."""
+    u = {"input_tokens": _estimate_tokens(body.get("contents") if isinstance(body, dict) else None),
+         "output_tokens": max(1, len(json.dumps(_gemini_parts(blocks))) // 4),
+         "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+    u = _with_step_usage(u, blocks)
+    u["cache_creation_input_tokens"] = 0
+    return u
+
+
+def gemini_usage(blocks: list[Block], body: Any) -> dict[str, int]:
+    """The ``usageMetadata`` of a Gemini API answer: ``promptTokenCount`` = input + cache
+    read (Gemini counts cached tokens inside the prompt, in ``cachedContentTokenCount``),
+    ``candidatesTokenCount`` = output."""
+    u = gemini_usage_recorded(blocks, body)
+    prompt = u["input_tokens"] + u["cache_read_input_tokens"]
+    out = {"promptTokenCount": prompt, "candidatesTokenCount": u["output_tokens"],
+           "totalTokenCount": prompt + u["output_tokens"]}
+    if u["cache_read_input_tokens"]:
+        out["cachedContentTokenCount"] = u["cache_read_input_tokens"]
+    return out
+
+
 def _blocks_of(step: Any, server: ModelServer, body: Any) -> list[Block]:
     if isinstance(step, Echo):
         return [Text(server.echo_text(step, body))]
@@ -903,9 +1054,10 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length > 0 else b""
 
-    def _record(self, body: Any, kind: str, step: str, status: int, t0: float) -> RecordedRequest:
+    def _record(self, body: Any, kind: str, step: str, status: int, t0: float,
+                usage: dict | None = None) -> RecordedRequest:
         headers = {k.lower(): v for k, v in self.headers.items() if k.lower() not in SECRET_HEADERS}
-        rec = RecordedRequest(self.command, self.path, headers, body, kind, step, status, t0)
+        rec = RecordedRequest(self.command, self.path, headers, body, kind, step, status, t0, usage)
         self.model_server._record(rec)
         return rec
 
@@ -1033,9 +1185,19 @@ class _Handler(BaseHTTPRequestHandler):
         status = step.status if isinstance(step, Failure) else 200
         if isinstance(step, Failure) and _fails_in_stream(step, api, body):
             status = 200  # the failure is a response.failed event inside a 200 stream
-        rec = self._record(body, kind, label, status, t0)
+        blocks = None
+        if not isinstance(step, Failure):
+            try:
+                blocks = _blocks_of(step, srv, body)  # once: an Echo quotes the call count
+            except TypeError:
+                blocks = None
+        usage = (None if blocks is None else anthropic_usage(blocks, body) if api == "anthropic"
+                 else chat_usage(blocks, body) if api == "openai"
+                 else responses_usage_recorded(blocks, body) if api == "responses"
+                 else gemini_usage_recorded(blocks, body) if api == "gemini" else None)
+        rec = self._record(body, kind, label, status, t0, usage)
         try:
-            self._answer(step, body, api)
+            self._answer(step, body, api, blocks)
         except _Dropped:
             self.close_connection = True
             rec.status = 0
@@ -1044,7 +1206,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(500, {"type": "error", "error": {"type": "api_error", "message": str(e)}})
 
     # ------------------------------------------------------------------ answers
-    def _answer(self, step: Any, body: dict, api: str) -> int:
+    def _answer(self, step: Any, body: dict, api: str, blocks: list[Block] | None = None) -> int:
         """Send the answer for one step; returns the HTTP status (0 = dropped).
 
         :param api: ``"anthropic"``, ``"openai"`` (chat completions), ``"responses"``
@@ -1063,7 +1225,8 @@ class _Handler(BaseHTTPRequestHandler):
                    "gemini": step.gemini_body}.get(api, lambda: step.anthropic_body(request_id))()
             self._send_json(step.status, obj, [("request-id", request_id), *step.headers])
             return step.status
-        blocks = _blocks_of(step, self.model_server, body)
+        if blocks is None:
+            blocks = _blocks_of(step, self.model_server, body)
         if api == "openai":
             return self._openai(blocks, body, model, stream)
         if api == "responses":
@@ -1107,11 +1270,7 @@ class _Handler(BaseHTTPRequestHandler):
                                "call_id": b.id or "call_" + _rand(24), "name": b.name,
                                "arguments": json.dumps(b.input, ensure_ascii=False)}, b.delay, 12))
         output = [it for it, _, _ in items]
-        in_tokens = _estimate_tokens(body.get("input"))
-        out_tokens = max(1, len(json.dumps(output)) // 4)
-        usage = {"input_tokens": in_tokens, "input_tokens_details": {"cached_tokens": 0},
-                 "output_tokens": out_tokens, "output_tokens_details": {"reasoning_tokens": 0},
-                 "total_tokens": in_tokens + out_tokens}
+        usage = responses_usage(blocks, body)
         done = {"id": rid, "object": "response", "created_at": int(time.time()), "status": "completed",
                 "model": model, "output": output, "usage": usage}
         if not stream:
@@ -1165,10 +1324,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if b.id:
                     call["id"] = b.id
                 parts_paced.append(({"functionCall": call}, b.delay, 0))
-        in_tokens = _estimate_tokens(body.get("contents"))
-        out_tokens = max(1, len(json.dumps([p for p, _, _ in parts_paced])) // 4)
-        usage = {"promptTokenCount": in_tokens, "candidatesTokenCount": out_tokens,
-                 "totalTokenCount": in_tokens + out_tokens}
+        usage = gemini_usage(blocks, body)
         rid = _rand(20)
 
         def answer(parts: list[dict], finish: bool) -> dict:
@@ -1214,14 +1370,13 @@ class _Handler(BaseHTTPRequestHandler):
                 parts.append(({"type": "text", "text": b.text}, b.delay, b.chunk))
         content = [c for c, _, _ in parts]
         stop_reason = "tool_use" if any(c["type"] == "tool_use" for c in content) else "end_turn"
-        input_tokens = _estimate_tokens(body.get("messages"))
-        output_tokens = max(1, sum(len(json.dumps(c)) for c in content) // 4)
+        usage = anthropic_usage(blocks, body)
+        output_tokens = usage["output_tokens"]
         if not stream:
             self._send_json(200, {
                 "id": msg_id, "type": "message", "role": "assistant", "model": model,
                 "content": content, "stop_reason": stop_reason, "stop_sequence": None,
-                "usage": {"input_tokens": input_tokens, "output_tokens": output_tokens,
-                          "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+                "usage": usage,
             }, [("request-id", request_id)])
             return 200
 
@@ -1232,8 +1387,7 @@ class _Handler(BaseHTTPRequestHandler):
         event("message_start", {"type": "message_start", "message": {
             "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
             "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": input_tokens, "output_tokens": 1,
-                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}}})
+            "usage": {**usage, "output_tokens": 1}}})
         event("ping", {"type": "ping"})
         for index, (c, delay, size) in enumerate(parts):
             if c["type"] == "text":
@@ -1268,10 +1422,7 @@ class _Handler(BaseHTTPRequestHandler):
         calls = [b for b in blocks if isinstance(b, ToolUse)]
         call_ids = [b.id or "call_" + _rand(24) for b in calls]
         finish = "tool_calls" if calls else "stop"
-        prompt_tokens = _estimate_tokens(body.get("messages"))
-        completion_tokens = max(1, (len(text) + sum(len(json.dumps(b.input)) for b in calls)) // 4)
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                 "total_tokens": prompt_tokens + completion_tokens}
+        usage = openai_usage(blocks, body)
         if not stream:
             message: dict[str, Any] = {"role": "assistant", "content": text or None}
             if calls:

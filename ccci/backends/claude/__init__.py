@@ -200,6 +200,28 @@ class ClaudeBackend(VersionedRules, Backend):
     package = "@anthropic-ai/claude-code"
     tested_versions = (TESTED_VERSION, *ALSO_TESTED)
 
+    def read_usage(self, spec: AgentSpec, config: "FleetConfig", conversation_id: str,
+                   since: str | None = None):
+        """Usage from the session's transcript (:mod:`ccci.backends.claude.transcript`),
+        read from where the previous call stopped (one cursor per transcript, kept in
+        this backend object); ``None`` while the transcript does not exist."""
+        from ccci.backends.claude import transcript
+
+        paths = self.__dict__.setdefault("_usage_paths", {})
+        path = paths.get((spec.name, conversation_id))
+        if path is None or not path.exists():  # found once, then only stat()ed
+            path = transcript.transcript_path(conversation_id, spec.env)
+            if path is None:
+                return None
+            paths[(spec.name, conversation_id)] = path
+        cursors = self.__dict__.setdefault("_usage_cursors", {})
+        cur = cursors.get(path)
+        if cur is None:
+            cur = cursors[path] = transcript.TranscriptCursor(path)
+        while cur.read():
+            pass
+        return cur.reading(conversation_id, since)
+
     def prompt_accepted_since(self, spec: AgentSpec, config: "FleetConfig", since: float) -> bool | None:
         """Whether the agent's ``UserPromptSubmit`` hook fired at or after ``since`` (UTC
         epoch seconds): Claude Code runs it when it takes a prompt from the input box,

@@ -399,6 +399,24 @@ class OpencodeBackend(Backend):
             return None
 
 
+    def read_usage(self, spec: AgentSpec, config: "FleetConfig", conversation_id: str,
+                   since: str | None = None):
+        """Usage from the session's messages on the fleet's server
+        (:mod:`ccci.backends.opencode.usage`: the step-finish parts' tokens), the newest
+        20 messages after the first read; ``None`` when the server does not answer or the
+        id is not an opencode session."""
+        from ccci.backends.opencode import usage
+
+        if not str(conversation_id).startswith("ses"):
+            return None
+        seen = self.__dict__.setdefault("_usage_seen", {}).setdefault(conversation_id, usage.SessionUsage())
+        try:
+            usage.read_session(self.client_factory(self.server_url(config)), conversation_id, seen)
+        except ServerError:
+            return None
+        return seen.reading(conversation_id, since)
+
+
 def _default_server_url(config: "FleetConfig") -> str:
     from ccci.backends.opencode import opencode_serve
 

@@ -37,7 +37,7 @@ def test_turn_end_exit_is_resumed_in_the_same_session(oc_fleet):
     # rewritten for issue 13: turn ends no longer count toward max_resumes (kept low here
     # to show it); max_turns_per_hour is what caps them
     f = oc_fleet({"builder": [Text("TURN-ONE done."), Text("TURN-TWO done."), Text("TURN-THREE done.")]},
-                 checks={"max_resumes": 1, "max_turns_per_hour": 3})
+                 checks={"max_resumes": 1, "max_turns_per_hour": 3, "usage_interval": 1})
     started = f.wait_event(lambda evs: [e for e in evs if e["kind"] == "agent_started"], 60, "the agent to start")
     conv = started[0]["data"]["conversation_id"]
     assert conv.startswith("ses_"), started[0]
@@ -66,6 +66,15 @@ def test_turn_end_exit_is_resumed_in_the_same_session(oc_fleet):
         assert rec.restarts == 0 and rec.resumes == 0 and st.restart_count("builder", "turn_end") == 3
     finally:
         st.close()
+    # issue 17: the tokens ccci read from the server's session data (ccci.backends.opencode.usage)
+    # are the usage the model server sent for the agent's calls, exactly
+    from test_opencode_usage import sent_tokens, status_rows
+
+    want = sent_tokens(f.main_requests("builder"))
+    deadline = time.monotonic() + 30
+    while (row := status_rows(f)["builder"])["tokens_today"] != want and time.monotonic() < deadline:
+        time.sleep(1)
+    assert row["tokens_today"] == want and want["input"] > 0, (row, want)
     # the dead pane (left by remain-on-exit) reads as exited once tmux drew its status line.
     # tmux 3.3 draws "Pane is dead (status N, ...)" only once it has the exit status, and
     # it can miss the SIGCHLD (libutempter, tmux/tmux#311): seen in CI, pane_dead=1 with an

@@ -1,0 +1,186 @@
+"""Token usage and context use from Claude Code's transcript, read incrementally.
+
+Claude Code writes one JSON object per line to
+``$CLAUDE_CONFIG_DIR`` (default ``$HOME/.claude``) ``/projects/<slug>/<session id>.jsonl``
+(the slug is the working directory with every non-alphanumeric character replaced by
+``-``; ccci finds the file by the session id, ``projects/*/<id>.jsonl``). Measured with
+Claude Code 2.1.332 against ccci's model server (recorded in
+``tests/golden/claude-2.1.332-recorded/transcripts/usage_turns.jsonl``, the usage the
+server sent beside it):
+
+* an ``"type": "assistant"`` line per content block of a model answer, each with
+  ``message.id`` (the API's ``msg_...``), ``requestId`` (``req_...``), ``message.model``,
+  ``timestamp`` (ISO-8601 UTC) and ``message.usage``: ``input_tokens``,
+  ``output_tokens``, ``cache_read_input_tokens``, ``cache_creation_input_tokens`` as the
+  API reported them (the final values of the stream);
+* the lines of one answer repeat the same ``message.id`` (and a streamed answer's early
+  lines may carry a partial ``output_tokens``), so the lines are de-duplicated by
+  ``message.id`` (else ``requestId``, else the line's ``uuid``), each counter the
+  largest seen for that id;
+* ``"isSidechain": true`` lines belong to a subagent: they count in the totals (they
+  are tokens spent) but not in the main conversation's context use;
+* after ``/compact`` a ``"type": "system", "subtype": "compact_boundary"`` line starts
+  the compacted conversation, with ``compactMetadata`` ``{"trigger": "manual",
+  "preTokens", "postTokens", ...}``: context use is then ``postTokens`` (``None`` when
+  absent) until the next answer;
+* the model calls of a compaction itself (2 calls in the e2e run: the summary, then one
+  more) are NOT written as assistant lines: their tokens are not in the transcript, so
+  ccci cannot count them (tests/e2e/test_claude_usage_real.py measures this).
+
+Context use = input + cache read + cache write + output tokens of the newest main-chain
+answer: the prompt the next call starts from (the sum Claude Code's own context
+indicator uses).
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ccci.usage import UsageReading
+
+READ_MAX = 8 << 20  #: bytes read per call at most (a larger backlog is read over several calls)
+#: transcript usage field -> ccci counter (:data:`ccci.state.USAGE_COUNTERS`)
+FIELDS = {"input_tokens": "input_tokens", "output_tokens": "output_tokens",
+          "cache_read_input_tokens": "cache_read_tokens", "cache_creation_input_tokens": "cache_write_tokens"}
+
+
+def config_dir(env: dict[str, str] | None = None) -> Path:
+    """Claude Code's configuration directory for an agent's environment ``env`` (its
+    ``[agents.env]`` over the watcher's): ``$CLAUDE_CONFIG_DIR``, else ``$HOME/.claude``."""
+    merged = {**os.environ, **(env or {})}
+    if merged.get("CLAUDE_CONFIG_DIR"):
+        return Path(merged["CLAUDE_CONFIG_DIR"])
+    return Path(merged.get("HOME") or Path.home()) / ".claude"
+
+
+def transcript_path(conversation_id: str, env: dict[str, str] | None = None) -> Path | None:
+    """The transcript of session ``conversation_id`` (``projects/*/<id>.jsonl`` under
+    :func:`config_dir`), the newest when several projects have one; ``None`` when none."""
+    if not conversation_id or "/" in conversation_id or conversation_id.startswith("."):
+        return None
+    found = list((config_dir(env) / "projects").glob(f"*/{conversation_id}.jsonl"))
+    if not found:
+        return None
+    return max(found, key=lambda p: p.stat().st_mtime)
+
+
+@dataclass
+class TranscriptCursor:
+    """An incremental reader of one transcript: call :meth:`read` again to fold in what
+    the CLI appended since (a partial last line waits for its newline).
+
+    Attributes:
+        path: the transcript.
+        offset: bytes consumed (up to the last complete line).
+        messages: de-duplication key -> ``(day, model, {counter: tokens})``.
+        context_tokens, model: see :class:`ccci.usage.UsageReading`.
+    """
+
+    path: Path
+    offset: int = 0
+    messages: dict[str, tuple[str, str, dict[str, int]]] = field(default_factory=dict)
+    context_tokens: int | None = None
+    model: str = ""
+    inode: int = 0
+    sums: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)  #: (day, model) -> counts
+
+    def read(self) -> bool:
+        """Fold in the complete lines appended since the last call.
+
+        :returns: whether anything new was read. A file that shrank or was replaced is
+            read again from the start.
+        :raises OSError: when the file cannot be read.
+        """
+        st = self.path.stat()
+        if st.st_ino != self.inode or st.st_size < self.offset:
+            self.offset, self.messages, self.context_tokens, self.model, self.inode = 0, {}, None, "", st.st_ino
+            self.sums = {}
+        if st.st_size == self.offset:
+            return False
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read(READ_MAX)
+        end = data.rfind(b"\n")
+        if end < 0:
+            return False
+        for line in data[:end].splitlines():
+            self.fold_line(line)
+        self.offset += end + 1
+        return True
+
+    def fold_line(self, line: bytes | str) -> None:
+        """Fold one transcript line (bad JSON and other record types are skipped)."""
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(rec, dict):
+            return
+        if rec.get("type") == "system" and rec.get("subtype") == "compact_boundary" and not rec.get("isSidechain"):
+            meta = rec.get("compactMetadata") if isinstance(rec.get("compactMetadata"), dict) else {}
+            post = meta.get("postTokens")
+            self.context_tokens = int(post) if isinstance(post, int) and not isinstance(post, bool) else None
+            return
+        if rec.get("type") != "assistant":
+            return
+        msg = rec.get("message")
+        usage = msg.get("usage") if isinstance(msg, dict) else None
+        if not isinstance(usage, dict):
+            return
+        counts = {ours: _int(usage.get(theirs)) for theirs, ours in FIELDS.items()}
+        model = str(msg.get("model") or "")
+        if model == "<synthetic>":  # Claude Code's own messages (an API error shown as a reply): no call
+            return
+        key = str(msg.get("id") or rec.get("requestId") or rec.get("uuid") or "")
+        if not key:
+            return
+        day = str(rec.get("timestamp") or "")[:10]
+        old = self.messages.get(key)
+        if old is not None:
+            day, model, prev = old[0], old[1] or model, old[2]
+            counts = {k: max(prev[k], counts[k]) for k in counts}
+            self._add(old[0], old[1], old[2], -1)
+        self.messages[key] = (day, model, counts)
+        self._add(day, model, counts, 1)
+        if not rec.get("isSidechain"):
+            self.context_tokens = sum(counts.values())
+            self.model = model or self.model
+
+    def _add(self, day: str, model: str, counts: dict[str, int], sign: int) -> None:
+        cur = self.sums.setdefault((day, model), dict.fromkeys(counts, 0))
+        for k, v in counts.items():
+            cur[k] += sign * v
+
+    def reading(self, source: str, since_day: str | None = None) -> UsageReading:
+        """The totals so far as a :class:`ccci.usage.UsageReading` (``source``: the key
+        the totals are stored under; ``since_day``: only days ``>=`` it). Costs one entry
+        per (day, model), not per message: the sums are kept as lines are folded."""
+        out = UsageReading(context_tokens=self.context_tokens, model=self.model)
+        for (day, model), counts in self.sums.items():
+            if since_day is None or day >= since_day:
+                out.add(day, source, model, counts)
+        return out
+
+
+def _int(v: Any) -> int:
+    try:
+        return max(0, int(v or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def read_file(path: Path, source: str | None = None) -> UsageReading:
+    """The whole transcript at ``path`` at once (for tests and one-off reads).
+
+    :raises OSError: when it cannot be read.
+    """
+    cur = TranscriptCursor(Path(path))
+    while cur.read():
+        pass
+    return cur.reading(source or Path(path).stem)
+
+
+__all__ = ["TranscriptCursor", "config_dir", "read_file", "transcript_path"]
