@@ -168,3 +168,21 @@ def test_no_budget_table_means_no_check(tmp_path):
     svc = FakeServices(st, cfg)
     assert bud.ccci_check_fleet(config=cfg, now=NOW, mono=0.0, services=svc) is None
     assert bud.ccci_before_launch(agent=svc.views["builder"], mode="start", config=cfg, services=svc) is None
+
+
+def test_metrics_export_each_agents_cost_today(make_supervisor):
+    from prometheus_client import generate_latest
+
+    from ccci.cost import utc_day
+    from ccci.reporters import metrics
+
+    sup = make_supervisor(agents=["a", "b"])
+    now = sup.clock.now()
+    sup.store.set_usage("a", utc_day(now), "c", "claude-sonnet-4-5", MILLION_OUT, now)  # $15 today
+    sup.store.set_usage("a", utc_day(now - timedelta(days=1)), "c", "claude-sonnet-4-5", MILLION_OUT, now)  # not today
+    reg, m = metrics.build_registry(0.0)
+    exp = metrics.Exporter(registry=reg, metrics=m)
+    metrics._refresh_usage(exp, sup.services("metrics"))
+    text = generate_latest(reg).decode()
+    assert 'ccci_agent_cost_today_usd{agent="a"} 15.0' in text
+    assert 'ccci_agent_cost_today_usd{agent="b"} 0.0' in text
