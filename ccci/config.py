@@ -417,7 +417,7 @@ def _str(val: Any, path: Path, key: str) -> str:
 
 
 KNOWN_TOP = {"fleet", "git", "checks", "agents", "handoff", "patterns", "defaults", "notify", "phases", "plugins",
-             "opencode", "metrics", "web", "hosts", "context_windows"}
+             "opencode", "metrics", "web", "hosts", "context_windows", "prices", "budget"}
 _LISTEN_EXAMPLE = 'e.g. listen = "127.0.0.1:9464"'
 
 
@@ -718,6 +718,16 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
             if not isinstance(table["version"], str) or not re.match(r"^\d+(?:\.\d+)*$", table["version"]):
                 raise _err(path, f"patterns.{bname}.version", "expected a CLI version string such as \"2.1.197\"")
             pat_versions[bname] = table["version"]
+    if "prices" in raw or "budget" in raw:  # token prices and daily budgets (ccci.cost)
+        from ccci.cost import PriceError, validate_budget, validate_prices
+
+        try:
+            if "prices" in raw:
+                validate_prices(raw["prices"], path)
+            if "budget" in raw:
+                validate_budget(raw["budget"], path, [a.name for a in agents])
+        except PriceError as exc:
+            raise ConfigError(str(exc)) from None
 
     return FleetConfig(
         path=path, root=root, name=name, state_dir=state_dir, tmux_socket=sock, tick_seconds=tick, idle_exit=idle_exit,

@@ -95,6 +95,10 @@ CREATE TABLE IF NOT EXISTS usage (
 );
 """
 
+#: event kinds that do not become an agent's ``last_event`` (``ccci status``): a state
+#: change per turn would hide what happened
+QUIET_KINDS = frozenset({"state_changed"})
+
 #: the token counters of a ``usage`` row, in the order the CLIs' usage fields name them
 USAGE_COUNTERS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
@@ -541,7 +545,7 @@ class StateStore:
             "INSERT INTO events(at, agent, kind, message, data) VALUES (?,?,?,?,?)",
             (iso_ms(at), event.agent, event.kind, event.message, json.dumps(event.data, default=str)),
         )
-        if event.agent:
+        if event.agent and event.kind not in QUIET_KINDS:
             self.db.execute("UPDATE agents SET last_event=? WHERE name=?", (f"{event.kind}: {event.message}"[:200], event.agent))
         return int(cur.lastrowid)
 
@@ -573,6 +577,39 @@ class StateStore:
             d["data"] = json.loads(d["data"] or "{}")
             out.append(d)
         return out
+
+    def events_between(self, since: datetime, until: datetime | None = None,
+                       kinds: tuple[str, ...] | None = None) -> list[dict[str, Any]]:
+        """Events with ``since <= at < until`` (UTC; ``until`` ``None``: no end), oldest
+        first, as dicts (``data`` parsed); only ``kinds`` when given."""
+        q, args = "SELECT * FROM events WHERE at>=?", [iso_ms(since)]
+        if until is not None:
+            q += " AND at<?"
+            args.append(iso_ms(until))
+        if kinds:
+            q += f" AND kind IN ({','.join('?' * len(kinds))})"
+            args.extend(kinds)
+        return [self._event_dict(r) for r in self.db.execute(q + " ORDER BY id", args).fetchall()]
+
+    def last_events_before(self, at: datetime, kind: str) -> dict[str, dict[str, Any]]:
+        """``{agent: the newest event of kind`` ``kind`` ``of that agent before at (UTC)}``
+        (e.g. each agent's state when a report's period begins)."""
+        rows = self.db.execute(
+            "SELECT e.* FROM events e JOIN (SELECT agent, MAX(id) AS id FROM events WHERE kind=? AND at<? "
+            "AND agent IS NOT NULL GROUP BY agent) m ON e.id=m.id", (kind, iso_ms(at))).fetchall()
+        return {r["agent"]: self._event_dict(r) for r in rows}
+
+    def last_event_before(self, at: datetime, kinds: tuple[str, ...]) -> dict[str, Any] | None:
+        """The newest event (any agent) whose kind is one of ``kinds`` before ``at`` (UTC), or ``None``."""
+        row = self.db.execute(f"SELECT * FROM events WHERE at<? AND kind IN ({','.join('?' * len(kinds))}) "
+                              "ORDER BY id DESC LIMIT 1", (iso_ms(at), *kinds)).fetchone()
+        return self._event_dict(row) if row else None
+
+    @staticmethod
+    def _event_dict(r: sqlite3.Row) -> dict[str, Any]:
+        d = dict(r)
+        d["data"] = json.loads(d["data"] or "{}")
+        return d
 
     def last_event_id(self) -> int:
         row = self.db.execute("SELECT MAX(id) AS m FROM events").fetchone()

@@ -425,6 +425,7 @@ def status_rows(sup) -> list[dict]:
     rows = []
     now = datetime.now(UTC)
     usage = sup.store.usage_rows(since_day=now.strftime("%Y-%m-%d"))
+    spent = _cost_today(sup, usage, now)
     for n, rt in sup.agents.items():
         rec = sup.store.agent(n)
         pane = live[n]
@@ -453,10 +454,23 @@ def status_rows(sup) -> list[dict]:
             "restarts": rec.restarts, "resumes": rec.resumes, "conversation_id": rec.conversation_id or None,
             "session": rt.session, "last_event": rec.last_event,
             "waiting_until": iso(waiting_until) if waiting_until else None, "retry_at": retry_at,
+            "cost_today_usd": round(spent.get(n, 0.0), 6) if spent is not None else None,
             **version_fields(rt.backend, rt.spec, sup.config, rec.conversation_id or ""),
             **usage_fields(sup.kv, usage, n, rt.spec.backend),
         })
     return rows
+
+
+def _cost_today(sup, usage_rows: list[dict], now: datetime) -> dict[str, float] | None:
+    """``{agent: USD}`` for the UTC day of ``now`` from today's usage rows
+    (:func:`ccci.cost.cost_today_rows`); ``None`` when the prices cannot be read (a bad
+    ``[prices]`` table is reported at load)."""
+    from ccci.cost import PriceError, cost_today_rows, price_table
+
+    try:
+        return cost_today_rows(usage_rows, price_table(sup.config), now)
+    except PriceError:
+        return None
 
 
 def usage_fields(kv, usage_rows: list[dict], agent: str, backend: str) -> dict:
@@ -490,12 +504,41 @@ def version_fields(backend, spec, cfg, conversation_id: str) -> dict:
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per agent, in a list.")
+@click.option("--watch", "watch_", is_flag=True, help="Keep the table on screen, refreshed (Ctrl-C ends it).")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(min=0.2),
+              help="Seconds between refreshes with --watch.")
 @click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
-    """Agents with backend, state, pid, uptime, restarts and last event."""
-    from ccci.lock import FleetLock
-
+def status(ctx: click.Context, as_json: bool, watch_: bool, interval: float) -> None:
+    """Agents with backend, state, pid, uptime, restarts, cost today and last event."""
     cfg = load_config(ctx.obj["fleet"])
+    if as_json and watch_:
+        fail("--json and --watch do not go together; use --json once, or --watch for the live table")
+    sup = build(cfg, echo_errors=not as_json)
+    rows, down = _status_all(ctx, cfg, sup)
+    if as_json:
+        # a host that did not answer: one row with state "unreachable", name null, the reason in "error"
+        click.echo(json.dumps(rows + [{"host": r.host, "name": None, "state": "unreachable", "error": r.error}
+                                      for r in down], indent=2))
+        return
+    if not watch_:
+        console.print(status_table(cfg, rows, down))
+        return
+    from rich.live import Live
+
+    try:
+        with Live(status_table(cfg, rows, down), console=console, auto_refresh=False,
+                  redirect_stdout=False, redirect_stderr=False) as live:
+            while True:
+                time.sleep(interval)
+                live.update(status_table(cfg, *_status_all(ctx, cfg, sup)), refresh=True)
+    except KeyboardInterrupt:
+        pass
+
+
+def _status_all(ctx: click.Context, cfg: config_mod.FleetConfig, sup) -> tuple[list[dict], list]:
+    """``(rows, hosts that did not answer)``: this host's :func:`status_rows` and, for a
+    fleet over several hosts (not ``--local``), the other hosts' rows, asked while this
+    one is read; every row names its host then."""
     remote = None
     if cfg.hosts and not ctx.obj.get("local") and cfg.remote_agents():
         from concurrent.futures import ThreadPoolExecutor
@@ -505,34 +548,39 @@ def status(ctx: click.Context, as_json: bool) -> None:
         pool = ThreadPoolExecutor(max_workers=1)
         remote = pool.submit(remote_status, cfg)  # the other hosts answer while this one is read
         pool.shutdown(wait=False)
-    sup = build(cfg, echo_errors=not as_json)
     rows = status_rows(sup)
-    down = []
+    down: list = []
     if cfg.hosts:  # a fleet over several hosts: every row names its host
         rows = [{**r, "host": cfg.this_host} for r in rows]
         if remote is not None:
             more, down = remote.result()
             rows += more
-    if as_json:
-        # a host that did not answer: one row with state "unreachable", name null, the reason in "error"
-        click.echo(json.dumps(rows + [{"host": r.host, "name": None, "state": "unreachable", "error": r.error}
-                                      for r in down], indent=2))
-        return
+    return rows, down
+
+
+def status_table(cfg: config_mod.FleetConfig, rows: list[dict], down: list = ()) -> Table:
+    """The ``ccci status`` table for ``rows`` (:func:`status_rows`) and the hosts that
+    did not answer, titled with the watcher and the time it was read (UTC)."""
+    from ccci.lock import FleetLock
+
     held = FleetLock(cfg.state_dir)
     t = Table(title=cell(f"fleet {cfg.name} — watcher {'running (pid %s)' % held.holder() if held.is_held() else 'NOT running'}"
-                         + (f" on {cfg.this_host}" if cfg.hosts else "")))
-    for col in (*(("host",) if cfg.hosts else ()), "agent", "backend", "state", "pid", "uptime", "restarts", "tokens today", "ctx", "last event"):
+                         + (f" on {cfg.this_host}" if cfg.hosts else "") + f" — {iso(datetime.now(UTC))}"))
+    for col in (*(("host",) if cfg.hosts else ()), "agent", "backend", "state", "pid", "uptime", "restarts",
+                "tokens today", "ctx", "cost today", "last event"):
         t.add_column(col, overflow="fold")
     for r in rows:
         up = _dur(r["uptime_s"]) if r["uptime_s"] is not None else "-"
         state = (f"waiting until {r['waiting_until']}" if r["waiting_until"] else
                  f"given_up (retry {r['retry_at']})" if r["retry_at"] else r["state"])
+        cost = "-" if r.get("cost_today_usd") is None else f"${r['cost_today_usd']:.2f}"
         t.add_row(*map(cell, (*((r["host"],) if cfg.hosts else ()), r["name"], r["backend"], state, r["pid"] or "-", up,
-                              r["restarts"], _tokens(r.get("tokens_today")), _ctx(r.get("context")),
+                              r["restarts"], _tokens(r.get("tokens_today")), _ctx(r.get("context")), cost,
                               (r["last_event"] or "")[:70])))
     for r in down:
-        t.add_row(cell(r.host), cell("-"), cell("-"), Text("unreachable", style="red"), *map(cell, ("-", "-", "-", "-", "-", r.error)))
-    console.print(t)
+        t.add_row(cell(r.host), cell("-"), cell("-"), Text("unreachable", style="red"),
+                  *map(cell, ("-", "-", "-", "-", "-", "-", r.error)))
+    return t
 
 
 def _tokens(t: dict | None) -> str:
@@ -1156,6 +1204,12 @@ def demo(keep: bool, directory: Path | None) -> None:
     sys.exit(0 if ok else 1)
 
 
+
+from ccci.commands.budget import budget as _budget  # noqa: E402 - command modules import this one lazily
+from ccci.commands.report import report as _report  # noqa: E402
+
+main.add_command(_report)
+main.add_command(_budget)
 
 
 # ---------------------------------------------------------------------------- web

@@ -104,6 +104,8 @@ class Demo:
     def print_new_events(self) -> None:
         for e in self.store.events(after_id=self.seen_id):
             self.seen_id = e["id"]
+            if e["kind"] == "state_changed":  # one per turn and fault: 'ccci report' shows them as a timeline
+                continue
             rel = parse_utc(e["at"]).timestamp() - self.t0
             who = (f"{e['agent']:<9}", "cyan") if e["agent"] else " " * 9
             kind = e["kind"]

@@ -104,6 +104,8 @@ def build_registry(start_time_s: float) -> tuple[Any, dict[str, Any]]:
         "plugins_disabled": Counter("ccci_plugins_disabled", "Plugins disabled after failing 5 ticks in a row",
                                     ["plugin"], registry=reg),
         "events": Counter("ccci_events", "Events logged, by kind", ["kind"], registry=reg),
+        "cost": Gauge("ccci_agent_cost_today_usd", "USD the agent's recorded token usage costs on the current UTC "
+                      "day (ccci/data/prices.toml and [prices]; unpriced models count 0)", ["agent"], registry=reg),
         "start": Gauge("ccci_watcher_start_time_seconds", "When this watcher started, seconds since the Unix epoch",
                        registry=reg),
         "context": Gauge("ccci_agent_context_fraction", "The agent's context use as a fraction of its model's window, "
@@ -153,10 +155,24 @@ def _refresh_usage(exp: Exporter, services) -> None:
         for kind, col in TOKEN_KINDS.items():
             t[kind] += int(r[col] or 0)
     exp.metrics["tokens"].totals = totals
+    _update_cost(exp.metrics["cost"], services)
     for name in services.agents():
         rec = read_context(services.state, name)
         if rec and rec.get("fraction") is not None:
             exp.metrics["context"].labels(name).set(float(rec["fraction"]))
+
+
+def _update_cost(gauge, services) -> None:
+    """``ccci_agent_cost_today_usd``: today's (UTC) usage priced by :mod:`ccci.cost`."""
+    from ccci.cost import PriceError, cost_today_rows, price_table, utc_day
+
+    try:
+        table = price_table(services.config)
+    except PriceError:
+        return
+    spent = cost_today_rows(services.usage_rows(since_day=utc_day(services.now())), table, services.now())
+    for agent in services.agents():
+        gauge.labels(agent).set(spent.get(agent, 0.0))
 
 
 @hookimpl

@@ -1,0 +1,38 @@
+"""``ccci status --watch`` in a real pty (pexpect): the table is drawn, redrawn as the
+fleet changes, and Ctrl-C ends it cleanly (exit 0, no traceback)."""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+import pexpect
+import pytest
+
+pytestmark = [pytest.mark.tmux, pytest.mark.slow]
+
+
+def test_status_watch_refreshes_and_ends_on_ctrl_c(fleet):
+    fleet.watch("--quiet")
+    assert fleet.wait(lambda: all(fleet.live_pid(a) and fleet.idle(a) for a in fleet.AGENTS), 60), "fleet not up"
+    child = pexpect.spawn(sys.executable, ["-m", "ccci", "--fleet", str(fleet.root), "status", "--watch",
+                                           "--interval", "0.3"],
+                          env={**os.environ, "COLUMNS": "160", "LINES": "40", "TERM": "xterm"},
+                          dimensions=(40, 160), timeout=30, encoding="utf-8",
+                          codec_errors="replace")  # the tty echoes ^C between the bytes of a box character
+    try:
+        child.expect("builder")
+        child.expect("adversary")
+        child.expect("running \\(pid")  # the watcher line of the title
+        # a kill -9 shows up in a later frame: the builder restarted, its restart count 1
+        new_pid = fleet.kill_and_wait_restart("builder")
+        assert new_pid
+        child.expect(str(new_pid), timeout=20)  # the new pid, drawn by the running command
+        child.sendintr()  # Ctrl-C
+        child.expect(pexpect.EOF, timeout=10)
+    finally:
+        if child.isalive():
+            child.kill(signal.SIGKILL)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    assert "Traceback" not in (child.before or "")
