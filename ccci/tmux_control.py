@@ -197,6 +197,11 @@ def reap_orphans(socket_name: str | None, socket_path: str | None = None, wait_s
             continue
         subprocess.run(base + ["detach-client", "-t", c["name"]], capture_output=True, timeout=10)
         reaped.append(c["pid"])
+    # a client process the server already dropped (it saw EOF on the client's stdin) but
+    # that could not exit (stopped, wedged): found by its command line and marker
+    for pid in marked_processes(socket_name, socket_path):
+        if pid not in reaped and not _owner_alive(_client_owner(pid) or ""):
+            reaped.append(pid)
     end = time.monotonic() + wait_s
     for pid in reaped:
         while time.monotonic() < end and psutil.pid_exists(pid) and _client_owner(pid) is not None:
@@ -208,6 +213,18 @@ def reap_orphans(socket_name: str | None, socket_path: str | None = None, wait_s
             except ProcessLookupError:
                 pass
     return reaped
+
+
+def marked_processes(socket_name: str | None, socket_path: str | None = None) -> list[int]:
+    """Pids of the ``tmux ... -C attach-session`` processes on this socket that carry
+    :data:`OWNER_ENV` (only processes of this user can be read), whatever their owner."""
+    want = _tmux_base(socket_name, socket_path)[1:] + ["-C", "attach-session"]
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if len(cmd) >= len(want) + 1 and cmd[1:len(want) + 1] == want and _client_owner(p.pid) is not None:
+            out.append(p.pid)
+    return out
 
 
 class _Request:
