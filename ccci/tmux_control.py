@@ -330,6 +330,8 @@ class ControlClient:
         proc = self.proc
         if proc is None:
             return
+        if not self.closed_reason:
+            self.closed_reason = "closed"  # (no wake-up for an exit we asked for)
         if proc.poll() is None:
             try:
                 proc.stdin.close()
@@ -572,7 +574,7 @@ class ControlClient:
             self._sub_seen = True
         if k == "session-changed":  # "%session-changed $ID NAME": the session attached to
             self.attached_session = rest.split(b" ", 1)[-1].decode("utf-8", "replace")
-        if k == "exit":
+        if k == "exit" and not self.closed_reason:
             self.closed_reason = "tmux %exit" + (": " + rest.decode("utf-8", "replace") if rest else "")
         elif k in ("sessions-changed", "window-close", "unlinked-window-close", "window-pane-changed"):
             self._wake(f"tmux %{k}")
