@@ -144,7 +144,7 @@ class Tmux:
                                              deadline_s=self._control_deadline)
             try:
                 ctl.start()
-            except tmux_control.ControlUnavailable:
+            except (tmux_control.ControlUnavailable, OSError):
                 ctl.close()
                 wait = CONTROL_RETRY_S[min(self._control_failures, len(CONTROL_RETRY_S) - 1)]
                 self._control_failures += 1
@@ -216,8 +216,10 @@ class Tmux:
             if res.stderr:
                 return {}
             lines = res.stdout
-            if self._control_wanted and lines and self.control is None:
-                self._control_next_try = 0.0  # sessions again (a restarted server): attach now
+            if self._control_wanted and lines and self.control is None and self._control_failures <= 1:
+                # sessions again (a restarted server): attach now, unless attaching keeps
+                # failing for another reason (then the backoff stands)
+                self._control_next_try = 0.0
         out = self._parse_panes(lines)
         ctl = self.control
         if ctl is not None and ctl.alive:
