@@ -203,7 +203,10 @@ import sys, time
 from ccci.tmux import Tmux
 t = Tmux(sys.argv[1])
 t.start_control(lambda r: None)
-t.list_panes()
+end = time.monotonic() + 30
+while t.control is None and time.monotonic() < end:  # a busy machine: an attach can time out; retried
+    time.sleep(0.2)
+    t.list_panes()
 print("ready", t.control.pid if t.control else 0, flush=True)
 time.sleep(600)
 """
