@@ -95,7 +95,7 @@ def markdown(res: dict) -> str:
       f"on real tmux and real git, noise included. Absolute milliseconds move with the load; compare designs "
       f"through the ratios, which are measured within this one run (ccci's tick, the floor and the naive design "
       f"on the same tmux server, minutes apart). Figures from an earlier run appear only where labelled "
-      f"'before the fix'.\n")
+      f"'previous run' or 'earlier run'.\n")
 
     # ---------------------------------------------------------------- targets
     w("## Targets\n")
@@ -113,11 +113,11 @@ def markdown(res: dict) -> str:
         note = f" ({v['note']})" if v.get("note") else ""
         before = ((res.get("previous") or {}).get("tick_ms") or {}).get("50")
         if before and k == "tick_cpu_50":
-            note += f" (before the fix, earlier run: {f(before['cpu_p95'])} ms)"
+            note += f" (previous run, forked clients: {f(before['cpu_p95'])} ms)"
         elif before and k == "ctl_tick_floor_50":
             note += f" (forked clients, earlier run: CPU {f(before.get('cpu_x_floor'), 2)}x)"
         elif before and k == "tick_floor_50":
-            note += f" (before the fix, earlier run: CPU {f(before.get('cpu_x_floor'), 1)}x, wall {f(before.get('wall_x_floor'), 1)}x)"
+            note += f" (previous run, forked clients: CPU {f(before.get('cpu_x_floor'), 1)}x, wall {f(before.get('wall_x_floor'), 1)}x)"
         w(f"| {names.get(k, k)}: {v['target']} | {f(v['value'])}{unit}{note} | {ok(v['met'])} |")
     w("")
 
@@ -690,7 +690,10 @@ def plot(res: dict, path_png: Path) -> Path:
         ns = [int(n) for n in tick]
         def line(src, key, **kw):
             ax.plot(ns, [src[str(n)][key] for n in ns], marker="o", **kw)
-        line(tick, "cpu_p50", label="ccci tick CPU p50", color="tab:blue")
+        line(tick, "cpu_p50", label="ccci tick CPU p50 (control mode)", color="tab:blue")
+        fk = res.get("tick_ms_forked") or {}
+        if all(str(n) in fk for n in ns):
+            line(fk, "cpu_p50", label="ccci tick CPU p50, forked clients (same run)", color="tab:purple")
         ax.fill_between(ns, [tick[str(n)]["cpu_p50"] for n in ns], [tick[str(n)]["cpu_p95"] for n in ns], color="tab:blue", alpha=0.15)
         line(tick, "wall_p50", label="ccci tick wall p50", color="tab:blue", ls="--")
         line(res["floor_ms"], "cpu_p50", label="floor: 1 list-panes, CPU", color="tab:gray")
@@ -701,7 +704,7 @@ def plot(res: dict, path_png: Path) -> Path:
         pn = [n for n in ns if str(n) in prev]
         if pn:
             ax.plot(pn, [prev[str(n)]["cpu_p50"] for n in pn], marker="x", color="tab:blue", ls=":", alpha=0.6,
-                    label=f"before the fix ({(res.get('previous') or {}).get('commit', '')[:7]}, earlier run), CPU")
+                    label=f"previous run ({(res.get('previous') or {}).get('commit', '')[:7]}, earlier run), CPU")
         cms = {int(n): v["control_mode"] for n, v in (d.get("tick") or {}).get("sizes", {}).items() if v.get("control_mode")}
         if cms:
             ax.plot(sorted(cms), [cms[n]["cpu_p50"] for n in sorted(cms)], marker="s", color="tab:green",
