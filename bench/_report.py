@@ -50,8 +50,27 @@ def evaluate(res: dict) -> dict:
     rss = res.get("rss_mb") or {}
     if rss.get("peak") is not None:
         full = (rss.get("duration_s") or 0) >= 600
-        t["rss"] = {"target": "peak RSS with 100 agents after 10 min <= 60 MB", "value": rss["peak"],
+        t["rss"] = {"target": f"peak RSS with {rss.get('agents')} agents after 10 min <= 60 MB", "value": rss["peak"],
                     "met": rss["peak"] <= 60.0, "note": "" if full else f"ran {rss.get('duration_s')} s, not 600 s"}
+    # issue 16 (event-driven supervision, tmux control mode)
+    if tick and tick.get("cpu_x_floor") is not None:
+        t["ctl_tick_floor_50"] = {"target": "tick CPU at 50 agents <= 2x the floor (p50, same run)",
+                                  "value": f"{f(tick['cpu_x_floor'], 2)}x", "met": tick["cpu_x_floor"] <= 2.0}
+    w50 = (res.get("watch") or {}).get("50")
+    if w50:
+        t["ctl_idle_50"] = {"target": "a quiet 50-agent fleet: ccci watch <= 0.5 % of one core",
+                            "value": f"{f(w50['watcher_cpu_pct_of_core'], 2)} %", "met": w50["watcher_cpu_pct_of_core"] <= 0.5}
+    t200 = (res.get("tick_ms") or {}).get("200")
+    if t200:
+        t["ctl_tick_200"] = {"target": "tick CPU at 200 agents <= 20 ms (p95)", "value": t200["cpu_p95"],
+                             "met": t200["cpu_p95"] <= 20.0}
+    w200 = (res.get("watch") or {}).get("200")
+    if w200:
+        t["ctl_rss_200"] = {"target": "ccci watch RSS with 200 agents <= 60 MB", "value": w200["rss_mb_max"],
+                            "met": w200["rss_mb_max"] <= 60.0, "note": f"max over {w200['seconds']} s, git off"}
+    if lat.get("kill_to_restart") and lat["kill_to_restart"].get("p95") is not None:
+        t["ctl_kill_restart"] = {"target": "kill -9 -> restart p95 <= 0.5 s", "value": lat["kill_to_restart"]["p95"],
+                                 "met": lat["kill_to_restart"]["p95"] <= 0.5}
     return t
 
 
@@ -76,7 +95,7 @@ def markdown(res: dict) -> str:
       f"on real tmux and real git, noise included. Absolute milliseconds move with the load; compare designs "
       f"through the ratios, which are measured within this one run (ccci's tick, the floor and the naive design "
       f"on the same tmux server, minutes apart). Figures from an earlier run appear only where labelled "
-      f"'before the fix'.\n")
+      f"'previous run' or 'earlier run'.\n")
 
     # ---------------------------------------------------------------- targets
     w("## Targets\n")
@@ -84,15 +103,21 @@ def markdown(res: dict) -> str:
     names = {"kill_to_restart": "kill -> restart", "fatal_to_fresh": "fatal error -> fresh session",
              "usage_reset_to_continue": "usage reset -> continue (minus the 5 s slack)",
              "claim_push_to_ping": "claim push -> ping", "tick_cpu_50": "tick CPU, 50 agents",
-             "tick_floor_50": "tick vs floor, 50 agents", "rss": "watcher peak RSS, 100 agents"}
+             "tick_floor_50": "tick vs floor, 50 agents", "rss": "watcher peak RSS",
+             "ctl_tick_floor_50": "(control mode) tick vs floor, 50 agents", "ctl_idle_50": "(control mode) quiet fleet",
+             "ctl_tick_200": "(control mode) tick CPU, 200 agents", "ctl_rss_200": "(control mode) watcher RSS, 200 agents",
+             "ctl_kill_restart": "(control mode) kill -9 -> restart"}
     for k, v in targets.items():
-        unit = " s" if k in EVENT_LABEL else (" ms" if k == "tick_cpu_50" else (" MB" if k == "rss" else ""))
+        unit = (" s" if k in EVENT_LABEL or k == "ctl_kill_restart" else
+                (" ms" if k in ("tick_cpu_50", "ctl_tick_200") else (" MB" if k in ("rss", "ctl_rss_200") else "")))
         note = f" ({v['note']})" if v.get("note") else ""
         before = ((res.get("previous") or {}).get("tick_ms") or {}).get("50")
         if before and k == "tick_cpu_50":
-            note += f" (before the fix, earlier run: {f(before['cpu_p95'])} ms)"
+            note += f" (previous run, forked clients: {f(before['cpu_p95'])} ms)"
+        elif before and k == "ctl_tick_floor_50":
+            note += f" (forked clients, earlier run: CPU {f(before.get('cpu_x_floor'), 2)}x)"
         elif before and k == "tick_floor_50":
-            note += f" (before the fix, earlier run: CPU {f(before.get('cpu_x_floor'), 1)}x, wall {f(before.get('wall_x_floor'), 1)}x)"
+            note += f" (previous run, forked clients: CPU {f(before.get('cpu_x_floor'), 1)}x, wall {f(before.get('wall_x_floor'), 1)}x)"
         w(f"| {names.get(k, k)}: {v['target']} | {f(v['value'])}{unit}{note} | {ok(v['met'])} |")
     w("")
 
@@ -303,7 +328,52 @@ def _tick_mean(td: dict, n: str) -> float:
     return sum(xs) / max(1, len(xs))
 
 
+def _watcher_transport_section(w, res: dict, td: dict, tick: dict) -> None:
+    """Control mode (the watcher's path) against forked clients (the fallback), one run."""
+    fk = res.get("tick_ms_forked") or {}
+    if not fk:
+        return
+    w("### tmux access: one control-mode client against forked clients (this run)\n")
+    w("The main rows above are ccci as `ccci watch` runs it: `Supervisor.run` starts one `tmux -C attach-session "
+      "-f ignore-size` client (`ccci/tmux_control.py`) and every query of the tick goes through it as a command line, "
+      "its reply read between `%begin`/`%end` guard lines. The same ticks with the fallback transport (one forked tmux "
+      "client per query, what every tick did before; used whenever no control client runs), on the same server, "
+      "minutes apart:\n")
+    w("| agents | control mode: CPU p50 / p95 (ms) | forked: CPU p50 / p95 (ms) | floor CPU p50 (ms) | control / floor | "
+      "forked / floor | tmux forks / tick (control, forked) | control client CPU (ms / tick) | control restarts | "
+      "notifications seen |")
+    w("|---|---|---|---|---|---|---|---|---|---|")
+    for n, v in tick.items():
+        b = fk.get(n)
+        if not b:
+            continue
+        c = td["sizes"][n]["ccci"]
+        notes = ", ".join(f"{k} {x}" for k, x in sorted((c.get("control_notifications") or {}).items()))
+        w(f"| {n} | {f(v['cpu_p50'], 2)} / {f(v['cpu_p95'], 2)} | {f(b['cpu_p50'], 2)} / {f(b['cpu_p95'], 2)} | "
+          f"{f(res['floor_ms'][n]['cpu_p50'], 2)} | {f(v.get('cpu_x_floor'), 2)}x | {f(b.get('cpu_x_floor'), 2)}x | "
+          f"{f(v.get('tmux_calls_per_tick'), 1)}, {f(b.get('tmux_calls_per_tick'), 1)} | "
+          f"{f(c.get('control_client_cpu_ms_per_tick'), 4)} | {c.get('control_restarts')} | {notes or '-'} |")
+    w("\nPhase split of the forked ticks (CPU ms per tick), for the tmux phases the control client replaces: "
+      + "; ".join(f"{n} agents: " + ", ".join(f"{k} {f(td['sizes'][n]['ccci_forked']['phases'].get(k, {}).get('cpu_ms'), 2)}"
+                                              for k in TMUX_PHASES) for n in tick if td["sizes"][n].get("ccci_forked"))
+      + "; control mode: " + "; ".join(f"{n} agents: " + ", ".join(f"{k} {f(td['sizes'][n]['phases'].get(k, {}).get('cpu_ms'), 2)}"
+                                                                  for k in TMUX_PHASES) for n in tick) + ".\n")
+    wt = res.get("watch") or {}
+    if wt:
+        w("A real `ccci watch --quiet` (control mode) on the same stand-ins, git off, after adoption and 5 s of "
+          "first captures: its CPU (own threads, reaped subprocesses and the control client) as a share of one core, "
+          "and its RSS. The stand-ins redraw every few seconds (a quiet fleet, not a silent one), and the safety tick "
+          "stays at 1 s.\n")
+        w("| agents | seconds | ccci watch CPU (% of one core) | tmux server CPU (% of one core) | control clients | RSS max / end (MB) |")
+        w("|---|---|---|---|---|---|")
+        for n, x in wt.items():
+            w(f"| {n} | {f(x['seconds'], 0)} | {f(x['watcher_cpu_pct_of_core'], 2)} | {f(x['tmux_server_cpu_pct_of_core'], 2)} | "
+              f"{x['control_clients']} | {f(x['rss_mb_max'], 1)} / {f(x['rss_mb_end'], 1)} |")
+        w("")
+
+
 def _control_mode_section(w, res: dict, td: dict, tick: dict) -> None:
+    _watcher_transport_section(w, res, td, tick)
     rows = {n: td["sizes"][n].get("control_mode") for n in tick if td["sizes"][n].get("control_mode")}
     if not rows:
         return
@@ -334,14 +404,10 @@ def _previous_section(w, res: dict, tick: dict) -> None:
     prev = res.get("previous")
     if not prev or not prev.get("tick_ms"):
         return
-    w(f"### Before and after the process-scan fix\n")
-    w(f"**Historical figures, not measured in this run**: {prev.get('label')}, from the full run of "
+    w(f"### This run next to the previous recorded run\n")
+    w(f"**Historical figures, not measured in this run**: {prev.get('label')}, from the {prev.get('mode')} run of "
       f"{prev.get('date')} (commit `{prev.get('commit', '')[:7]}`, load average at start {prev.get('loadavg_start')}). "
-      "Commit ba353dc changed `ccci.supervisor.scan_processes` to count every agent's children from one parent map "
-      "per tick (`child_counts()`); this run measures the core after that fix and two smaller cuts made with "
-      "this run (a supervisor's `ProcessScanner` keeps each agent's `psutil.Process` from one tick to the next "
-      "instead of building it, and the per-check SIGALRM guard reads the installed handler through the C "
-      "`_signal.getsignal` instead of `signal.getsignal`, which wraps each answer in an enum lookup). The two runs are minutes to hours apart on a shared machine, so next to the "
+      f"{prev.get('note', '')} The two runs are hours to days apart on a shared machine, so next to the "
       "absolute figures each run's own ratio to the floor it measured is given: that ratio is measured within one "
       "run.\n")
     w("| agents | before: CPU p50 / p95 (ms) | before: wall p50 (ms) | before: x floor (CPU, wall) | before: process scan "
@@ -419,6 +485,41 @@ def _tick_analysis(res: dict, td: dict, n: str, prof: dict | None, pn: str | Non
     return s
 
 
+def _control_bottlenecks(res: dict, targets: dict) -> list[str]:
+    """Issue 16's tick targets missed: where the tick's CPU goes at that size (phases of
+    this run, largest first) and the profile's top functions by own time."""
+    out = []
+    td = (res.get("details") or {}).get("tick") or {}
+    for key, n in (("ctl_tick_floor_50", "50"), ("ctl_idle_50", "50"), ("ctl_tick_200", "200")):
+        t = targets.get(key)
+        size = (td.get("sizes") or {}).get(n)
+        if not t or t["met"] or not size:
+            continue
+        ph = sorted(size["phases"].items(), key=lambda kv: -kv[1]["cpu_ms"])
+        mean = sum(size["ccci"]["samples_cpu_ms"]) / max(1, len(size["ccci"]["samples_cpu_ms"]))
+        s = (f"**{t['target']}: {f(t['value'])}.** Tick CPU at {n} agents (mean {f(mean, 2)} ms), by phase: "
+             + ", ".join(f"{k} {f(v['cpu_ms'], 2)} ms" for k, v in ph[:5])
+             + f"; floor CPU p50 {f(res['floor_ms'][n]['cpu_p50'], 2)} ms in this run. ")
+        prof = size.get("profile")
+        if prof:
+            s += ("Top functions by own time (cProfile, ms per tick under the profiler): "
+                  + ", ".join(f"`{r['function']}` {f(r['tottime_ms_per_tick'])}" for r in prof["by_own_time"][:5]) + ". ")
+        scan = size["phases"].get("process scan (psutil)", {}).get("cpu_ms")
+        if scan is not None and ph and ph[0][0] == "process scan (psutil)":
+            s += (f"The process scan ({f(scan, 2)} ms) is now the largest phase: `ccci.processes.child_counts()` "
+                  f"reads the parent of every process on the machine (`psutil.process_iter(['ppid'])`, "
+                  f"{size.get('processes_on_machine')} processes during this run, most of them not ccci's) once per "
+                  "tick. What would remove it: scan only the agents' own process trees (the children of each pane pid "
+                  "from `/proc/PID/task/*/children`), and with control mode's pidfd watch telling when a pane process "
+                  "exits, refresh the tree less often than every tick. ")
+        if key == "ctl_idle_50":
+            s += ("A quiet fleet still pays one full tick per second (the safety tick stays at `tick_seconds` = 1 s): "
+                  "the watcher's share of a core is about the tick's CPU per second. With notifications waking the "
+                  "runner, the safety tick could be longer than the tick a screen-only finding needs.")
+        out.append(s)
+    return out
+
+
 def bottlenecks(res: dict, targets: dict) -> list[str]:
     out = []
     lat = res.get("latency_s") or {}
@@ -492,6 +593,7 @@ def bottlenecks(res: dict, targets: dict) -> list[str]:
         elif k == "kill_to_restart" and not slow:
             s += "See the split above."
         out.append(s)
+    out.extend(_control_bottlenecks(res, targets))
     td = (res.get("details") or {}).get("tick") or {}
     miss_tick = any(targets.get(k) and not targets[k]["met"] for k in ("tick_cpu_50", "tick_floor_50"))
     if miss_tick and td.get("sizes"):
@@ -588,7 +690,10 @@ def plot(res: dict, path_png: Path) -> Path:
         ns = [int(n) for n in tick]
         def line(src, key, **kw):
             ax.plot(ns, [src[str(n)][key] for n in ns], marker="o", **kw)
-        line(tick, "cpu_p50", label="ccci tick CPU p50", color="tab:blue")
+        line(tick, "cpu_p50", label="ccci tick CPU p50 (control mode)", color="tab:blue")
+        fk = res.get("tick_ms_forked") or {}
+        if all(str(n) in fk for n in ns):
+            line(fk, "cpu_p50", label="ccci tick CPU p50, forked clients (same run)", color="tab:purple")
         ax.fill_between(ns, [tick[str(n)]["cpu_p50"] for n in ns], [tick[str(n)]["cpu_p95"] for n in ns], color="tab:blue", alpha=0.15)
         line(tick, "wall_p50", label="ccci tick wall p50", color="tab:blue", ls="--")
         line(res["floor_ms"], "cpu_p50", label="floor: 1 list-panes, CPU", color="tab:gray")
@@ -599,7 +704,7 @@ def plot(res: dict, path_png: Path) -> Path:
         pn = [n for n in ns if str(n) in prev]
         if pn:
             ax.plot(pn, [prev[str(n)]["cpu_p50"] for n in pn], marker="x", color="tab:blue", ls=":", alpha=0.6,
-                    label=f"before the fix ({(res.get('previous') or {}).get('commit', '')[:7]}, earlier run), CPU")
+                    label=f"previous run ({(res.get('previous') or {}).get('commit', '')[:7]}, earlier run), CPU")
         cms = {int(n): v["control_mode"] for n, v in (d.get("tick") or {}).get("sizes", {}).items() if v.get("control_mode")}
         if cms:
             ax.plot(sorted(cms), [cms[n]["cpu_p50"] for n in sorted(cms)], marker="s", color="tab:green",

@@ -12,8 +12,14 @@ For each size N (sessions are added to the same server as N grows):
 * **floor**: one ``tmux list-panes -a -F <ccci's format>`` subprocess round trip;
 * **naive**: one ``tmux capture-pane -p`` subprocess per agent (the design ccci's batching
   replaces), nothing else;
-* **control mode** (a reference for what would remove the remaining tmux cost, not ccci
-  code): the tick's two queries through one persistent ``tmux -C`` client;
+* **ccci, as the watcher runs it** (the main row): the supervisor's tmux access started
+  in control mode (``Tmux.start_control``, what ``Supervisor.run`` does): every query
+  through the one persistent ``tmux -C`` client of :mod:`ccci.tmux_control`; its CPU
+  includes the client's reader thread and the client process (``/proc/PID/schedstat``);
+* **ccci, forked** (the fallback when no control client runs): one forked tmux client
+  per query, as every tick did before control mode;
+* **a real ``ccci watch``** at the sizes in ``watch_sizes``: its CPU share of one core on
+  a quiet fleet, and its RSS;
 * where the tick goes: the same ticks split by phase (wrappers around ccci's own
   methods on the instance; no core code is changed), and a cProfile of extra ticks.
 
@@ -91,8 +97,11 @@ class PhaseTimer:
 
 class TickBench:
     def __init__(self, work: Path, cleanup: Cleanup, sizes: list[int], ticks: int, naive_reps: int,
-                 floor_reps: int, profile_sizes: list[int]) -> None:
+                 floor_reps: int, profile_sizes: list[int], watch_sizes: list[int] | None = None,
+                 watch_seconds: float = 60.0) -> None:
         self.work = work
+        self.watch_sizes = watch_sizes or []
+        self.watch_seconds = watch_seconds
         self.sizes = sizes
         self.ticks = ticks
         self.naive_reps = naive_reps
@@ -197,7 +206,7 @@ class TickBench:
         srv = (self.server_cpu() - srv0 - self._idle * elapsed) / self.naive_reps * 1000
         return {"cpu": cpu, "wall": wall, "server_cpu_ms": round(srv, 3)}
 
-    def measure_control_mode(self, n: int, captures: int) -> dict:
+    def measure_control_mode(self, n: int, captures: int) -> dict:  # (kept for reference; no longer run)
         """Reference, not ccci: the same two queries a tick makes (``list-panes -a -F
         <ccci's format>``, then ``capture-pane -p -J`` of ``captures`` panes) sent through
         ONE persistent control-mode client (``tmux -C attach``, on a session of its own so
@@ -273,11 +282,66 @@ class TickBench:
         return {**st, "client_cpu_ms": round(client_ms, 4), "server_cpu_ms": round(srv, 3), "captures": len(ids),
                 "cpu_p50_with_client": round(st["cpu_p50"] + client_ms, 3)}
 
+    def measure_watch_idle(self, n: int, seconds: float) -> dict:
+        """A real ``ccci watch --quiet`` (control mode, as shipped) on the first ``n``
+        stand-ins, git off: after it adopted them, its CPU over ``seconds`` (its own
+        threads, its reaped children, and its control client, from ``/proc``) as a share
+        of one core, and its RSS. The stand-ins print a line every
+        :data:`STANDIN_PERIOD_S` seconds, so this is a quiet fleet, not a silent one."""
+        import os as _os
+
+        root = self.work / f"watch-{n}"
+        cfg = self.write_config(root, n)
+        env = {k: v for k, v in _os.environ.items() if k not in ("CCCI_BACKEND", "CCCI_FLEET", "CCCI_DISABLE_PLUGINS")}
+        out = open(root / "watcher.out", "ab")
+        w = subprocess.Popen([sys.executable, "-m", "ccci", "--fleet", str(root), "watch", "--quiet"],
+                             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        store = StateStore(cfg.state_dir)
+        try:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 90 and store.event_counts().get("agent_adopted", 0) < n:
+                if w.poll() is not None:
+                    raise RuntimeError(f"watch-idle: ccci watch exited: {(root / 'watcher.out').read_text()[-800:]}")
+                time.sleep(0.2)
+            time.sleep(5.0)  # first captures of every pane
+            proc = psutil.Process(w.pid)
+            clients = [c for c in proc.children() if "-C" in (c.cmdline() or [])]
+
+            def cpu() -> float:
+                t = proc.cpu_times()
+                return (t.user + t.system + t.children_user + t.children_system
+                        + sum(_task_cpu_s(c.pid) for c in clients if c.is_running()))
+
+            c0, s0, t0 = cpu(), self.server_cpu(), time.perf_counter()
+            rss = []
+            while time.perf_counter() - t0 < seconds:
+                rss.append(proc.memory_info().rss / 2**20)
+                time.sleep(1.0)
+            el = time.perf_counter() - t0
+            c1, s1 = cpu(), self.server_cpu()
+            kinds = store.event_counts()
+        finally:
+            w.terminate()
+            try:
+                w.wait(30)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                w.wait()
+            store.close()
+        return {"agents": n, "seconds": round(el, 1), "watcher_cpu_pct_of_core": round((c1 - c0) / el * 100, 3),
+                "tmux_server_cpu_pct_of_core": round((s1 - s0) / el * 100, 3),
+                "control_clients": len(clients), "rss_mb_max": round(max(rss), 2), "rss_mb_end": round(rss[-1], 2),
+                "events_by_kind": kinds}
+
     # ------------------------------------------------------------------ one size
-    def build(self, n: int, tag: str) -> Supervisor:
+    def build(self, n: int, tag: str, control: bool = False) -> Supervisor:
         cfg = self.write_config(self.work / f"tick-{n}-{tag}", n)
         pm = get_plugin_manager(cfg.root)
         sup = Supervisor(cfg, pm, StateStore(cfg.state_dir), Tmux(self.socket))
+        if control:  # what Supervisor.run() does for the watcher
+            sup.tmux.start_control(sup.wake)
+            if sup.tmux.control is None:
+                raise RuntimeError("tick bench: the control-mode client did not start")
         sup.configure()
         sup.adopt()
         adopted = [e for e in sup.store.events(limit=100000) if e["kind"] == "agent_adopted"]
@@ -309,25 +373,45 @@ class TickBench:
         self.grow(n)
         time.sleep(2.0)
         self._idle = self.idle_rate()
-        sup = self.build(n, "main")
+        # ccci as the watcher runs it: every tmux query through its one control-mode client
+        sup = self.build(n, "main", control=True)
         timer = self.instrument(sup)
-        log(f"tick: {n} agents, {self.ticks} ticks at 1 s")
+        log(f"tick: {n} agents, {self.ticks} ticks at 1 s (control mode)")
+        client_pid = sup.tmux.control.pid
+        k0 = _task_cpu_s(client_pid)
+        starts0 = sup.tmux.control_starts
         m = self.measure_ccci(sup, self.ticks)
+        client_ms = (_task_cpu_s(client_pid) - k0) * 1000 / self.ticks
+        restarts = sup.tmux.control_starts - starts0
+        ctl = sup.tmux.control
+        notes = dict(ctl.notifications) if ctl else {}
+        control_calls = sup.tmux.control_calls
+        # the fallback path (no control client: one forked tmux client per query), same server, same run
+        fk = self.build(n, "forked")
+        fk_timer = self.instrument(fk)
+        log(f"tick: {n} agents, {self.ticks} ticks at 1 s (forked clients, the fallback)")
+        mf = self.measure_ccci(fk, self.ticks)
         floor = self.measure_floor()
         naive = self.measure_naive(n)
-        control = self.measure_control_mode(n, m["captures_per_tick"])
         res = {
             "n": n,
             "ccci": {**_stats(m), "tmux_calls_per_tick": round(m["tmux_calls_per_tick"], 2),
                      "captures_per_tick": round(m["captures_per_tick"], 2), "server_cpu_ms": m["server_cpu_ms"],
+                     "transport": "control mode (one tmux -C client)",
+                     "control_client_cpu_ms_per_tick": round(client_ms, 4), "control_restarts": restarts,
+                     "control_requests": control_calls, "control_notifications": notes,
                      "samples_cpu_ms": [round(x, 3) for x in m["cpu"]], "samples_wall_ms": [round(x, 3) for x in m["wall"]]},
+            "ccci_forked": {**_stats(mf), "tmux_calls_per_tick": round(mf["tmux_calls_per_tick"], 2),
+                            "captures_per_tick": round(mf["captures_per_tick"], 2), "server_cpu_ms": mf["server_cpu_ms"],
+                            "transport": "forked tmux clients (the fallback)",
+                            "phases": self.phases(fk_timer, self.ticks)},
             "phases": self.phases(timer, self.ticks),
             "floor": {**_stats(floor), "server_cpu_ms": floor["server_cpu_ms"]},
             "naive": {**_stats(naive), "server_cpu_ms": naive["server_cpu_ms"], "reps": self.naive_reps},
-            "control_mode": control,
             "tmux_server_idle_cpu_ms_per_s": round(self._idle * 1000, 3),
             "processes_on_machine": len(psutil.pids()),
         }
+        fk.store.close()
         if n in self.profile_sizes:
             timer.reset()
             pr = cProfile.Profile()
@@ -337,7 +421,11 @@ class TickBench:
                 pr.disable()
                 time.sleep(1.0)
             res["profile"] = _profile_rows(pr, 8)
+        sup.tmux.stop_control()
         sup.store.close()
+        if n in self.watch_sizes:
+            log(f"tick: {n} agents, a real ccci watch for {self.watch_seconds:.0f} s (CPU share, RSS)")
+            res["watch"] = self.measure_watch_idle(n, self.watch_seconds)
         return res
 
     def run(self) -> dict:

@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 
             tb = TickBench(work, cleanup, sizes if "tick" in parts else [], ticks,
                            naive_reps=3 if quick else 10, floor_reps=10 if quick else 30,
-                           profile_sizes=[50] if quick else [50, 100])
+                           profile_sizes=[50] if quick else [50, 100, 200],
+                           watch_sizes=[n for n in sizes if n in (50, 200)], watch_seconds=20.0 if quick else 60.0)
         if "tick" in parts:
             td = tb.run()
             res["details"]["tick"] = td
@@ -123,6 +124,16 @@ def main(argv: list[str] | None = None) -> int:
                                      "cpu_x_naive": _ratio(c["cpu_p50"], nv["cpu_p50"], 3), "wall_x_naive": _ratio(c["wall_p50"], nv["wall_p50"], 3)}
                 res["floor_ms"][n] = {**{k: fl[k] for k in keys}, "n": fl["n"]}
                 res["naive_tick_ms"][n] = {**{k: nv[k] for k in keys}, "n": nv["n"], "agents": int(n)}
+                fk = v.get("ccci_forked")
+                if fk:
+                    res.setdefault("tick_ms_forked", {})[n] = {
+                        **{k: fk[k] for k in keys}, "n": fk["n"], "tmux_calls_per_tick": fk["tmux_calls_per_tick"],
+                        "cpu_x_floor": _ratio(fk["cpu_p50"], fl["cpu_p50"]), "wall_x_floor": _ratio(fk["wall_p50"], fl["wall_p50"])}
+                if v.get("watch"):
+                    wv = v["watch"]
+                    res.setdefault("watch", {})[n] = {k: wv[k] for k in (
+                        "agents", "seconds", "watcher_cpu_pct_of_core", "tmux_server_cpu_pct_of_core",
+                        "control_clients", "rss_mb_max", "rss_mb_end")}
             _write(res, out, partial=True)
         if "memory" in parts:
             from _memory import run_memory
@@ -147,10 +158,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _previous() -> dict | None:
-    """The historical 'before the fix' figures (``bench/previous_d94f74f.json``: the tick
-    figures of the full run at commit d94f74f, before the process scan built its parent
-    map once per tick), shown next to this run's; ``None`` if the file is missing."""
-    path = BENCH / "previous_d94f74f.json"
+    """The figures of the previous recorded run (``bench/previous_2179973.json``: the full
+    run of 2026-11-22 at commit 2179973, the last before the watcher's tmux access went
+    through one control-mode client), shown next to this run's; ``None`` if the file is
+    missing. (``previous_d94f74f.json`` is the run before that one, before the process
+    scan's one-pass fix.)"""
+    path = BENCH / "previous_2179973.json"
     return json.loads(path.read_text()) if path.exists() else None
 
 

@@ -3,7 +3,9 @@
 Each tick:
 
 1. ``ccci_tick_start``;
-2. one batched ``tmux list-panes -a`` query; captures (one more tmux call) only of the
+2. one batched ``tmux list-panes -a`` query (through the watcher's control-mode client,
+   :mod:`ccci.tmux_control`, whose notifications also :meth:`Supervisor.wake` the runner
+   when a pane changes; a forked tmux client when it is not running); captures (one more tmux call) only of the
    panes whose activity, cursor, history or title changed, or not captured for
    :data:`RECAPTURE_S`; one process scan (psutil) of the agents' pane pids;
 3. ``ccci_observe`` (git on its own cadence, other fleet facts, state sources);
@@ -23,6 +25,7 @@ Plugins get :class:`ccci.services.Services`, never this class.
 """
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
@@ -377,6 +380,7 @@ class Supervisor:
         burst of catch-up ticks.
         """
         self.configure()
+        self._start_control()
         try:
             self.adopt()
             next_at = self.clock.monotonic()
@@ -407,6 +411,22 @@ class Supervisor:
                 self.emit("watcher_stopping", f"stopping: {self.stop_reason or 'asked to stop'}; "
                           "plugins are unconfigured, the agents keep running", reason=self.stop_reason)
             self.calls.call_all("ccci_unconfigure", {"config": self.config})
+            stop = getattr(self.tmux, "stop_control", None)
+            if callable(stop):
+                stop()
+
+    def _start_control(self) -> None:
+        """Switch the tmux access to one control-mode client whose notifications call
+        :meth:`wake` (:meth:`ccci.tmux.Tmux.start_control`); control clients a dead
+        watcher left on the fleet's server are reaped first (a ``tmux_clients_reaped``
+        event). ``CCCI_TMUX_CONTROL=0`` in the environment keeps forked tmux clients."""
+        start = getattr(self.tmux, "start_control", None)
+        if not callable(start) or os.environ.get("CCCI_TMUX_CONTROL", "1") == "0":
+            return
+        reaped = start(self.wake)
+        if reaped:
+            self.emit("tmux_clients_reaped", f"ended {len(reaped)} tmux control client(s) a dead watcher left behind",
+                      pids=reaped)
 
     def request_stop(self, signum: int | None = None, *_: Any, reason: str = "") -> None:
         """End :meth:`run` after the current tick (a signal handler: ``SIGTERM``, ``SIGINT``).

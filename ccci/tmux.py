@@ -1,20 +1,29 @@
-"""tmux access through libtmux: one batched query per tick, literal sends.
+"""tmux access: one batched query per tick, literal sends.
 
-libtmux is used for the server connection (socket name, command runner, errors) so
-ccci never builds a shell command line: every call is an argv list. The per-tick
-read is one ``list-panes -a -F ...`` call; captures of the panes that may have changed
-go in one more call, chained with ``;`` and separated by a marker line.
+Two transports, one API. The watcher (:meth:`Tmux.start_control`) runs every query and
+command through one persistent control-mode client (:mod:`ccci.tmux_control`): no
+process is forked per tick, and its notifications wake the runner when a pane changes.
+Everything else, and the watcher whenever the control client is not running (no server,
+no session to attach to, a wedged or lost client while it is restarted), forks one tmux
+client per call through libtmux (socket name, command runner, errors), so ccci never
+builds a shell command line: every call is an argv list. The per-tick read is one
+``list-panes -a -F ...`` call; captures of the panes that may have changed go in one
+more call (forked: chained with ``;`` and separated by a marker line; control mode:
+one line per pane, pipelined, plus a sentinel).
 """
 from __future__ import annotations
 
 import os
 import secrets
 import shlex
+import subprocess
+import threading
 import time
 from pathlib import Path
 
 import libtmux
 
+from ccci import tmux_control
 from ccci.model import PaneInfo
 from ccci.screen import Screen
 
@@ -46,6 +55,13 @@ class TmuxError(RuntimeError):
     """A tmux command failed; the message is tmux's stderr."""
 
 
+#: first words of the commands that may be sent again through a forked client when the
+#: control client was lost after it had sent them (they change nothing)
+_IDEMPOTENT = frozenset({"list-panes", "capture-pane", "display-message", "has-session", "list-sessions",
+                         "list-clients", "list-windows", "show-options", "kill-session"})
+CONTROL_RETRY_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  #: waits between failed control-client starts (seconds)
+
+
 def _int(s: str, default: int | None = 0) -> int | None:
     try:
         return int(s)
@@ -62,19 +78,126 @@ class Tmux:
 
     def __init__(self, socket_name: str | None = None, socket_path: str | None = None) -> None:
         self.server = libtmux.Server(socket_name=socket_name or None, socket_path=socket_path or None)
+        self.socket_name, self.socket_path = socket_name or None, socket_path or None
         self.calls = 0  #: tmux subprocesses run (for benchmarks and tests)
+        self.control_calls = 0  #: requests answered by the control client
+        self.control_starts = 0  #: control clients started (the first and every restart)
         self.server_running = True  #: False when the last list_panes found no server
+        self.control: tmux_control.ControlClient | None = None  #: the running control client, if any
+        self._control_wanted = False
+        self._control_wake: tmux_control.Wake | None = None
+        self._control_deadline = tmux_control.DEADLINE_S
+        self._control_failures = 0
+        self._control_next_try = 0.0
+        self._control_lock = threading.Lock()
 
-    def cmd(self, *args: str, check: bool = True) -> list[str]:
-        """Run one tmux command (argv, no shell); returns stdout lines.
+    # ------------------------------------------------------------------ control mode
+    def start_control(self, wake: tmux_control.Wake | None = None,
+                      deadline_s: float = tmux_control.DEADLINE_S) -> list[int]:
+        """Use one control-mode client for every call from now on (the watcher does).
 
-        :raises TmuxError: when ``check`` and tmux wrote to stderr.
+        First ends the control clients that a dead ccci process left on this server
+        (:func:`ccci.tmux_control.reap_orphans`); then starts a client if the server has
+        a session (else at a later call: every call tries again, at most every
+        :data:`CONTROL_RETRY_S` step after a failure). Calls fall back to a forked
+        client while no control client runs.
+
+        :param wake: called with a reason, from the client's reader thread, when a pane
+            or the server changed (``Supervisor.wake``).
+        :param deadline_s: deadline of each request (seconds); a missed one ends the
+            client (wedged), and the next call starts a new one.
+        :returns: the pids of the orphaned control clients reaped.
         """
+        try:
+            reaped = tmux_control.reap_orphans(self.socket_name, self.socket_path)
+        except (OSError, subprocess.SubprocessError):
+            reaped = []
+        self._control_wanted, self._control_wake, self._control_deadline = True, wake, deadline_s
+        self._control_next_try = 0.0
+        self._ensure_control()
+        return reaped
+
+    def stop_control(self) -> None:
+        """End the control client (stdin closed, then killed if it lingers); later calls
+        fork tmux clients again. Idempotent."""
+        self._control_wanted = False
+        with self._control_lock:
+            ctl, self.control = self.control, None
+        if ctl is not None:
+            ctl.close()
+
+    def _ensure_control(self) -> tmux_control.ControlClient | None:
+        if not self._control_wanted:
+            return None
+        ctl = self.control
+        if ctl is not None and ctl.alive:
+            return ctl
+        if time.monotonic() < self._control_next_try:
+            return None
+        with self._control_lock:
+            if self.control is not None and self.control.alive:
+                return self.control
+            if self.control is not None:
+                self.control.close()
+                self.control = None
+            ctl = tmux_control.ControlClient(self.socket_name, self.socket_path, on_wake=self._control_wake,
+                                             deadline_s=self._control_deadline)
+            try:
+                ctl.start()
+            except (tmux_control.ControlUnavailable, OSError):
+                ctl.close()
+                wait = CONTROL_RETRY_S[min(self._control_failures, len(CONTROL_RETRY_S) - 1)]
+                self._control_failures += 1
+                self._control_next_try = time.monotonic() + wait
+                return None
+            self._control_failures = 0
+            self.control_starts += 1
+            self.control = ctl
+            return ctl
+
+    def _via_control(self, argvs: list[list[str]]) -> list[tuple[list[str], str | None]] | None:
+        """Run argvs through the control client; None when it is not running or was lost
+        before sending (the caller forks a client).
+
+        :raises TmuxError: the client was lost after sending a command that changes
+            something (it may have run: it is not repeated).
+        """
+        ctl = self._ensure_control()
+        if ctl is None:
+            return None
+        try:
+            res = ctl.run(argvs)
+        except ValueError:
+            return None  # an argument with a newline: a forked client takes argv as is
+        except tmux_control.ControlUnavailable as exc:
+            self._control_next_try = 0.0  # restart at the next call
+            if exc.sent and any(a and a[0] not in _IDEMPOTENT for a in argvs):
+                raise TmuxError(f"{exc}; the command may have run") from exc
+            return None
+        self.control_calls += 1
+        return res
+
+    def _raw(self, *args: str) -> tuple[list[str], list[str]]:
+        """``(stdout lines, stderr lines)`` of one command line, control client first."""
+        got = self._via_control([list(args)])
+        if got is not None:
+            out, err = got[0]
+            return out, [err] if err is not None else []
         self.calls += 1
         res = self.server.cmd(*args)
-        if check and res.stderr:
-            raise TmuxError(" ".join(res.stderr)[:500])
-        return res.stdout
+        return res.stdout, res.stderr
+
+    def cmd(self, *args: str, check: bool = True) -> list[str]:
+        """Run one tmux command (argv, no shell; ``;`` arguments chain commands);
+        returns stdout lines.
+
+        :raises TmuxError: when ``check`` and tmux wrote to stderr (control mode: a
+            ``%error`` block).
+        """
+        out, err = self._raw(*args)
+        if check and err:
+            raise TmuxError(" ".join(err)[:500])
+        return out
 
     # ------------------------------------------------------------------ reading
     def list_panes(self) -> dict[str, PaneInfo]:
@@ -82,13 +205,31 @@ class Tmux:
 
         Returns ``{}`` when no server runs. One tmux call.
         """
-        self.calls += 1
-        res = self.server.cmd("list-panes", "-a", "-F", LIST_FORMAT)
-        self.server_running = not res.stderr
-        if res.stderr:
-            return {}
+        got = self._via_control([["list-panes", "-a", "-F", LIST_FORMAT]])
+        if got is not None and got[0][1] is None:
+            lines = got[0][0]
+            self.server_running = True
+        else:
+            self.calls += 1
+            res = self.server.cmd("list-panes", "-a", "-F", LIST_FORMAT)
+            self.server_running = not res.stderr
+            if res.stderr:
+                return {}
+            lines = res.stdout
+            if self._control_wanted and lines and self.control is None and self._control_failures <= 1:
+                # sessions again (a restarted server): attach now, unless attaching keeps
+                # failing for another reason (then the backoff stands)
+                self._control_next_try = 0.0
+        out = self._parse_panes(lines)
+        ctl = self.control
+        if ctl is not None and ctl.alive:
+            ctl.watch_pids({p.pid for p in out.values() if p.pid and not p.dead})
+        return out
+
+    @staticmethod
+    def _parse_panes(lines: list[str]) -> dict[str, PaneInfo]:
         out: dict[str, PaneInfo] = {}
-        for line in res.stdout:
+        for line in lines:
             parts = line.split(SEP)
             if len(parts) != len(FIELDS):
                 continue
@@ -122,6 +263,9 @@ class Tmux:
         """
         if not pane_ids:
             return {}
+        got = self._capture_control(pane_ids)
+        if got is not None:
+            return got
         # the marker carries the pane's index, never the pane id: display-message runs
         # its text through strftime, which mangles "%3"-style pane ids
         marker = "@@ccci-" + secrets.token_hex(6) + "@@"
@@ -143,11 +287,24 @@ class Tmux:
                 texts[current].append(line)
         return {p: Screen.from_styled("\n".join(v)) if v else "" for p, v in texts.items()}
 
+    def _capture_control(self, pane_ids: list[str]) -> dict[str, str] | None:
+        """:meth:`capture` through the control client: one line per pane (a vanished
+        pane fails alone), then a ``display-message`` sentinel with a random token. A
+        pane that prints a forged ``%end`` line would make the rest of its capture
+        arrive outside a block: the client sees the desync and ends, and the sentinel
+        never answers, so no cut-short capture is returned (None: the caller forks)."""
+        token = "@@ccci-" + secrets.token_hex(6) + "@@"
+        argvs = [["capture-pane", "-p", "-e", "-J", "-t", pid] for pid in pane_ids]
+        got = self._via_control(argvs + [["display-message", "-p", token]])
+        if got is None or got[-1] != ([token], None):
+            return None
+        return {p: Screen.from_styled("\n".join(out)) if err is None and out else ""
+                for p, (out, err) in zip(pane_ids, got)}
+
     def has_session(self, name: str) -> bool:
         """Exact-name check (``has-session -t =NAME``; plain ``-t NAME`` is a prefix match)."""
-        self.calls += 1
-        res = self.server.cmd("has-session", "-t", f"={name}")
-        return not res.stderr
+        _, err = self._raw("has-session", "-t", f"={name}")
+        return not err
 
     # ------------------------------------------------------------------ writing
     def new_session(
@@ -185,9 +342,15 @@ class Tmux:
         return PaneInfo(session_name=name, pane_id=pane_id, pid=int(pid), width=width, height=height)
 
     def kill_session(self, name: str) -> None:
-        """Kill a session if it exists (exact name)."""
-        self.calls += 1
-        self.server.cmd("kill-session", "-t", f"={name}")
+        """Kill a session if it exists (exact name).
+
+        When it is the session the control client is attached to, tmux detaches the
+        client (``%exit``): wait for that (up to 1 s) so the next call does not go to
+        a client that is exiting; it starts a new one."""
+        ctl = self.control
+        self._raw("kill-session", "-t", f"={name}")
+        if ctl is not None and ctl.alive and ctl.attached_session == name:
+            ctl.wait_closed(1.0)
 
     def pipe_to_file(self, pane_id: str, logfile: Path) -> None:
         """Append the pane's output to ``logfile`` (``pipe-pane -o``; the path is quoted)."""

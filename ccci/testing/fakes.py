@@ -486,6 +486,16 @@ class FakeTmux:
         self.log.append(("kill_server",))
         self.panes.clear()
 
+    def start_control(self, wake=None, deadline_s: float = 5.0) -> list[int]:
+        """No control-mode client in the fake (:meth:`ccci.tmux.Tmux.start_control`):
+        nothing to reap; ``wake`` is kept so a test can call it."""
+        self.control_wake = wake
+        return []
+
+    def stop_control(self) -> None:
+        """Nothing to end (:meth:`ccci.tmux.Tmux.stop_control`)."""
+        self.control_wake = None
+
 
 # --------------------------------------------------------------------------- TOML
 
