@@ -318,7 +318,8 @@ def merge(pane: ScreenAnalysis, src_state: AgentState, src_mono: float, evidence
     :param reset_at: the source's usage-limit reset time (UTC), if any.
     :returns: ``(analysis, winner)``; winner is ``"source"``, ``"pane"`` or ``"stale"``.
     """
-    match = Match(rule=rule, state=src_state, line=evidence, groups={}, source=SOURCE_NOTE)
+    # a hook's report is the CLI's own (structured); the session file's busy/idle is too
+    match = Match(rule=rule, state=src_state, line=evidence, groups={}, source=SOURCE_NOTE, structured=True)
     if pane.state == src_state:
         # agreed: the pane's rule stays first (its line is the evidence); the source is noted
         return replace(pane, matches=[*pane.matches, match], reset_at=pane.reset_at or reset_at), "source"
@@ -358,6 +359,40 @@ def _drift_event(name: str, rt: Any, pane: ScreenAnalysis, src_state: AgentState
 
 def _home(spec: Any) -> Path:
     return Path((spec.env or {}).get("HOME") or os.environ.get("HOME") or "~").expanduser()
+
+
+#: the fleet's :class:`ccci.backends.claude.spool_watch.SpoolWatcher` (fleet stash, this watcher only)
+SPOOL_WATCH = StashKey[Any]("spool_watch")
+
+
+@hookimpl
+def ccci_configure(config, services, stash):
+    """Start the hook-spool watcher when the fleet has a ``claude`` agent: a write to
+    ``<state_dir>/hooks/<agent>.jsonl`` calls ``services.wake`` (inotify; see
+    :mod:`ccci.backends.claude.spool_watch`), so the next tick folds it at once. Without
+    inotify one ``hook_wake_unavailable`` event says why and the tick reads the spools."""
+    if not any(a.backend == "claude" for a in config.agents):
+        return
+    from ccci.backends.claude import hook_paths
+    from ccci.backends.claude.spool_watch import SpoolWatcher
+
+    old = stash.get(SPOOL_WATCH)
+    if old is not None:
+        old.close()
+    directory = hook_paths(config.state_dir, "x")[1].parent
+    w = SpoolWatcher(directory, lambda agent: services.wake(f"hook spool {agent}"))
+    stash[SPOOL_WATCH] = w
+    if not w.available:
+        services.emit("hook_wake_unavailable", f"hook spools are read every tick only: {w.error}", error=w.error)
+
+
+@hookimpl
+def ccci_unconfigure(stash):
+    """Stop the hook-spool watcher's thread."""
+    w = stash.get(SPOOL_WATCH)
+    if w is not None:
+        w.close()
+        stash.pop(SPOOL_WATCH)
 
 
 @hookimpl
