@@ -1,0 +1,115 @@
+"""The CLI's own reports first, on a real ``ccci watch`` of the real Claude Code
+(pinned 2.1.332; offline, loopback-only namespace, scripted model server):
+
+* a request that hangs until the CLI gives up (``API_TIMEOUT_MS``) ends the turn with
+  ``Request timed out``: an ``api_error`` to retry (back-off, then ``continue``), never an
+  idle agent left for the stall check;
+* a ``StopFailure`` hook wakes the runner through the spool (inotify) and its finding,
+  structured, acts on its first tick under the default one-tick hysteresis
+  (``failure_threshold = 2``): the thinking-block 400 gets a fresh session, a 529 left
+  after the CLI's retries gets the api_error back-off.
+
+Latencies (hook written -> remedy, fault answered -> fresh session) are printed with
+``-s`` and written to ``$CCCI_HOOK_LATENCY_OUT`` (JSON lines) when set; ``bench/hook_latency.py``
+runs this module several times and summarises them. Nothing here asserts a duration.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+
+from ccci.clock import parse_utc
+from ccci.testing.model_server import Fail, Text
+
+pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(300)]
+
+#: the default hysteresis (one extra tick for screen findings) and a 1 s tick, as a real fleet
+REAL_CHECKS = {"failure_threshold": 2, "startup_grace": 15}
+
+
+def _at(event: dict) -> float:
+    return parse_utc(event["at"]).timestamp()
+
+
+def _record(what: str, seconds: float, **extra) -> None:
+    print(f"\n{what}: {seconds * 1000:.0f} ms {extra or ''}")
+    out = os.environ.get("CCCI_HOOK_LATENCY_OUT")
+    if out:
+        with open(out, "a", encoding="utf-8") as f:
+            f.write(json.dumps({"what": what, "seconds": round(seconds, 4), **extra}) + "\n")
+
+
+def _hooks(f, agent: str = "a") -> list[dict]:
+    path = f.state_dir / "hooks" / f"{agent}.jsonl"
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.exists() else []
+
+
+def _findings(f, check: str, agent: str = "a") -> list[dict]:
+    return [e for e in f.events("finding", agent) if e["data"].get("check") == check]
+
+
+def _user_text(req: dict) -> str:
+    for m in reversed(req["json"].get("messages") or []):
+        if m.get("role") == "user":
+            c = m.get("content")
+            if isinstance(c, str):
+                return c
+            texts = [b.get("text", "") for b in c if isinstance(b, dict) and b.get("type") == "text"]
+            return texts[-1] if texts else ""
+    return ""
+
+
+def test_a_request_that_times_out_is_an_api_error_retried_not_an_idle_agent(claude_fleet):
+    # the model server holds the first request 60 s; the CLI gives up after 3 s, no retry
+    f = claude_fleet({"a": {"script": [Fail.hang(60), Text("Answer after the timeout.")],
+                            "env": {"API_TIMEOUT_MS": "3000", "CLAUDE_CODE_MAX_RETRIES": "0"}}},
+                     checks={**REAL_CHECKS, "stall_idle": 10, "api_error_backoff": 2}, tick=1.0)
+    f.watch()
+    found = f.wait(lambda: _findings(f, "api_error"), 90, "the api_error finding for the timed-out request")[0]
+    assert "timed out" in found["data"]["evidence"].lower(), (found, f.screen("a"))
+    # the remedy is the api_error back-off, then 'continue', which the model answers
+    req = f.wait(lambda: [r for r in f.main_requests("a")[1:] if _user_text(r).strip() == "continue"], 60,
+                 "the continue after the back-off")[0]
+    assert req["time"] >= _at(found)
+    f.wait(lambda: "Answer after the timeout." in f.screen("a"), 30, "the reply to the continue")
+    assert not _findings(f, "stall"), "a timed-out request was left to the stall check"
+    assert not f.events("agent_restarted_fresh", "a") and not f.events("agent_resumed", "a")
+    fail = [h for h in _hooks(f) if h["ev"] == "StopFailure"]
+    if fail:  # the CLI reported it itself: the finding came from the hook, on its first tick
+        _record("timeout StopFailure hook -> finding", _at(found) - fail[0]["t"], error=fail[0].get("error"))
+
+
+def test_a_stop_failure_hook_wakes_the_runner_and_its_400_gets_a_fresh_session_at_once(claude_fleet):
+    f = claude_fleet({"a": {"script": [Fail.thinking_400(), Text("Fresh session works.")]}},
+                     checks=REAL_CHECKS, tick=1.0)
+    f.watch()
+    fresh = f.wait(lambda: f.events("agent_restarted_fresh", "a"), 90, "a fresh restart")[0]
+    fault = f.main_requests("a")[0]
+    assert fault["status"] == 400
+    [found] = _findings(f, "fatal_error")
+    assert found["data"]["source"] == "structured" and found["data"]["rule"] == "claude.hook.StopFailure"
+    hook = [h for h in _hooks(f) if h["ev"] == "StopFailure"][0]
+    remedy = [e for e in f.events("remedy", "a") if e["data"].get("check") == "fatal_error"][0]
+    _record("fatal 400: hook written -> remedy", _at(remedy) - hook["t"])
+    _record("fatal 400: fault answered -> fresh session", _at(fresh) - fault["time"])
+    _record("fatal 400: fault answered -> hook written", hook["t"] - fault["time"])
+    assert not f.events("agent_resumed", "a")
+
+
+def test_a_529_reported_by_the_hook_gets_the_api_error_remedy_on_its_first_tick(claude_fleet):
+    f = claude_fleet({"a": {"script": [Fail.overloaded_529(repeat=1), Text("Recovered after 529.")],
+                            "env": {"CLAUDE_CODE_MAX_RETRIES": "0"}}},
+                     checks={**REAL_CHECKS, "api_error_backoff": 2}, tick=1.0)
+    f.watch()
+    found = f.wait(lambda: _findings(f, "api_error"), 90, "the api_error finding")[0]
+    remedy = f.wait(lambda: [e for e in f.events("remedy", "a") if e["data"].get("check") == "api_error"], 10,
+                    "the api_error remedy")[0]
+    hook = [h for h in _hooks(f) if h["ev"] == "StopFailure"][0]
+    fault = f.main_requests("a")[0]
+    assert fault["status"] == 529 and found["data"]["source"] == "structured"
+    _record("api_error 529: hook written -> remedy", _at(remedy) - hook["t"], error=hook.get("error"))
+    _record("api_error 529: fault answered -> remedy", _at(remedy) - fault["time"])
+    f.wait(lambda: "Recovered after 529." in f.screen("a"), 60, "the reply after the continue")
