@@ -101,6 +101,9 @@ def test_a_stop_failure_hook_wakes_the_runner_and_its_400_gets_a_fresh_session_a
     assert not f.events("agent_resumed", "a")
 
 
+@pytest.mark.skipif(not (os.environ.get("CCCI_HOOK_LATENCY_OUT") or os.environ.get("CCCI_E2E_LONG")),
+                    reason="a bench sample (bench/hook_latency.py) and CCCI_E2E_LONG only: the timeout test covers "
+                           "a hook-reported api_error in CI")
 def test_a_529_reported_by_the_hook_gets_the_api_error_remedy_on_its_first_tick(claude_fleet):
     f = claude_fleet({"a": {"script": [Fail.overloaded_529(repeat=1), Text("Recovered after 529.")],
                             "env": {"CLAUDE_CODE_MAX_RETRIES": "0"}}},
@@ -115,3 +118,21 @@ def test_a_529_reported_by_the_hook_gets_the_api_error_remedy_on_its_first_tick(
     _record("api_error 529: hook written -> remedy", _at(remedy) - hook["t"], error=hook.get("error"))
     _record("api_error 529: fault answered -> remedy", _at(remedy) - fault["time"])
     f.wait(lambda: "Recovered after 529." in f.screen("a"), 60, "the reply after the continue")
+
+
+def test_an_invalid_api_key_is_escalated_at_once_never_retried(claude_fleet):
+    """docs/errors.md: a 401 is an authentication error; no ``continue`` can fix it."""
+    f = claude_fleet({"a": {"script": [Fail.http(401, "authentication_error", "invalid x-api-key", repeat=None)],
+                            "env": {"CLAUDE_CODE_MAX_RETRIES": "0"}}}, checks=REAL_CHECKS, tick=1.0)
+    f.watch()
+    esc = f.wait(lambda: f.events("escalation", "a"), 90, "the escalation")[0]
+    [found] = _findings(f, "api_error")
+    assert found["data"]["kind"] == "auth", (found, f.screen("a"), _hooks(f))
+    time.sleep(3)
+    assert not f.events("scheduled", "a") and len(f.main_requests("a")) == 1  # never a continue
+    if os.environ.get("CCCI_E2E_RECORD"):
+        from conftest import CAPTURES
+
+        CAPTURES.mkdir(parents=True, exist_ok=True)
+        (CAPTURES / "26_invalid_api_key_auth.txt").write_text(f.screen("a"))
+    print("\n401 screen:\n" + f.screen("a")[-1500:] + "\nhooks: " + json.dumps(_hooks(f))[-800:] + "\n" + esc["message"])

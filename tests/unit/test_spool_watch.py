@@ -130,3 +130,23 @@ def test_unconfigure_stops_the_thread(make_supervisor, claude_on_path):
 def test_no_watcher_for_a_fleet_without_claude_agents(make_supervisor):
     sup = make_supervisor(agents=["a"])
     assert sup.stashes.get("claude_hooks", None).get(claude_hooks.SPOOL_WATCH) is None
+
+
+def test_an_auth_stop_failure_escalates_at_once_never_a_continue(make_supervisor, fake_tmux, fake_clock,
+                                                                  claude_on_path):
+    """docs/errors.md: an authentication error (StopFailure ``error=authentication_failed``)
+    cannot be fixed by ``continue``: one escalation on the first tick, no wait."""
+    sup = make_supervisor(agents=["a"], backend="claude")
+    _settings, spool = hook_paths(sup.config.state_dir, "a")
+    pane = fake_tmux.pane("a")
+    pane.set_screen(IDLE_SCREEN, input_box="❯\xa0{input}\n" + "─" * 20 + "\n  ? for shortcuts", input="")
+    fake_clock.advance(1)
+    sup.tick()
+    inp = {"session_id": "s", "transcript_path": "/t", "cwd": "/c", "hook_event_name": "StopFailure",
+           "error": "authentication_failed", "last_assistant_message": "Invalid API key · Please run /login"}
+    subprocess.run([sys.executable, str(RELAY), str(spool)], input=json.dumps(inp).encode(), check=True, timeout=30)
+    fake_clock.advance(0.05)
+    findings = sup.tick()
+    assert [(f.check, f.data.get("kind")) for f in findings] == [("api_error", "auth")]
+    assert [e["data"]["action"] for e in events(sup, "remedy", "a")] == ["escalate"]
+    assert sup.agents["a"].given_up and not events(sup, "scheduled", "a")

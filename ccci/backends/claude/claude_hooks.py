@@ -62,7 +62,7 @@ ROTATE_OVER = 4 << 20  #: a fully read spool larger than this is truncated (byte
 SOURCE_NOTE = "Claude Code 2.1.197 lifecycle hook via ccci.backends.claude.hookrelay (docs/agent-clis.md#claude-code-lifecycle-hooks)"
 
 THINKING_RE = re.compile(r"`(?:redacted_)?thinking`|\bthinking\b.*\bblocks?\b", re.I)
-CONTEXT_RE = re.compile(r"prompt is too long|context (?:limit|window)|maximum context", re.I)
+CONTEXT_RE = re.compile(r"prompt is too long|context (?:limit|window)|maximum context|request_too_large", re.I)
 USAGE_RE = re.compile(r"usage limit reached(?:\|(?P<epoch>\d{9,12}))?|hit your [\w ]*limit|session limit reached", re.I)
 
 IDLE_LIKE = (AgentState.UNSENT_INPUT, AgentState.WAITING_INPUT)
@@ -298,7 +298,7 @@ def track_drift(dr: _Drift, verdict: bool | None) -> bool:
 
 def merge(pane: ScreenAnalysis, src_state: AgentState, src_mono: float, evidence: str, rule: str,
           content_changed_mono: float, mono: float, tick_s: float = 1.0,
-          reset_at: datetime | None = None) -> tuple[ScreenAnalysis, str]:
+          reset_at: datetime | None = None, groups: dict[str, str] | None = None) -> tuple[ScreenAnalysis, str]:
     """Combine the pane's reading with a source's state.
 
     The newer information wins: the pane's when its content (timers and spinners
@@ -316,10 +316,12 @@ def merge(pane: ScreenAnalysis, src_state: AgentState, src_mono: float, evidence
     :param mono: now (monotonic seconds).
     :param tick_s: the watcher's tick (seconds).
     :param reset_at: the source's usage-limit reset time (UTC), if any.
+    :param groups: what the source's match carries (``{"error_kind": <StopFailure error>}``).
     :returns: ``(analysis, winner)``; winner is ``"source"``, ``"pane"`` or ``"stale"``.
     """
     # a hook's report is the CLI's own (structured); the session file's busy/idle is too
-    match = Match(rule=rule, state=src_state, line=evidence, groups={}, source=SOURCE_NOTE, structured=True)
+    match = Match(rule=rule, state=src_state, line=evidence, groups=dict(groups or {}), source=SOURCE_NOTE,
+                  structured=True)
     if pane.state == src_state:
         # agreed: the pane's rule stays first (its line is the evidence); the source is noted
         return replace(pane, matches=[*pane.matches, match], reset_at=pane.reset_at or reset_at), "source"
@@ -474,8 +476,9 @@ def ccci_observe(snapshot, config, state, now, mono, agents, stash):
         verdict = disagreement(tr.pane.state, src[0], src[1], mono, tick_s) if alive else False
         if track_drift(dr, verdict):
             snapshot.events.append(_drift_event(name, rt, tr.pane, src[0], src[2], dr.ticks))
+        kind = {"error_kind": tr.hook.error} if src[3] == "claude.hook.StopFailure" and tr.hook and tr.hook.error else {}
         merged, winner = merge(tr.pane, src[0], src[1], src[2], src[3], rt.content_changed_mono, mono, tick_s,
-                               src[4])
+                               src[4], kind)
         if winner == "stale" and tr.stale_reported_at != src[1]:
             tr.stale_reported_at = src[1]
             snapshot.events.append(Event("hook_stale", f"{src[2]} {mono - src[1]:.0f}s ago but the unchanged pane reads "

@@ -261,6 +261,12 @@ def classify_message(msg: dict | None, now: datetime) -> TurnOutcome:
     return TurnOutcome(AgentState.API_ERROR, message, status, reset, text=text)
 
 
+def outcome_kind(outcome: TurnOutcome) -> str:
+    """``"auth"`` for an API error with HTTP 401 or 403 (credentials, permission: the
+    ``api_error`` check escalates at once, docs/errors.md), else ``"retry"``."""
+    return "auth" if outcome.state == AgentState.API_ERROR and outcome.status in (401, 403) else "retry"
+
+
 def classify_session(msgs: list[dict], now: datetime) -> TurnOutcome:
     """How the session's last turn ended: :func:`classify_message` of its newest
     *assistant* message. User messages newer than it (a prompt queued while the turn
@@ -860,8 +866,10 @@ def ccci_check_agent(agent, backend, pane, snapshot, mono, stash):
 
     check = OUTCOME_CHECKS[outcome.state]
     data: dict[str, Any] = {"source": "opencode API", "status": outcome.status}
+    if outcome_kind(outcome) == "auth":
+        data["kind"] = "auth"  # credentials or permission: a person must fix it (docs/errors.md)
     if outcome.state == AgentState.USAGE_LIMIT or outcome.reset_at is not None:
         data["reset_at"] = iso(outcome.reset_at)  # an API error's retry-after too (checks/api_error.py)
     return Finding(check, agent.name, f"opencode turn ended with {outcome.state.value}"
                    + (f" (HTTP {outcome.status})" if outcome.status else ""),
-                   evidence=outcome.evidence[:300], immediate=True, data=data)
+                   evidence=outcome.evidence[:300], immediate=True, structured=True, data=data)
