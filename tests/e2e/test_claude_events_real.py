@@ -136,3 +136,25 @@ def test_an_invalid_api_key_is_escalated_at_once_never_retried(claude_fleet):
         CAPTURES.mkdir(parents=True, exist_ok=True)
         (CAPTURES / "26_invalid_api_key_auth.txt").write_text(f.screen("a"))
     print("\n401 screen:\n" + f.screen("a")[-1500:] + "\nhooks: " + json.dumps(_hooks(f))[-800:] + "\n" + esc["message"])
+
+
+def test_a_subscription_limit_waits_for_the_exact_reset_the_transcript_records(claude_fleet):
+    """A claude.ai login (fake OAuth token) hits the 5-hour limit. The hook and the screen
+    say only 'resets 12:44am (UTC)'; the transcript records the instant (``resetsAt``):
+    ccci waits until that second, never restarts, never sends a continue before it."""
+    from datetime import datetime, timezone
+
+    reset = (int(time.time()) // 60 + 61) * 60 + 37  # not on a minute: only the transcript has the seconds
+    f = claude_fleet({"a": {"script": [Fail.usage_limit(reset, repeat=None)],
+                            "env": {"ANTHROPIC_API_KEY": "", "CLAUDE_CODE_OAUTH_TOKEN": "sk-ant-oat01-e2e-fake-token"}}},
+                     checks=REAL_CHECKS, tick=1.0)
+    f.watch()
+    found = f.wait(lambda: _findings(f, "usage_limit"), 60, "the usage_limit finding")[0]
+    want = datetime.fromtimestamp(reset, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert found["data"]["reset_at"] == want, (found, f.screen("a"))
+    assert found["data"]["source"] == "structured"
+    sched = f.wait(lambda: f.events("scheduled", "a"), 10, "the continue scheduled after the reset")[0]
+    assert parse_utc(sched["data"]["at"]).timestamp() >= reset
+    time.sleep(2)
+    assert len(f.main_requests("a")) == 1 and not _findings(f, "api_error")
+    assert not f.events("agent_restarted_fresh", "a") and not f.events("agent_resumed", "a")
