@@ -150,3 +150,28 @@ def test_an_auth_stop_failure_escalates_at_once_never_a_continue(make_supervisor
     assert [(f.check, f.data.get("kind")) for f in findings] == [("api_error", "auth")]
     assert [e["data"]["action"] for e in events(sup, "remedy", "a")] == ["escalate"]
     assert sup.agents["a"].given_up and not events(sup, "scheduled", "a")
+
+
+def test_a_fresh_session_does_not_inherit_the_old_sessions_stop_failure(make_supervisor, fake_tmux, fake_clock,
+                                                                         claude_on_path):
+    """Found on the real CLI: the fresh session started 0.3 s after the 400's StopFailure;
+    the saved hook state (within the 1 s slack of a watcher restart) was taken for the new
+    session's, and its structured finding restarted the new session at once, again."""
+    sup = make_supervisor(agents=["a"], backend="claude", checks={"failure_threshold": 1, "startup_grace": 1})
+    _settings, spool = hook_paths(sup.config.state_dir, "a")
+    pane = fake_tmux.pane("a")
+    pane.set_screen(IDLE_SCREEN, input_box="❯\xa0{input}\n" + "─" * 20 + "\n  ? for shortcuts", input="")
+    fake_clock.advance(1)
+    sup.tick()
+    inp = json.loads(_stop_failure())
+    inp["session_id"] = sup.agents["a"].conversation_id
+    subprocess.run([sys.executable, str(RELAY), str(spool)], input=json.dumps(inp).encode(), check=True, timeout=30)
+    fake_clock.advance(0.3)
+    sup.tick()
+    assert [e["data"]["action"] for e in events(sup, "remedy", "a")] == ["fresh"]
+    for _ in range(6):
+        fake_clock.advance(0.5)
+        fake_tmux.pane("a").set_screen(IDLE_SCREEN, input_box="❯\xa0{input}\n" + "─" * 20 + "\n  ? for shortcuts",
+                                       input="")
+        sup.tick()
+    assert [e["data"]["action"] for e in events(sup, "remedy", "a")] == ["fresh"], "restarted the fresh session again"

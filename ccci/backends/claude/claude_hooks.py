@@ -446,7 +446,12 @@ def ccci_observe(snapshot, config, state, now, mono, agents, stash):
                 try:
                     h = HookState(**json.loads(saved))
                     started_wall = now.timestamp() - (mono - rt.started_mono)
-                    tr.hook = h if h.at >= started_wall - 1.0 else None
+                    conv = str(getattr(rt, "conversation_id", "") or "")
+                    # the current process's own report only: a fresh session started within
+                    # a second of the old one's StopFailure must not inherit it (its
+                    # finding, structured, would act at once and restart it again)
+                    same = not (h.session_id and conv) or h.session_id == conv
+                    tr.hook = h if same and h.at >= started_wall - 1.0 else None
                 except (TypeError, ValueError):
                     tr.hook = None
         # events since the last tick
