@@ -6,7 +6,7 @@ numbers it needs and returns a decision, so every rule has its own unit test
 thresholds dict of :meth:`ccci.config.FleetConfig.settings_for`.
 
 * :func:`assess`: hysteresis (``failure_threshold`` consecutive ticks, ``immediate``
-  findings at once, ``startup_grace`` after a start, holds) and the backoff reset after
+  findings at once, ``structured`` ones (the CLI's own report) on their first tick, ``startup_grace`` after a start, holds) and the backoff reset after
   ``backoff_reset`` seconds healthy.
 * :func:`restart_decision`: restart intensity (``restart_intensity`` restarts per
   ``restart_period``), ``max_resumes`` (resumes after *failures*), exponential backoff
@@ -48,10 +48,12 @@ def assess(findings: Iterable[Finding], *, failing: dict[str, tuple[int, float]]
            hold_until_mono: float, healthy_since_mono: float, backoff_s: float, settings: dict) -> Assessment:
     """Hysteresis for one agent's findings of one tick.
 
-    A ``fail`` finding is actionable when it is ``immediate``, or when its check failed
-    ``failure_threshold`` ticks in a row outside the ``startup_grace`` after a start.
-    While the agent is held (``mono < hold_until_mono``) only immediate findings count.
-    ``info`` findings never act.
+    A ``fail`` finding is actionable when it is ``immediate``; when it is ``structured``
+    (the CLI reported it itself: a hook payload, a server API answer, which does not
+    flicker as a half-drawn screen can), on its first tick, in the ``startup_grace``
+    too; otherwise when its check failed ``failure_threshold`` ticks in a row outside
+    the ``startup_grace`` after a start. While the agent is held (``mono <
+    hold_until_mono``) only immediate findings count. ``info`` findings never act.
     """
     threshold = int(settings["failure_threshold"])
     in_grace = mono - started_mono < float(settings["startup_grace"])
@@ -64,7 +66,7 @@ def assess(findings: Iterable[Finding], *, failing: dict[str, tuple[int, float]]
         seen.add(f.check)
         count, first = work.get(f.check, (0, mono))
         work[f.check] = (count + 1, first)
-        if f.immediate or (not in_grace and count + 1 >= threshold):
+        if f.immediate or f.structured or (not in_grace and count + 1 >= threshold):
             out.append(f)
     new_failing = {k: v for k, v in work.items() if k in seen}
     if new_failing:

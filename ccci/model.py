@@ -143,6 +143,9 @@ class Match:
         line: the matching screen line, stripped.
         groups: named groups the rule's regex captured.
         source: where the rule was observed (the ``source`` note in the pattern file).
+        structured: the CLI reported this itself in structured form (a lifecycle hook's
+            payload, a server API's answer), not a screen pattern: a finding drawn from
+            it needs no second tick of hysteresis (:attr:`Finding.structured`).
     """
 
     rule: str
@@ -150,6 +153,7 @@ class Match:
     line: str
     groups: dict[str, str] = field(default_factory=dict)
     source: str = ""
+    structured: bool = False
 
 
 @dataclass
@@ -203,6 +207,11 @@ class Finding:
         severity: ``"fail"`` (acts after hysteresis) or ``"info"`` (reported only).
         data: structured details for the remedy (e.g. ``{"reset_at": "..."}``).
         immediate: skip hysteresis (e.g. a dead process is a fact, not a flicker).
+        structured: the CLI itself reported it in structured form (Claude Code's
+            ``StopFailure`` hook payload, opencode's server API), not read off the
+            screen: it acts on its first tick (no ``failure_threshold`` ticks, no
+            ``startup_grace``), but, unlike ``immediate``, not while the agent is held
+            (a ``wait`` for a usage limit). Screen-only findings keep the hysteresis.
         plugin: the plugin that produced it (set by the runner).
 
     Identity: a finding is the same *occurrence* as an earlier one when its ``check``,
@@ -219,6 +228,7 @@ class Finding:
     severity: str = "fail"
     data: dict[str, Any] = field(default_factory=dict)
     immediate: bool = False
+    structured: bool = False
     plugin: str = ""
 
     def fingerprint(self) -> str:
@@ -236,6 +246,7 @@ class Finding:
             "evidence": self.evidence,
             "severity": self.severity,
             "data": self.data,
+            "structured": self.structured,
         }
 
 

@@ -20,11 +20,18 @@ _COLLAPSED = re.compile(r"^\[Pasted (?:text|Text|Content)\b")
 def screen_finding(check: str, agent: Any, analysis: ScreenAnalysis, state: AgentState, summary: str,
                    **data: Any) -> Finding | None:
     """A finding when the backend read the screen as ``state``, with the matching line
-    as evidence and the pattern rule's id in ``data["rule"]``; else ``None``."""
+    as evidence and the pattern rule's id in ``data["rule"]``; else ``None``.
+
+    The finding is ``structured`` (no second tick of hysteresis) when a match for
+    ``state`` came from the CLI's own structured report (:attr:`ccci.model.Match.structured`:
+    a Claude Code hook payload merged into the reading); ``data["source"]`` is then
+    ``"structured"``, else ``"screen"``."""
     if analysis.state != state:
         return None
     m = analysis.first(state)
-    return Finding(check, agent.name, summary, evidence=m.line if m else "", data={"rule": m.rule if m else "", **data})
+    structured = any(x.structured for x in analysis.matches if x.state == state)
+    return Finding(check, agent.name, summary, evidence=m.line if m else "", structured=structured,
+                   data={"rule": m.rule if m else "", "source": "structured" if structured else "screen", **data})
 
 
 def _norm(text: str) -> str:

@@ -19,6 +19,10 @@ Remedy, per outage (the API errors of one agent from the first until a healthy t
 * **Escalate once** (the ``escalate`` remedy: a person is told, the agent is given up)
   when, at a decision, ``api_error_max_attempts`` continues of the outage were answered
   by the error again, or the outage has lasted ``api_error_escalate_after`` seconds.
+* **Authentication, billing and a missing model** (``data["kind"] == "auth"``: a screen
+  rule whose id ends in ``.auth`` or that captured ``auth``; a Claude Code
+  ``StopFailure`` hook whose ``error`` is in :data:`AUTH_ERRORS`; opencode's 401/403):
+  no ``continue`` can fix them; escalate at once (docs/errors.md).
 * **A healthy turn ends the outage** (the back-off starts again at
   ``api_error_backoff``): the agent was busy and its turn ended idle (input box back, no
   error); for a CLI that exits at every turn end: the run that answered the
@@ -54,6 +58,22 @@ LAST_STATE = StashKey[str]("last_state")
 #: states in which nothing may be typed: the agent is working, a dialog asks, or the box
 #: holds text already (a 'continue' behind it would be sent as one message with it)
 NEVER_TYPE_INTO = (AgentState.BUSY, AgentState.WAITING_INPUT, AgentState.UNSENT_INPUT)
+#: Claude Code 2.1.332's assistant-message ``error`` kinds (the ``StopFailure`` hook's
+#: ``error``) that a person must fix: credentials, plan, account, model (its bundle's enum
+#: ``authentication_failed, oauth_org_not_allowed, account_on_hold, verification_required,
+#: billing_error, rate_limit, overloaded, invalid_request, model_not_found, server_error,
+#: unknown, max_output_tokens, cloud_credential_error``; docs/errors.md)
+AUTH_ERRORS = frozenset({"authentication_failed", "oauth_org_not_allowed", "account_on_hold", "verification_required",
+                         "billing_error", "model_not_found", "cloud_credential_error"})
+
+
+def error_kind(analysis: Any) -> str:
+    """``"auth"`` when the API error needs a person (see :data:`AUTH_ERRORS`), else ``"retry"``."""
+    for m in analysis.matches:
+        if m.state == AgentState.API_ERROR and (m.rule.endswith(".auth") or m.groups.get("auth")
+                                                or m.groups.get("error_kind") in AUTH_ERRORS):
+            return "auth"
+    return "retry"
 
 
 def backoff_s(attempts: int, settings: dict) -> float:
@@ -71,8 +91,13 @@ def backoff_s(attempts: int, settings: dict) -> float:
 def ccci_check_agent(agent, pane, analysis, backend, now, stash):
     _follow(agent, pane, analysis, backend, stash)
     reset = analysis.reset_at if analysis.state == AgentState.API_ERROR else None
-    return screen_finding(CHECK, agent, analysis, AgentState.API_ERROR, "API error after the CLI's retries",
-                          **({"reset_at": iso(reset)} if reset else {}))
+    if analysis.state != AgentState.API_ERROR:
+        return None
+    kind = error_kind(analysis)
+    return screen_finding(CHECK, agent, analysis, AgentState.API_ERROR,
+                          "API error after the CLI's retries" if kind == "retry" else
+                          "authentication, billing or model error: a person must fix it",
+                          kind=kind, **({"reset_at": iso(reset)} if reset else {}))
 
 
 def _follow(agent: Any, pane: Any, analysis: Any, backend: Any, stash: Any) -> None:
@@ -113,6 +138,10 @@ def _follow(agent: Any, pane: Any, analysis: Any, backend: Any, stash: Any) -> N
 def ccci_choose_remedy(finding, agent, settings, now, stash):
     if finding.check != CHECK or agent is None:
         return None
+    if finding.data.get("kind") == "auth":
+        return Remedy("escalate", agent.name, Finding(
+            CHECK, agent.name, f"the API refuses the credentials, plan or model; retrying cannot fix it: "
+            f"{finding.evidence[:200]}", evidence=finding.evidence, data=dict(finding.data)))
     out = stash.get(OUTAGE)
     if not out or out.get("escalated"):
         # a new outage (an escalated one is over once a person started the agent again)

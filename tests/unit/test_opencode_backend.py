@@ -515,6 +515,9 @@ def test_server_retry_and_events_are_progress(oc_sup, fake_tmux, fake_clock):
         def last_activity(self, sid):
             return self.t
 
+        def silent_for(self, mono):
+            return 0.0  # an open stream with heartbeats
+
         def close(self):
             pass
 
@@ -543,12 +546,14 @@ def test_event_stream_lines_count_per_session():
 
     w = EventWatcher.__new__(EventWatcher)  # no thread: feed lines by hand
     import threading
-    w._last, w._lock, w.events, w.clock = {}, threading.Lock(), 0, iter([10.0, 11.0]).__next__
+    w._last, w._lock, w.events, w.clock = {}, threading.Lock(), 0, iter([9.0, 10.0, 11.0]).__next__
+    w.connected, w.last_line_mono, w.on_event = True, None, None
     w.feed('{"payload": {"type": "server.heartbeat", "properties": {}}}')
     w.feed('{"directory": "/w", "payload": {"type": "message.part.delta", "properties": '
            '{"sessionID": "ses_1", "delta": "chunk"}}}')
     w.feed("not json")
     assert w.last_activity("ses_1") == 10.0 and w.last_activity("ses_2") is None and w.events == 1
+    assert w.silent_for(20.0) == 9.0  # every line counts for the stream's liveness, heartbeats too
 
 
 def test_the_server_is_needed_only_while_an_opencode_agent_is():
@@ -580,4 +585,92 @@ def test_a_running_tool_is_progress_for_a_bounded_time(oc_sup, fake_tmux, fake_c
     _settle(sup, fake_clock, 190)
     assert not [e for e in sup.store.events() if e["kind"] == "finding"]
     _settle(sup, fake_clock, 80)
+    assert [e for e in sup.store.events() if e["kind"] == "finding" and e["data"]["check"] == "stall"]
+
+
+def test_the_event_stream_wakes_on_turn_state_and_a_silent_stream_is_seen(tmp_path):
+    """A real SSE stream on loopback, shaped as opencode 1.18.33's /global/event: a
+    ``session.status`` event calls ``on_event`` (the runner's wake); deltas do not; after
+    the last line (no heartbeat follows) ``silent_for`` grows; ``close`` ends the thread."""
+    import http.server
+    import threading
+    import time as _time
+
+    from ccci.backends.opencode import EventWatcher
+
+    release = threading.Event()
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *a):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.end_headers()
+            for payload in ({"type": "server.connected", "properties": {}},
+                            {"type": "message.part.delta", "properties": {"sessionID": "ses_1", "delta": "x"}},
+                            {"type": "session.status", "properties": {"sessionID": "ses_1", "status": {"type": "idle"}}}):
+                self.wfile.write(f"data: {json.dumps({'directory': '/w', 'payload': payload})}\n\n".encode())
+                self.wfile.flush()
+            release.wait(10)  # then silence: no heartbeat
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    woke: list[tuple[str, str]] = []
+    w = EventWatcher(f"http://127.0.0.1:{srv.server_address[1]}", on_event=lambda k, s: woke.append((k, s)))
+    try:
+        end = _time.monotonic() + 10
+        while not woke and _time.monotonic() < end:
+            _time.sleep(0.01)
+        assert woke == [("session.status", "ses_1")] and w.events == 2 and w.connected
+        t0 = w.silent_for(_time.monotonic())
+        _time.sleep(0.3)
+        assert w.silent_for(_time.monotonic()) >= t0 + 0.25
+    finally:
+        w.close()
+        release.set()
+        srv.shutdown()
+        srv.server_close()
+    w._thread.join(5)
+    assert not w._thread.is_alive()
+
+
+def test_a_silent_stream_while_busy_is_reported_once_and_polling_gives_progress(oc_sup, fake_tmux, fake_clock):
+    """The stream is open but silent (no heartbeat for EVENTS_SILENT_S) while the API says
+    busy: one ``opencode_events_silent`` event, the stream is reopened, and a change of
+    the turn's message (polled) is progress, so a slow healthy turn is no stall."""
+    from ccci.backends.opencode import EVENTS
+
+    class Silent:
+        url = "http://127.0.0.1:4242"
+        reopened = 0
+
+        def last_activity(self, sid):
+            return None
+
+        def silent_for(self, mono):
+            return mono  # nothing since monotonic 0
+
+        def reopen(self):
+            Silent.reopened += 1
+
+        def close(self):
+            pass
+
+    sup = oc_sup(stall_idle=60, failure_threshold=1)
+    _settle(sup, fake_clock)
+    sup.stashes.get("opencode", None)[EVENTS] = Silent()
+    FakeClient.status = {"type": "busy"}
+    pane = fake_tmux.pane("a")
+    pane.input_box = None
+    pane.set_screen("> build · model\n")
+    for i in range(20):  # a new part every 5 s for 100 s, seen only by polling
+        FakeClient.last = {"info": {"role": "assistant", "time": {"created": 1}},
+                           "parts": [{"id": f"prt_{j}", "type": "text", "text": "x" * j} for j in range(i + 1)]}
+        _settle(sup, fake_clock, 5)
+    silent = [e for e in sup.store.events() if e["kind"] == "opencode_events_silent"]
+    assert len(silent) == 1 and Silent.reopened == 1
+    assert not [e for e in sup.store.events() if e["kind"] == "finding"]
+    _settle(sup, fake_clock, 70)  # the message stops changing: a stall after all
     assert [e for e in sup.store.events() if e["kind"] == "finding" and e["data"]["check"] == "stall"]

@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -57,15 +58,25 @@ PANE_LAG_S = 1.0  #: the pane may redraw this long after a hook (measured 20-70 
 DRIFT_TICKS = 5  #: consecutive ticks the source and the screen rules disagree before one ``rules_drift`` event
 DRIFT_LINES = 5  #: non-blank screen lines a ``rules_drift`` event quotes when no rule matched
 STALE_BUSY_S = 30.0  #: a busy hook with an unchanged idle pane this long after it is stale (seconds)
+#: s a tick waits at most for the transcript entry of a usage limit the hook just reported
+#: (Claude Code 2.1.332 appends it around the hook's time; once per limit, not per tick)
+TRANSCRIPT_WAIT_S = 0.5
 READ_MAX = 1 << 20  #: bytes of spool read per agent per tick at most
 ROTATE_OVER = 4 << 20  #: a fully read spool larger than this is truncated (bytes)
 SOURCE_NOTE = "Claude Code 2.1.197 lifecycle hook via ccci.backends.claude.hookrelay (docs/agent-clis.md#claude-code-lifecycle-hooks)"
 
 THINKING_RE = re.compile(r"`(?:redacted_)?thinking`|\bthinking\b.*\bblocks?\b", re.I)
-CONTEXT_RE = re.compile(r"prompt is too long|context (?:limit|window)|maximum context", re.I)
-USAGE_RE = re.compile(r"usage limit reached(?:\|(?P<epoch>\d{9,12}))?|hit your [\w ]*limit|session limit reached", re.I)
+CONTEXT_RE = re.compile(r"prompt is too long|context (?:limit|window)|maximum context|request_too_large", re.I)
+USAGE_RE = re.compile(r"usage limit reached(?:\|(?P<epoch>\d{9,12}))?|hit your [\w -]*limit|session limit reached", re.I)
+#: a subscription limit's reset as Claude Code 2.1.332 words it: ``resets 12:44am (UTC)``,
+#: ``resets Dec 8 at 7am (Europe/Paris)`` (a clock time and zone; :mod:`ccci.backends.claude.limits`
+#: has the full instant from the transcript)
+RESET_TEXT_RE = re.compile(r"resets (?:(?P<reset_date>[A-Z][a-z]{2} \d{1,2}) at )?"
+                           r"(?P<reset_clock>\d{1,2}(?::\d{2})?\s?[ap]m)(?: \((?P<reset_tz>[^)]+)\))?")
 
 IDLE_LIKE = (AgentState.UNSENT_INPUT, AgentState.WAITING_INPUT)
+#: the hook's text already carries the reset instant (``...usage limit reached|<unix seconds>``)
+EPOCH_IN_TEXT = re.compile(r"limit reached\|\d{9,12}").search
 #: Notification types that mean the session waits for a person's answer
 WAITING_NOTIFICATIONS = ("permission_prompt", "agent_needs_input")
 
@@ -97,7 +108,7 @@ class HookState:
         return AgentState(self.state) if self.state else None
 
 
-def classify(error: str, msg: str) -> tuple[AgentState, str]:
+def classify(error: str, msg: str, at: float | None = None) -> tuple[AgentState, str]:
     """State for a ``StopFailure`` hook and the reset time it gives.
 
     Observed with 2.1.197 (hooks/api_errors.hooks.jsonl): ``error="unknown"`` with the
@@ -105,8 +116,13 @@ def classify(error: str, msg: str) -> tuple[AgentState, str]:
     ``Claude AI usage limit reached|<unix seconds>`` is the final screen's error line
     (captures 07_usage_limit_final). Prompt too long is matched on its API text.
 
+    Claude Code 2.1.332 with a claude.ai login: ``error="rate_limit"``, ``You've hit your
+    5-hour limit · resets 12:44am (UTC)`` (e2e, 2026-12-06): a usage limit whose reset
+    is a clock time in a zone, placed at or after ``at``.
+
     :param error: the hook's ``error`` field.
     :param msg: the hook's error text (``last_assistant_message``), possibly ``""``.
+    :param at: the hook's time (unix seconds), for a reset given as a clock time.
     :returns: ``(state, reset_at ISO-8601 UTC or "")``.
     """
     if THINKING_RE.search(msg) and "400" in msg:
@@ -116,7 +132,17 @@ def classify(error: str, msg: str) -> tuple[AgentState, str]:
     m = USAGE_RE.search(msg)
     if m:
         epoch = m.group("epoch")
-        return AgentState.USAGE_LIMIT, (iso(datetime.fromtimestamp(int(epoch), UTC)) if epoch else "")
+        if epoch:
+            return AgentState.USAGE_LIMIT, iso(datetime.fromtimestamp(int(epoch), UTC))
+        r = RESET_TEXT_RE.search(msg)
+        if r and r.group("reset_tz"):
+            from ccci.patterns import resolve_clock_time
+
+            when = resolve_clock_time(r.group("reset_clock"), r.group("reset_tz"),
+                                      datetime.fromtimestamp(at, UTC) if at else datetime.now(UTC),
+                                      r.group("reset_date") or "")
+            return AgentState.USAGE_LIMIT, iso(when) if when else ""
+        return AgentState.USAGE_LIMIT, ""
     return AgentState.API_ERROR, ""
 
 
@@ -147,7 +173,7 @@ def fold(st: HookState, rec: dict[str, Any]) -> HookState:
     elif ev == "StopFailure":
         error = str(rec.get("error", ""))
         msg, details = str(rec.get("msg", "")), str(rec.get("error_details", ""))
-        new, reset = classify(error, f"{msg} {details}".strip())
+        new, reset = classify(error, f"{msg} {details}".strip(), t or None)
         msg = msg or details
         evidence = f"StopFailure error={error or '?'}: {' '.join(msg.split())[:160]}"
     elif ev == "PermissionRequest":
@@ -298,7 +324,7 @@ def track_drift(dr: _Drift, verdict: bool | None) -> bool:
 
 def merge(pane: ScreenAnalysis, src_state: AgentState, src_mono: float, evidence: str, rule: str,
           content_changed_mono: float, mono: float, tick_s: float = 1.0,
-          reset_at: datetime | None = None) -> tuple[ScreenAnalysis, str]:
+          reset_at: datetime | None = None, groups: dict[str, str] | None = None) -> tuple[ScreenAnalysis, str]:
     """Combine the pane's reading with a source's state.
 
     The newer information wins: the pane's when its content (timers and spinners
@@ -316,9 +342,12 @@ def merge(pane: ScreenAnalysis, src_state: AgentState, src_mono: float, evidence
     :param mono: now (monotonic seconds).
     :param tick_s: the watcher's tick (seconds).
     :param reset_at: the source's usage-limit reset time (UTC), if any.
+    :param groups: what the source's match carries (``{"error_kind": <StopFailure error>}``).
     :returns: ``(analysis, winner)``; winner is ``"source"``, ``"pane"`` or ``"stale"``.
     """
-    match = Match(rule=rule, state=src_state, line=evidence, groups={}, source=SOURCE_NOTE)
+    # a hook's report is the CLI's own (structured); the session file's busy/idle is too
+    match = Match(rule=rule, state=src_state, line=evidence, groups=dict(groups or {}), source=SOURCE_NOTE,
+                  structured=True)
     if pane.state == src_state:
         # agreed: the pane's rule stays first (its line is the evidence); the source is noted
         return replace(pane, matches=[*pane.matches, match], reset_at=pane.reset_at or reset_at), "source"
@@ -360,6 +389,40 @@ def _home(spec: Any) -> Path:
     return Path((spec.env or {}).get("HOME") or os.environ.get("HOME") or "~").expanduser()
 
 
+#: the fleet's :class:`ccci.backends.claude.spool_watch.SpoolWatcher` (fleet stash, this watcher only)
+SPOOL_WATCH = StashKey[Any]("spool_watch")
+
+
+@hookimpl
+def ccci_configure(config, services, stash):
+    """Start the hook-spool watcher when the fleet has a ``claude`` agent: a write to
+    ``<state_dir>/hooks/<agent>.jsonl`` calls ``services.wake`` (inotify; see
+    :mod:`ccci.backends.claude.spool_watch`), so the next tick folds it at once. Without
+    inotify one ``hook_wake_unavailable`` event says why and the tick reads the spools."""
+    if not any(a.backend == "claude" for a in config.agents):
+        return
+    from ccci.backends.claude import hook_paths
+    from ccci.backends.claude.spool_watch import SpoolWatcher
+
+    old = stash.get(SPOOL_WATCH)
+    if old is not None:
+        old.close()
+    directory = hook_paths(config.state_dir, "x")[1].parent
+    w = SpoolWatcher(directory, lambda agent: services.wake(f"hook spool {agent}"))
+    stash[SPOOL_WATCH] = w
+    if not w.available:
+        services.emit("hook_wake_unavailable", f"hook spools are read every tick only: {w.error}", error=w.error)
+
+
+@hookimpl
+def ccci_unconfigure(stash):
+    """Stop the hook-spool watcher's thread."""
+    w = stash.get(SPOOL_WATCH)
+    if w is not None:
+        w.close()
+        stash.pop(SPOOL_WATCH)
+
+
 @hookimpl
 def ccci_observe(snapshot, config, state, now, mono, agents, stash):
     from ccci.backends.claude import hook_paths
@@ -383,7 +446,12 @@ def ccci_observe(snapshot, config, state, now, mono, agents, stash):
                 try:
                     h = HookState(**json.loads(saved))
                     started_wall = now.timestamp() - (mono - rt.started_mono)
-                    tr.hook = h if h.at >= started_wall - 1.0 else None
+                    conv = str(getattr(rt, "conversation_id", "") or "")
+                    # the current process's own report only: a fresh session started within
+                    # a second of the old one's StopFailure must not inherit it (its
+                    # finding, structured, would act at once and restart it again)
+                    same = not (h.session_id and conv) or h.session_id == conv
+                    tr.hook = h if same and h.at >= started_wall - 1.0 else None
                 except (TypeError, ValueError):
                     tr.hook = None
         # events since the last tick
@@ -399,6 +467,20 @@ def ccci_observe(snapshot, config, state, now, mono, agents, stash):
                     continue  # from a process before the current one
                 hook = fold(hook, rec)
             tr.hook = hook if hook.state else None
+            if tr.hook is not None and tr.hook.agent_state == AgentState.USAGE_LIMIT and tr.hook.event == "StopFailure":
+                # the transcript's structured reset (unix seconds) beats a clock time in the text
+                from ccci.backends.claude.limits import transcript_usage_reset
+
+                exact = None
+                give_up = time.monotonic() + TRANSCRIPT_WAIT_S
+                while exact is None:
+                    exact = transcript_usage_reset(_home(rt.spec), tr.hook.session_id)
+                    if exact is not None or time.monotonic() >= give_up or EPOCH_IN_TEXT(tr.hook.evidence):
+                        break
+                    time.sleep(0.02)  # the CLI appends the entry a moment after the hook
+                if exact is not None:
+                    tr.hook = replace(tr.hook, reset_at=iso(exact),
+                                      evidence=f"{tr.hook.evidence} (reset {iso(exact)} from the transcript)")
             state.put(f"claude_hooks.offset.{name}", str(new_offset))
             if tr.hook is not None:
                 state.put(f"claude_hooks.state.{name}", json.dumps(asdict(tr.hook)))
@@ -439,8 +521,9 @@ def ccci_observe(snapshot, config, state, now, mono, agents, stash):
         verdict = disagreement(tr.pane.state, src[0], src[1], mono, tick_s) if alive else False
         if track_drift(dr, verdict):
             snapshot.events.append(_drift_event(name, rt, tr.pane, src[0], src[2], dr.ticks))
+        kind = {"error_kind": tr.hook.error} if src[3] == "claude.hook.StopFailure" and tr.hook and tr.hook.error else {}
         merged, winner = merge(tr.pane, src[0], src[1], src[2], src[3], rt.content_changed_mono, mono, tick_s,
-                               src[4])
+                               src[4], kind)
         if winner == "stale" and tr.stale_reported_at != src[1]:
             tr.stale_reported_at = src[1]
             snapshot.events.append(Event("hook_stale", f"{src[2]} {mono - src[1]:.0f}s ago but the unchanged pane reads "

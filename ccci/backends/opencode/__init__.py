@@ -101,7 +101,13 @@ TOOL_RUN_MAX_S = 3600.0  #: s a running tool (e.g. a long build) counts as progr
 RETRY_GRACE_S = 60.0  #: s past a retry's announced time ("next") before a retry status stops counting as progress
 #: event stream reconnect delay (s) after the server went away
 EVENTS_RECONNECT_S = 1.0
-EVENTS_READ_TIMEOUT_S = 60.0  #: s without a byte before the stream is reopened (opencode sends heartbeats)
+EVENTS_READ_TIMEOUT_S = 30.0  #: s without a byte before the stream is reopened (opencode sends heartbeats every 10 s)
+#: s without any line (opencode 1.18.33 sends ``server.heartbeat`` every 10 s) while the API
+#: says a turn runs: the stream is silent; progress then comes from polling the turn's
+#: message (:func:`message_fingerprint`) and the stream is reopened
+EVENTS_SILENT_S = 25.0
+#: event types that wake the runner: a turn's state changed (busy, retry, idle, error)
+WAKE_EVENTS = frozenset({"session.status", "session.idle", "session.error"})
 
 #: API error classification (message regexes, checked in order; first match wins).
 #: fatal: the Anthropic thinking-block 400 (a resume repeats it); context: the provider's
@@ -253,6 +259,12 @@ def classify_message(msg: dict | None, now: datetime) -> TurnOutcome:
     if status == 429 and (USAGE_RE.search(message) or (reset is not None and "unified" in " ".join(headers))):
         return TurnOutcome(AgentState.USAGE_LIMIT, message, status, reset, text=text)
     return TurnOutcome(AgentState.API_ERROR, message, status, reset, text=text)
+
+
+def outcome_kind(outcome: TurnOutcome) -> str:
+    """``"auth"`` for an API error with HTTP 401 or 403 (credentials, permission: the
+    ``api_error`` check escalates at once, docs/errors.md), else ``"retry"``."""
+    return "auth" if outcome.state == AgentState.API_ERROR and outcome.status in (401, 403) else "retry"
 
 
 def classify_session(msgs: list[dict], now: datetime) -> TurnOutcome:
@@ -445,27 +457,45 @@ REPORTED_PID = StashKey[int]("reported_pid")
 
 
 class EventWatcher:
-    """Reads the server's event stream (``GET /global/event``) on a daemon thread and
-    remembers, per session, when the server last reported anything about it.
+    """Reads the server's event stream (``GET /global/event``) on a daemon thread: the
+    first source for opencode agents. It remembers, per session, when the server last
+    reported anything about it (progress), wakes the runner on a turn's state change, and
+    knows when the stream itself went silent.
 
-    opencode 1.18.33 sends ``data: {"directory": ..., "payload": {"type": ...,
-    "properties": {"sessionID": ...}}}`` lines: ``message.part.delta`` for each streamed
-    chunk, ``message.part.updated``, ``session.status`` (busy, retry, idle) and more;
-    ``server.connected`` and ``server.heartbeat`` carry no session. A dropped stream (the
-    server restarted) is reopened after :data:`EVENTS_RECONNECT_S`.
+    opencode 1.18.33 serves two streams (its ``server`` routes, checked on the pinned
+    binary): ``GET /event?directory=DIR`` (one instance directory, events unwrapped:
+    ``data: {"type", "properties"}``) and ``GET /global/event`` (every directory, one
+    connection for the fleet: ``data: {"directory", "payload": {"type", "properties":
+    {"sessionID", ...}}}``), both starting with ``server.connected`` and sending
+    ``server.heartbeat`` every 10 s. Per session: ``message.part.delta`` for each
+    streamed chunk, ``message.part.updated``, ``session.status`` (busy, retry, idle),
+    ``session.idle``, ``session.error`` and more. A dropped stream (the server
+    restarted) is reopened after :data:`EVENTS_RECONNECT_S`.
 
     :param url: the server's base URL (loopback).
     :param clock: monotonic clock (seconds) for the activity times.
+    :param on_event: called on the reader thread with ``(type, session id)`` for the
+        events in :data:`WAKE_EVENTS` (``Services.wake``: the runner reads the turn's
+        outcome at once instead of at the next tick); must be quick and thread-safe.
+
+    Attributes:
+        connected: a stream is open.
+        events: events with a session read so far.
+        last_line_mono: monotonic seconds of the newest line of any kind (heartbeats
+            included), ``None`` before the first; :meth:`silent_for` reads it.
     """
 
-    def __init__(self, url: str, clock: Any = time.monotonic) -> None:
+    def __init__(self, url: str, clock: Any = time.monotonic, on_event: Any = None) -> None:
         self.url = url.rstrip("/")
         self.clock = clock
+        self.on_event = on_event
         self.connected = False
         self.events = 0  #: events with a session read so far
+        self.last_line_mono: float | None = None
         self._last: dict[str, float] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._resp: Any = None
         self._thread = threading.Thread(target=self._run, name="ccci-opencode-events", daemon=True)
         self._thread.start()
 
@@ -474,20 +504,24 @@ class EventWatcher:
             try:
                 req = urllib.request.Request(self.url + "/global/event", headers={"accept": "text/event-stream"})
                 with urllib.request.urlopen(req, timeout=EVENTS_READ_TIMEOUT_S) as resp:  # noqa: S310 - loopback
+                    self._resp = resp
                     self.connected = True
+                    self.last_line_mono = self.clock()
                     for raw in resp:
                         if self._stop.is_set():
                             return
                         line = raw.decode("utf-8", "replace").strip()
                         if line.startswith("data:"):
                             self.feed(line[5:].strip())
-            except (urllib.error.URLError, OSError, ValueError):
-                pass
+            except (urllib.error.URLError, OSError, ValueError, AttributeError):
+                pass  # AttributeError: the response closed under the read by reopen()
             self.connected = False
+            self._resp = None
             self._stop.wait(EVENTS_RECONNECT_S)
 
     def feed(self, data: str) -> None:
         """Take one ``data:`` payload (JSON text); ignores anything unreadable."""
+        self.last_line_mono = self.clock()
         try:
             obj = json.loads(data)
         except ValueError:
@@ -499,19 +533,48 @@ class EventWatcher:
         sid = props.get("sessionID") if isinstance(props, dict) else None
         if isinstance(sid, str) and sid:
             with self._lock:
-                self._last[sid] = self.clock()
+                self._last[sid] = self.last_line_mono
                 self.events += 1
                 if len(self._last) > 1000:
                     self._last.pop(next(iter(self._last)))
+            kind = str(payload.get("type", ""))
+            cb = getattr(self, "on_event", None)
+            if cb is not None and kind in WAKE_EVENTS:
+                try:
+                    cb(kind, sid)
+                except Exception:  # noqa: BLE001 - the tick polls the server anyway
+                    pass
 
     def last_activity(self, session_id: str) -> float | None:
         """Monotonic seconds of the newest event about ``session_id``, or ``None``."""
         with self._lock:
             return self._last.get(session_id)
 
+    def silent_for(self, mono: float) -> float | None:
+        """Seconds since the stream's newest line (heartbeats count), or ``None`` while
+        no stream is open (then the API poll is the source anyway)."""
+        if not self.connected or self.last_line_mono is None:
+            return None
+        return mono - self.last_line_mono
+
+    def reopen(self) -> None:
+        """Drop the current connection (a silent stream): its socket is shut down, which
+        ends the reader's blocking read at once; the thread reconnects. (Without the
+        socket, the read times out after :data:`EVENTS_READ_TIMEOUT_S` anyway.)"""
+        import socket
+
+        resp = self._resp
+        sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def close(self) -> None:
         """Stop reading (the thread ends at its next line or reconnect)."""
         self._stop.set()
+        self.reopen()
 
 
 #: the fleet's :class:`EventWatcher` (fleet stash)
@@ -520,6 +583,24 @@ EVENTS = StashKey[EventWatcher]("events")
 PROGRESS_SEEN = StashKey[dict]("progress_seen")
 #: tool part id -> monotonic s it was first seen running (fleet stash)
 TOOLS_SEEN = StashKey[dict]("tools_seen")
+#: agent -> fingerprint of its turn's newest message, polled while the stream is silent (fleet stash)
+POLLED = StashKey[dict]("polled")
+#: monotonic s the stream was last reported silent (fleet stash; one event per silence)
+SILENT_SINCE = StashKey[float]("silent_since")
+#: ``(agent, silent seconds)`` to report as ``opencode_events_silent`` events this tick (fleet stash)
+SILENT_EVENTS = StashKey[list]("silent_events")
+
+
+def message_fingerprint(msgs: list[dict]) -> str:
+    """What changes in the newest assistant message while a turn makes progress: its
+    parts' ids, types, tool states and text lengths (opencode 1.18.33 shows a streaming
+    text part empty until it ends, so this moves at each part, not each chunk)."""
+    for msg in reversed(msgs or []):
+        if (msg.get("info") or {}).get("role") == "assistant":
+            parts = msg.get("parts") or []
+            return "|".join(f"{p.get('id', '')}:{p.get('type', '')}:{(p.get('state') or {}).get('status', '')}:"
+                            f"{len(str(p.get('text', '')))}" for p in parts)
+    return ""
 
 
 def running_tools(msgs: list[dict]) -> list[str]:
@@ -569,6 +650,23 @@ def _server_view(backend: "OpencodeBackend", config, rt, now: datetime, mono: fl
     if last is not None and last > seen.get(rt.name, float("-inf")):
         seen[rt.name] = last
         progressed = True
+    silent = watcher.silent_for(mono) if watcher is not None else None
+    stream_ok = silent is not None and silent < EVENTS_SILENT_S
+    if status and not stream_ok:
+        # no stream, or a silent one (no line, not even a heartbeat, for EVENTS_SILENT_S while
+        # the API says busy): the poll is the source of progress
+        polled = stash.setdefault(POLLED, {})
+        fp = message_fingerprint(msgs)
+        if rt.name in polled and polled[rt.name] != fp:
+            progressed = True
+        polled[rt.name] = fp
+        if silent is not None and watcher is not None and stash.get(SILENT_SINCE) is None:
+            stash[SILENT_SINCE] = mono
+            watcher.reopen()
+            events_out = stash.setdefault(SILENT_EVENTS, [])
+            events_out.append((rt.name, silent))
+    elif stream_ok and stash.get(SILENT_SINCE) is not None:
+        stash.pop(SILENT_SINCE)
     if status and status.get("type") == "retry":
         try:
             due_in = float(status.get("next") or 0) / 1000.0 - now.timestamp()
@@ -591,8 +689,9 @@ def _server_view(backend: "OpencodeBackend", config, rt, now: datetime, mono: fl
                               waiting_until=_declared_wait(outcome.text) or None)
 
 
-def _ensure_events(backend: "OpencodeBackend", config, stash) -> None:
-    """Start (or re-point) the fleet's :class:`EventWatcher` at the server's URL."""
+def _ensure_events(backend: "OpencodeBackend", config, stash, wake: Any = None) -> None:
+    """Start (or re-point) the fleet's :class:`EventWatcher` at the server's URL; its
+    turn-state events call ``wake(reason)`` (``Services.wake``)."""
     try:
         url = backend.server_url(config)
     except (ServerError, OSError, ValueError):
@@ -603,7 +702,10 @@ def _ensure_events(backend: "OpencodeBackend", config, stash) -> None:
     if w is not None:
         w.close()
     if backend.events_factory is not None:
-        stash[EVENTS] = backend.events_factory(url)
+        w = backend.events_factory(url)
+        if wake is not None and w is not None:
+            w.on_event = lambda kind, sid: wake(f"opencode {kind} {sid}")
+        stash[EVENTS] = w
 
 
 @hookimpl
@@ -615,8 +717,11 @@ def ccci_unconfigure(stash):
 
 
 @hookimpl
-def ccci_observe(snapshot, config, agents, now, mono, stash):
-    """The server is the source of truth for opencode agents (issue 13).
+def ccci_observe(snapshot, config, agents, now, mono, stash, services):
+    """The server is the source of truth for opencode agents (issue 13); its event
+    stream is the first source: a turn's state change wakes the runner, and a stream
+    silent for :data:`EVENTS_SILENT_S` while the API says busy is reported once
+    (``opencode_events_silent``), reopened, and replaced by polling meanwhile.
 
     For an agent whose ``opencode run`` is alive: :func:`_server_view` (turn state and
     progress from the server; the fleet's :class:`EventWatcher` is started on first use).
@@ -652,8 +757,15 @@ def ccci_observe(snapshot, config, agents, now, mono, stash):
                 if len(_serve_seen) > 1000:
                     _serve_seen.pop(next(iter(_serve_seen)))
             if name in agents and serve.get("healthy", True):
-                _ensure_events(backend, config, stash)
+                _ensure_events(backend, config, stash, services.wake)
                 _server_view(backend, config, agents[name], now, mono, stash, statuses)
+                for agent_name, silent in stash.pop(SILENT_EVENTS, None) or []:
+                    from ccci.model import Event
+
+                    snapshot.events.append(Event(
+                        "opencode_events_silent", f"the opencode server's event stream sent nothing for {silent:.0f}s "
+                        f"while the API says a turn runs; polling the API for progress and reopening the stream",
+                        agent=agent_name, data={"silent_s": round(silent, 1)}))
             continue
         if key not in _outcomes:
             seen = _serve_seen.get(key)
@@ -772,8 +884,10 @@ def ccci_check_agent(agent, backend, pane, snapshot, mono, stash):
 
     check = OUTCOME_CHECKS[outcome.state]
     data: dict[str, Any] = {"source": "opencode API", "status": outcome.status}
+    if outcome_kind(outcome) == "auth":
+        data["kind"] = "auth"  # credentials or permission: a person must fix it (docs/errors.md)
     if outcome.state == AgentState.USAGE_LIMIT or outcome.reset_at is not None:
         data["reset_at"] = iso(outcome.reset_at)  # an API error's retry-after too (checks/api_error.py)
     return Finding(check, agent.name, f"opencode turn ended with {outcome.state.value}"
                    + (f" (HTTP {outcome.status})" if outcome.status else ""),
-                   evidence=outcome.evidence[:300], immediate=True, data=data)
+                   evidence=outcome.evidence[:300], immediate=True, structured=True, data=data)

@@ -1,0 +1,78 @@
+"""Usage-limit resets as Claude Code records them (structured), before any screen text.
+
+Claude Code 2.1.332 writes the failed turn's assistant message to the session's
+transcript ``$HOME/.claude/projects/<project>/<session id>.jsonl`` with the limit in
+structured form (recorded against ccci's model server with a claude.ai login and the 429
++ unified rate-limit headers, ``tests/golden/claude-2.1.332-recorded/transcripts/``)::
+
+    {"type": "assistant", "apiError": "usage_limit_reached",
+     "apiErrorParams": {"rate_limit_info": {"status": "rejected", "resetsAt": 1796604279,
+                                            "rateLimitType": "five_hour", ...}},
+     "quotaLimits": {"status": "rejected", "resetsAt": 1796604279, ...},
+     "message": {"content": [{"type": "text", "text": "You've hit your 5-hour limit · resets 12:44am (UTC)"}]}}
+
+``resetsAt`` is unix seconds: the full reset instant, where the ``StopFailure`` hook's text
+(and the screen) give only a clock time (``resets 12:44am (UTC)``). With an API key the
+hook's text carries the instant itself (``Claude AI usage limit reached|<unix seconds>``).
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+from ccci.clock import UTC
+
+TAIL_BYTES = 256 * 1024  #: bytes read from the end of a transcript at most
+
+
+def transcript_path(home: Path, session_id: str) -> Path | None:
+    """``home/.claude/projects/*/<session_id>.jsonl`` (the newest when several), or ``None``."""
+    if not session_id or "/" in session_id or session_id.startswith("."):
+        return None
+    found = sorted(Path(home).glob(f".claude/projects/*/{session_id}.jsonl"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def reset_from_entry(entry: dict) -> datetime | None:
+    """The reset (UTC) of one transcript entry: ``apiErrorParams.rate_limit_info.resetsAt``,
+    else ``quotaLimits.resetsAt`` when its ``status`` is ``rejected``; ``None`` otherwise."""
+    if not isinstance(entry, dict):
+        return None
+    params = entry.get("apiErrorParams")
+    info = params.get("rate_limit_info") if isinstance(params, dict) else None
+    candidates = [info] if isinstance(info, dict) else []
+    quota = entry.get("quotaLimits")
+    if isinstance(quota, dict) and quota.get("status") == "rejected":
+        candidates.append(quota)
+    for c in candidates:
+        at = c.get("resetsAt")
+        if isinstance(at, (int, float)) and 1e9 < at < 1e11:
+            return datetime.fromtimestamp(float(at), UTC)
+    return None
+
+
+def transcript_usage_reset(home: Path, session_id: str) -> datetime | None:
+    """The reset of the newest usage-limit entry in the session's transcript (its last
+    :data:`TAIL_BYTES`), or ``None`` (no transcript, no such entry, unreadable)."""
+    path = transcript_path(home, session_id)
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            size = f.seek(0, 2)
+            f.seek(max(0, size - TAIL_BYTES))
+            tail = f.read()
+    except OSError:
+        return None
+    for raw in reversed(tail.splitlines()):
+        if b"resetsAt" not in raw:
+            continue
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            continue
+        reset = reset_from_entry(entry)
+        if reset is not None:
+            return reset
+    return None
