@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ccci.state import USAGE_COUNTERS
 
@@ -57,6 +57,103 @@ class UsageReading:
         cur = self.totals.setdefault((day, source, model), dict.fromkeys(USAGE_COUNTERS, 0))
         for k in USAGE_COUNTERS:
             cur[k] += int(counts.get(k, 0) or 0)
+
+
+def nonneg_int(v: Any) -> int:
+    """``v`` as a token count: an ``int`` >= 0; ``0`` for ``None``, negatives and
+    anything that is not a number (CLI records are read as they come)."""
+    try:
+        return max(0, int(v or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+#: per-(day, model) sums a cursor keeps as it folds lines: ``{(day, model): {counter: tokens}}``
+DaySums = dict[tuple[str, str], dict[str, int]]
+
+
+def add_counts(sums: DaySums, day: str, model: str, counts: dict[str, int], sign: int = 1) -> None:
+    """Add ``sign`` * ``counts`` to ``sums[(day, model)]`` (``sign=-1`` takes back a
+    reading that a newer one of the same message replaces)."""
+    cur = sums.setdefault((day, model), dict.fromkeys(counts, 0))
+    for k, v in counts.items():
+        cur[k] = cur.get(k, 0) + sign * v
+
+
+def reading_of(rows: Iterable[tuple[str, str, dict[str, int]]], source: str, since_day: str | None = None, *,
+               context_tokens: int | None = None, model: str = "", window: int | None = None) -> UsageReading:
+    """A :class:`UsageReading` of ``rows`` (``(day, model, counts)``, several rows of
+    one day and model are summed) stored under ``source``; only days ``>= since_day``
+    (``YYYY-MM-DD``) when it is given."""
+    out = UsageReading(context_tokens=context_tokens, model=model, window=window)
+    for day, row_model, counts in rows:
+        if since_day is None or day >= since_day:
+            out.add(day, source, row_model, counts)
+    return out
+
+
+#: bytes a :class:`JsonlCursor` reads per call at most (a larger backlog takes several calls)
+READ_MAX = 8 << 20
+
+
+@dataclass
+class JsonlCursor:
+    """An incremental reader of one JSON-lines file that an agent CLI appends to (Claude
+    Code's transcript, Codex's rollout file, Gemini CLI's session file): :meth:`read`
+    hands each complete line appended since the last call to :meth:`fold_line` (a
+    partial last line waits for its newline). A subclass adds its fields (all with
+    defaults) and implements :meth:`fold_line` and :meth:`reading`.
+
+    Attributes:
+        path: the file.
+        offset: bytes consumed (up to the last complete line).
+        inode: the file's inode when it was last read (another one means it was replaced).
+    """
+
+    path: Path
+    offset: int = 0
+    inode: int = 0
+
+    def read(self) -> bool:
+        """Fold in the complete lines appended since the last call (at most
+        :data:`READ_MAX` bytes).
+
+        :returns: whether anything new was read. A file that shrank or was replaced
+            (e.g. rewritten on resume) is read again from the start, every field back
+            to its default.
+        :raises OSError: when the file cannot be read.
+        """
+        st = self.path.stat()
+        if st.st_ino != self.inode or st.st_size < self.offset:
+            self.__init__(self.path)  # type: ignore[misc]
+            self.inode = st.st_ino
+        if st.st_size == self.offset:
+            return False
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read(READ_MAX)
+        end = data.rfind(b"\n")
+        if end < 0:
+            return False
+        for line in data[:end].splitlines():
+            self.fold_line(line)
+        self.offset += end + 1
+        return True
+
+    def read_all(self, source: str | None = None) -> UsageReading:
+        """Read the whole file, then :meth:`reading` under ``source`` (default: the
+        file's name without ``.jsonl``). :raises OSError: when it cannot be read."""
+        while self.read():
+            pass
+        return self.reading(source or self.path.stem)
+
+    def fold_line(self, line: bytes | str) -> None:
+        """Fold one line (bad JSON and records of no interest are skipped)."""
+        raise NotImplementedError
+
+    def reading(self, source: str, since_day: str | None = None) -> UsageReading:
+        """The totals so far (``since_day``: only days ``>=`` it)."""
+        raise NotImplementedError
 
 
 @lru_cache(maxsize=4)
@@ -121,5 +218,6 @@ def day_totals(rows: list[dict[str, Any]], agent: str, day: str) -> dict[str, in
     return out
 
 
-__all__ = ["CONTEXT_KEY", "UsageReading", "WINDOWS_FILE", "context_record", "context_window", "day_totals",
+__all__ = ["CONTEXT_KEY", "DaySums", "JsonlCursor", "READ_MAX", "UsageReading", "add_counts", "nonneg_int",
+           "reading_of", "WINDOWS_FILE", "context_record", "context_window", "day_totals",
            "read_context", "shipped_windows"]

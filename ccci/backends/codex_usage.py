@@ -28,16 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ccci.usage import UsageReading
-
-READ_MAX = 8 << 20  #: bytes read per call at most
-
-
-def _int(v: Any) -> int:
-    try:
-        return max(0, int(v or 0))
-    except (TypeError, ValueError):
-        return 0
+from ccci.usage import DaySums, JsonlCursor, UsageReading, add_counts, reading_of
+from ccci.usage import nonneg_int as _int
 
 
 def _counts(u: Any) -> dict[str, int]:
@@ -48,38 +40,15 @@ def _counts(u: Any) -> dict[str, int]:
 
 
 @dataclass
-class RolloutCursor:
+class RolloutCursor(JsonlCursor):
     """An incremental reader of one rollout file (:meth:`read` folds the complete lines
-    appended since the last call)."""
+    appended since the last call; :class:`ccci.usage.JsonlCursor`)."""
 
-    path: Path
-    offset: int = 0
-    inode: int = 0
     model: str = ""
     total: dict[str, int] = field(default_factory=dict)  #: the newest running total (ccci counters)
-    days: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)  #: (day, model) -> counts
+    days: DaySums = field(default_factory=dict)  #: (day, model) -> counts
     context_tokens: int | None = None
     window: int | None = None
-
-    def read(self) -> bool:
-        """:returns: whether anything new was read (a replaced or shorter file is read
-        again from the start). :raises OSError: when the file cannot be read."""
-        st = self.path.stat()
-        if st.st_ino != self.inode or st.st_size < self.offset:
-            self.__init__(self.path)  # type: ignore[misc]
-            self.inode = st.st_ino
-        if st.st_size == self.offset:
-            return False
-        with open(self.path, "rb") as fh:
-            fh.seek(self.offset)
-            data = fh.read(READ_MAX)
-        end = data.rfind(b"\n")
-        if end < 0:
-            return False
-        for line in data[:end].splitlines():
-            self.fold_line(line)
-        self.offset += end + 1
-        return True
 
     def fold_line(self, line: bytes | str) -> None:
         try:
@@ -100,10 +69,7 @@ class RolloutCursor:
         delta = {k: max(0, total[k] - prev.get(k, 0)) for k in total}
         self.total = {k: max(total[k], prev.get(k, 0)) for k in total}
         if any(delta.values()):
-            day = str(rec.get("timestamp") or "")[:10]
-            cur = self.days.setdefault((day, self.model), dict.fromkeys(delta, 0))
-            for k, v in delta.items():
-                cur[k] += v
+            add_counts(self.days, str(rec.get("timestamp") or "")[:10], self.model, delta)
         last = info.get("last_token_usage")
         if isinstance(last, dict):
             self.context_tokens = _int(last.get("total_tokens")) or None
@@ -111,19 +77,13 @@ class RolloutCursor:
             self.window = _int(info["model_context_window"]) or None
 
     def reading(self, source: str, since_day: str | None = None) -> UsageReading:
-        out = UsageReading(context_tokens=self.context_tokens, model=self.model, window=self.window)
-        for (day, model), counts in self.days.items():
-            if since_day is None or day >= since_day:
-                out.add(day, source, model, counts)
-        return out
+        return reading_of(((day, model, counts) for (day, model), counts in self.days.items()), source, since_day,
+                          context_tokens=self.context_tokens, model=self.model, window=self.window)
 
 
 def read_file(path: Path, source: str | None = None) -> UsageReading:
     """The whole rollout file at once. :raises OSError: when it cannot be read."""
-    cur = RolloutCursor(Path(path))
-    while cur.read():
-        pass
-    return cur.reading(source or Path(path).stem)
+    return RolloutCursor(Path(path)).read_all(source)
 
 
 __all__ = ["RolloutCursor", "read_file"]

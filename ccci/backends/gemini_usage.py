@@ -23,16 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ccci.usage import UsageReading
-
-READ_MAX = 8 << 20  #: bytes read per call at most
-
-
-def _int(v: Any) -> int:
-    try:
-        return max(0, int(v or 0))
-    except (TypeError, ValueError):
-        return 0
+from ccci.usage import JsonlCursor, UsageReading, reading_of
+from ccci.usage import nonneg_int as _int
 
 
 def counts_of(tokens: Any) -> dict[str, int]:
@@ -45,37 +37,15 @@ def counts_of(tokens: Any) -> dict[str, int]:
 
 
 @dataclass
-class SessionCursor:
+class SessionCursor(JsonlCursor):
     """An incremental reader of one session file (:meth:`read` folds the complete lines
-    appended since the last call; a message seen again replaces its earlier reading)."""
+    appended since the last call, and reads a replaced or shorter file, e.g. rewritten
+    on resume, again from the start: :class:`ccci.usage.JsonlCursor`; a message seen
+    again replaces its earlier reading)."""
 
-    path: Path
-    offset: int = 0
-    inode: int = 0
     messages: dict[str, tuple[str, str, dict[str, int]]] = field(default_factory=dict)
     context_tokens: int | None = None
     model: str = ""
-
-    def read(self) -> bool:
-        """:returns: whether anything new was read (a replaced or shorter file, e.g.
-        rewritten on resume, is read again from the start). :raises OSError: when the
-        file cannot be read."""
-        st = self.path.stat()
-        if st.st_ino != self.inode or st.st_size < self.offset:
-            self.__init__(self.path)  # type: ignore[misc]
-            self.inode = st.st_ino
-        if st.st_size == self.offset:
-            return False
-        with open(self.path, "rb") as fh:
-            fh.seek(self.offset)
-            data = fh.read(READ_MAX)
-        end = data.rfind(b"\n")
-        if end < 0:
-            return False
-        for line in data[:end].splitlines():
-            self.fold_line(line)
-        self.offset += end + 1
-        return True
 
     def fold_line(self, line: bytes | str) -> None:
         try:
@@ -93,19 +63,13 @@ class SessionCursor:
         self.model = model or self.model
 
     def reading(self, source: str, since_day: str | None = None) -> UsageReading:
-        out = UsageReading(context_tokens=self.context_tokens, model=self.model)
-        for day, model, counts in self.messages.values():
-            if since_day is None or day >= since_day:
-                out.add(day, source, model, counts)
-        return out
+        return reading_of(self.messages.values(), source, since_day,
+                          context_tokens=self.context_tokens, model=self.model)
 
 
 def read_file(path: Path, source: str | None = None) -> UsageReading:
     """The whole session file at once. :raises OSError: when it cannot be read."""
-    cur = SessionCursor(Path(path))
-    while cur.read():
-        pass
-    return cur.reading(source or Path(path).stem)
+    return SessionCursor(Path(path)).read_all(source)
 
 
 __all__ = ["SessionCursor", "counts_of", "read_file"]

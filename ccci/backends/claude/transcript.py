@@ -37,11 +37,10 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from ccci.usage import UsageReading
+from ccci.usage import DaySums, JsonlCursor, UsageReading, add_counts, reading_of
+from ccci.usage import nonneg_int as _int
 
-READ_MAX = 8 << 20  #: bytes read per call at most (a larger backlog is read over several calls)
 #: transcript usage field -> ccci counter (:data:`ccci.state.USAGE_COUNTERS`)
 FIELDS = {"input_tokens": "input_tokens", "output_tokens": "output_tokens",
           "cache_read_input_tokens": "cache_read_tokens", "cache_creation_input_tokens": "cache_write_tokens"}
@@ -68,48 +67,22 @@ def transcript_path(conversation_id: str, env: dict[str, str] | None = None) -> 
 
 
 @dataclass
-class TranscriptCursor:
+class TranscriptCursor(JsonlCursor):
     """An incremental reader of one transcript: call :meth:`read` again to fold in what
-    the CLI appended since (a partial last line waits for its newline).
+    the CLI appended since (a partial last line waits for its newline; a file that
+    shrank or was replaced is read again from the start: :class:`ccci.usage.JsonlCursor`).
 
     Attributes:
-        path: the transcript.
-        offset: bytes consumed (up to the last complete line).
+        path, offset, inode: see :class:`ccci.usage.JsonlCursor`.
         messages: de-duplication key -> ``(day, model, {counter: tokens})``.
         context_tokens, model: see :class:`ccci.usage.UsageReading`.
+        sums: ``(day, model) -> {counter: tokens}`` of :attr:`messages`, kept as lines are folded.
     """
 
-    path: Path
-    offset: int = 0
     messages: dict[str, tuple[str, str, dict[str, int]]] = field(default_factory=dict)
     context_tokens: int | None = None
     model: str = ""
-    inode: int = 0
-    sums: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)  #: (day, model) -> counts
-
-    def read(self) -> bool:
-        """Fold in the complete lines appended since the last call.
-
-        :returns: whether anything new was read. A file that shrank or was replaced is
-            read again from the start.
-        :raises OSError: when the file cannot be read.
-        """
-        st = self.path.stat()
-        if st.st_ino != self.inode or st.st_size < self.offset:
-            self.offset, self.messages, self.context_tokens, self.model, self.inode = 0, {}, None, "", st.st_ino
-            self.sums = {}
-        if st.st_size == self.offset:
-            return False
-        with open(self.path, "rb") as fh:
-            fh.seek(self.offset)
-            data = fh.read(READ_MAX)
-        end = data.rfind(b"\n")
-        if end < 0:
-            return False
-        for line in data[:end].splitlines():
-            self.fold_line(line)
-        self.offset += end + 1
-        return True
+    sums: DaySums = field(default_factory=dict)
 
     def fold_line(self, line: bytes | str) -> None:
         """Fold one transcript line (bad JSON and other record types are skipped)."""
@@ -142,34 +115,19 @@ class TranscriptCursor:
         if old is not None:
             day, model, prev = old[0], old[1] or model, old[2]
             counts = {k: max(prev[k], counts[k]) for k in counts}
-            self._add(old[0], old[1], old[2], -1)
+            add_counts(self.sums, old[0], old[1], old[2], -1)
         self.messages[key] = (day, model, counts)
-        self._add(day, model, counts, 1)
+        add_counts(self.sums, day, model, counts)
         if not rec.get("isSidechain"):
             self.context_tokens = sum(counts.values())
             self.model = model or self.model
-
-    def _add(self, day: str, model: str, counts: dict[str, int], sign: int) -> None:
-        cur = self.sums.setdefault((day, model), dict.fromkeys(counts, 0))
-        for k, v in counts.items():
-            cur[k] += sign * v
 
     def reading(self, source: str, since_day: str | None = None) -> UsageReading:
         """The totals so far as a :class:`ccci.usage.UsageReading` (``source``: the key
         the totals are stored under; ``since_day``: only days ``>=`` it). Costs one entry
         per (day, model), not per message: the sums are kept as lines are folded."""
-        out = UsageReading(context_tokens=self.context_tokens, model=self.model)
-        for (day, model), counts in self.sums.items():
-            if since_day is None or day >= since_day:
-                out.add(day, source, model, counts)
-        return out
-
-
-def _int(v: Any) -> int:
-    try:
-        return max(0, int(v or 0))
-    except (TypeError, ValueError):
-        return 0
+        return reading_of(((day, model, counts) for (day, model), counts in self.sums.items()), source, since_day,
+                          context_tokens=self.context_tokens, model=self.model)
 
 
 def read_file(path: Path, source: str | None = None) -> UsageReading:
@@ -177,10 +135,7 @@ def read_file(path: Path, source: str | None = None) -> UsageReading:
 
     :raises OSError: when it cannot be read.
     """
-    cur = TranscriptCursor(Path(path))
-    while cur.read():
-        pass
-    return cur.reading(source or Path(path).stem)
+    return TranscriptCursor(Path(path)).read_all(source)
 
 
 __all__ = ["TranscriptCursor", "config_dir", "read_file", "transcript_path"]

@@ -21,19 +21,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from ccci.usage import UsageReading
+from ccci.usage import UsageReading, reading_of
+from ccci.usage import nonneg_int as _int
 
 #: messages asked for on a later read (an earlier read asked for all of them)
 RECENT = 20
 #: "all messages" on the first read (opencode's ``limit`` query parameter)
 ALL = 1_000_000
-
-
-def _int(v: Any) -> int:
-    try:
-        return max(0, int(v or 0))
-    except (TypeError, ValueError):
-        return 0
 
 
 def step_counts(tokens: Any) -> dict[str, int]:
@@ -88,11 +82,7 @@ class SessionUsage:
                 self.model = model
 
     def reading(self, source: str, since_day: str | None = None) -> UsageReading:
-        out = UsageReading(context_tokens=self.context_tokens, model=self.model)
-        for day, model, counts in self.steps.values():
-            if since_day is None or day >= since_day:
-                out.add(day, source, model, counts)
-        return out
+        return reading_of(self.steps.values(), source, since_day, context_tokens=self.context_tokens, model=self.model)
 
 
 def read_session(client: Any, session_id: str, seen: SessionUsage) -> SessionUsage:
