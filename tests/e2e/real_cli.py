@@ -25,7 +25,7 @@ import pytest
 from ccci.backends.claude import TESTED_VERSION as TESTED_CLAUDE_VERSION
 from ccci.backends.codex import TESTED_VERSION as TESTED_CODEX_VERSION
 from ccci.model import ScreenAnalysis
-from ccci.state import StateStore
+from ccci.state import USAGE_COUNTERS, StateStore
 from ccci.testing.agent_clis import CliUnavailable, ensure_cli
 from ccci.testing.model_server import step_to_json
 from ccci.tmux import Tmux
@@ -96,6 +96,44 @@ def seed_origin(origin: Path, work: Path, readme: str = "e2e project\n") -> None
     git(work, "commit", "-q", "-m", "initial")
     git(work, "remote", "add", "origin", str(origin))
     git(work, "push", "-q", "origin", "main")
+
+
+# ----------------------------------------------------------------------------- usage
+
+
+#: Anthropic usage field (the model server's ``usage`` of an answer) -> ccci counter
+AS_CCCI = {"input_tokens": "input_tokens", "output_tokens": "output_tokens",
+           "cache_read_input_tokens": "cache_read_tokens", "cache_creation_input_tokens": "cache_write_tokens"}
+
+
+def sent_totals(requests: list[dict]) -> dict[str, int]:
+    """What the model server's answers (``status`` 200 with a ``usage``) reported,
+    summed, under ccci's counter names (:data:`ccci.state.USAGE_COUNTERS`)."""
+    out = dict.fromkeys(USAGE_COUNTERS, 0)
+    for r in requests:
+        if r.get("status") == 200 and r.get("usage"):
+            for theirs, ours in AS_CCCI.items():
+                out[ours] += r["usage"][theirs]
+    return out
+
+
+def wait_usage(read: Callable[[], Any], want: dict[str, int], timeout: float = 20,
+               interval: float = 0.3) -> tuple[dict[str, int], Any]:
+    """Call ``read`` (a backend's ``read_usage``: a :class:`ccci.usage.UsageReading` or
+    ``None``) until its totals, every day, source and model summed, equal ``want`` or
+    ``timeout`` seconds passed (the CLI writes its records a little after the screen
+    shows the answer); read at least once. :returns: ``(summed totals, the last reading)``
+    for the caller to assert on."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reading = read()
+        got = dict.fromkeys(USAGE_COUNTERS, 0)
+        for counts in (reading.totals.values() if reading else ()):
+            for k in USAGE_COUNTERS:
+                got[k] += counts[k]
+        if got == want or time.monotonic() > deadline:
+            return got, reading
+        time.sleep(interval)
 
 
 # ---------------------------------------------------------------------- processes

@@ -20,11 +20,10 @@ from pathlib import Path
 from datetime import datetime, timezone
 
 import pytest
-from real_cli import CLAUDE_VERSION, RECORD, REPO
+from real_cli import CLAUDE_VERSION, RECORD, REPO, sent_totals, wait_usage
 
 from ccci.backends.claude import ClaudeBackend
 from ccci.model import AgentSpec, AgentState, Role
-from ccci.state import USAGE_COUNTERS
 from ccci.testing.model_server import Text, ToolUse
 
 #: where recordings go (as tests/e2e/conftest.py's CAPTURES; not imported: two conftest modules)
@@ -32,23 +31,9 @@ CAPTURES = Path(os.environ.get("CCCI_E2E_RECORD_DIR") or REPO / "tests" / "golde
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(600)]
 
-#: Anthropic usage field -> ccci counter
-AS_CCCI = {"input_tokens": "input_tokens", "output_tokens": "output_tokens",
-           "cache_read_input_tokens": "cache_read_tokens", "cache_creation_input_tokens": "cache_write_tokens"}
-
 
 def _ready(screen, an) -> bool:
     return an.state == AgentState.IDLE and an.input_present
-
-
-def sent_totals(requests: list[dict]) -> dict[str, int]:
-    """What the model server's answers reported, summed (ccci counter names)."""
-    out = dict.fromkeys(USAGE_COUNTERS, 0)
-    for r in requests:
-        if r.get("status") == 200 and r.get("usage"):
-            for theirs, ours in AS_CCCI.items():
-                out[ours] += r["usage"][theirs]
-    return out
 
 
 def test_transcript_usage_matches_what_the_server_sent(claude_session):
@@ -72,22 +57,7 @@ def test_transcript_usage_matches_what_the_server_sent(claude_session):
     want = sent_totals(s.main_requests())
     assert want["input_tokens"] == 12345 + 23456 + 40000
 
-    def summed():
-        r = backend.read_usage(spec, None, s.session_id)
-        if r is None:
-            return None, None
-        tot = dict.fromkeys(USAGE_COUNTERS, 0)
-        for counts in r.totals.values():
-            for k in USAGE_COUNTERS:
-                tot[k] += counts[k]
-        return tot, r
-
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        got, reading = summed()
-        if got == want:
-            break
-        time.sleep(0.2)
+    got, reading = wait_usage(lambda: backend.read_usage(spec, None, s.session_id), want, interval=0.2)
     assert got == want, (got, want)
     # the newest answer's prompt plus its output is the context the next call starts from
     assert reading.context_tokens == 40000 + 321 + 777

@@ -10,31 +10,18 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 import pytest
 from codexgemini_fixtures import gemini_bin, gemini_session  # noqa: F401 (fixtures)
-from real_cli import RECORD, REPO
+from real_cli import RECORD, REPO, sent_totals, wait_usage
 
 from ccci.clock import Clock
 from ccci.send import deliver
-from ccci.state import USAGE_COUNTERS
 from ccci.testing.model_server import Text, ToolUse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(600)]
 
 SEND = {"send_enter_delay": 0.2, "send_retries": 3}
-AS_CCCI = {"input_tokens": "input_tokens", "output_tokens": "output_tokens",
-           "cache_read_input_tokens": "cache_read_tokens", "cache_creation_input_tokens": "cache_write_tokens"}
-
-
-def _sent(requests) -> dict[str, int]:
-    out = dict.fromkeys(USAGE_COUNTERS, 0)
-    for r in requests:
-        if r.get("status") == 200 and r.get("usage"):
-            for theirs, ours in AS_CCCI.items():
-                out[ours] += r["usage"][theirs]
-    return out
 
 
 def test_gemini_session_usage_matches_what_the_server_sent(gemini_session, tmp_path):
@@ -49,18 +36,9 @@ def test_gemini_session_usage_matches_what_the_server_sent(gemini_session, tmp_p
     s.wait_state("idle", timeout=60, also=lambda sc: "USAGE-A" in sc)
     assert deliver(s.tmux, s.pane_id, s.backend, "write the file", SEND, Clock(), tmp_path).delivered
     s.wait_state("idle", timeout=60, also=lambda sc: "USAGE-B" in sc)
-    want = _sent(s.main_requests())
+    want = sent_totals(s.main_requests())
     assert want["input_tokens"] == 15000 + 16000 + 17000
-    deadline = time.monotonic() + 20
-    while True:
-        r = s.backend.read_usage(s.spec(), s.config, s.conversation_id)
-        got = dict.fromkeys(USAGE_COUNTERS, 0)
-        for counts in (r.totals.values() if r else ()):
-            for k in USAGE_COUNTERS:
-                got[k] += counts[k]
-        if got == want or time.monotonic() > deadline:
-            break
-        time.sleep(0.3)
+    got, r = wait_usage(lambda: s.backend.read_usage(s.spec(), s.config, s.conversation_id), want)
     side = [q for q in s.requests() if q.get("kind") == "side"]
     assert got == want, (got, want, len(side))
     assert r.context_tokens == 17000 + 9000 + 50
