@@ -17,6 +17,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any, Callable
 
 import click
 from rich.console import Console
@@ -133,6 +134,23 @@ def _forward_all(ctx: click.Context, cfg: config_mod.FleetConfig, remote: dict[s
     return worst
 
 
+def _act_everywhere(ctx: click.Context, cfg: config_mod.FleetConfig, remote: dict[str, list[str]],
+                    args: list[str], here: Callable[[], Any] | None) -> None:
+    """``ccci start`` / ``ccci restart``: forward ``ccci ARGS AGENTS`` to each other host
+    in ``remote``, then call ``here()`` (``None``: nothing to do on this host), which
+    returns a :class:`ccci.commands.actions.ActionResult` whose lines are printed. Exits
+    with the worst remote status, else 1 when ``here`` failed; returns when all is well."""
+    code = _forward_all(ctx, cfg, remote, args) if remote else 0
+    if here is not None:
+        res = here()
+        for line in res.lines:
+            say(line)
+        if not res.ok:
+            code = code or 1
+    if code:
+        sys.exit(code)
+
+
 # ---------------------------------------------------------------------------- init
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
@@ -171,15 +189,8 @@ def start(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None:
 
     cfg = load_config(ctx.obj["fleet"])
     names, remote = _split(ctx, cfg, agents)
-    code = _forward_all(ctx, cfg, remote, ["start", *(["--no-watch"] if no_watch else [])]) if remote else 0
-    if names or not cfg.hosts:
-        res = start_agents(build(cfg), names, watch=not no_watch)
-        for line in res.lines:
-            say(line)
-        if not res.ok:
-            code = code or 1
-    if code:
-        sys.exit(code)
+    _act_everywhere(ctx, cfg, remote, ["start", *(["--no-watch"] if no_watch else [])],
+                    (lambda: start_agents(build(cfg), names, watch=not no_watch)) if names or not cfg.hosts else None)
 
 
 @main.command()
@@ -209,15 +220,8 @@ def restart(ctx: click.Context, agents: tuple[str, ...], no_watch: bool) -> None
 
     cfg = load_config(ctx.obj["fleet"])
     names, remote = _split(ctx, cfg, agents)
-    code = _forward_all(ctx, cfg, remote, ["restart", *(["--no-watch"] if no_watch else [])]) if remote else 0
-    if names:
-        res = restart_agents(build(cfg), names, watch=not no_watch)
-        for line in res.lines:
-            say(line)
-        if not res.ok:
-            code = code or 1
-    if code:
-        sys.exit(code)
+    _act_everywhere(ctx, cfg, remote, ["restart", *(["--no-watch"] if no_watch else [])],
+                    (lambda: restart_agents(build(cfg), names, watch=not no_watch)) if names else None)
 
 
 @main.command()
