@@ -421,23 +421,39 @@ KNOWN_TOP = {"fleet", "git", "checks", "agents", "handoff", "patterns", "default
 _LISTEN_EXAMPLE = 'e.g. listen = "127.0.0.1:9464"'
 
 
+def _listen_table(raw: dict, path: Path, name: str, example: str, exposes: str,
+                  remote_note: str = "") -> tuple[str | None, int | None, bool]:
+    """A ``[NAME]`` table of ``listen = "HOST:PORT"`` (:func:`parse_listen`) and
+    ``allow_remote`` (bool), as ``[metrics]`` and ``[web]`` have: ``(host, port,
+    allow_remote)``, host and port ``None`` when ``listen`` is absent. A non-loopback
+    host needs ``allow_remote = true``; the error says that other machines could
+    ``exposes`` (e.g. "read the metrics"), then ``remote_note``.
+
+    :raises ConfigError: one line naming the key and the fix (``example``).
+    """
+    table = _table(raw, name, path)
+    for k in table:
+        if k not in ("listen", "allow_remote"):
+            raise _err(path, f"{name}.{k}", "unknown key; known: allow_remote, listen")
+    allow = table.get("allow_remote", False)
+    if not isinstance(allow, bool):
+        raise _err(path, f"{name}.allow_remote", f"expected true or false, got {allow!r}")
+    if "listen" not in table:
+        return None, None, allow
+    host, port = parse_listen(_str(table["listen"], path, f"{name}.listen"), path, f"{name}.listen", example)
+    if not ipaddress.ip_address(host).is_loopback and not allow:
+        raise _err(path, f"{name}.listen", f"{host} is not a loopback address, so other machines could {exposes}; "
+                   f"bind 127.0.0.1, or add allow_remote = true to [{name}] if you mean it{remote_note}")
+    return host, port, allow
+
+
 def _metrics(raw: dict, path: Path) -> MetricsSettings | None:
     """``[metrics]``: ``listen = "HOST:PORT"`` (an IP address, ``[v6]`` in brackets, or
     ``localhost``) and ``allow_remote`` (bool). A non-loopback host needs
     ``allow_remote = true``. :raises ConfigError: one line naming the key and the fix."""
-    table = _table(raw, "metrics", path)
-    for k in table:
-        if k not in ("listen", "allow_remote"):
-            raise _err(path, f"metrics.{k}", "unknown key; known: allow_remote, listen")
-    allow = table.get("allow_remote", False)
-    if not isinstance(allow, bool):
-        raise _err(path, "metrics.allow_remote", f"expected true or false, got {allow!r}")
-    if "listen" not in table:
+    host, port, allow = _listen_table(raw, path, "metrics", _LISTEN_EXAMPLE, "read the metrics")
+    if host is None or port is None:
         return None
-    host, port = parse_listen(_str(table["listen"], path, "metrics.listen"), path, "metrics.listen", _LISTEN_EXAMPLE)
-    if not ipaddress.ip_address(host).is_loopback and not allow:
-        raise _err(path, "metrics.listen", f"{host} is not a loopback address, so other machines could read the "
-                   "metrics; bind 127.0.0.1, or add allow_remote = true to [metrics] if you mean it")
     return MetricsSettings(host=host, port=port, allow_remote=allow)
 
 
@@ -476,22 +492,11 @@ class WebSettings:
 
 
 def _web(raw: dict, path: Path) -> WebSettings:
-    """``[web]``: ``listen`` and ``allow_remote``. :raises ConfigError: one line."""
-    table = _table(raw, "web", path)
-    for k in table:
-        if k not in ("listen", "allow_remote"):
-            raise _err(path, f"web.{k}", "unknown key; known: allow_remote, listen")
-    allow = table.get("allow_remote", False)
-    if not isinstance(allow, bool):
-        raise _err(path, "web.allow_remote", f"expected true or false, got {allow!r}")
-    if "listen" not in table:
+    """``[web]``: ``listen`` and ``allow_remote`` (:func:`_listen_table`). :raises ConfigError: one line."""
+    host, port, allow = _listen_table(raw, path, "web", 'e.g. listen = "127.0.0.1:8765"', "reach the dashboard",
+                                      " (every request then needs the token)")
+    if host is None or port is None:
         return WebSettings(allow_remote=allow)
-    example = 'e.g. listen = "127.0.0.1:8765"'
-    host, port = parse_listen(_str(table["listen"], path, "web.listen"), path, "web.listen", example)
-    if not ipaddress.ip_address(host).is_loopback and not allow:
-        raise _err(path, "web.listen", f"{host} is not a loopback address, so other machines could reach the "
-                   "dashboard; bind 127.0.0.1, or add allow_remote = true to [web] if you mean it (every request "
-                   "then needs the token)")
     return WebSettings(host=host, port=port, allow_remote=allow)
 
 
