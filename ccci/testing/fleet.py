@@ -33,6 +33,19 @@ from ccci.state import StateStore
 from ccci.tmux import Tmux
 
 
+def poll_until(pred: Callable[[], Any], timeout: float = 30.0, poll: float = 0.1) -> Any:
+    """Call ``pred`` every ``poll`` seconds until it returns something truthy, which is
+    returned, or ``timeout`` seconds (monotonic) passed: ``None``. The one wait-for-a-
+    condition loop of the tests (never a fixed sleep then an assert)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        val = pred()
+        if val:
+            return val
+        time.sleep(poll)
+    return None
+
+
 class Fleet:
     """A demo-threshold fleet of scripted agents on its own tmux socket.
 
@@ -115,14 +128,8 @@ class Fleet:
                          and len(self.restarts(agent)) > n0 and p, timeout)
 
     def wait(self, pred: Callable[[], Any], timeout: float = 30.0, poll: float = 0.1):
-        """Poll ``pred`` until it returns something truthy (returned) or ``timeout`` s."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            val = pred()
-            if val:
-                return val
-            time.sleep(poll)
-        return None
+        """Poll ``pred`` until it returns something truthy (returned) or ``timeout`` s (:func:`poll_until`)."""
+        return poll_until(pred, timeout, poll)
 
     def idle(self, agent: str) -> bool:
         lines = [ln for ln in self.screen(agent).splitlines() if ln.strip()]

@@ -12,26 +12,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 import urllib.error
 import urllib.request
+from functools import partial
 from pathlib import Path
 
 import pytest
+
+from ccci.testing.fleet import poll_until
 
 pytestmark = [pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(180)]
 
 PHONE = {"width": 390, "height": 844}
 
 
-def wait_until(pred, timeout: float = 20.0, poll: float = 0.2):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(poll)
-    return None
+wait_until = partial(poll_until, poll=0.2)
 
 
 def cell(page, agent: str, col: str):

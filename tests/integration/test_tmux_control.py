@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from ccci import tmux_control
+from ccci.testing.fleet import poll_until
 from ccci.tmux import Tmux, TmuxError
 from ccci.tmux_control import OWNER_ENV, ControlClient, ControlUnavailable, control_clients
 
@@ -25,13 +26,8 @@ pytestmark = [pytest.mark.tmux]
 
 
 def _wait(pred, timeout: float, poll: float = 0.02):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = pred()
-        if got:
-            return got
-        time.sleep(poll)
-    return pred()
+    """:func:`poll_until`, then one last try (its value is what a failing assert shows)."""
+    return poll_until(pred, timeout, poll) or pred()
 
 
 @pytest.fixture

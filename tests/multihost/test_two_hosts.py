@@ -19,11 +19,13 @@ import sqlite3
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from ccci.commands.init import _identity, create_origin  # noqa: PLC2701 - the fleet scaffold's own helpers
+from ccci.testing.fleet import poll_until
 
 pytestmark = [pytest.mark.multihost, pytest.mark.tmux, pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -54,14 +56,7 @@ def sh(*argv: str, ns: str | None = None, env: dict | None = None, check: bool =
                           env={**os.environ, **(env or {})}, **kw)
 
 
-def wait(pred, timeout: float, poll: float = 0.25):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = pred()
-        if v:
-            return v
-        time.sleep(poll)
-    return None
+wait = partial(poll_until, poll=0.25)
 
 
 class Host:

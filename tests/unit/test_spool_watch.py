@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from ccci.backends.claude import claude_hooks
 from ccci.backends.claude.spool_watch import SpoolWatcher
 from ccci.model import AgentState, Finding
 from ccci.testing.fakes import events
+from ccci.testing.fleet import poll_until
 
 HOOKS = Path(__file__).resolve().parents[1] / "golden" / "claude-2.1.197" / "hooks"
 IDLE_SCREEN = "❯ hello\n● hi\n\n" + "─" * 20
@@ -25,13 +25,8 @@ SETTINGS = {"failure_threshold": 2, "startup_grace": 15, "backoff_reset": 600}
 
 
 def _wait(pred, timeout: float = 10.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got = pred()
-        if got:
-            return got
-        time.sleep(0.01)
-    return pred()
+    """:func:`poll_until`, then one last try."""
+    return poll_until(pred, timeout, 0.01) or pred()
 
 
 def _stop_failure() -> bytes:
