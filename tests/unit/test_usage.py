@@ -332,3 +332,38 @@ def test_status_cells_and_fields(tmp_path):
         assert _ctx(None) == "-" and _ctx(context_record(5000, None, "x", now)) == "ctx 5.0k"
     finally:
         st.close()
+
+
+@pytest.mark.parametrize("kind", ["claude", "codex", "gemini"])
+def test_a_rewritten_or_replaced_record_file_is_read_again_from_the_start(kind, tmp_path):
+    """:class:`ccci.usage.JsonlCursor`, shared by the three file readers: a file that
+    shrank (rewritten in place) or was replaced (another inode) is read from its start,
+    every field back to its default, so the totals are those of the new content only."""
+    from ccci.backends import codex_usage, gemini_usage
+
+    capture, cls = {"claude": (CAPTURE, transcript.TranscriptCursor),
+                    "codex": (CODEX / "usage_turns.jsonl", codex_usage.RolloutCursor),
+                    "gemini": (GEMINI / "usage_turns.jsonl", gemini_usage.SessionCursor)}[kind]
+    data = capture.read_bytes()
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(data)
+    cur = cls(path)
+    assert cur.read() and cur.offset == len(data)
+    whole = _summed(cur.reading("s"))
+    assert whole != dict.fromkeys(USAGE_COUNTERS, 0)
+    lines = data.splitlines(keepends=True)
+    head = b"".join(lines[:len(lines) // 2])
+    alone = tmp_path / "head.jsonl"
+    alone.write_bytes(head)
+    want = _summed(cls(alone).read_all("s"))
+    assert want != whole, "the first half of the capture has less usage than the whole"
+    path.write_bytes(head)  # same inode, shorter
+    assert cur.read() and cur.offset == len(head)
+    assert _summed(cur.reading("s")) == want
+    with open(path, "ab") as fh:  # grows again: read on from where it was
+        fh.write(data[len(head):])
+    assert cur.read() and _summed(cur.reading("s")) == whole
+    other = tmp_path / "other.jsonl"
+    other.write_bytes(head + b"\n" * (len(data) - len(head)))
+    other.replace(path)  # another inode, as long as what was read: only the inode tells
+    assert cur.read() and _summed(cur.reading("s")) == want
