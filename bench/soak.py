@@ -388,8 +388,8 @@ class Soak:
                 if not cmd or p.info["status"] == psutil.STATUS_ZOMBIE:
                     continue
                 if os.path.basename(cmd[0]).startswith("tmux") and self.socket in cmd:
-                    if p.info["ppid"] == 1 or "new-session" in cmd and p.info["ppid"] == 1:
-                        servers.append(p.pid)
+                    if p.info["ppid"] == 1 and "-C" not in cmd and "-CC" not in cmd:
+                        servers.append(p.pid)  # daemonized; an orphaned control client is a client
                     elif self.watcher is None or p.info["ppid"] != self.watcher.pid or "-C" not in cmd:
                         key = (p.pid, p.info["create_time"])
                         first = self.client_seen.setdefault(key, now)
