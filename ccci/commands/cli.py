@@ -512,13 +512,17 @@ def events(ctx: click.Context, follow: bool, as_json: bool, agent: str | None, l
     store = StateStore(cfg.state_dir)
     after = max(0, store.last_event_id() - last)
     while True:
-        for e in store.events(after_id=after, agent=agent):
-            after = e["id"]
-            if as_json:
-                click.echo(json.dumps(e))
-            else:
-                who = f" [{e['agent']}]" if e["agent"] else ""
-                click.echo(f"{e['at']} {e['kind']}{who} {e['message']}")
+        while True:  # in pages: StateStore.events returns at most 1000 at a time
+            batch = store.events(after_id=after, agent=agent)
+            for e in batch:
+                after = e["id"]
+                if as_json:
+                    click.echo(json.dumps(e))
+                else:
+                    who = f" [{e['agent']}]" if e["agent"] else ""
+                    click.echo(f"{e['at']} {e['kind']}{who} {e['message']}")
+            if not batch:
+                break
         if not follow:
             break
         time.sleep(0.5)
