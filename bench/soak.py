@@ -856,6 +856,22 @@ class Soak:
                                output=info.get("output", ""))
         return stats
 
+    def check_events_cli(self) -> None:
+        """``ccci events --json --last N`` prints the same log the harness read from state.db."""
+        self.read_events()
+        ids = [e["id"] for e in self.events]
+        r = subprocess.run(self.ccci("events", "--json", "--last", str(max(ids, default=0))), capture_output=True,
+                           text=True, timeout=120, env=self.env())
+        try:
+            cli = {json.loads(line)["id"] for line in r.stdout.splitlines() if line.strip()}
+        except ValueError:
+            cli = set()
+        missing = [i for i in ids if i not in cli]
+        self.counts["events_cli_lines"] = len(cli)
+        if r.returncode or missing:
+            self.violation("events_cli", f"ccci events --json (exit {r.returncode}) lacks {len(missing)} of {len(ids)} "
+                           f"events (first missing id {missing[:1]})")
+
     def shutdown_checks(self) -> dict:
         """Stop the watcher (SIGTERM, as a service manager does), check it left no tmux
         client, then stop the fleet and check nothing of it is left."""
@@ -931,6 +947,7 @@ class Soak:
                 f.outcome, f.detail = "open_at_end", "injected too close to the end to judge"
         pings = self.check_pings(cutoff)
         sends = self.check_sends()
+        self.check_events_cli()
         shutdown = self.shutdown_checks()
         by_kind: dict[str, dict] = {}
         for f in self.faults:
