@@ -23,9 +23,9 @@ run it injects faults at random (``random.Random(--seed)``, exponential gaps wit
 kind                injected as                                                 remedied when (bound, s, from the config)
 ==================  ==========================================================  =============================================
 ``agent_kill``      ``kill -9`` of an agent's process                           restart event (2 tick + backoff_max + slack)
-``fatal``           the scripted agent prints the thinking-block 400            ``agent_restarted_fresh`` (failure_threshold tick + backoff_max + turn + slack)
+``fatal``           the scripted agent prints the thinking-block 400            ``agent_restarted_fresh`` (startup_grace + failure_threshold tick + backoff_max + turn + slack)
 ``usage_limit``     a usage limit resetting in 5-15 s                           ``continue`` sent after the reset, no restart (reset + 3 tick + slack)
-``freeze``          the agent wedges (draws nothing, reads nothing)             restart (2 stall_idle + stall_grace + backoff_max + slack)
+``freeze``          the agent wedges (draws nothing, reads nothing)             restart (2 (stall_idle + failure_threshold tick) + stall_grace + 5 + backoff_max + slack)
 ``oversleep``       a declared wait of 2 s that never self-wakes                any new turn of the agent (2 + stall_idle + stall_grace + slack)
 ``send``            3-5 concurrent ``ccci send AGENT TOKEN``                     the agent's journal shows the token (send timeout)
 ``watcher_kill``    ``kill -9`` of the watcher; restarted after restart-delay   new watcher adopts the live agents (restart-delay + 3 tick + slack)
@@ -247,8 +247,12 @@ class Soak:
         s = a.slack
         self.bounds = {
             "agent_kill": 2 * tick + ck["backoff_max"] + s,
-            "fatal": ck["failure_threshold"] * tick + ck["backoff_max"] + a.turn_seconds + s,
-            "freeze": 2 * ck["stall_idle"] + ck["stall_grace"] + ck["backoff_max"] + 3 * tick + s,
+            # a fatal right after a restart waits out startup_grace (only deaths count then)
+            "fatal": ck["startup_grace"] + ck["failure_threshold"] * tick + ck["backoff_max"] + a.turn_seconds + s,
+            # stall_idle, a nudge that cannot be delivered (send_retries Enter presses, ~5 s
+            # with their verification), stall_idle again, then the restart
+            "freeze": 2 * (ck["stall_idle"] + ck["failure_threshold"] * tick) + ck["stall_grace"] + 5
+                      + ck["backoff_max"] + s,
             "oversleep": 2 + ck["stall_idle"] + ck["stall_grace"] + 3 * tick + s,
             "usage_limit": 3 * tick + a.turn_seconds + s,  # + the reset
             "send": SEND_TIMEOUT_S,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from ccci.faultpoint import fault_point
 from ccci.model import PaneInfo
+from ccci.tmux import TmuxError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ccci.send import SendResult
@@ -76,13 +77,17 @@ class Outbox:
             sup.store.mark_sending(msg.id, f"log_offset={_file_size(sup.log_dir / f'{rt.name}.log')}")
             try:
                 res = self.deliver_now(rt.name, msg.text)
-            except Exception:
+            except Exception as exc:
                 # the pane or the whole tmux server vanished while typing (kill -9 of the
                 # server, seen by the chaos soak, bench/soak.py): the row must not stay
                 # 'sending' until the next watcher start. Decided as a new watcher would:
                 # delivered if its text reached the pane log, else queued again.
                 self.recover_sending({}, only=msg.id)
-                raise
+                if not isinstance(exc, TmuxError):
+                    raise
+                sup.emit("message_retry", f"tmux failed while typing ({' '.join(str(exc).split())[:160]}); "
+                         f"{sup.store.message(msg.id)['status']} again", agent=rt.name, message_id=msg.id)
+                return  # the next tick sees what is left of tmux (a lost server is restored)
             if not res.delivered and res.typed and not res.draft_left:
                 # typed, Enter pressed, and our draft has left the box, with no proof either
                 # way: the CLI most likely took it, and typing it again could deliver it

@@ -62,6 +62,7 @@ def test_a_delivery_that_raises_does_not_leave_the_message_sending(make_supervis
     # watcher start (pending_messages() only takes 'queued' ones): a lost handoff
     import pytest
 
+    from ccci.testing.fakes import events
     from ccci.tmux import TmuxError
 
     sup = make_supervisor(agents=["a"])
@@ -80,10 +81,18 @@ def test_a_delivery_that_raises_does_not_leave_the_message_sending(make_supervis
 
     monkeypatch.setattr(fake_tmux, "send_literal", maybe_gone("send_literal"))
     monkeypatch.setattr(fake_tmux, "paste", maybe_gone("paste"))
-    with pytest.raises(TmuxError):
-        sup.outbox.deliver_pending()
+    sup.outbox.deliver_pending()  # a lost tmux is no tick error: the next tick restores it
     row = sup.store.message(mid)
     assert row["status"] == "queued"  # nothing reached the pane: queued again, not 'sending'
+    [retry] = [e for e in events(sup, "message_retry") if e["data"].get("message_id") == mid]
+    assert "no server running" in retry["message"]
+    # any other exception still fails the tick, with the row decided first
+    sup.store.db.execute("UPDATE messages SET status='queued'")
+    monkeypatch.setattr(sup.outbox, "deliver_now", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        sup.outbox.deliver_pending()
+    assert sup.store.message(mid)["status"] == "queued"
+    monkeypatch.setattr(sup.outbox, "deliver_now", type(sup.outbox).deliver_now.__get__(sup.outbox))
     down["on"] = False
     for _ in range(5):
         tick(sup)
