@@ -394,7 +394,10 @@ class Soak:
                 if os.path.basename(cmd[0]).startswith("tmux") and self.socket in cmd:
                     if p.info["ppid"] == 1 and "-C" not in cmd and "-CC" not in cmd:
                         servers.append(p.pid)  # daemonized; an orphaned control client is a client
-                    elif self.watcher is None or p.info["ppid"] != self.watcher.pid or "-C" not in cmd:
+                    elif not (self.watcher is not None and ("-C" in cmd or "-CC" in cmd)
+                              and self.watcher.pid in {a.pid for a in p.parents()}):
+                        # any tmux client but a live watcher's control-mode client (its
+                        # child or grandchild) must be gone within --client-max-s
                         key = (p.pid, p.info["create_time"])
                         first = self.client_seen.setdefault(key, now)
                         if now - first > self.args.client_max_s:
