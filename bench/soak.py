@@ -687,6 +687,11 @@ class Soak:
             lo, hi = max(a, f.t), min(b, until)
             if hi > lo and not (f.kind == "origin_outage"):
                 ext += (hi - lo) + self.bounds["watcher_kill"]
+                if f.kind == "usage_limit":
+                    # the new watcher finds the wait counter its predecessor persisted
+                    # when it scheduled the 'continue' it never sent, and backs off one
+                    # step (bench/README.md, what the soak found)
+                    ext += 2 * float(self.checks["api_error_backoff"])
         if f.kind != "tmux_kill":
             for g in self.faults:  # a tmux restore in the middle delays everything else
                 if g.kind == "tmux_kill" and f.t <= g.t <= until:
