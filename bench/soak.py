@@ -872,7 +872,7 @@ class Soak:
         """``ccci events --json --last N`` prints the same log the harness read from state.db."""
         self.read_events()
         ids = [e["id"] for e in self.events]
-        r = subprocess.run(self.ccci("events", "--json", "--last", str(max(ids, default=0))), capture_output=True,
+        r = subprocess.run(self.ccci("events", "--json", "--last", str(max(ids, default=0) + 10**6)), capture_output=True,
                            text=True, timeout=120, env=self.env())
         try:
             cli = {json.loads(line)["id"] for line in r.stdout.splitlines() if line.strip()}

@@ -53,11 +53,17 @@ class Outbox:
         rt.last_change_key = None  # re-read the screen next tick
         return res
 
-    def deliver_pending(self) -> None:
+    def deliver_pending(self, only: int | None = None) -> None:
         """Deliver queued messages to agents that are ready for input, oldest first,
-        one per agent per tick."""
+        one per agent per tick.
+
+        :param only: a message id: deliver that message alone (``ccci send`` without a
+            watcher; the other processes' messages are theirs to type).
+        """
         sup = self.sup
         for msg in sup.store.pending_messages():
+            if only is not None and msg.id != only:
+                continue
             rt = sup.agents.get(msg.agent)
             if rt is None:
                 sup.store.finish_message(msg.id, "failed", "no such agent", sup.clock.now(), msg.attempts)
@@ -74,7 +80,8 @@ class Outbox:
                 continue
             # where the agent's pane log ends now: after a watcher crash, recovery looks
             # for the message only in what the pane printed after this point
-            sup.store.mark_sending(msg.id, f"log_offset={_file_size(sup.log_dir / f'{rt.name}.log')}")
+            if not sup.store.mark_sending(msg.id, f"log_offset={_file_size(sup.log_dir / f'{rt.name}.log')}"):
+                continue  # another process (a watcher, a concurrent 'ccci send') is typing it
             try:
                 res = self.deliver_now(rt.name, msg.text)
             except Exception as exc:

@@ -633,7 +633,9 @@ def send(ctx: click.Context, agent: str, text: str, timeout: float) -> None:
         # no watcher: deliver ourselves, waiting for the agent to be ready
         while time.monotonic() < deadline:
             sup.observe()
-            sup.outbox.deliver_pending()
+            # its own message only: concurrent 'ccci send's each typed every queued
+            # message, so one was delivered up to three times (found by bench/soak.py)
+            sup.outbox.deliver_pending(only=mid)
             row = sup.store.message(mid)
             if row["status"] != "queued":
                 break
