@@ -830,11 +830,16 @@ class Soak:
                 latencies.append(done - info["t"])
             if not got:
                 near = [k for k in kills if k.target in (agent, "fleet") and done and -2 <= k.t - done <= 5]
-                unconfirmed = mine[0]["detail"].startswith("typed and submitted, not confirmed")
+                # counted delivered without proof (issue 14: never type twice), or by a new
+                # watcher's recovery because the text was in the pane log (typed, maybe
+                # never submitted, before its predecessor was killed)
+                unconfirmed = mine[0]["detail"].startswith(("typed and submitted, not confirmed",
+                                                            "seen on screen after watcher restart"))
                 restarted = done is not None and self.events_for(agent, done, RESTART_KINDS)
                 if near:
                     stats["lost_to_kill"] += 1
-                elif unconfirmed and restarted and not self.args.strict_unconfirmed:
+                elif unconfirmed and (restarted or mine[0]["detail"].startswith("seen on screen")) \
+                        and not self.args.strict_unconfirmed:
                     # ccci counted it delivered without proof (issue 14: never type twice),
                     # the agent had wedged at that instant, and the stall restart that
                     # followed does not send it again: a known gap, reported, not failed
@@ -1064,8 +1069,8 @@ def summary_text(r: dict) -> str:
               f"{p['delivered']} delivered exactly once; first seen on origin -> delivered p50 {p['latency_s']['p50']} s, "
               f"p95 {p['latency_s']['p95']} s, max {p['latency_s']['max']} s; {p['lost_to_kill']} delivered just "
               "before a kill of the agent (not in its journal, not counted as lost); "
-              f"{len(p.get('lost_unconfirmed', []))} counted delivered without proof into an agent that wedged at that "
-              "instant and was restarted without it (known gap, see bench/README.md).",
+              f"{len(p.get('lost_unconfirmed', []))} counted delivered without proof and never received (known gaps, "
+              "bench/README.md).",
               f"Sends: {r['sends']['sent']} concurrent `ccci send`, exit statuses {r['sends']['rc']}."]
     lg = r["watcher"]["longest"]
     lines.append(f"Watcher: {len(r['watcher']['incarnations'])} incarnation(s). Longest ({lg['seconds']} s): RSS "
