@@ -178,7 +178,13 @@ class Soak:
         self.outages: list[tuple[float, float]] = []  # watcher-down or origin-away spans
         self.origin_away: float | None = None
         self.counts = {"scans": 0, "client_checks": 0, "status_calls": 0}
-        self.first_kinds = list(WEIGHTS)
+        self.weights = dict(WEIGHTS)
+        for item in args.weight:
+            kind, _, w = item.partition("=")
+            if kind not in WEIGHTS:
+                raise SystemExit(f"soak: --weight {item}: unknown fault kind {kind!r}; one of {', '.join(WEIGHTS)}")
+            self.weights[kind] = float(w)
+        self.first_kinds = [k for k in WEIGHTS if self.weights[k] > 0]
         self.rng.shuffle(self.first_kinds)
 
     # ------------------------------------------------------------------ setup
@@ -494,11 +500,11 @@ class Soak:
         os.replace(tmp, path)
 
     def inject(self, now: float) -> None:
-        kinds = list(WEIGHTS)
+        kinds = [k for k in WEIGHTS if self.weights[k] > 0]
         if self.first_kinds:  # every kind once first (a seeded order), then by weight
             kind = self.first_kinds.pop()
         else:
-            kind = self.rng.choices(kinds, weights=[WEIGHTS[k] for k in kinds])[0]
+            kind = self.rng.choices(kinds, weights=[self.weights[k] for k in kinds])[0]
         if kind in FLEET_KINDS and (self.open_fleet_fault() or any(
                 f.kind == "tmux_kill" and f.outcome == "open" for f in self.faults)):
             kind = "agent_kill"
@@ -1108,6 +1114,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--rss-limit-kb-h", type=float, default=10240.0, help="RSS slope limit (KB/hour)")
     p.add_argument("--out", type=Path, default=BENCH / "soak-results.json")
     p.add_argument("--summary", type=Path, default=BENCH / "SOAK.md")
+    p.add_argument("--weight", action="append", default=[], metavar="KIND=W",
+                   help="relative weight of a fault kind (0 = never), e.g. watcher_kill=0.2 for long watcher lives")
     p.add_argument("--strict-unconfirmed", action="store_true",
                    help="fail on a ping counted delivered without proof that its agent, restarted, never received")
     p.add_argument("--keep", action="store_true", help="keep the fleet directory (its path is printed)")
