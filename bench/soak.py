@@ -605,7 +605,15 @@ class Soak:
                                f"usage limit of {f.params['reset_s']}s ({restarts[0]['message'][:100]})")
             sent = [e for e in self.events_for(f.target, f.t, ("remedy",))
                     if "usage_limit" in e["message"] and "sent" in e["message"]]
-            return sent[0]["t"] if sent else None
+            # or any turn after the reset (a ping typed in the meantime unblocks it too:
+            # seen after a watcher restart, when the new watcher did not act on the limit)
+            turns = [j for j in self.turns_of(f.target, reset + 0.5)]
+            if sent:
+                return sent[0]["t"]
+            if turns:
+                f.detail = f"unblocked by a turn ({turns[0]['text'][:60]!r}), not by ccci's 'continue'"
+                return turns[0]["t"]
+            return None
         if f.kind == "send":
             turns = self.turns_of(f.target, f.t, f.params["token"])
             return turns[0]["t"] if turns else None
