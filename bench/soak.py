@@ -611,7 +611,8 @@ class Soak:
             if sent:
                 return sent[0]["t"]
             if turns:
-                f.detail = f"unblocked by a turn ({turns[0]['text'][:60]!r}), not by ccci's 'continue'"
+                if turns[0]["text"].strip() != "continue":  # ccci's own, read before its event is written
+                    f.detail = f"unblocked by a turn ({turns[0]['text'][:60]!r}), not by ccci's 'continue'"
                 return turns[0]["t"]
             return None
         if f.kind == "send":
