@@ -617,7 +617,13 @@ class Soak:
             return None
         if f.kind == "send":
             turns = self.turns_of(f.target, f.t, f.params["token"])
-            return turns[0]["t"] if turns else None
+            if turns:
+                return turns[0]["t"]
+            gap = self.unconfirmed_then_restarted(f.target, f.params["token"])
+            if gap is not None:  # the known gap of check_pings; reported by check_sends
+                f.detail = f"counted delivered without proof, then restarted: {gap['restart']}"
+                return gap["delivered_t"]
+            return None
         if f.kind == "watcher_kill":
             inc = [i for i in self.watcher_incarnations if i["start"] > f.t]
             if not inc:
@@ -868,6 +874,26 @@ class Soak:
                               "max": round(max(latencies), 3) if latencies else None, "n": len(latencies)}
         return stats
 
+    def unconfirmed_then_restarted(self, agent: str, token: str) -> dict | None:
+        """The message carrying ``token`` to ``agent`` when ccci counted it delivered
+        without proof (issue 14: never type twice) and the agent was restarted after
+        that: the same known gap :meth:`check_pings` reports as ``lost_unconfirmed``
+        instead of failing (unless ``--strict-unconfirmed``). ``None`` otherwise."""
+        if self.args.strict_unconfirmed:
+            return None
+        for m in self.store.messages_for(agent, limit=10**4):
+            if token not in m["text"] or m["status"] != "delivered" or not m.get("done_at"):
+                continue
+            if not m["detail"].startswith(("typed and submitted, not confirmed", "seen on screen after watcher restart")):
+                return None
+            done = parse_utc(m["done_at"]).timestamp()
+            restarted = self.events_for(agent, done, RESTART_KINDS)
+            if not restarted and not m["detail"].startswith("seen on screen"):
+                return None
+            return {"delivered_t": done, "restart": restarted[0]["message"][:120] if restarted else m["detail"][:120],
+                    "detail": m["detail"][:120]}
+        return None
+
     def check_sends(self) -> dict:
         stats = {"sent": len(self.sends), "rc": {}}
         for info in self.sends:
@@ -881,7 +907,12 @@ class Soak:
                 self.violation("send_queued_twice", f"{info['token']}: {len(rows)} message rows for one ccci send")
             if len(got) > allowed:
                 self.violation("send_repeated", f"{info['token']} reached {info['agent']} {len(got)} times")
-            if rc == 0 and not got:
+            gap = self.unconfirmed_then_restarted(info["agent"], info["token"]) if rc == 0 and not got else None
+            if gap is not None:
+                stats.setdefault("lost_unconfirmed", []).append(
+                    {"token": info["token"], "agent": info["agent"], "delivered_at": round(gap["delivered_t"] - self.t0, 2),
+                     "restart": gap["restart"], "detail": gap["detail"]})
+            elif rc == 0 and not got:
                 near = [f for f in self.faults if f.kind in ("agent_kill", "tmux_kill") and f.target in (info["agent"], "fleet")]
                 self.violation("send_not_received", f"{info['token']} to {info['agent']}: ccci send said delivered, the "
                                f"journal has no such turn ({len(near)} kill(s) of it in the run)",
@@ -1086,7 +1117,9 @@ def summary_text(r: dict) -> str:
               "before a kill of the agent (not in its journal, not counted as lost); "
               f"{len(p.get('lost_unconfirmed', []))} counted delivered without proof and never received (known gaps, "
               "bench/README.md).",
-              f"Sends: {r['sends']['sent']} concurrent `ccci send`, exit statuses {r['sends']['rc']}."]
+              f"Sends: {r['sends']['sent']} concurrent `ccci send`, exit statuses {r['sends']['rc']}; "
+              f"{len(r['sends'].get('lost_unconfirmed', []))} counted delivered without proof, then restarted, never "
+              "received (the same known gap)."]
     lg = r["watcher"]["longest"]
     lines.append(f"Watcher: {len(r['watcher']['incarnations'])} incarnation(s). Longest ({lg['seconds']} s): RSS "
                  f"{lg['rss_kb_first']} -> {lg['rss_kb_last']} KB (max {lg['rss_kb_max']}), slope "
