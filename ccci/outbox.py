@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from ccci.faultpoint import fault_point
 from ccci.model import PaneInfo
+from ccci.tmux import TmuxError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ccci.send import SendResult
@@ -53,11 +54,17 @@ class Outbox:
         rt.typed_tick = sup.tick_no  # no queued message after it this tick: e.g. /compact is running
         return res
 
-    def deliver_pending(self) -> None:
+    def deliver_pending(self, only: int | None = None) -> None:
         """Deliver queued messages to agents that are ready for input, oldest first,
-        one per agent per tick."""
+        one per agent per tick.
+
+        :param only: a message id: deliver that message alone (``ccci send`` without a
+            watcher; the other processes' messages are theirs to type).
+        """
         sup = self.sup
         for msg in sup.store.pending_messages():
+            if only is not None and msg.id != only:
+                continue
             rt = sup.agents.get(msg.agent)
             if rt is None:
                 sup.store.finish_message(msg.id, "failed", "no such agent", sup.clock.now(), msg.attempts)
@@ -76,8 +83,21 @@ class Outbox:
                 continue
             # where the agent's pane log ends now: after a watcher crash, recovery looks
             # for the message only in what the pane printed after this point
-            sup.store.mark_sending(msg.id, f"log_offset={_file_size(sup.log_dir / f'{rt.name}.log')}")
-            res = self.deliver_now(rt.name, msg.text)
+            if not sup.store.mark_sending(msg.id, f"log_offset={_file_size(sup.log_dir / f'{rt.name}.log')}"):
+                continue  # another process (a watcher, a concurrent 'ccci send') is typing it
+            try:
+                res = self.deliver_now(rt.name, msg.text)
+            except Exception as exc:
+                # the pane or the whole tmux server vanished while typing (kill -9 of the
+                # server, seen by the chaos soak, bench/soak.py): the row must not stay
+                # 'sending' until the next watcher start. Decided as a new watcher would:
+                # delivered if its text reached the pane log, else queued again.
+                self.recover_sending({}, only=msg.id)
+                if not isinstance(exc, TmuxError):
+                    raise
+                sup.emit("message_retry", f"tmux failed while typing ({' '.join(str(exc).split())[:160]}); "
+                         f"{sup.store.message(msg.id)['status']} again", agent=rt.name, message_id=msg.id)
+                return  # the next tick sees what is left of tmux (a lost server is restored)
             if not res.delivered and res.typed and not res.draft_left:
                 # typed, Enter pressed, and our draft has left the box, with no proof either
                 # way: the CLI most likely took it, and typing it again could deliver it
@@ -101,7 +121,7 @@ class Outbox:
                          agent=rt.name, message_id=msg.id, attempts=res.attempts, latency_s=round(
                              (sup.clock.now() - msg.queued_at).total_seconds(), 3))
 
-    def recover_sending(self, panes: dict[str, PaneInfo]) -> None:
+    def recover_sending(self, panes: dict[str, PaneInfo], only: int | None = None) -> None:
         """Messages left in state 'sending' by a killed watcher: delivered if their text
         shows in the agent's pane log after the point where the typing began (recorded in
         the row's ``detail``; the screen when there is no log), else queued again (so a
@@ -109,9 +129,14 @@ class Outbox:
 
         The probe is the first :data:`RECOVER_PROBE_CHARS` non-blank characters of the
         message, compared with all whitespace removed (a wrapped line splits words):
-        long enough to hold a ping's commit sha, so two pings never match each other."""
+        long enough to hold a ping's commit sha, so two pings never match each other.
+
+        :param only: a message id: decide that message alone (a delivery that raised).
+        """
         sup = self.sup
         for row in sup.store.sending_messages():
+            if only is not None and row["id"] != only:
+                continue
             rt = sup.agents.get(row["agent"])
             pane = panes.get(rt.session) if rt else None
             m = re.match(r"log_offset=(\d+)$", row["detail"] or "")

@@ -501,9 +501,16 @@ class StateStore:
         """Messages left ``sending`` (typed, not verified): ``id``, ``agent``, ``text``, ``detail``."""
         return [dict(r) for r in self.db.execute("SELECT id, agent, text, detail FROM messages WHERE status='sending'")]
 
-    def mark_sending(self, msg_id: int, detail: str) -> None:
-        """The message is being typed now; ``detail`` records where the pane log ended."""
-        self.db.execute("UPDATE messages SET status='sending', detail=? WHERE id=?", (detail, msg_id))
+    def mark_sending(self, msg_id: int, detail: str) -> bool:
+        """Claim a ``queued`` message for typing now; ``detail`` records where the pane
+        log ended. Atomic: of several processes delivering (a watcher and concurrent
+        ``ccci send``), exactly one gets ``True``; the others must not type it.
+
+        :returns: ``False`` when the message was no longer ``queued``.
+        """
+        cur = self.db.execute("UPDATE messages SET status='sending', detail=? WHERE id=? AND status='queued'",
+                              (detail, msg_id))
+        return cur.rowcount == 1
 
     def requeue_message(self, msg_id: int, count_attempt: bool = False) -> None:
         """Back to ``queued`` (to be delivered on a later tick)."""

@@ -684,13 +684,17 @@ def events(ctx: click.Context, follow: bool, as_json: bool, agent: str | None, l
             say(("unreachable:", "red"), " ", r.error, err=True)
         return
     while True:
-        for e in store.events(after_id=after, agent=agent):
-            after = e["id"]
-            if as_json:
-                click.echo(json.dumps(e))
-            else:
-                who = f" [{e['agent']}]" if e["agent"] else ""
-                click.echo(f"{e['at']} {e['kind']}{who} {e['message']}")
+        while True:  # in pages: StateStore.events returns at most 1000 at a time
+            batch = store.events(after_id=after, agent=agent)
+            for e in batch:
+                after = e["id"]
+                if as_json:
+                    click.echo(json.dumps(e))
+                else:
+                    who = f" [{e['agent']}]" if e["agent"] else ""
+                    click.echo(f"{e['at']} {e['kind']}{who} {e['message']}")
+            if not batch:
+                break
         if not follow:
             break
         time.sleep(0.5)
@@ -806,7 +810,9 @@ def send(ctx: click.Context, agent: str, text: str, timeout: float) -> None:
         # no watcher: deliver ourselves, waiting for the agent to be ready
         while time.monotonic() < deadline:
             sup.observe()
-            sup.outbox.deliver_pending()
+            # its own message only: concurrent 'ccci send's each typed every queued
+            # message, so one was delivered up to three times (found by bench/soak.py)
+            sup.outbox.deliver_pending(only=mid)
             row = sup.store.message(mid)
             if row["status"] != "queued":
                 break

@@ -54,3 +54,49 @@ def test_an_identical_earlier_message_in_the_log_does_not_count(make_supervisor,
         fh.write("\x1b[2K> please run\x1b[0m the tests again\r\n")
     sup.outbox.recover_sending(fake_tmux.list_panes())
     assert sup.store.db.execute("SELECT status FROM messages WHERE id=?", (mid,)).fetchone()[0] == "delivered"
+
+
+def test_a_delivery_that_raises_does_not_leave_the_message_sending(make_supervisor, fake_tmux, monkeypatch):
+    # the chaos soak (bench/soak.py) killed the tmux server while a ping was being typed:
+    # send-keys failed, the tick raised, and the row stayed 'sending' until the next
+    # watcher start (pending_messages() only takes 'queued' ones): a lost handoff
+    import pytest
+
+    from ccci.testing.fakes import events
+    from ccci.tmux import TmuxError
+
+    sup = make_supervisor(agents=["a"])
+    tick(sup)
+    mid = sup.queue_message("a", PING.format(sha="1ccccccccc", n=3))
+
+    real = {"send_literal": fake_tmux.send_literal, "paste": fake_tmux.paste}
+    down = {"on": True}
+
+    def maybe_gone(kind):
+        def call(pane_id, *args):
+            if down["on"]:
+                raise TmuxError("no server running on /tmp/tmux-0/ccci-t")
+            return real[kind](pane_id, *args)
+        return call
+
+    monkeypatch.setattr(fake_tmux, "send_literal", maybe_gone("send_literal"))
+    monkeypatch.setattr(fake_tmux, "paste", maybe_gone("paste"))
+    sup.outbox.deliver_pending()  # a lost tmux is no tick error: the next tick restores it
+    row = sup.store.message(mid)
+    assert row["status"] == "queued"  # nothing reached the pane: queued again, not 'sending'
+    [retry] = [e for e in events(sup, "message_retry") if e["data"].get("message_id") == mid]
+    assert "no server running" in retry["message"]
+    # any other exception still fails the tick, with the row decided first
+    sup.store.db.execute("UPDATE messages SET status='queued'")
+    monkeypatch.setattr(sup.outbox, "deliver_now", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        sup.outbox.deliver_pending()
+    assert sup.store.message(mid)["status"] == "queued"
+    monkeypatch.setattr(sup.outbox, "deliver_now", type(sup.outbox).deliver_now.__get__(sup.outbox))
+    down["on"] = False
+    for _ in range(5):
+        tick(sup)
+        if sup.store.message(mid)["status"] == "delivered":
+            break
+    assert sup.store.message(mid)["status"] == "delivered"
+    assert [t for t in fake_tmux.pane("a").submitted if "1ccccccccc" in t] != []

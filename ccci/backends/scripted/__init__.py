@@ -5,7 +5,10 @@ options (``[agents.options]`` in ``ccci.toml``): ``turn_seconds`` (float, busy t
 turn, default 2), ``wait_seconds`` (declared wait after a turn, default 600),
 ``done_after`` (builder: after this many claims in a phase, write ``## DONE`` in
 ``STATUS-<phase>.md``; 0 = never), ``exit_after`` (seconds: the agent exits that long
-after every start, a crash loop for the fault suite; 0 = never).
+after every start, a crash loop for the fault suite; 0 = never), ``tag`` (commit subjects
+read ``claim(TAG step N)``, so per-pair ``[[handoff]]`` rules can route them), ``journal``
+(true: the agent appends a JSON line per start and per turn to
+``<state_dir>/scripted/journal.jsonl``; the chaos soak reads it).
 """
 from __future__ import annotations
 
@@ -32,6 +35,10 @@ class ScriptedBackend(Backend):
         """Path of the agent's fault-cue file (see :mod:`ccci.backends.scripted.scripted_agent`)."""
         return config.state_dir / "scripted" / f"{agent}.control"
 
+    def journal_file(self, config: "FleetConfig"):
+        """Path of the agents' shared turn journal (option ``journal``)."""
+        return config.state_dir / "scripted" / "journal.jsonl"
+
     def launch(self, spec: AgentSpec, config: "FleetConfig", conversation_id: str, resume: bool, prompt: str) -> LaunchPlan:
         opts = spec.options
         argv = [
@@ -48,6 +55,10 @@ class ScriptedBackend(Backend):
         ]
         if opts.get("exit_after"):
             argv += ["--exit-after", str(opts["exit_after"])]
+        if opts.get("tag"):
+            argv += ["--tag", str(opts["tag"])]
+        if opts.get("journal"):
+            argv += ["--journal", str(self.journal_file(config))]
         if resume:
             argv.append("--resume")
         if prompt:

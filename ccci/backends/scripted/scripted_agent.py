@@ -17,7 +17,12 @@ integration tests supervise, so that ccci can be exercised without a model:
   ``freeze`` (stop drawing and reading for good: a wedged process),
   ``usage_limit:SECONDS`` (usage limit until now+SECONDS), ``context_limit``
   (``/compact`` fixes it), ``oversleep`` (declare a wait of 2 s and never self-wake);
-* ``--exit-after SECONDS``: exit (status 2) that long after every start: a crash loop.
+* ``--exit-after SECONDS``: exit (status 2) that long after every start: a crash loop;
+* ``--tag TAG``: commit subjects read ``claim(TAG step N): ...`` (per-pair handoff rules,
+  used by the chaos soak ``bench/soak.py``);
+* ``--journal FILE``: append one JSON line per start and per turn (``{"t": epoch s,
+  "agent", "pid", "conversation", "kind": "start"|"turn", "text"}``), the ground truth the
+  soak compares ccci's records with (pings received, conversation writers).
 
 Conversation state (step counter, poisoned flag) is kept in
 ``<state-dir>/<conversation>.json`` so ``--resume`` continues it.
@@ -67,6 +72,20 @@ class ScriptedAgent:
         self.context_full = False
         self.no_self_wake = False
         self.at_prompt = False
+
+    def journal(self, kind: str, text: str = "") -> None:
+        if not self.args.journal:
+            return
+        line = json.dumps({"t": time.time(), "agent": self.args.name, "pid": os.getpid(),
+                           "conversation": self.args.conversation, "kind": kind, "text": text}) + "\n"
+        try:  # one write(2) with O_APPEND: lines of concurrent agents never interleave
+            fd = os.open(self.args.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
 
     # ------------------------------------------------------------------ output
     def out(self, text: str = "") -> None:
@@ -166,6 +185,7 @@ class ScriptedAgent:
             self.poll_control()
 
     def turn(self, text: str) -> None:
+        self.journal("turn", text)
         self.out(f"» {text[:150]}")
         self.conv["turns"] += 1
         self.wait_until = None
@@ -229,7 +249,8 @@ class ScriptedAgent:
             path = Path(self.args.workdir) / f"{self.args.name}-{kind}-{step}.txt"
             path.write_text(f"{kind} step {step} by {self.args.name} at {_iso(datetime.now(UTC))}\n")
             repo.index.add([str(path)] + [str(Path(self.args.workdir) / e) for e in (extra or [])])
-            subject = f"{kind}(step {step}): {what}"
+            tag = f"{self.args.tag} " if self.args.tag else ""
+            subject = f"{kind}({tag}step {step}): {what}"
             commit = repo.index.commit(subject)
             branch = repo.active_branch.name
             for _attempt in range(5):
@@ -249,6 +270,7 @@ class ScriptedAgent:
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
+        self.journal("start")
         self.out(f"scripted-agent {VERSION} · {self.args.name} ({self.args.role}) · conversation {self.args.conversation}")
         if self.args.resume:
             self.out(f"resumed conversation {self.args.conversation} at step {self.conv['step']}")
@@ -295,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="builder: after N claims write '## DONE' in STATUS-$CCCI_PHASE.md")
     p.add_argument("--exit-after", type=float, default=0.0,
                    help="exit with status 2 this many seconds after every start (a crash loop); 0 = never")
+    p.add_argument("--tag", default="", help="commit subjects read 'claim(TAG step N): ...'")
+    p.add_argument("--journal", default="", help="append a JSON line per start and per turn to this file")
     p.add_argument("prompt", nargs="?", default="")
     args = p.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the pane must not kill the agent
