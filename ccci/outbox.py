@@ -33,6 +33,10 @@ class Outbox:
 
     def __init__(self, sup: "Supervisor") -> None:
         self.sup = sup
+        #: agent -> the tick it was first seen idle (since it was last seen in another state)
+        self.ready_since: dict[str, int] = {}
+        #: agents seen busy before their current idle stretch began (a turn just ended)
+        self.busy_before: set[str] = set()
 
     def deliver_now(self, name: str, text: str) -> "SendResult":
         """Type ``text`` into the agent's pane now and verify the submission."""
@@ -62,6 +66,7 @@ class Outbox:
             watcher; the other processes' messages are theirs to type).
         """
         sup = self.sup
+        self._track_turn_ends()
         for msg in sup.store.pending_messages():
             if only is not None and msg.id != only:
                 continue
@@ -80,6 +85,12 @@ class Outbox:
             plugin = sup.backend_plugins.get(rt.backend.name, rt.backend.name)
             if not sup.calls.guarded(plugin, f"{rt.backend.name}.is_ready_for_input", rt.backend.is_ready_for_input,
                                      rt.analysis, default=False):
+                continue
+            if only is None and self.ready_since.get(rt.name) == sup.tick_no and rt.name in self.busy_before:
+                # the tick its turn ended: the CLI's records of the turn may still be being
+                # written (Claude Code 2.1.332's Stop hook wakes the runner before the
+                # answer's usage is in the transcript), and checks that act at a turn's end
+                # (compact_before_limit) read them next tick: messages go from that tick on
                 continue
             # where the agent's pane log ends now: after a watcher crash, recovery looks
             # for the message only in what the pane printed after this point
@@ -120,6 +131,28 @@ class Outbox:
                          f"{'delivered' if res.delivered else 'NOT delivered'}: {res.detail}; {msg.text[:80]!r}",
                          agent=rt.name, message_id=msg.id, attempts=res.attempts, latency_s=round(
                              (sup.clock.now() - msg.queued_at).total_seconds(), 3))
+
+    def _track_turn_ends(self) -> None:
+        """Note, once per tick, the tick each agent's busy turn ended (:attr:`ready_since`;
+        :attr:`busy_before` holds the agents whose last state before it was busy)."""
+        from ccci.model import AgentState
+
+        sup = self.sup
+        if getattr(self, "_tracked_tick", None) == sup.tick_no:
+            return
+        self._tracked_tick = sup.tick_no
+        for name, rt in sup.agents.items():
+            state = getattr(rt.analysis, "state", None)
+            if state == AgentState.BUSY:
+                self.busy_before.add(name)
+                self.ready_since.pop(name, None)
+            elif state == AgentState.IDLE:
+                if name not in self.ready_since:
+                    self.ready_since[name] = sup.tick_no
+                elif self.ready_since[name] != sup.tick_no:
+                    self.busy_before.discard(name)
+            else:
+                self.ready_since.pop(name, None)
 
     def recover_sending(self, panes: dict[str, PaneInfo], only: int | None = None) -> None:
         """Messages left in state 'sending' by a killed watcher: delivered if their text

@@ -2,8 +2,9 @@
 ordinary builtin plugin (``ccci.usage_watch``).
 
 In ``ccci_observe``, at most every ``usage_interval`` seconds per agent (``[checks]``,
-default 10), and in the tick an agent becomes ready for input (its turn ended: the CLI
-wrote the turn's usage, and a queued message may go out this tick), it asks the agent's backend (:meth:`ccci.backends.base.Backend.read_usage`;
+default 10), and in the tick an agent becomes ready for input (its turn ended) and the
+next one (the CLI may still be writing the turn's usage when its hook wakes the runner; no
+queued message goes out before that next tick), it asks the agent's backend (:meth:`ccci.backends.base.Backend.read_usage`;
 the backend reads incrementally by file offset) and
 
 * stores the totals that changed with ``services.record_usage`` (absolute per UTC day,
@@ -30,6 +31,7 @@ WAS_READY = StashKey[bool]("was_ready")  #: the agent was ready for input at the
 WRITTEN = StashKey[dict]("written")  #: (day, source, model) -> counts stored by this watcher
 CONTEXT = StashKey[dict]("context")  #: the newest context record
 FAILED = StashKey[bool]("unreadable")  #: a usage_unreadable event was emitted and no read succeeded since
+SETTLE_READS = StashKey[int]("settle_reads")  #: reads left for a turn that just ended (this tick and the next)
 FACT = "context"  #: the ``snapshot.facts`` name
 
 
@@ -46,7 +48,15 @@ def ccci_observe(snapshot, config, agents, mono, now, services):
             ready = False
         turn_ended = ready and not stash.get(WAS_READY, False)
         stash[WAS_READY] = ready
-        if last is None or mono - last >= interval or turn_ended:
+        # read in the tick a turn ended and in the next one: the CLI may still be writing
+        # the turn's usage when its hook wakes the runner (the outbox types nothing into
+        # the agent before that next tick, ccci.outbox.Outbox.ready_since)
+        settle = stash.get(SETTLE_READS, 0)
+        if turn_ended:
+            settle = 2
+        if settle:
+            stash[SETTLE_READS] = settle - 1
+        if last is None or mono - last >= interval or settle:
             stash[LAST_READ] = mono
             _read(name, rt, config, now, stash, services)
         rec = stash.get(CONTEXT)

@@ -193,6 +193,9 @@ def test_supervisor_delivers_queued_messages_only_when_idle(make_supervisor, fak
     assert pane.submitted == []
     pane.idle()
     fake_clock.advance(1)
+    sup.tick()  # the tick the turn ended: the CLI's records of it settle first (Outbox.ready_since)
+    assert pane.submitted == []
+    fake_clock.advance(1)
     sup.tick()
     assert pane.submitted == ["hello from a test"]
     assert [m["status"] for m in sup.store.messages()] == ["delivered"]
@@ -287,6 +290,8 @@ def test_outbox_never_types_a_message_twice_once_its_draft_left_the_box(make_sup
     fake_clock.advance(1)
     sup.tick()
     pane.idle()
+    fake_clock.advance(1)
+    sup.tick()  # the turn-end tick (nothing is typed in it: Outbox.ready_since)
 
     def box_vanishes(p, key):
         if key == "Enter":
@@ -351,6 +356,9 @@ def test_outbox_waits_for_a_fresh_agents_first_turn(make_supervisor, fake_tmux, 
     fake_clock.advance(1)
     sup.tick()
     a.idle()
+    fake_clock.advance(1)
+    sup.tick()
+    assert a.submitted == []  # the turn-end tick: the CLI's records of the turn settle first
     fake_clock.advance(1)
     sup.tick()
     assert a.submitted == ["for a"] and b.submitted == []
