@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--ticks", type=int, default=20)
     ap.add_argument("--sort", default="cumulative")
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--callers", default="", help="also print the callers of functions matching this regex")
     a = ap.parse_args()
     cleanup = Cleanup()
     work = cleanup.dir(Path(tempfile.mkdtemp(prefix="ccci-prof-")))
@@ -47,7 +48,10 @@ def main() -> None:
         time.sleep(1.0)
     sup.tmux.stop_control()
     sup.store.close()
-    pstats.Stats(pr).sort_stats(a.sort).print_stats(a.top)
+    st = pstats.Stats(pr).sort_stats(a.sort)
+    st.print_stats(a.top)
+    if a.callers:
+        st.print_callers(a.callers)
 
 
 if __name__ == "__main__":
