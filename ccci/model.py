@@ -123,7 +123,10 @@ class ProcessInfo:
         alive: process exists and is not a zombie.
         name: process name (``psutil.Process.name()``), ``""`` when gone.
         cpu_seconds: user+system CPU time of the process and its children (seconds).
-        children: number of live child processes (tools the agent is running).
+        children: number of child processes (tools the agent is running; zombies not yet
+            reaped included). From the default scan it is counted when first read (one
+            pass over ``/proc`` per scan, shared by every agent; none when no plugin reads
+            it: ``ccci.processes.LazyChildCounts``).
     """
 
     pid: int | None

@@ -72,6 +72,13 @@ class Stash:
         return f"stash.{self.plugin}.{self.agent or '-'}.{key.name}"
 
     def _load(self, key: StashKey) -> Any:
+        """The value (memory first; a persisted key's first read asks the database and
+        remembers the answer, a miss included), or ``_MISSING``.
+
+        Remembering a miss (``_MISSING`` in memory) saves a SQLite read per agent per
+        tick for a persisted key a check reads every tick and that is mostly unset (e.g.
+        ``api_error``'s outage). Memory is this runner's word once loaded, for a miss as
+        for a value: only this runner writes its stashes' keys."""
         if key.name in self._memory:
             return self._memory[key.name]
         if key.persist and self._store is not None:
@@ -83,6 +90,7 @@ class Stash:
                     return _MISSING
                 self._memory[key.name] = value
                 return value
+            self._memory[key.name] = _MISSING
         return _MISSING
 
     def __getitem__(self, key: StashKey[T]) -> T:

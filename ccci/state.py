@@ -353,19 +353,13 @@ class StateStore:
     def agent(self, name: str) -> AgentRecord:
         """The agent's record (a blank one when never seen)."""
         row = self.db.execute("SELECT * FROM agents WHERE name=?", (name,)).fetchone()
-        if row is None:
-            return AgentRecord(name=name)
-        return AgentRecord(
-            name=row["name"], session=row["session"], pane_id=row["pane_id"], pid=row["pid"],
-            conversation_id=row["conversation_id"],
-            started_at=parse_utc(row["started_at"]) if row["started_at"] else None,
-            generation=row["generation"], restarts=row["restarts"], resumes=row["resumes"],
-            state=row["state"], given_up=bool(row["given_up"]), stopped=bool(row["stopped"]),
-            last_event=row["last_event"],
-        )
+        return AgentRecord(name=name) if row is None else _agent_record(row)
 
     def agents(self) -> list[AgentRecord]:
-        return [self.agent(r["name"]) for r in self.db.execute("SELECT name FROM agents ORDER BY name")]
+        """Every agent's record, by name, from one query (the runner reads them every
+        tick for the flags ``ccci stop``/``start`` set: one query per agent was 0.8 ms of
+        a 50-agent tick and 3.4 ms of a 200-agent one in bench/)."""
+        return [_agent_record(r) for r in self.db.execute("SELECT * FROM agents ORDER BY name")]
 
     def update_agent(self, name: str, **fields: Any) -> None:
         """Insert or update columns of ``agents`` for ``name``.
@@ -699,3 +693,15 @@ class StorageMonitor:
             sys.stderr.flush()
             self.emit("state_recovered", f"state database writable again{took}; {saved} pending writes saved",
                       writes=saved)
+
+
+def _agent_record(row: Any) -> AgentRecord:
+    """An :class:`AgentRecord` from a full ``agents`` row."""
+    return AgentRecord(
+        name=row["name"], session=row["session"], pane_id=row["pane_id"], pid=row["pid"],
+        conversation_id=row["conversation_id"],
+        started_at=parse_utc(row["started_at"]) if row["started_at"] else None,
+        generation=row["generation"], restarts=row["restarts"], resumes=row["resumes"],
+        state=row["state"], given_up=bool(row["given_up"]), stopped=bool(row["stopped"]),
+        last_event=row["last_event"],
+    )

@@ -59,6 +59,8 @@ class TmuxError(RuntimeError):
 #: control client was lost after it had sent them (they change nothing)
 _IDEMPOTENT = frozenset({"list-panes", "capture-pane", "display-message", "has-session", "list-sessions",
                          "list-clients", "list-windows", "show-options", "kill-session"})
+#: panes whose last capture's parsed lines are kept (:meth:`Tmux._screen`); past it all are dropped
+MAX_PARSED_PANES = 1000
 CONTROL_RETRY_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)  #: waits between failed control-client starts (seconds)
 
 
@@ -90,6 +92,9 @@ class Tmux:
         self._control_failures = 0
         self._control_next_try = 0.0
         self._control_lock = threading.Lock()
+        #: {pane_id: parsed lines of its last capture} (``Screen.from_styled``'s ``keep``);
+        #: each dict is filled before it is stored and never changed after
+        self._parsed: dict[str, dict] = {}
 
     # ------------------------------------------------------------------ control mode
     def start_control(self, wake: tmux_control.Wake | None = None,
@@ -285,7 +290,7 @@ class Tmux:
                 continue
             if current is not None:
                 texts[current].append(line)
-        return {p: Screen.from_styled("\n".join(v)) if v else "" for p, v in texts.items()}
+        return {p: self._screen(p, v) if v else "" for p, v in texts.items()}
 
     def _capture_control(self, pane_ids: list[str]) -> dict[str, str] | None:
         """:meth:`capture` through the control client: one line per pane (a vanished
@@ -298,8 +303,18 @@ class Tmux:
         got = self._via_control(argvs + [["display-message", "-p", token]])
         if got is None or got[-1] != ([token], None):
             return None
-        return {p: Screen.from_styled("\n".join(out)) if err is None and out else ""
+        return {p: self._screen(p, out) if err is None and out else ""
                 for p, (out, err) in zip(pane_ids, got)}
+
+    def _screen(self, pane_id: str, lines: list[str]) -> Screen:
+        """One pane's capture parsed, reusing the lines it shares with that pane's last
+        capture (:meth:`ccci.screen.Screen.from_styled`; same result as a fresh parse)."""
+        if len(self._parsed) > MAX_PARSED_PANES:
+            self._parsed = {}  # panes come and go: a bound, not an eviction policy
+        keep: dict = {}
+        screen = Screen.from_styled("\n".join(lines), self._parsed.get(pane_id), keep)
+        self._parsed[pane_id] = keep
+        return screen
 
     def has_session(self, name: str) -> bool:
         """Exact-name check (``has-session -t =NAME``; plain ``-t NAME`` is a prefix match)."""

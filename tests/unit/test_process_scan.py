@@ -98,3 +98,52 @@ def test_kept_processes_answer_like_a_fresh_scan_and_dead_pids_read_dead():
 
 def test_empty_scan():
     assert ProcessScanner()([]) == {} == scan_processes([])
+
+
+def test_children_are_counted_only_when_read_once_per_scan_and_match_psutil():
+    scanner = ProcessScanner()
+    a, b = _spawn_parent(), _spawn_parent()
+    try:
+        got = scanner([a.pid, b.pid])
+        assert scanner.last_counts.builds == 0  # nothing read children: no pass over /proc
+        assert got[a.pid].alive and got[a.pid].cpu_seconds > 0
+        assert scanner.last_counts.builds == 0
+        assert got[a.pid].children == 2 == len(psutil.Process(a.pid).children())
+        assert scanner.last_counts.builds == 1
+        assert got[b.pid].children == 2  # same scan: the map is shared, not rebuilt
+        assert scanner.last_counts.builds == 1
+        # the next scan counts afresh (a killed child counts until its parent reaps it,
+        # as in psutil's own children())
+        kid = psutil.Process(b.pid).children()[0]
+        kid.kill()
+        deadline = time.monotonic() + 10
+        while kid.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+            time.sleep(0.05)
+        again = scanner([a.pid, b.pid])
+        assert scanner.last_counts.builds == 0
+        assert again[b.pid].children == len(psutil.Process(b.pid).children()) == 2
+        assert scanner.last_counts.builds == 1
+        # a count once read stays fixed for that ProcessInfo
+        assert got[b.pid].children == 2
+    finally:
+        _kill(a)
+        _kill(b)
+
+
+def test_scanned_info_compares_and_replaces_like_a_process_info():
+    import dataclasses
+
+    from ccci.model import ProcessInfo
+    p = _spawn_parent()
+    try:
+        info = scan_processes([p.pid])[p.pid]
+        plain = ProcessInfo(pid=info.pid, alive=info.alive, name=info.name, cpu_seconds=info.cpu_seconds, children=2)
+        assert info == plain and plain == info
+        assert info != dataclasses.replace(plain, children=3)
+        moved = dataclasses.replace(info, children=5)
+        assert moved.children == 5 and moved.name == info.name and info.children == 2
+        info.children = 7  # a plugin may set it, like any dataclass field
+        assert info.children == 7
+        assert "children=7" in repr(info)
+    finally:
+        _kill(p)

@@ -127,3 +127,49 @@ def test_a_remedy_is_not_blocked_by_a_placeholder_nobody_has_seen(styled, tmp_pa
         assert res.delivered and tmux.typed == ["continue"] and tmux.keys == ["Enter"], res.detail
     else:  # plain text would have read the placeholder as someone's draft
         assert not res.delivered and res.retry_later and tmux.typed == [] and "draft" in res.detail
+
+
+def _styled_captures() -> list[str]:
+    dirs = [STYLED, GEMINI_STYLED, CODEX_STYLED]
+    return [p.read_text() for d in dirs for p in sorted(d.glob("*.txt"))]
+
+
+def test_reusing_an_earlier_captures_parsed_lines_gives_the_fresh_parse():
+    """Screen.from_styled(previous=...) (what Tmux does per pane) against a fresh parse:
+    every pair of real styled captures, the same capture again, and a capture whose first
+    line's style change is cut (so every later line starts in another style and must not
+    be taken from the earlier parse)."""
+    caps = _styled_captures()
+    assert len(caps) >= 6
+    variants = caps + [c.split("\n", 1)[1] if "\n" in c else c for c in caps] + [
+        c.replace("\x1b[0;2m", "", 1) for c in caps if "\x1b[0;2m" in c
+    ]
+    reused = 0
+    for before in caps:
+        keep: dict = {}
+        Screen.from_styled(before, None, keep)
+        assert keep  # one entry per line
+        for after in variants:
+            fresh = Screen.from_styled(after)
+            seen: dict = {}
+            got = Screen.from_styled(after, keep, seen)
+            assert str(got) == str(fresh) and got.styles == fresh.styles
+            assert set(seen) == {k for k in seen if k[0] in after.split("\n")}  # only this capture's lines
+            reused += sum(1 for k in seen if k in keep)
+    assert reused > 0  # the reuse path ran, not only fresh parses
+
+
+def test_tmux_keeps_only_each_panes_last_parsed_lines():
+    from ccci import tmux as tmux_mod
+
+    t = tmux_mod.Tmux("ccci-unit-never-started")
+    caps = _styled_captures()
+    first = t._screen("%1", caps[0].split("\n"))
+    assert first == Screen.from_styled(caps[0]) and first.styles == Screen.from_styled(caps[0]).styles
+    again = t._screen("%1", caps[1].split("\n"))
+    assert again.styles == Screen.from_styled(caps[1]).styles
+    assert {k[0] for k in t._parsed["%1"]} == set(caps[1].split("\n"))
+    for i in range(tmux_mod.MAX_PARSED_PANES + 1):
+        t._parsed[f"%x{i}"] = {}
+    t._screen("%2", caps[2].split("\n"))
+    assert set(t._parsed) == {"%2"}  # past the bound everything else is dropped
