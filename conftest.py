@@ -33,10 +33,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     ``check_timeout`` and disarms it after each check, which would silently cancel the
     test's limit. Those tests use the thread method, with the limit they already have."""
     for item in items:
-        if "/tests/e2e/opencode/" in str(getattr(item, "path", "")).replace("\\", "/"):
-            # pytest-xdist (addopts: -n 2 --dist loadgroup): the opencode tests run one after
-            # another on one worker, so two ~600 MB `opencode serve` never start at once
-            item.add_marker(pytest.mark.xdist_group("opencode"))
+        if "/tests/e2e/" in str(getattr(item, "path", "")).replace("\\", "/"):
+            # pytest-xdist (addopts: -n 2 --dist loadgroup): the real agent CLIs run one
+            # after another on one worker (two ~600 MB `opencode serve`, or two Node CLIs
+            # racing their own hooks and transcripts, never at once), the rest on the other
+            item.add_marker(pytest.mark.xdist_group("e2e"))
         if not _IN_PROCESS_SUPERVISOR.intersection(getattr(item, "fixturenames", ())):
             continue
         own = item.get_closest_marker("timeout")

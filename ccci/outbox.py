@@ -4,6 +4,7 @@ agent per tick; and after a watcher restart, messages it left half-sent.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import replace
@@ -25,7 +26,54 @@ if TYPE_CHECKING:  # pragma: no cover
 #: message typed 1.3 s after the start was lost in between (issue 14 e2e, 2026-12-02)
 FIRST_TURN_WAIT_S = 60.0
 RECOVER_PROBE_CHARS = 100  #: non-blank characters of a 'sending' message looked for after a watcher restart
+#: s after a turn ends (a busy agent seen idle) before a queued message is typed: the CLI
+#: may still be writing the turn's records when its hook wakes the runner (Claude Code
+#: 2.1.332's transcript usage came after its Stop hook; a CI run on 2 busy cores needed
+#: more than one 0.5 s tick), and turn-end checks (compact_before_limit) go first
+TURN_SETTLE_S = 1.0
 MAX_DELIVERY_ROUNDS = 3  #: delivery rounds (each with its own Enter retries) before a message fails
+
+
+TYPING_LOCK_WAIT_S = 30.0  #: s a delivery waits for another process typing into the same pane
+
+
+@contextlib.contextmanager
+def _pane_typing_lock(state_dir: Path, agent: str):
+    """One typist per pane across processes (a watcher and concurrent ``ccci send``s):
+    an exclusive ``flock`` on ``<state_dir>/locks/typing.<agent>.lock``, waited for up to
+    :data:`TYPING_LOCK_WAIT_S`; yields whether it was taken at once (when another process
+    held it, it waits for that process to finish and yields ``False``: the caller queues
+    the message again and looks at the agent anew). Two processes typing at once
+    interleave their keys into one garbled line (seen with 4 concurrent sends on 2 busy
+    cores)."""
+    import fcntl
+    import time
+
+    d = Path(state_dir) / "locks"
+    d.mkdir(parents=True, exist_ok=True)
+    fd = os.open(d / f"typing.{agent}.lock", os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            # another process is typing: wait for it to finish, then let the caller look
+            # at the agent again (it is most likely busy with that message now)
+            end = time.monotonic() + TYPING_LOCK_WAIT_S
+            while time.monotonic() < end:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    break
+                except BlockingIOError:
+                    time.sleep(0.05)
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 class Outbox:
@@ -33,8 +81,8 @@ class Outbox:
 
     def __init__(self, sup: "Supervisor") -> None:
         self.sup = sup
-        #: agent -> the tick it was first seen idle (since it was last seen in another state)
-        self.ready_since: dict[str, int] = {}
+        #: agent -> (tick, monotonic s) it was first seen idle (since it was last seen in another state)
+        self.ready_since: dict[str, tuple[int, float]] = {}
         #: agents seen busy before their current idle stretch began (a turn just ended)
         self.busy_before: set[str] = set()
 
@@ -52,8 +100,11 @@ class Outbox:
             return sup.calls.guarded(plugin, f"{rt.backend.name}.prompt_accepted_since",
                                      rt.backend.prompt_accepted_since, rt.spec, sup.config, since, default=None)
 
-        res = deliver(sup.tmux, rt.pane_id, rt.backend, text, sup.config.settings_for(name), sup.clock,
-                      tmpdir=sup.config.state_dir / "tmp", accepted=accepted)
+        with _pane_typing_lock(sup.config.state_dir, name) as got:
+            if not got:
+                return SendResult(False, 0, "another process is typing into this agent's pane", retry_later=True)
+            res = deliver(sup.tmux, rt.pane_id, rt.backend, text, sup.config.settings_for(name), sup.clock,
+                          tmpdir=sup.config.state_dir / "tmp", accepted=accepted)
         rt.last_change_key = None  # re-read the screen next tick
         rt.typed_tick = sup.tick_no  # no queued message after it this tick: e.g. /compact is running
         return res
@@ -86,11 +137,13 @@ class Outbox:
             if not sup.calls.guarded(plugin, f"{rt.backend.name}.is_ready_for_input", rt.backend.is_ready_for_input,
                                      rt.analysis, default=False):
                 continue
-            if only is None and self.ready_since.get(rt.name) == sup.tick_no and rt.name in self.busy_before:
-                # the tick its turn ended: the CLI's records of the turn may still be being
+            since = self.ready_since.get(rt.name)
+            if only is None and since is not None and rt.name in self.busy_before \
+                    and (since[0] == sup.tick_no or sup.clock.monotonic() - since[1] < TURN_SETTLE_S):
+                # its turn just ended: the CLI's records of the turn may still be being
                 # written (Claude Code 2.1.332's Stop hook wakes the runner before the
                 # answer's usage is in the transcript), and checks that act at a turn's end
-                # (compact_before_limit) read them next tick: messages go from that tick on
+                # (compact_before_limit) read them meanwhile: messages go after the settle
                 continue
             # where the agent's pane log ends now: after a watcher crash, recovery looks
             # for the message only in what the pane printed after this point
@@ -148,8 +201,9 @@ class Outbox:
                 self.ready_since.pop(name, None)
             elif state == AgentState.IDLE:
                 if name not in self.ready_since:
-                    self.ready_since[name] = sup.tick_no
-                elif self.ready_since[name] != sup.tick_no:
+                    self.ready_since[name] = (sup.tick_no, sup.clock.monotonic())
+                elif (self.ready_since[name][0] != sup.tick_no
+                      and sup.clock.monotonic() - self.ready_since[name][1] >= TURN_SETTLE_S):
                     self.busy_before.discard(name)
             else:
                 self.ready_since.pop(name, None)

@@ -2,9 +2,9 @@
 ordinary builtin plugin (``ccci.usage_watch``).
 
 In ``ccci_observe``, at most every ``usage_interval`` seconds per agent (``[checks]``,
-default 10), and in the tick an agent becomes ready for input (its turn ended) and the
-next one (the CLI may still be writing the turn's usage when its hook wakes the runner; no
-queued message goes out before that next tick), it asks the agent's backend (:meth:`ccci.backends.base.Backend.read_usage`;
+default 10), and on every tick for :data:`SETTLE_READ_S` after an agent becomes ready for
+input (its turn ended: the CLI may still be writing the turn's usage when its hook wakes
+the runner; no queued message goes out meanwhile), it asks the agent's backend (:meth:`ccci.backends.base.Backend.read_usage`;
 the backend reads incrementally by file offset) and
 
 * stores the totals that changed with ``services.record_usage`` (absolute per UTC day,
@@ -31,7 +31,10 @@ WAS_READY = StashKey[bool]("was_ready")  #: the agent was ready for input at the
 WRITTEN = StashKey[dict]("written")  #: (day, source, model) -> counts stored by this watcher
 CONTEXT = StashKey[dict]("context")  #: the newest context record
 FAILED = StashKey[bool]("unreadable")  #: a usage_unreadable event was emitted and no read succeeded since
-SETTLE_READS = StashKey[int]("settle_reads")  #: reads left for a turn that just ended (this tick and the next)
+TURN_ENDED_AT = StashKey[float]("turn_ended_mono")  #: monotonic s the agent's last turn was seen ending
+#: s after a turn's end during which every tick reads (the outbox waits ccci.outbox.TURN_SETTLE_S
+#: before typing, so the turn's usage is read before a queued message goes out)
+SETTLE_READ_S = 1.5
 FACT = "context"  #: the ``snapshot.facts`` name
 
 
@@ -51,11 +54,10 @@ def ccci_observe(snapshot, config, agents, mono, now, services):
         # read in the tick a turn ended and in the next one: the CLI may still be writing
         # the turn's usage when its hook wakes the runner (the outbox types nothing into
         # the agent before that next tick, ccci.outbox.Outbox.ready_since)
-        settle = stash.get(SETTLE_READS, 0)
         if turn_ended:
-            settle = 2
-        if settle:
-            stash[SETTLE_READS] = settle - 1
+            stash[TURN_ENDED_AT] = mono
+        ended = stash.get(TURN_ENDED_AT)
+        settle = ended is not None and mono - ended <= SETTLE_READ_S
         if last is None or mono - last >= interval or settle:
             stash[LAST_READ] = mono
             _read(name, rt, config, now, stash, services)
