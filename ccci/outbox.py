@@ -50,7 +50,7 @@ def _pane_typing_lock(state_dir: Path, agent: str):
     import time
 
     d = Path(state_dir) / "locks"
-    d.mkdir(parents=True, exist_ok=True)
+    d.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(d / f"typing.{agent}.lock", os.O_CREAT | os.O_RDWR, 0o600)
     try:
         try:
