@@ -85,6 +85,7 @@ class Outbox:
         self.ready_since: dict[str, tuple[int, float]] = {}
         #: agents seen busy before their current idle stretch began (a turn just ended)
         self.busy_before: set[str] = set()
+        self._tracked_tick: int | None = None  #: the tick :meth:`_track_turn_ends` last ran in
 
     def deliver_now(self, name: str, text: str) -> "SendResult":
         """Type ``text`` into the agent's pane now and verify the submission."""
@@ -191,7 +192,7 @@ class Outbox:
         from ccci.model import AgentState
 
         sup = self.sup
-        if getattr(self, "_tracked_tick", None) == sup.tick_no:
+        if self._tracked_tick == sup.tick_no:
             return
         self._tracked_tick = sup.tick_no
         for name, rt in sup.agents.items():
