@@ -38,6 +38,32 @@ if TYPE_CHECKING:  # pragma: no cover
 ESSENTIAL_OVERRIDES = RESTART_ACTIONS | {"start", "escalate"}
 #: kv key: an agent's escalation record (JSON, see :func:`note_escalation`)
 ESCALATION_KEY = "escalation.{agent}"
+#: kv key: a scheduled remedy (JSON, see :func:`remedy_to_json`): one per agent and action,
+#: kept so that a watcher restart (``kill -9``, the service manager) runs it on time instead
+#: of finding the condition again later and backing off one more step
+SCHEDULED_KEY = "scheduled.{agent}.{action}"
+
+
+def remedy_to_json(at: datetime, remedy: Remedy) -> str:
+    """A scheduled remedy as JSON: ``{"at": ISO UTC, "action", "agent", "text",
+    "not_before", "data", "retry_after_s", "reason": {Finding's fields}}``."""
+    from dataclasses import asdict
+
+    return json.dumps({"at": iso(at), "action": remedy.action, "agent": remedy.agent, "text": remedy.text,
+                       "not_before": iso(remedy.not_before) if remedy.not_before else None,
+                       "data": remedy.data, "retry_after_s": remedy.retry_after_s,
+                       "reason": asdict(remedy.reason)}, default=str)
+
+
+def remedy_from_json(raw: str) -> tuple[datetime, Remedy]:
+    """The inverse of :func:`remedy_to_json`. Raises ``ValueError``/``KeyError``/``TypeError``
+    on a record it cannot read."""
+    rec = json.loads(raw)
+    reason = Finding(**rec["reason"])
+    remedy = Remedy(rec["action"], rec["agent"], reason, text=rec.get("text", ""),
+                    not_before=parse_utc(rec["not_before"]) if rec.get("not_before") else None,
+                    data=dict(rec.get("data") or {}), retry_after_s=rec.get("retry_after_s"))
+    return parse_utc(rec["at"]), remedy
 
 
 def escalation_record(kv: Any, agent: str) -> dict | None:
@@ -88,6 +114,28 @@ class Remedies:
     def __init__(self, sup: "Supervisor") -> None:
         self.sup = sup
         self.scheduled: list[tuple[datetime, Remedy]] = []
+        self._loaded = False
+
+    def _load_scheduled(self) -> None:
+        """Take over the remedies a previous watcher of this fleet scheduled (once)."""
+        self._loaded = True
+        prefix = SCHEDULED_KEY.format(agent="", action="")[:-1]
+        for key, raw in self.sup.store.items(prefix).items():
+            try:
+                at, remedy = remedy_from_json(raw)
+            except (ValueError, KeyError, TypeError):
+                self.sup.store.delete(key)
+                continue
+            if remedy.agent is not None and remedy.agent not in self.sup.agents:
+                self.sup.store.delete(key)  # the agent left the config
+                continue
+            self.scheduled = [(t, r) for t, r in self.scheduled
+                              if not (r.agent == remedy.agent and r.action == remedy.action)]
+            self.scheduled.append((at, remedy))
+
+    @staticmethod
+    def _key(remedy: Remedy) -> str:
+        return SCHEDULED_KEY.format(agent=remedy.agent or "-", action=remedy.action)
 
     def choose(self, finding: Finding, rt: AgentRuntime | None, settings: dict, now: datetime) -> Remedy | None:
         """``ccci_choose_remedy``, each implementation isolated, first result wins. For
@@ -209,9 +257,15 @@ class Remedies:
         self.run(Remedy(action="escalate", agent=agent, reason=Finding("runner", agent, why, evidence=why)))
 
     def schedule(self, remedy: Remedy) -> None:
-        """Run ``remedy`` at ``remedy.not_before`` (UTC); one per agent and action."""
+        """Run ``remedy`` at ``remedy.not_before`` (UTC); one per agent and action (a
+        new one replaces the one scheduled before). Kept in the state store
+        (:data:`SCHEDULED_KEY`) until it runs, so a restarted watcher runs it on time."""
+        if not self._loaded:
+            self._load_scheduled()
+        at = remedy.not_before or self.sup.clock.now()
         self.scheduled = [(t, r) for t, r in self.scheduled if not (r.agent == remedy.agent and r.action == remedy.action)]
-        self.scheduled.append((remedy.not_before or self.sup.clock.now(), remedy))
+        self.scheduled.append((at, remedy))
+        self.sup.store.put(self._key(remedy), remedy_to_json(at, remedy))
         self.sup.emit("scheduled", f"{remedy.action} at {iso(remedy.not_before)} ({remedy.reason.check})", agent=remedy.agent,
                   action=remedy.action, at=iso(remedy.not_before))
 
@@ -270,10 +324,13 @@ class Remedies:
     def run_scheduled(self) -> None:
         """Run the scheduled remedies that are due, then :meth:`retry_given_up`."""
         self.retry_given_up()
+        if not self._loaded:
+            self._load_scheduled()
         now = self.sup.clock.now()
         due = [(t, r) for t, r in self.scheduled if t <= now]
         self.scheduled = [(t, r) for t, r in self.scheduled if t > now]
         for _, remedy in due:
+            self.sup.store.delete(self._key(remedy))
             rt = self.sup.agents.get(remedy.agent) if remedy.agent else None
             if rt is not None and (rt.stopped or rt.given_up):
                 continue

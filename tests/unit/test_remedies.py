@@ -129,3 +129,34 @@ def test_fatal_error_restarts_fresh_never_resumes(make_supervisor, fake_tmux):
     assert [e["kind"] for e in events(sup) if e["kind"] in RESTARTS[:2]] == ["agent_restarted_fresh"] * 3
     assert all(e["data"]["mode"] == "fresh" for e in events(sup, "agent_restarted_fresh"))
     assert sup.agents["a"].resumes == 0
+
+
+def test_a_watcher_restart_during_a_usage_limit_wait_sends_continue_at_the_reset_not_a_backoff_later(
+        make_supervisor, fake_tmux, fake_clock):
+    """Seen in the chaos soak (CI, 2026-12-07): the watcher was killed during a usage-limit
+    wait; the scheduled 'continue' lived only in memory, so the next watcher found the
+    limit again once the occurrence's hold ended and waited one more back-off step
+    (api_error_backoff, 30 s) before the continue. Scheduled remedies are now kept in the
+    state store and the restarted watcher runs them on time."""
+    sup = make_supervisor(agents=["a"], checks={**CHECKS, "stall_idle": 10**6, "api_error_backoff": 30})
+    tick(sup)
+    pane = fake_tmux.pane("a")
+    reset = fake_clock.now() + timedelta(seconds=40)
+    show_usage_limit(pane, reset)
+    run_ticks(sup, 2)
+    assert [e["data"]["at"] for e in events(sup, "scheduled")] == [iso(reset + timedelta(seconds=5))]
+    # the watcher dies (no shutdown: its in-memory schedule is gone); a new one adopts the agent
+    sup2 = make_supervisor(sup.config)
+    assert [e for e in events(sup2, "agent_adopted") if e["agent"] == "a"]
+    while not pane.submitted:
+        tick(sup2, 1)
+        assert fake_clock.now() < reset + timedelta(seconds=10), "no continue within 5 s of the announced time"
+    assert fake_clock.now() >= reset + timedelta(seconds=5)  # not before the reset (+ RESET_SLACK_S)
+    run_ticks(sup2, 2)
+    assert pane.submitted == ["continue"]
+    # ... once, and no new wait with a back-off was started for the same limit
+    tick(sup2, 60)
+    run_ticks(sup2, 5)
+    assert pane.submitted == ["continue"]
+    assert len([e for e in events(sup2, "remedy") if e["data"]["action"] == "wait"]) == 1
+    assert sup2.store.items("scheduled.") == {}
