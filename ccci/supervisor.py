@@ -152,13 +152,7 @@ class Supervisor:
         if not getattr(self.tmux, "server_running", True):
             # the whole tmux server is gone: one cause, which restarting does fix, so it
             # is not a fleet-wide failure for the breaker
-            snap.facts["tmux_server_down"] = True
-            # tmux exits with its last session: after 'ccci stop' of the last running
-            # agent that is the normal end, not a loss (no agent it ran is still wanted)
-            wanted = [n for n, rt in self.agents.items() if rt.pane_id and not rt.stopped and not rt.given_up]
-            if not self._tmux_down and wanted:
-                self.emit("tmux_server_lost", "the tmux server is gone; restoring every agent", agents=wanted)
-                self._tmux_down = True
+            self._note_server_down(snap)
         else:
             self._tmux_down = False
         to_capture: list[AgentRuntime] = []
@@ -252,7 +246,7 @@ class Supervisor:
         self.occurrences.observed(None, fleet_fs)
         actionable.extend(f for f in fleet_fs if f.severity != "info")
         if not snap.facts.get("tmux_server_down"):
-            self._update_breaker(actionable, snap.mono)
+            self._update_breaker(actionable, snap)
         fleet_ids = {id(f) for f in fleet_fs}
         handled: set[str] = set()
         # an essential check (process death) first: a dead agent's other findings are
@@ -326,16 +320,42 @@ class Supervisor:
             rt.pending_since_mono = None  # evaluate again: process death will fire
             self.emit("remedy_timeout", f"agent not back {PENDING_TIMEOUT_S:.0f}s after {rt.pending_action}", agent=rt.name)
 
-    def _update_breaker(self, actionable: list[Finding], mono: float) -> None:
+    def _update_breaker(self, actionable: list[Finding], snap: FleetSnapshot) -> None:
         # a turn end of a backend that exits after each turn is no failure
         failing = [f.agent for f in actionable if f.agent is not None and not f.data.get("turn_end")]
-        self.breaker, opened = guards.breaker_update(self.breaker, failing, mono=mono, fleet_size=len(self.agents),
-                                                     settings=self.config.checks)
+        breaker, opened = guards.breaker_update(self.breaker, failing, mono=snap.mono, fleet_size=len(self.agents),
+                                                settings=self.config.checks)
+        if opened and self._tmux_server_gone(snap):
+            return  # one cause that restoring the agents fixes: not a fleet-wide failure
+        self.breaker = breaker
         if opened:
             window, cooldown = self.config.checks["breaker_window"], self.config.checks["breaker_cooldown"]
             self.emit("breaker_open", f"{len(opened)} of {len(self.agents)} agents failed within {float(window):.0f}s; "
                       f"automatic action paused for {cooldown}s", agents=sorted(opened))
             self.escalate(None, f"fleet breaker open: {', '.join(sorted(opened))} failing at once")
+
+    def _tmux_server_gone(self, snap: FleetSnapshot) -> bool:
+        """Look at the tmux server again before the breaker opens: a ``kill -9`` of the
+        server between this tick's pane list and its process scan shows as every
+        agent's process dead in live panes (the chaos soak, bench/soak.py, on a loaded
+        2-core machine: 16 of 20 "process not alive", the breaker open for 300 s, and
+        the server's loss seen only on the next tick). When the server is gone, this
+        tick's snapshot says so (``tmux_server_down``), ``tmux_server_lost`` is logged
+        and the agents are restored as after any loss of the server."""
+        self.tmux.list_panes()
+        if getattr(self.tmux, "server_running", True):
+            return False
+        self._note_server_down(snap)
+        return True
+
+    def _note_server_down(self, snap: FleetSnapshot) -> None:
+        snap.facts["tmux_server_down"] = True
+        # tmux exits with its last session: after 'ccci stop' of the last running
+        # agent that is the normal end, not a loss (no agent it ran is still wanted)
+        wanted = [n for n, rt in self.agents.items() if rt.pane_id and not rt.stopped and not rt.given_up]
+        if not self._tmux_down and wanted:
+            self.emit("tmux_server_lost", "the tmux server is gone; restoring every agent", agents=wanted)
+            self._tmux_down = True
 
     # ================================================================== remedies (ccci.remedies)
     def run_remedy(self, remedy: Remedy) -> RemedyResult | None:

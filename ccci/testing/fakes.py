@@ -322,6 +322,9 @@ class FakeTmux:
         self.on_new_session: Callable[[FakePane], None] | None = None
         self._pane_ids = itertools.count(1)
         self._pids = itertools.count(FAKE_PID_BASE)
+        #: as :attr:`ccci.tmux.Tmux.server_running`: ``False`` after :meth:`kill_server`
+        #: until ccci starts a session again
+        self.server_running = True
 
     # ------------------------------------------------------------------ test helpers
     def add_pane(self, session_name: str, **kwargs: Any) -> FakePane:
@@ -374,6 +377,16 @@ class FakeTmux:
         for p in self.panes.values():
             if p.pid == pid and not p.dead:
                 p.kill(signal=9)
+
+    def crash_server(self) -> None:
+        """``kill -9`` of the tmux server: every pane's process dies with it and every
+        session is gone; :meth:`list_panes` returns ``{}`` with :attr:`server_running`
+        ``False`` until ccci starts a session."""
+        for p in self.panes.values():
+            p.process_alive = False
+            p.dead = True
+        self.panes.clear()
+        self.server_running = False
 
     def scan_processes(self, pids: list[int]) -> dict[int, ProcessInfo]:
         """A stand-in for :func:`ccci.processes.scan_processes`: a pid is alive when a
@@ -436,6 +449,7 @@ class FakeTmux:
         """
         self.calls += 1
         self.log.append(("new_session", name, tuple(argv)))
+        self.server_running = True
         pane = self.add_pane(name, width=width, height=height,
                              current_command=Path(argv[0]).name if argv else "")
         pane.argv, pane.cwd, pane.env, pane.log_file = list(argv), cwd, dict(env), log_file
@@ -481,10 +495,11 @@ class FakeTmux:
         self._target(pane_id).paste(text)
 
     def kill_server(self) -> None:
-        """Every session is gone."""
+        """Every session is gone (:attr:`server_running` ``False`` until a new session)."""
         self.calls += 1
         self.log.append(("kill_server",))
         self.panes.clear()
+        self.server_running = False
 
     def start_control(self, wake=None, deadline_s: float = 5.0) -> list[int]:
         """No control-mode client in the fake (:meth:`ccci.tmux.Tmux.start_control`):

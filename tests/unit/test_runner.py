@@ -439,3 +439,53 @@ def test_garbage_results_are_reported_and_the_good_findings_kept(make_supervisor
     assert all("PluginResultError" in e["message"] for e in errs)
     assert events(sup, "tick_error") == []
     assert restarts(sup) == []
+
+
+def test_a_tmux_server_killed_between_the_pane_list_and_the_process_scan_is_one_loss_not_a_breaker(
+        make_supervisor, fake_tmux, fake_clock):
+    """The chaos soak on a loaded 2-core machine (2026-12-07): ``kill -9`` of the tmux
+    server landed between a tick's pane list (every pane alive) and its process scan
+    (every process dead): 16 of 20 process deaths in one tick opened the fleet breaker,
+    and the lost server was seen only on the next tick, so nothing was restored for
+    300 s. The runner now looks at the server again before the breaker opens."""
+    from ccci.testing.fakes import events
+
+    names = [f"a{i}" for i in range(6)]
+    sup = make_supervisor(agents=names, checks={"startup_grace": 0, "breaker_min_agents": 3,
+                                                "breaker_fraction": 0.5, "breaker_window": 60})
+    for _ in range(3):
+        fake_clock.advance(1)
+        sup.tick()
+    scan = sup.process_scan
+
+    def killed_during_the_scan(pids):
+        fake_tmux.crash_server()
+        return scan(pids)
+
+    sup.process_scan = killed_during_the_scan
+    fake_clock.advance(1)
+    sup.tick()
+    sup.process_scan = scan
+    for _ in range(10):
+        fake_clock.advance(1)
+        sup.tick()
+    assert not events(sup, "breaker_open")
+    assert len(events(sup, "tmux_server_lost")) == 1
+    assert sorted(fake_tmux.panes) == sorted(sup.agents[n].session for n in names)
+    assert all(not p.dead and p.process_alive for p in fake_tmux.panes.values())
+
+
+def test_the_breaker_still_opens_when_agents_die_on_a_live_tmux_server(make_supervisor, fake_tmux, fake_clock):
+    from ccci.testing.fakes import events
+
+    names = [f"a{i}" for i in range(6)]
+    sup = make_supervisor(agents=names, checks={"startup_grace": 0, "breaker_min_agents": 3,
+                                                "breaker_fraction": 0.5, "breaker_window": 60})
+    for _ in range(3):
+        fake_clock.advance(1)
+        sup.tick()
+    for n in names[:4]:
+        fake_tmux.pane(n).kill(signal=9)
+    fake_clock.advance(1)
+    sup.tick()
+    assert len(events(sup, "breaker_open")) == 1 and not events(sup, "tmux_server_lost")
