@@ -143,7 +143,7 @@ class Outbox:
                 rt.first_turn_pending = False
             plugin = sup.backend_plugins.get(rt.backend.name, rt.backend.name)
             if not sup.calls.guarded(plugin, f"{rt.backend.name}.is_ready_for_input", rt.backend.is_ready_for_input,
-                                     rt.analysis, default=False):
+                                     rt.analysis, default=False) and not _own_draft(rt.analysis, msg.text):
                 continue
             since = self.ready_since.get(rt.name)
             if only is None and since is not None and rt.name in self.busy_before \
@@ -278,6 +278,16 @@ class Outbox:
                 continue
             rt = sup.agents.get(row["agent"])
             pane = panes.get(rt.session) if rt else None
+            if rt is not None and pane is not None and not pane.dead:
+                screen = sup.tmux.capture([pane.pane_id]).get(pane.pane_id, "")
+                plugin = sup.backend_plugins.get(rt.backend.name, rt.backend.name)
+                now = sup.calls.guarded(plugin, f"{rt.backend.name}.analyse", rt.backend.analyse, screen,
+                                        pane.title, default=None)
+                if now is not None and _own_draft(now, row["text"]):
+                    # typed, never submitted: its echo is in the log, but it sits in the
+                    # box; queued again, the outbox submits the draft (Enter only)
+                    sup.store.requeue_message(row["id"])
+                    continue
             m = re.match(r"log_offset=(\d+)$", row["detail"] or "")
             log = sup.log_dir / f"{rt.name}.log" if rt else None
             if m and log is not None and log.exists():
@@ -291,6 +301,20 @@ class Outbox:
                 sup.store.finish_message(row["id"], "delivered", "seen on screen after watcher restart", sup.clock.now(), 1)
             else:
                 sup.store.requeue_message(row["id"])
+
+
+def _own_draft(analysis, text: str) -> bool:
+    """The agent's input box holds ``text`` (or its start), typed but not submitted:
+    a delivery interrupted between the typing and Enter (a watcher killed then, seen
+    in the chaos soak: the agent sat in ``unsent_input`` with ccci's ping in its box
+    for minutes, every later message queued behind it). :func:`ccci.send.deliver`
+    then presses Enter on it instead of typing it again. Someone else's draft is
+    never ours."""
+    from ccci.model import AgentState
+    from ccci.send import _ours
+
+    return (getattr(analysis, "state", None) == AgentState.UNSENT_INPUT and bool(analysis.input_text)
+            and _ours(analysis.input_text, text))
 
 
 def _file_size(path: Path) -> int:

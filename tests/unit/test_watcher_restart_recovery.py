@@ -100,3 +100,49 @@ def test_a_delivery_that_raises_does_not_leave_the_message_sending(make_supervis
             break
     assert sup.store.message(mid)["status"] == "delivered"
     assert [t for t in fake_tmux.pane("a").submitted if "1ccccccccc" in t] != []
+
+
+def test_a_message_typed_but_not_submitted_when_the_watcher_died_is_submitted_by_the_next_one(
+        make_supervisor, fake_tmux):
+    """The 2-hour chaos soak (2026-12-07): the watcher was killed between typing a ping
+    and pressing Enter. Its echo was in the pane log, so the next watcher counted it
+    delivered, while the agent sat in ``unsent_input`` with the ping in its box and every
+    later message queued behind it (2 minutes, until an unrelated restart). Now the draft
+    is recognised as ccci's own and submitted with Enter, once, without typing it again."""
+    from ccci.testing.fakes import events
+
+    sup = make_supervisor(agents=["a"], checks={"startup_grace": 0})
+    tick(sup)
+    pane = fake_tmux.pane("a")
+    ping = PING.format(sha="1ddddddddd", n=4)
+    log = sup.log_dir / "a.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("earlier output\n")
+    mid = sup.queue_message("a", ping)
+    later = sup.queue_message("a", PING.format(sha="1eeeeeeeee", n=5))
+    sup.store.db.execute("UPDATE messages SET status='sending', detail=? WHERE id=?", (f"log_offset={log.stat().st_size}", mid))
+    pane.type(ping)  # typed; the watcher died before Enter
+    with open(log, "a") as fh:
+        fh.write(f"> {ping}\r\n")  # the echo of the typing is in the log
+    again = make_supervisor(sup.config)
+    assert again.store.message(mid)["status"] == "queued"
+    for _ in range(8):
+        tick(again)
+        if pane.input == "":
+            pane.idle()
+    assert pane.submitted == [ping, PING.format(sha="1eeeeeeeee", n=5)]
+    assert pane.typed == [ping, PING.format(sha="1eeeeeeeee", n=5)]  # the draft was not typed twice
+    assert [again.store.message(i)["status"] for i in (mid, later)] == ["delivered", "delivered"]
+    assert not events(again, "message_failed")
+
+
+def test_someone_elses_draft_is_never_submitted(make_supervisor, fake_tmux):
+    sup = make_supervisor(agents=["a"], checks={"startup_grace": 0})
+    tick(sup)
+    pane = fake_tmux.pane("a")
+    mid = sup.queue_message("a", PING.format(sha="1fffffffff", n=6))
+    pane.type("a person is typing a question")
+    for _ in range(5):
+        tick(sup)
+    assert pane.submitted == [] and pane.input == "a person is typing a question"
+    assert sup.store.message(mid)["status"] == "queued"
