@@ -441,6 +441,15 @@ def test_garbage_results_are_reported_and_the_good_findings_kept(make_supervisor
     assert restarts(sup) == []
 
 
+def _six_agents_with_a_breaker_at_three(make_supervisor, fake_clock, names):
+    sup = make_supervisor(agents=names, checks={"startup_grace": 0, "breaker_min_agents": 3,
+                                                "breaker_fraction": 0.5, "breaker_window": 60})
+    for _ in range(3):
+        fake_clock.advance(1)
+        sup.tick()
+    return sup
+
+
 def test_a_tmux_server_killed_between_the_pane_list_and_the_process_scan_is_one_loss_not_a_breaker(
         make_supervisor, fake_tmux, fake_clock):
     """The chaos soak on a loaded 2-core machine (2026-12-07): ``kill -9`` of the tmux
@@ -451,11 +460,7 @@ def test_a_tmux_server_killed_between_the_pane_list_and_the_process_scan_is_one_
     from ccci.testing.fakes import events
 
     names = [f"a{i}" for i in range(6)]
-    sup = make_supervisor(agents=names, checks={"startup_grace": 0, "breaker_min_agents": 3,
-                                                "breaker_fraction": 0.5, "breaker_window": 60})
-    for _ in range(3):
-        fake_clock.advance(1)
-        sup.tick()
+    sup = _six_agents_with_a_breaker_at_three(make_supervisor, fake_clock, names)
     scan = sup.process_scan
 
     def killed_during_the_scan(pids):
@@ -479,11 +484,7 @@ def test_the_breaker_still_opens_when_agents_die_on_a_live_tmux_server(make_supe
     from ccci.testing.fakes import events
 
     names = [f"a{i}" for i in range(6)]
-    sup = make_supervisor(agents=names, checks={"startup_grace": 0, "breaker_min_agents": 3,
-                                                "breaker_fraction": 0.5, "breaker_window": 60})
-    for _ in range(3):
-        fake_clock.advance(1)
-        sup.tick()
+    sup = _six_agents_with_a_breaker_at_three(make_supervisor, fake_clock, names)
     for n in names[:4]:
         fake_tmux.pane(n).kill(signal=9)
     fake_clock.advance(1)
