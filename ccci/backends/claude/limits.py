@@ -52,12 +52,18 @@ def reset_from_entry(entry: dict) -> datetime | None:
     return None
 
 
-def transcript_usage_reset(home: Path, session_id: str) -> datetime | None:
-    """The reset of the newest usage-limit entry in the session's transcript (its last
-    :data:`TAIL_BYTES`), or ``None`` (no transcript, no such entry, unreadable)."""
-    path = transcript_path(home, session_id)
-    if path is None:
-        return None
+def last_turn_usage_reset(path: Path) -> datetime | None:
+    """The reset (UTC) of the usage limit that ended the transcript's last turn, or ``None``.
+
+    The newest main-chain ``user`` or ``assistant`` entry in the last :data:`TAIL_BYTES`
+    of ``path`` decides: an ``assistant`` entry with a usage limit (:func:`reset_from_entry`)
+    gives its reset; anything else (an answer, the ``continue`` typed after a limit, a
+    subagent's ``isSidechain`` entry is skipped) means the last turn did not end at a
+    limit, so an older limit entry (one already waited for) is never taken for a new one.
+    ``system`` entries (Claude Code 2.1.332 writes ``Usage limit reached · set to continue
+    automatically at 12:44am`` after the limit) are skipped. ``None`` too when the file is
+    unreadable.
+    """
     try:
         with open(path, "rb") as f:
             size = f.seek(0, 2)
@@ -66,13 +72,20 @@ def transcript_usage_reset(home: Path, session_id: str) -> datetime | None:
     except OSError:
         return None
     for raw in reversed(tail.splitlines()):
-        if b"resetsAt" not in raw:
+        if b'"assistant"' not in raw and b'"user"' not in raw:
             continue
         try:
             entry = json.loads(raw)
         except ValueError:
+            continue  # a partial line (the CLI is appending) or the tail's cut first line
+        if not isinstance(entry, dict) or entry.get("type") not in ("user", "assistant") or entry.get("isSidechain"):
             continue
-        reset = reset_from_entry(entry)
-        if reset is not None:
-            return reset
+        return reset_from_entry(entry) if entry.get("type") == "assistant" else None
     return None
+
+
+def transcript_usage_reset(home: Path, session_id: str) -> datetime | None:
+    """:func:`last_turn_usage_reset` of the session's transcript under ``home``, or
+    ``None`` (no transcript, its last turn did not end at a usage limit, unreadable)."""
+    path = transcript_path(home, session_id)
+    return last_turn_usage_reset(path) if path is not None else None
