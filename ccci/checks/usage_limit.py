@@ -6,7 +6,7 @@ If the limit shows again after that (it did not lift), back off: ``api_error_bac
 doubled for each wait of the same session that found the limit still there (at most
 x32), or until a later reset time when one is given. Without a reset time, the same
 back-off. A later reset that arrives while the wait runs (the CLI's exact record after
-a clock time) moves the ``continue`` to it (``usage_limit_rescheduled``).
+a clock time) moves the ``continue`` to it (``usage_limit_rescheduled``, :func:`later_reset`).
 """
 from __future__ import annotations
 
@@ -25,27 +25,42 @@ RESET_SLACK_S = 5  # resume a little after the announced reset
 VERIFY_S = 20.0  #: checks stay paused this long after 'continue', so the old screen is not acted on again
 
 
+def _finding(agent, analysis):
+    return screen_finding(CHECK, agent, analysis, AgentState.USAGE_LIMIT,
+                          f"usage limit reached; resets {iso(analysis.reset_at) or 'at an unknown time'}",
+                          reset_at=iso(analysis.reset_at))
+
+
 @hookimpl
-def ccci_check_agent(agent, analysis, now, stash, services):
-    finding = screen_finding(CHECK, agent, analysis, AgentState.USAGE_LIMIT,
-                             f"usage limit reached; resets {iso(analysis.reset_at) or 'at an unknown time'}",
-                             reset_at=iso(analysis.reset_at))
-    if finding is not None:
-        _later_reset(finding, agent, analysis, now, stash, services)
-    return finding
+def ccci_check_agent(agent, analysis):
+    return _finding(agent, analysis)
 
 
-def _later_reset(finding, agent, analysis, now, stash, services) -> None:
-    """Move a running wait to a later reset learned after it began: the CLI's structured
-    record (Claude Code's transcript ``resetsAt``) can arrive after the wait was chosen
-    from a clock time ('resets 1:58am', to the minute). The wait's ``continue`` is
-    scheduled again at the new reset (+ :data:`RESET_SLACK_S`; a new one replaces the old
-    one per agent and action), the hold extended, and one ``usage_limit_rescheduled``
-    event says so. Never earlier: a reset read less exactly does not pull a wait forward."""
+@hookimpl
+def ccci_observe(agents, now, services):
+    """Move a running wait to a later reset learned after it began (:func:`later_reset`):
+    here, not in the check, because the agent's checks are held during the wait."""
+    for name, rt in agents.items():
+        if rt.analysis.state == AgentState.USAGE_LIMIT and rt.analysis.reset_at is not None:
+            later_reset(rt, now, services.stash(name), services)
+
+
+def later_reset(agent, now, stash, services) -> None:
+    """The CLI's structured record of a limit's reset (Claude Code's transcript
+    ``resetsAt``) can arrive after the wait was chosen from a clock time ('resets 1:58am',
+    to the minute): the wait's ``continue`` is scheduled again at the later reset
+    (+ :data:`RESET_SLACK_S`; a new one replaces the old one per agent and action, kept in
+    the state store), the hold extended, and one ``usage_limit_rescheduled`` event says so.
+    Never earlier: a reset read less exactly does not pull a wait forward; nothing once
+    the ``continue`` went out."""
     from ccci.clock import parse_utc
 
+    analysis = agent.analysis
     waits = stash.get(WAITS) or {}
     if analysis.reset_at is None or waits.get("gen") != agent.generation or not waits.get("until"):
+        return
+    finding = _finding(agent, analysis)
+    if finding is None:
         return
     planned = parse_utc(waits["until"])
     new_at = analysis.reset_at + timedelta(seconds=RESET_SLACK_S)
