@@ -10,7 +10,8 @@ tests/golden/claude-2.1.197/hooks/):
    ``<state_dir>/hooks/<agent>.jsonl``. Every tick this plugin reads the new complete
    lines (the byte offset and the folded state are persisted in the state store, keys
    ``claude_hooks.offset.<agent>`` / ``claude_hooks.state.<agent>``) and folds them
-   (:func:`fold`): SessionStart/Stop -> idle, UserPromptSubmit and an automatic
+   (:func:`fold`): SessionStart/Stop -> idle (after a Stop: once the transcript records
+   the turn's answer, :data:`RECORD_WAIT_S` at most), UserPromptSubmit and an automatic
    PreCompact -> busy (a manual one, ``/compact``, changes nothing: when it fails
    ("Not enough messages to compact") no hook follows),
    PermissionRequest and Notification ``permission_prompt`` or ``agent_needs_input`` ->
@@ -65,6 +66,10 @@ STALE_BUSY_S = 30.0  #: a busy hook with an unchanged idle pane this long after 
 #: looks at the transcript again when it changed (:func:`transcript_reset`), and the
 #: usage_limit check moves its wait to the later reset (``usage_limit_rescheduled``)
 TRANSCRIPT_WAIT_S = 2.0
+#: s after a ``Stop`` hook the agent reads busy at most while its transcript has not
+#: recorded the turn's end (Claude Code 2.1.332 writes the answer with its usage around the
+#: hook; a CI run on 2 busy cores had it after more than 1 s). Only with a transcript.
+RECORD_WAIT_S = 10.0
 READ_MAX = 1 << 20  #: bytes of spool read per agent per tick at most
 ROTATE_OVER = 4 << 20  #: a fully read spool larger than this is truncated (bytes)
 SOURCE_NOTE = "Claude Code 2.1.197 lifecycle hook via ccci.backends.claude.hookrelay (docs/agent-clis.md#claude-code-lifecycle-hooks)"
@@ -267,22 +272,22 @@ class _Tracked:
     transcript: Path | None = None  #: the session's transcript, once found
     transcript_sid: str = ""  #: the session id :attr:`transcript` belongs to
     transcript_sig: tuple = ()  #: (inode, size, mtime ns) when it was last read
-    transcript_reset: datetime | None = None  #: :func:`ccci.backends.claude.limits.last_turn_usage_reset` then
+    transcript_turn: Any = None  #: :func:`ccci.backends.claude.limits.last_turn` then
+    recorded_stop: float = 0.0  #: the time of the newest Stop whose turn the transcript was seen to record
 
 
-def transcript_reset(tr: _Tracked, spec: Any, session_id: str) -> datetime | None:
-    """The exact reset of the usage limit that ended the session's last turn, from its
-    transcript (:func:`ccci.backends.claude.limits.last_turn_usage_reset`); the file is
-    found once per session and read again only when it changed (inode, size or mtime),
-    so calling this every tick costs one ``stat``. ``None`` when there is no transcript
-    (yet) or its last turn did not end at a usage limit."""
-    from ccci.backends.claude.limits import last_turn_usage_reset
+def transcript_turn(tr: _Tracked, spec: Any, session_id: str) -> Any:
+    """The session's last turn as its transcript records it
+    (:class:`ccci.backends.claude.limits.LastTurn`); the file is found once per session
+    and read again only when it changed (inode, size or mtime), so calling this every
+    tick costs one ``stat``. ``None`` when there is no transcript (yet)."""
+    from ccci.backends.claude.limits import last_turn
     from ccci.backends.claude.transcript import transcript_path
 
     if not session_id:
         return None
     if tr.transcript is None or tr.transcript_sid != session_id:
-        tr.transcript, tr.transcript_sid, tr.transcript_sig, tr.transcript_reset = None, session_id, (), None
+        tr.transcript, tr.transcript_sid, tr.transcript_sig, tr.transcript_turn = None, session_id, (), None
         tr.transcript = transcript_path(session_id, getattr(spec, "env", None))
         if tr.transcript is None:
             return None
@@ -294,8 +299,16 @@ def transcript_reset(tr: _Tracked, spec: Any, session_id: str) -> datetime | Non
     sig = (st.st_ino, st.st_size, st.st_mtime_ns)
     if sig != tr.transcript_sig:
         tr.transcript_sig = sig
-        tr.transcript_reset = last_turn_usage_reset(tr.transcript)
-    return tr.transcript_reset
+        tr.transcript_turn = last_turn(tr.transcript)
+    return tr.transcript_turn
+
+
+def transcript_reset(tr: _Tracked, spec: Any, session_id: str) -> datetime | None:
+    """The exact reset of the usage limit that ended the session's last turn, from its
+    transcript (:func:`transcript_turn`), or ``None`` (no transcript yet, or its last
+    turn did not end at a usage limit)."""
+    turn = transcript_turn(tr, spec, session_id)
+    return turn.reset if turn is not None else None
 
 
 #: the rule id of a usage-limit reset read from the transcript
@@ -569,10 +582,22 @@ def ccci_observe(snapshot, config, state, now, mono, agents, stash):
         if tr.pane is None:
             continue
         src: tuple[AgentState, float, str, str, datetime | None] | None = None
+        recording = False
         if tr.hook is not None and tr.hook.agent_state is not None:
             h = tr.hook
             reset = datetime.fromisoformat(h.reset_at.replace("Z", "+00:00")) if h.reset_at else None
             src = (h.agent_state, mono - (now.timestamp() - h.at), f"hook {h.evidence}", f"claude.hook.{h.event}", reset)
+            if h.event == "Stop" and h.agent_state == AgentState.IDLE and tr.recorded_stop != h.at:
+                # the turn is over once its records are written: its answer's usage is
+                # what compact_before_limit and usage_watch read at the turn's end
+                sid = str(getattr(rt, "conversation_id", "") or "") or h.session_id
+                turn = transcript_turn(tr, rt.spec, sid)
+                if turn is None or turn.ended or now.timestamp() - h.at >= RECORD_WAIT_S:
+                    tr.recorded_stop = h.at  # recorded (or no transcript to wait for, or waited enough)
+                else:
+                    recording = True
+                    src = (AgentState.BUSY, src[1], "hook Stop; the transcript has not recorded the turn's end yet",
+                           "claude.hook.Stop.recording", None)
         else:
             proc = snapshot.processes.get(name)
             sf = session_file_state(_home(rt.spec), rt.pid, bool(proc and proc.alive))
@@ -588,7 +613,7 @@ def ccci_observe(snapshot, config, state, now, mono, agents, stash):
             continue
         proc = snapshot.processes.get(name)
         alive = bool(proc and proc.alive)
-        verdict = disagreement(tr.pane.state, src[0], src[1], mono, tick_s) if alive else False
+        verdict = disagreement(tr.pane.state, src[0], src[1], mono, tick_s) if alive and not recording else False
         if track_drift(dr, verdict):
             snapshot.events.append(_drift_event(name, rt, tr.pane, src[0], src[2], dr.ticks))
         kind = {"error_kind": tr.hook.error} if src[3] == "claude.hook.StopFailure" and tr.hook and tr.hook.error else {}
