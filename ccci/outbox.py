@@ -26,10 +26,12 @@ if TYPE_CHECKING:  # pragma: no cover
 #: message typed 1.3 s after the start was lost in between (issue 14 e2e, 2026-12-02)
 FIRST_TURN_WAIT_S = 60.0
 RECOVER_PROBE_CHARS = 100  #: non-blank characters of a 'sending' message looked for after a watcher restart
-#: s after a turn ends (a busy agent seen idle) before a queued message is typed: the CLI
-#: may still be writing the turn's records when its hook wakes the runner (Claude Code
-#: 2.1.332's transcript usage came after its Stop hook; a CI run on 2 busy cores needed
-#: more than one 0.5 s tick), and turn-end checks (compact_before_limit) go first
+#: s after a turn ends (a busy agent seen idle) before a queued message is typed, for a
+#: backend that does not report its turns (:meth:`ccci.backends.base.Backend.turn_activity`
+#: is ``None``): the CLI may still be writing the turn's records, and turn-end checks
+#: (compact_before_limit) go first. Claude Code with ccci's hooks does not need it: it
+#: reads idle only once its transcript recorded the turn (on 2 busy cores that took more
+#: than this 1 s, the CI failure of issue 16)
 TURN_SETTLE_S = 1.0
 #: s without a change of the pane after which a CLI's report of a running turn is taken
 #: for a lost end report (as ccci.backends.claude.claude_hooks.STALE_BUSY_S)
@@ -137,7 +139,7 @@ class Outbox:
             mono = sup.clock.monotonic()
             launched_wall = sup.clock.now().timestamp() - (mono - rt.started_mono)
             activity = sup.calls.guarded(plugin, f"{rt.backend.name}.turn_activity", rt.backend.turn_activity,
-                                         rt.spec, sup.config, launched_wall, default=None)
+                                         rt.spec, sup.config, launched_wall, rt.conversation_id or "", default=None)
             if activity is not None:
                 if not self._turn_over(rt, activity, mono):
                     continue  # the CLI says a turn (the launch prompt's) is running: a message would join it

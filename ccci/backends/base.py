@@ -193,9 +193,11 @@ class Backend:
         """
         return None
 
-    def turn_activity(self, spec: AgentSpec, config: "FleetConfig", since: float) -> TurnActivity | None:
+    def turn_activity(self, spec: AgentSpec, config: "FleetConfig", since: float,
+                      conversation_id: str = "") -> TurnActivity | None:
         """The turns the CLI itself reported starting and ending at or after ``since``
-        (UTC epoch seconds; the current process's start): the structured source the
+        (UTC epoch seconds; the current process's start), in conversation
+        ``conversation_id`` when given (``""``: any): the structured source the
         outbox (:mod:`ccci.outbox`) prefers over the screen to know whether a turn (the
         launch prompt's above all) is still running, since a message typed during a turn
         joins it.

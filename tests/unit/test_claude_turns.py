@@ -55,6 +55,23 @@ def test_turn_activity_counts_the_main_sessions_turns_since_a_time(tmp_path):
     assert b.turn_activity(off, cfg, 100.0) is None
 
 
+def test_a_fresh_session_does_not_take_the_old_ones_end_for_its_launch_turn(tmp_path):
+    """e2e (issue 16 work): the fatal 400's StopFailure came 0.2 s before the fresh
+    session was launched; counted as that session's launch turn end, the resubmitted
+    message was typed before the new CLI took its prompt and was lost."""
+    cfg = SimpleNamespace(state_dir=tmp_path)
+    spec = AgentSpec(name="a", role=Role.LOOP, backend="claude", workdir=tmp_path)
+    b = ClaudeBackend(cli_version="2.1.332")
+    _settings, spool = hook_paths(tmp_path, "a")
+    _spool_append(spool, {"ev": "UserPromptSubmit", "t": 99.5, "sid": "old"},
+                  {"ev": "StopFailure", "t": 99.8, "sid": "old", "error": "unknown"},
+                  {"ev": "StopFailure", "t": 100.2, "sid": "old", "error": "unknown"},  # clocks: late, but not ours
+                  {"ev": "SessionStart", "t": 104.0, "sid": "new", "source": "startup"})
+    act = b.turn_activity(spec, cfg, 100.0, "new")
+    assert (act.started, act.ended, act.running) == (0, 0, False)
+    assert b.turn_activity(spec, cfg, 100.0).ended == 1  # without the session id, only the time tells
+
+
 def _tx(kind: str, **kw) -> str:
     return json.dumps({"type": kind, "isSidechain": False, **kw})
 

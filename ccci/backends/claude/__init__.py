@@ -76,7 +76,7 @@ def pattern_version_for(cli_version: str | None) -> str:
 HOOK_EVENTS = ("SessionStart", "UserPromptSubmit", "Stop", "StopFailure", "PermissionRequest",
                "Notification", "SessionEnd", "PreCompact")
 HOOK_TIMEOUT_S = 10  #: the CLI's per-hook time limit (seconds); the relay takes ~50 ms
-SPOOL_TAIL = 256 * 1024  #: bytes of the hook spool :meth:`ClaudeBackend.turn_activity` reads at most
+SPOOL_TAIL = 64 * 1024  #: bytes of the hook spool :meth:`ClaudeBackend.turn_activity` reads at most (~500 records)
 RELAY = Path(__file__).resolve().parent / "hookrelay.py"
 
 
@@ -259,9 +259,11 @@ class ClaudeBackend(VersionedRules, Backend):
                 return True
         return False
 
-    def turn_activity(self, spec: AgentSpec, config: "FleetConfig", since: float):
+    def turn_activity(self, spec: AgentSpec, config: "FleetConfig", since: float, conversation_id: str = ""):
         """Turns started (``UserPromptSubmit``) and ended (``Stop``, ``StopFailure``) at or
-        after ``since`` (UTC epoch seconds), from the agent's hook spool (its last
+        after ``since`` (UTC epoch seconds) in session ``conversation_id`` (when given: a
+        fresh session started right after the old one's ``StopFailure`` must not take that
+        for the end of its own launch turn), from the agent's hook spool (its last
         :data:`SPOOL_TAIL` bytes): Claude Code 2.1.332 runs ``UserPromptSubmit`` when it
         takes a prompt and ``Stop``/``StopFailure`` when the turn ends (a prompt typed
         during a turn is taken into that turn: a second ``UserPromptSubmit`` and one
@@ -295,7 +297,8 @@ class ClaudeBackend(VersionedRules, Backend):
             except (ValueError, TypeError, AttributeError):
                 continue  # the tail's cut first line, a partial last one
             ev = rec.get("ev")
-            if t < since - 0.5 or rec.get("agent_id"):
+            sid = rec.get("sid")
+            if t < since or rec.get("agent_id") or (conversation_id and sid and sid != conversation_id):
                 continue
             if ev == "UserPromptSubmit":
                 started += 1
