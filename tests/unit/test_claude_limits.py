@@ -132,7 +132,7 @@ def test_a_transcript_reset_written_after_the_hook_moves_the_wait(make_superviso
     (proj / f"{sid}.jsonl").write_text(_entry("user", message={"content": "go"}) + _entry(
         "assistant", apiError="usage_limit_reached",
         apiErrorParams={"rate_limit_info": {"status": "rejected", "resetsAt": int(exact.timestamp())}}))
-    fake_clock.advance(1)
+    fake_clock.advance(claude_hooks.TRANSCRIPT_LOOK_S)  # a transcript not found is searched for again this late
     found = sup.tick()
     assert found and found[0].data["reset_at"] == iso(exact) and found[0].data["rule"] == "claude.transcript.usage_limit"
     [moved] = events(sup, "usage_limit_rescheduled", "a")

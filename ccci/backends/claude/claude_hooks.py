@@ -70,6 +70,7 @@ TRANSCRIPT_WAIT_S = 2.0
 #: recorded the turn's end (Claude Code 2.1.332 writes the answer with its usage around the
 #: hook; a CI run on 2 busy cores had it after more than 1 s). Only with a transcript.
 RECORD_WAIT_S = 10.0
+TRANSCRIPT_LOOK_S = 5.0  #: s between two per-tick searches for a session's transcript that is not there (a glob)
 READ_MAX = 1 << 20  #: bytes of spool read per agent per tick at most
 ROTATE_OVER = 4 << 20  #: a fully read spool larger than this is truncated (bytes)
 SOURCE_NOTE = "Claude Code 2.1.197 lifecycle hook via ccci.backends.claude.hookrelay (docs/agent-clis.md#claude-code-lifecycle-hooks)"
@@ -274,22 +275,29 @@ class _Tracked:
     transcript_sig: tuple = ()  #: (inode, size, mtime ns) when it was last read
     transcript_turn: Any = None  #: :func:`ccci.backends.claude.limits.last_turn` then
     recorded_stop: float = 0.0  #: the time of the newest Stop whose turn the transcript was seen to record
+    transcript_looked: float = -1e9  #: monotonic s of the last search that found no transcript
 
 
-def transcript_turn(tr: _Tracked, spec: Any, session_id: str) -> Any:
+def transcript_turn(tr: _Tracked, spec: Any, session_id: str, mono: float | None = None) -> Any:
     """The session's last turn as its transcript records it
     (:class:`ccci.backends.claude.limits.LastTurn`); the file is found once per session
     and read again only when it changed (inode, size or mtime), so calling this every
-    tick costs one ``stat``. ``None`` when there is no transcript (yet)."""
+    tick costs one ``stat``. ``None`` when there is no transcript (yet); with ``mono``
+    (the tick's monotonic s) a missing transcript is searched for (a glob) once per
+    :data:`TRANSCRIPT_LOOK_S` at most."""
     from ccci.backends.claude.limits import last_turn
     from ccci.backends.claude.transcript import transcript_path
 
     if not session_id:
         return None
     if tr.transcript is None or tr.transcript_sid != session_id:
+        if mono is not None and tr.transcript_sid == session_id and mono - tr.transcript_looked < TRANSCRIPT_LOOK_S:
+            return None
         tr.transcript, tr.transcript_sid, tr.transcript_sig, tr.transcript_turn = None, session_id, (), None
         tr.transcript = transcript_path(session_id, getattr(spec, "env", None))
         if tr.transcript is None:
+            if mono is not None:
+                tr.transcript_looked = mono
             return None
     try:
         st = tr.transcript.stat()
@@ -303,11 +311,11 @@ def transcript_turn(tr: _Tracked, spec: Any, session_id: str) -> Any:
     return tr.transcript_turn
 
 
-def transcript_reset(tr: _Tracked, spec: Any, session_id: str) -> datetime | None:
+def transcript_reset(tr: _Tracked, spec: Any, session_id: str, mono: float | None = None) -> datetime | None:
     """The exact reset of the usage limit that ended the session's last turn, from its
     transcript (:func:`transcript_turn`), or ``None`` (no transcript yet, or its last
     turn did not end at a usage limit)."""
-    turn = transcript_turn(tr, spec, session_id)
+    turn = transcript_turn(tr, spec, session_id, mono)
     return turn.reset if turn is not None else None
 
 
@@ -591,7 +599,7 @@ def ccci_observe(snapshot, config, state, now, mono, agents, stash):
                 # the turn is over once its records are written: its answer's usage is
                 # what compact_before_limit and usage_watch read at the turn's end
                 sid = str(getattr(rt, "conversation_id", "") or "") or h.session_id
-                turn = transcript_turn(tr, rt.spec, sid)
+                turn = transcript_turn(tr, rt.spec, sid, mono)
                 if turn is None or turn.ended or now.timestamp() - h.at >= RECORD_WAIT_S:
                     tr.recorded_stop = h.at  # recorded (or no transcript to wait for, or waited enough)
                 else:
@@ -606,7 +614,7 @@ def ccci_observe(snapshot, config, state, now, mono, agents, stash):
                        "claude.session_file.status", None)
         if src is None:
             track_drift(dr, False)
-            exact = _exact_reset_to_add(tr, rt, tr.pane)
+            exact = _exact_reset_to_add(tr, rt, tr.pane, mono)
             tr.merged = with_exact_reset(tr.pane, exact) if exact else None
             if tr.merged is not None:
                 rt.analysis = tr.merged
@@ -623,14 +631,14 @@ def ccci_observe(snapshot, config, state, now, mono, agents, stash):
             tr.stale_reported_at = src[1]
             snapshot.events.append(Event("hook_stale", f"{src[2]} {mono - src[1]:.0f}s ago but the unchanged pane reads "
                                          f"{merged.state.value}; trusting the pane", agent=name))
-        exact = _exact_reset_to_add(tr, rt, merged)
+        exact = _exact_reset_to_add(tr, rt, merged, mono)
         if exact:
             merged = with_exact_reset(merged, exact)
         tr.merged = merged
         rt.analysis = merged
 
 
-def _exact_reset_to_add(tr: _Tracked, rt: Any, an: ScreenAnalysis) -> datetime | None:
+def _exact_reset_to_add(tr: _Tracked, rt: Any, an: ScreenAnalysis, mono: float) -> datetime | None:
     """The transcript's exact reset for a usage-limit reading that lacks one (the screen's
     or the hook text's clock time, or no reset at all; the transcript entry came after the
     hook was read, or hooks are off), else ``None``. Re-read only when the transcript
@@ -642,5 +650,5 @@ def _exact_reset_to_add(tr: _Tracked, rt: Any, an: ScreenAnalysis) -> datetime |
             and iso(an.reset_at) == h.reset_at:
         return None  # the hook's own instant already decides
     sid = str(getattr(rt, "conversation_id", "") or "") or (h.session_id if h else "")
-    exact = transcript_reset(tr, rt.spec, sid)
+    exact = transcript_reset(tr, rt.spec, sid, mono)
     return exact if exact is not None and exact != an.reset_at else None
