@@ -213,6 +213,7 @@ class Lifecycle:
         rt.generation = rec.generation + 1
         rt.started_mono = rt.screen_changed_mono = rt.content_changed_mono = mono
         rt.first_turn_pending = True  # the launch prompt's turn: the outbox waits for it (ccci.outbox)
+        rt.launch_turn_open = True
         rt.healthy_since_mono = mono
         rt.last_change_key = None
         rt.screen, rt.failing, rt.nudges = "", {}, 0

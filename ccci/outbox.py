@@ -26,11 +26,16 @@ if TYPE_CHECKING:  # pragma: no cover
 #: message typed 1.3 s after the start was lost in between (issue 14 e2e, 2026-12-02)
 FIRST_TURN_WAIT_S = 60.0
 RECOVER_PROBE_CHARS = 100  #: non-blank characters of a 'sending' message looked for after a watcher restart
-#: s after a turn ends (a busy agent seen idle) before a queued message is typed: the CLI
-#: may still be writing the turn's records when its hook wakes the runner (Claude Code
-#: 2.1.332's transcript usage came after its Stop hook; a CI run on 2 busy cores needed
-#: more than one 0.5 s tick), and turn-end checks (compact_before_limit) go first
+#: s after a turn ends (a busy agent seen idle) before a queued message is typed, for a
+#: backend that does not report its turns (:meth:`ccci.backends.base.Backend.turn_activity`
+#: is ``None``): the CLI may still be writing the turn's records, and turn-end checks
+#: (compact_before_limit) go first. Claude Code with ccci's hooks does not need it: it
+#: reads idle only once its transcript recorded the turn (on 2 busy cores that took more
+#: than this 1 s, the CI failure of issue 16)
 TURN_SETTLE_S = 1.0
+#: s without a change of the pane after which a CLI's report of a running turn is taken
+#: for a lost end report (as ccci.backends.claude.claude_hooks.STALE_BUSY_S)
+RUNNING_STALE_S = 30.0
 MAX_DELIVERY_ROUNDS = 3  #: delivery rounds (each with its own Enter retries) before a message fails
 #: s after a message counted delivered without proof within which a restart of its agent,
 #: before the agent showed any sign of taking it, queues it again (once)
@@ -137,16 +142,26 @@ class Outbox:
                 continue
             if rt.typed_tick == sup.tick_no:
                 continue  # typed into this tick already (a remedy's command): this tick's screen is stale
-            if rt.first_turn_pending and getattr(rt.backend, "launch_prompt_after_box", False):
-                if sup.clock.monotonic() - rt.started_mono < FIRST_TURN_WAIT_S:
+            plugin = sup.backend_plugins.get(rt.backend.name, rt.backend.name)
+            mono = sup.clock.monotonic()
+            launched_wall = sup.clock.now().timestamp() - (mono - rt.started_mono)
+            activity = sup.calls.guarded(plugin, f"{rt.backend.name}.turn_activity", rt.backend.turn_activity,
+                                         rt.spec, sup.config, launched_wall, rt.conversation_id or "", default=None)
+            if activity is not None:
+                if not self._turn_over(rt, activity, mono):
+                    continue  # the CLI says a turn (the launch prompt's) is running: a message would join it
+            elif rt.first_turn_pending and getattr(rt.backend, "launch_prompt_after_box", False):
+                if mono - rt.started_mono < FIRST_TURN_WAIT_S:
                     continue  # its launch prompt's turn has not been seen yet
                 rt.first_turn_pending = False
-            plugin = sup.backend_plugins.get(rt.backend.name, rt.backend.name)
             if not sup.calls.guarded(plugin, f"{rt.backend.name}.is_ready_for_input", rt.backend.is_ready_for_input,
                                      rt.analysis, default=False) and not _own_draft(rt.analysis, msg.text):
                 continue
             since = self.ready_since.get(rt.name)
-            if only is None and since is not None and rt.name in self.busy_before \
+            # the settle is for CLIs that do not report their turns: one that does (Claude
+            # Code's hooks) shows idle only once the turn's records are written
+            # (ccci.backends.claude.claude_hooks), and this tick's checks have read them
+            if only is None and activity is None and since is not None and rt.name in self.busy_before \
                     and (since[0] == sup.tick_no or sup.clock.monotonic() - since[1] < TURN_SETTLE_S):
                 # its turn just ended: the CLI's records of the turn may still be being
                 # written (Claude Code 2.1.332's Stop hook wakes the runner before the
@@ -195,6 +210,23 @@ class Outbox:
                          f"{'delivered' if res.delivered else 'NOT delivered'}: {res.detail}; {msg.text[:80]!r}",
                          agent=rt.name, message_id=msg.id, attempts=res.attempts, latency_s=round(
                              (sup.clock.now() - msg.queued_at).total_seconds(), 3))
+
+    def _turn_over(self, rt, activity, mono: float) -> bool:
+        """Whether the CLI's own turn reports (:class:`ccci.backends.base.TurnActivity`)
+        let a message be typed now: not while the launch prompt's turn has not ended
+        (Claude Code 2.1.332 takes its launch prompt ~2 s after it draws an idle box, and a
+        message typed before or during that turn joins it: two ``UserPromptSubmit``, one
+        ``Stop``, issue 16), nor while any turn runs. A launch whose prompt was never taken
+        stops being waited for after :data:`FIRST_TURN_WAIT_S`; a report of a running turn
+        is trusted until the pane has not changed for :data:`RUNNING_STALE_S` (a lost
+        ``Stop`` must not hold the queue forever; the screen must also read ready)."""
+        stale = mono - rt.content_changed_mono >= RUNNING_STALE_S
+        if rt.launch_turn_open:
+            if activity.ended or (not activity.started and mono - rt.started_mono >= FIRST_TURN_WAIT_S):
+                rt.launch_turn_open = rt.first_turn_pending = False
+            elif not stale:
+                return False
+        return not activity.running or stale
 
     def _track_turn_ends(self) -> None:
         """Note, once per tick, the tick each agent's busy turn ended (:attr:`ready_since`;

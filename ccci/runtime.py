@@ -67,6 +67,9 @@ class AgentRuntime:
     last_state: AgentState = AgentState.UNKNOWN
     #: launched by this watcher with a prompt whose turn has not been seen busy yet
     first_turn_pending: bool = False
+    #: launched by this watcher; the CLI has not reported the end of a turn since (the
+    #: launch prompt's), where the backend reports turns (:meth:`ccci.backends.base.Backend.turn_activity`)
+    launch_turn_open: bool = False
     #: the tick in which something was typed into the pane (its analysis is stale until the next capture)
     typed_tick: int = -1
     pending_since_mono: float | None = None

@@ -37,6 +37,24 @@ class LaunchPlan:
     conversation_id: str = ""
 
 
+@dataclass(frozen=True)
+class TurnActivity:
+    """What an agent CLI itself reported about its turns since a point in time
+    (:meth:`Backend.turn_activity`).
+
+    Attributes:
+        started: turns that began since then (the CLI took a prompt).
+        ended: turns that ended since then (an answer, or an API error that ended the turn).
+        running: the newest of those reports is a start: a turn is running now.
+        at: unix seconds (UTC) of that newest report (``0.0`` when there is none).
+    """
+
+    started: int = 0
+    ended: int = 0
+    running: bool = False
+    at: float = 0.0
+
+
 class Backend:
     """Base class; subclass and override what differs.
 
@@ -172,6 +190,20 @@ class Backend:
 
         :returns: ``True``/``False``; ``None`` (this default) when the CLI has no such
             report, and the screen decides alone.
+        """
+        return None
+
+    def turn_activity(self, spec: AgentSpec, config: "FleetConfig", since: float,
+                      conversation_id: str = "") -> TurnActivity | None:
+        """The turns the CLI itself reported starting and ending at or after ``since``
+        (UTC epoch seconds; the current process's start), in conversation
+        ``conversation_id`` when given (``""``: any): the structured source the
+        outbox (:mod:`ccci.outbox`) prefers over the screen to know whether a turn (the
+        launch prompt's above all) is still running, since a message typed during a turn
+        joins it.
+
+        :returns: a :class:`TurnActivity`; ``None`` (this default) when the CLI has no
+            such report, and the screen decides alone.
         """
         return None
 

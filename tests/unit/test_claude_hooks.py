@@ -453,3 +453,22 @@ def test_a_lasting_disagreement_is_one_rules_drift_event_and_agreement_none(
         sup.tick()
     assert len(_drift_events(sup)) == 1
     assert sup.stashes.get("claude_hooks")[claude_hooks.DRIFT]["a"].ticks == 0
+
+
+def test_merge_agreeing_on_a_usage_limit_takes_the_sources_exact_reset():
+    """The CI failure (issue 16): the pane already read 'resets 1:58am' when the hook's
+    exact reset (from the transcript) was folded; the screen only cross-checks."""
+    exact = datetime(2026, 12, 7, 1, 58, 37, tzinfo=timezone.utc)
+    minute = datetime(2026, 12, 7, 1, 58, tzinfo=timezone.utc)
+    pane = _pane(AgentState.USAGE_LIMIT, reset_at=minute)
+    for changed in (100.05, 105.0):  # however late the pane redrew the same limit
+        an, who = merge(pane, AgentState.USAGE_LIMIT, 100.0, "hook", "claude.hook.StopFailure",
+                        content_changed_mono=changed, mono=106.0, reset_at=exact)
+        assert who == "source" and an.reset_at == exact
+    an, _ = merge(pane, AgentState.USAGE_LIMIT, 100.0, "hook", "r", content_changed_mono=100.05, mono=101.0)
+    assert an.reset_at == minute  # a source without a reset: the pane's
+    # a pane that changed after the hook and shows another limit's reset keeps its own
+    later = datetime(2026, 12, 7, 6, 58, tzinfo=timezone.utc)
+    an, _ = merge(_pane(AgentState.USAGE_LIMIT, reset_at=later), AgentState.USAGE_LIMIT, 100.0, "hook", "r",
+                  content_changed_mono=105.0, mono=106.0, reset_at=exact)
+    assert an.reset_at == later

@@ -76,6 +76,7 @@ def pattern_version_for(cli_version: str | None) -> str:
 HOOK_EVENTS = ("SessionStart", "UserPromptSubmit", "Stop", "StopFailure", "PermissionRequest",
                "Notification", "SessionEnd", "PreCompact")
 HOOK_TIMEOUT_S = 10  #: the CLI's per-hook time limit (seconds); the relay takes ~50 ms
+SPOOL_TAIL = 64 * 1024  #: bytes of the hook spool :meth:`ClaudeBackend.turn_activity` reads at most (~500 records)
 RELAY = Path(__file__).resolve().parent / "hookrelay.py"
 
 
@@ -257,6 +258,64 @@ class ClaudeBackend(VersionedRules, Backend):
             if rec.get("ev") == "UserPromptSubmit" and not rec.get("agent_id"):
                 return True
         return False
+
+    def turn_activity(self, spec: AgentSpec, config: "FleetConfig", since: float, conversation_id: str = ""):
+        """Turns started (``UserPromptSubmit``) and ended (``Stop``, ``StopFailure``) at or
+        after ``since`` (UTC epoch seconds) in session ``conversation_id`` (when given: a
+        fresh session started right after the old one's ``StopFailure`` must not take that
+        for the end of its own launch turn), from the agent's hook spool (its last
+        :data:`SPOOL_TAIL` bytes): Claude Code 2.1.332 runs ``UserPromptSubmit`` when it
+        takes a prompt and ``Stop``/``StopFailure`` when the turn ends (a prompt typed
+        during a turn is taken into that turn: a second ``UserPromptSubmit`` and one
+        ``Stop``, seen in the e2e run of issue 16). A compaction runs from its
+        ``PreCompact`` to the ``SessionStart`` with ``source=compact`` that follows it (a
+        ``/compact`` that fails fires none: the outbox's stale rule ends that wait);
+        ``SessionEnd`` ends whatever ran. Subagents' records are ignored.
+
+        :returns: a :class:`ccci.backends.base.TurnActivity`; ``None`` when ccci's hooks
+            are off for the agent or the spool does not exist yet.
+        """
+        from ccci.backends.base import TurnActivity
+
+        if (spec.options or {}).get("hooks") is False or not getattr(config, "state_dir", None):
+            return None
+        _settings, spool = hook_paths(config.state_dir, spec.name)
+        try:
+            with open(spool, "rb") as fh:
+                size = fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, size - SPOOL_TAIL))
+                tail = fh.read()
+        except OSError:
+            return None
+        started = ended = 0
+        in_turn = compacting = False
+        at = 0.0
+        for line in tail.splitlines():
+            try:
+                rec = json.loads(line)
+                t = float(rec.get("t") or 0.0)
+            except (ValueError, TypeError, AttributeError):
+                continue  # the tail's cut first line, a partial last one
+            ev = rec.get("ev")
+            sid = rec.get("sid")
+            if t < since or rec.get("agent_id") or (conversation_id and sid and sid != conversation_id):
+                continue
+            if ev == "UserPromptSubmit":
+                started += 1
+                in_turn = True
+            elif ev in ("Stop", "StopFailure"):
+                ended += 1
+                in_turn = compacting = False
+            elif ev == "SessionStart" and rec.get("source") == "compact":
+                compacting = False  # an automatic compaction's turn goes on
+            elif ev == "SessionEnd":
+                in_turn = compacting = False
+            elif ev == "PreCompact":
+                compacting = True  # a compaction (a typed /compact too) runs until its SessionStart
+            else:
+                continue
+            at = t
+        return TurnActivity(started=started, ended=ended, running=in_turn or compacting, at=at)
 
     @staticmethod
     def running_as_root() -> bool:

@@ -10,7 +10,8 @@ tests/golden/claude-2.1.197/hooks/):
    ``<state_dir>/hooks/<agent>.jsonl``. Every tick this plugin reads the new complete
    lines (the byte offset and the folded state are persisted in the state store, keys
    ``claude_hooks.offset.<agent>`` / ``claude_hooks.state.<agent>``) and folds them
-   (:func:`fold`): SessionStart/Stop -> idle, UserPromptSubmit and an automatic
+   (:func:`fold`): SessionStart/Stop -> idle (after a Stop: once the transcript records
+   the turn's answer, :data:`RECORD_WAIT_S` at most), UserPromptSubmit and an automatic
    PreCompact -> busy (a manual one, ``/compact``, changes nothing: when it fails
    ("Not enough messages to compact") no hook follows),
    PermissionRequest and Notification ``permission_prompt`` or ``agent_needs_input`` ->
@@ -59,9 +60,17 @@ DRIFT_TICKS = 5  #: consecutive ticks the source and the screen rules disagree b
 DRIFT_LINES = 5  #: non-blank screen lines a ``rules_drift`` event quotes when no rule matched
 STALE_BUSY_S = 30.0  #: a busy hook with an unchanged idle pane this long after it is stale (seconds)
 #: s a tick waits at most for the transcript entry of a usage limit the hook just reported
-#: (Claude Code 2.1.332 appends it around the hook's time, later under load: a CI run on 2
-#: busy cores missed it after 0.5 s; once per limit, not per tick)
+#: (Claude Code 2.1.332 appends it around the hook's time; once per limit, not per tick;
+#: the ``hook_state`` event's ``transcript_wait_s`` says how long it took). An entry that
+#: comes later still decides: every tick a usage-limit reading without an exact reset
+#: looks at the transcript again when it changed (:func:`transcript_reset`), and the
+#: usage_limit check moves its wait to the later reset (``usage_limit_rescheduled``)
 TRANSCRIPT_WAIT_S = 2.0
+#: s after a ``Stop`` hook the agent reads busy at most while its transcript has not
+#: recorded the turn's end (Claude Code 2.1.332 writes the answer with its usage around the
+#: hook; a CI run on 2 busy cores had it after more than 1 s). Only with a transcript.
+RECORD_WAIT_S = 10.0
+TRANSCRIPT_LOOK_S = 5.0  #: s between two per-tick searches for a session's transcript that is not there (a glob)
 READ_MAX = 1 << 20  #: bytes of spool read per agent per tick at most
 ROTATE_OVER = 4 << 20  #: a fully read spool larger than this is truncated (bytes)
 SOURCE_NOTE = "Claude Code 2.1.197 lifecycle hook via ccci.backends.claude.hookrelay (docs/agent-clis.md#claude-code-lifecycle-hooks)"
@@ -94,6 +103,8 @@ class HookState:
         reset_at: usage-limit reset (ISO-8601 UTC) when the error gives one, else ``""``.
         error: StopFailure ``error`` kind, ``""`` otherwise.
         session_id: the session id the event carried.
+        reset_exact: ``reset_at`` is the instant to the second (the hook text's unix
+            seconds or the transcript's ``resetsAt``), not a clock time read off the text.
     """
 
     state: str = ""
@@ -103,6 +114,7 @@ class HookState:
     reset_at: str = ""
     error: str = ""
     session_id: str = ""
+    reset_exact: bool = False
 
     @property
     def agent_state(self) -> AgentState | None:
@@ -160,7 +172,7 @@ def fold(st: HookState, rec: dict[str, Any]) -> HookState:
     t = float(rec.get("t") or 0.0)
     sid = str(rec.get("sid", "")) or st.session_id
     new: AgentState | None = None
-    evidence, reset, error = ev, "", ""
+    evidence, reset, error, exact = ev, "", "", False
     if ev == "SessionStart":
         new, evidence = AgentState.IDLE, f"SessionStart source={rec.get('source', '?')}"
     elif ev == "UserPromptSubmit":
@@ -175,6 +187,7 @@ def fold(st: HookState, rec: dict[str, Any]) -> HookState:
         error = str(rec.get("error", ""))
         msg, details = str(rec.get("msg", "")), str(rec.get("error_details", ""))
         new, reset = classify(error, f"{msg} {details}".strip(), t or None)
+        exact = bool(reset) and bool(EPOCH_IN_TEXT(f"{msg} {details}"))
         msg = msg or details
         evidence = f"StopFailure error={error or '?'}: {' '.join(msg.split())[:160]}"
     elif ev == "PermissionRequest":
@@ -190,7 +203,8 @@ def fold(st: HookState, rec: dict[str, Any]) -> HookState:
         new, evidence = AgentState.EXITED, f"SessionEnd reason={rec.get('reason', '?')}"
     if new is None:
         return st
-    return HookState(state=new.value, event=ev, at=t, evidence=evidence, reset_at=reset, error=error, session_id=sid)
+    return HookState(state=new.value, event=ev, at=t, evidence=evidence, reset_at=reset, error=error, session_id=sid,
+                     reset_exact=exact)
 
 
 def read_new_lines(path: Path, offset: int) -> tuple[list[dict[str, Any]], int]:
@@ -256,6 +270,70 @@ class _Tracked:
     pane: ScreenAnalysis | None = None
     merged: ScreenAnalysis | None = None
     stale_reported_at: float = 0.0
+    transcript: Path | None = None  #: the session's transcript, once found
+    transcript_sid: str = ""  #: the session id :attr:`transcript` belongs to
+    transcript_sig: tuple = ()  #: (inode, size, mtime ns) when it was last read
+    transcript_turn: Any = None  #: :func:`ccci.backends.claude.limits.last_turn` then
+    recorded_stop: float = 0.0  #: the time of the newest Stop whose turn the transcript was seen to record
+    transcript_looked: float = -1e9  #: monotonic s of the last search that found no transcript
+
+
+def transcript_turn(tr: _Tracked, spec: Any, session_id: str, mono: float | None = None) -> Any:
+    """The session's last turn as its transcript records it
+    (:class:`ccci.backends.claude.limits.LastTurn`); the file is found once per session
+    and read again only when it changed (inode, size or mtime), so calling this every
+    tick costs one ``stat``. ``None`` when there is no transcript (yet); with ``mono``
+    (the tick's monotonic s) a missing transcript is searched for (a glob) once per
+    :data:`TRANSCRIPT_LOOK_S` at most."""
+    from ccci.backends.claude.limits import last_turn
+    from ccci.backends.claude.transcript import transcript_path
+
+    if not session_id:
+        return None
+    if tr.transcript is None or tr.transcript_sid != session_id:
+        if mono is not None and tr.transcript_sid == session_id and mono - tr.transcript_looked < TRANSCRIPT_LOOK_S:
+            return None
+        tr.transcript, tr.transcript_sid, tr.transcript_sig, tr.transcript_turn = None, session_id, (), None
+        tr.transcript = transcript_path(session_id, getattr(spec, "env", None))
+        if tr.transcript is None:
+            if mono is not None:
+                tr.transcript_looked = mono
+            return None
+    try:
+        st = tr.transcript.stat()
+    except OSError:
+        tr.transcript = None
+        return None
+    sig = (st.st_ino, st.st_size, st.st_mtime_ns)
+    if sig != tr.transcript_sig:
+        tr.transcript_sig = sig
+        tr.transcript_turn = last_turn(tr.transcript)
+    return tr.transcript_turn
+
+
+def transcript_reset(tr: _Tracked, spec: Any, session_id: str, mono: float | None = None) -> datetime | None:
+    """The exact reset of the usage limit that ended the session's last turn, from its
+    transcript (:func:`transcript_turn`), or ``None`` (no transcript yet, or its last
+    turn did not end at a usage limit)."""
+    turn = transcript_turn(tr, spec, session_id, mono)
+    return turn.reset if turn is not None else None
+
+
+#: the rule id of a usage-limit reset read from the transcript
+TRANSCRIPT_RULE = "claude.transcript.usage_limit"
+TRANSCRIPT_NOTE = ("Claude Code 2.1.332 transcript: the failed turn's assistant entry, apiErrorParams.rate_limit_info."
+                   "resetsAt (unix seconds; ccci.backends.claude.limits)")
+
+
+def with_exact_reset(an: ScreenAnalysis, exact: datetime) -> ScreenAnalysis:
+    """``an`` (a usage-limit reading) with the transcript's exact reset: ``reset_at``
+    replaced, and a structured match (:data:`TRANSCRIPT_RULE`) first, so the finding is
+    the CLI's own structured report, the screen's or hook text's clock time only a
+    cross-check."""
+    match = Match(rule=TRANSCRIPT_RULE, state=AgentState.USAGE_LIMIT,
+                  line=f"usage limit; resets {iso(exact)} (transcript resetsAt)", source=TRANSCRIPT_NOTE,
+                  structured=True)
+    return replace(an, reset_at=exact, matches=[match, *(m for m in an.matches if m.rule != TRANSCRIPT_RULE)])
 
 
 TRACKED = StashKey[dict]("tracked")  #: agent name -> :class:`_Tracked` (fleet stash, this watcher only)
@@ -350,8 +428,16 @@ def merge(pane: ScreenAnalysis, src_state: AgentState, src_mono: float, evidence
     match = Match(rule=rule, state=src_state, line=evidence, groups=dict(groups or {}), source=SOURCE_NOTE,
                   structured=True)
     if pane.state == src_state:
-        # agreed: the pane's rule stays first (its line is the evidence); the source is noted
-        return replace(pane, matches=[*pane.matches, match], reset_at=pane.reset_at or reset_at), "source"
+        # agreed: the pane's rule stays first (its line is the evidence); the source is
+        # noted, and its reset decides: the CLI's structured instant (to the second) over
+        # the screen's clock time of the same limit (to the minute: 'resets 1:58am'). Only
+        # a pane that changed after the source's event and shows another reset (more than
+        # a minute off: a newer limit the source did not report) keeps its own.
+        reset = reset_at or pane.reset_at
+        if pane.reset_at and reset_at and abs((pane.reset_at - reset_at).total_seconds()) >= 60 \
+                and content_changed_mono > src_mono + PANE_LAG_S + tick_s:
+            reset = pane.reset_at
+        return replace(pane, matches=[*pane.matches, match], reset_at=reset), "source"
     if content_changed_mono > src_mono + PANE_LAG_S + tick_s:
         return pane, "pane"  # the pane changed after the event: it shows something newer
     if src_state == AgentState.IDLE and pane.state in IDLE_LIKE:
@@ -468,19 +554,19 @@ def ccci_observe(snapshot, config, state, now, mono, agents, stash):
                     continue  # from a process before the current one
                 hook = fold(hook, rec)
             tr.hook = hook if hook.state else None
-            if tr.hook is not None and tr.hook.agent_state == AgentState.USAGE_LIMIT and tr.hook.event == "StopFailure":
+            waited = None
+            if tr.hook is not None and tr.hook.agent_state == AgentState.USAGE_LIMIT and tr.hook.event == "StopFailure" \
+                    and not tr.hook.reset_exact:
                 # the transcript's structured reset (unix seconds) beats a clock time in the text
-                from ccci.backends.claude.limits import transcript_usage_reset
-
-                exact = None
-                give_up = time.monotonic() + TRANSCRIPT_WAIT_S
-                while exact is None:
-                    exact = transcript_usage_reset(_home(rt.spec), tr.hook.session_id)
-                    if exact is not None or time.monotonic() >= give_up or EPOCH_IN_TEXT(tr.hook.evidence):
-                        break
-                    time.sleep(0.02)  # the CLI appends the entry a moment after the hook
+                sid = tr.hook.session_id or str(getattr(rt, "conversation_id", "") or "")
+                t0 = time.monotonic()
+                exact = transcript_reset(tr, rt.spec, sid)
+                while exact is None and time.monotonic() - t0 < TRANSCRIPT_WAIT_S:
+                    time.sleep(0.02)  # the CLI appends the entry around the hook's time
+                    exact = transcript_reset(tr, rt.spec, sid)
+                waited = round(time.monotonic() - t0, 3)
                 if exact is not None:
-                    tr.hook = replace(tr.hook, reset_at=iso(exact),
+                    tr.hook = replace(tr.hook, reset_at=iso(exact), reset_exact=True,
                                       evidence=f"{tr.hook.evidence} (reset {iso(exact)} from the transcript)")
             state.put(f"claude_hooks.offset.{name}", str(new_offset))
             if tr.hook is not None:
@@ -489,7 +575,8 @@ def ccci_observe(snapshot, config, state, now, mono, agents, stash):
                     snapshot.events.append(Event(
                         "hook_state", f"hook {tr.hook.event}: {tr.hook.state} ({tr.hook.evidence[:160]})", agent=name,
                         data={"state": tr.hook.state, "event": tr.hook.event, "error": tr.hook.error,
-                              "reset_at": tr.hook.reset_at or None, "hook_at": tr.hook.at}))
+                              "reset_at": tr.hook.reset_at or None, "reset_exact": tr.hook.reset_exact,
+                              "hook_at": tr.hook.at, "transcript_wait_s": waited}))
             if new_offset > ROTATE_OVER:
                 try:
                     if spool.stat().st_size == new_offset:
@@ -503,10 +590,22 @@ def ccci_observe(snapshot, config, state, now, mono, agents, stash):
         if tr.pane is None:
             continue
         src: tuple[AgentState, float, str, str, datetime | None] | None = None
+        recording = False
         if tr.hook is not None and tr.hook.agent_state is not None:
             h = tr.hook
             reset = datetime.fromisoformat(h.reset_at.replace("Z", "+00:00")) if h.reset_at else None
             src = (h.agent_state, mono - (now.timestamp() - h.at), f"hook {h.evidence}", f"claude.hook.{h.event}", reset)
+            if h.event == "Stop" and h.agent_state == AgentState.IDLE and tr.recorded_stop != h.at:
+                # the turn is over once its records are written: its answer's usage is
+                # what compact_before_limit and usage_watch read at the turn's end
+                sid = str(getattr(rt, "conversation_id", "") or "") or h.session_id
+                turn = transcript_turn(tr, rt.spec, sid, mono)
+                if turn is None or turn.ended or now.timestamp() - h.at >= RECORD_WAIT_S:
+                    tr.recorded_stop = h.at  # recorded (or no transcript to wait for, or waited enough)
+                else:
+                    recording = True
+                    src = (AgentState.BUSY, src[1], "hook Stop; the transcript has not recorded the turn's end yet",
+                           "claude.hook.Stop.recording", None)
         else:
             proc = snapshot.processes.get(name)
             sf = session_file_state(_home(rt.spec), rt.pid, bool(proc and proc.alive))
@@ -515,11 +614,14 @@ def ccci_observe(snapshot, config, state, now, mono, agents, stash):
                        "claude.session_file.status", None)
         if src is None:
             track_drift(dr, False)
-            tr.merged = None
+            exact = _exact_reset_to_add(tr, rt, tr.pane, mono)
+            tr.merged = with_exact_reset(tr.pane, exact) if exact else None
+            if tr.merged is not None:
+                rt.analysis = tr.merged
             continue
         proc = snapshot.processes.get(name)
         alive = bool(proc and proc.alive)
-        verdict = disagreement(tr.pane.state, src[0], src[1], mono, tick_s) if alive else False
+        verdict = disagreement(tr.pane.state, src[0], src[1], mono, tick_s) if alive and not recording else False
         if track_drift(dr, verdict):
             snapshot.events.append(_drift_event(name, rt, tr.pane, src[0], src[2], dr.ticks))
         kind = {"error_kind": tr.hook.error} if src[3] == "claude.hook.StopFailure" and tr.hook and tr.hook.error else {}
@@ -529,5 +631,24 @@ def ccci_observe(snapshot, config, state, now, mono, agents, stash):
             tr.stale_reported_at = src[1]
             snapshot.events.append(Event("hook_stale", f"{src[2]} {mono - src[1]:.0f}s ago but the unchanged pane reads "
                                          f"{merged.state.value}; trusting the pane", agent=name))
+        exact = _exact_reset_to_add(tr, rt, merged, mono)
+        if exact:
+            merged = with_exact_reset(merged, exact)
         tr.merged = merged
         rt.analysis = merged
+
+
+def _exact_reset_to_add(tr: _Tracked, rt: Any, an: ScreenAnalysis, mono: float) -> datetime | None:
+    """The transcript's exact reset for a usage-limit reading that lacks one (the screen's
+    or the hook text's clock time, or no reset at all; the transcript entry came after the
+    hook was read, or hooks are off), else ``None``. Re-read only when the transcript
+    changed (:func:`transcript_reset`)."""
+    if an.state != AgentState.USAGE_LIMIT:
+        return None
+    h = tr.hook
+    if h is not None and h.reset_exact and h.agent_state == AgentState.USAGE_LIMIT and an.reset_at is not None \
+            and iso(an.reset_at) == h.reset_at:
+        return None  # the hook's own instant already decides
+    sid = str(getattr(rt, "conversation_id", "") or "") or (h.session_id if h else "")
+    exact = transcript_reset(tr, rt.spec, sid, mono)
+    return exact if exact is not None and exact != an.reset_at else None
