@@ -81,6 +81,7 @@ class FakeClient:
     status: dict | None = None
     aborts: list[str] = []
     abort_ends_turn = True
+    create_fails = 0  #: the next N session creations time out (a server still starting)
     earlier: list[dict] = []  #: the session's messages before ``last``
     down = False  #: the server is gone: every message read fails
 
@@ -88,6 +89,9 @@ class FakeClient:
         self.url = url
 
     def create_session(self, title, directory):
+        if FakeClient.create_fails:
+            FakeClient.create_fails -= 1
+            raise ServerError("POST /session: timed out")
         FakeClient.created.append((title, directory))
         return f"ses_fake{len(FakeClient.created)}"
 
@@ -108,7 +112,7 @@ class FakeClient:
 
 def _reset_fake():
     FakeClient.created, FakeClient.last, FakeClient.queued, FakeClient.status = [], None, [], None
-    FakeClient.aborts, FakeClient.abort_ends_turn = [], True
+    FakeClient.aborts, FakeClient.abort_ends_turn, FakeClient.create_fails = [], True, 0
     FakeClient.earlier, FakeClient.down = [], False
 
 
@@ -229,6 +233,31 @@ def test_turn_end_is_resumed_not_restarted(oc_sup, fake_tmux, fake_clock):
     assert "backoff" not in kinds
     assert kinds.count("agent_resumed") == 4 and "escalation" not in kinds
     assert sup.store.agent("a").resumes == 0 and sup.store.restart_count("a", "turn_end") == 4
+
+
+def test_a_first_launch_that_failed_while_the_server_started_is_then_a_start(oc_sup, fake_tmux, fake_clock):
+    """Seen in a CI run on 2 busy cores: the fleet's first launch found ``opencode serve``
+    not answering ``POST /session`` yet (launch_failed); the launch a tick later is the
+    agent's first start (``agent_started``, no restart counted), not a fresh restart."""
+    FakeClient.create_fails = 1
+    sup = oc_sup()
+    failed = [e for e in sup.store.events() if e["kind"] == "launch_failed"]
+    assert len(failed) == 1 and "POST /session: timed out" in failed[0]["message"]
+    assert fake_tmux.launches("a") == [] and sup.store.agent("a").generation == 0
+    _settle(sup, fake_clock)
+    kinds = [e["kind"] for e in sup.store.events()]
+    assert kinds.count("agent_started") == 1 and "agent_restarted_fresh" not in kinds, kinds
+    started = [e for e in sup.store.events() if e["kind"] == "agent_started"][0]
+    assert started["data"]["mode"] == "start" and started["data"]["conversation_id"] == "ses_fake1"
+    rec = sup.store.agent("a")
+    assert rec.generation == 1 and rec.restarts == 0 and len(fake_tmux.launches("a")) == 1
+    # once it has run, a fresh session is a restart again (the fatal 400)
+    FakeClient.last = json.loads((API / "last_message_thinking_400.json").read_text())[-1]
+    fake_tmux.pane("a").kill(status=0)
+    _settle(sup, fake_clock)
+    kinds = [e["kind"] for e in sup.store.events()]
+    assert kinds.count("agent_started") == 1 and kinds.count("agent_restarted_fresh") == 1, kinds
+    assert sup.store.agent("a").restarts == 1
 
 
 def _answer(n, input_tokens, output_tokens):
