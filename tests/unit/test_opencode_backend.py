@@ -4,6 +4,7 @@ shared server's state handling. The real CLI runs in tests/e2e/opencode/."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -165,6 +166,47 @@ def test_launch_without_server_raises(tmp_path):
     spec = AgentSpec(name="a", role=Role.LOOP, backend="opencode", workdir=tmp_path)
     with pytest.raises(ServerError, match="opencode serve is not running"):
         b.launch(spec, cfg, "x", False, "hi")
+
+
+def test_session_creation_waits_longer_than_the_other_requests():
+    """``POST /session`` gets CREATE_TIMEOUT_S (a first launch on a busy machine timed out
+    at the 2 s every other request gets); a local HTTP server that answers after 0.6 s."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from ccci.backends.opencode import CREATE_TIMEOUT_S, ServerClient
+
+    class Slow(BaseHTTPRequestHandler):
+        def _answer(self, body):
+            time.sleep(0.6)
+            raw = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self._answer({"id": "ses_slow1"})
+
+        def do_GET(self):  # noqa: N802
+            self._answer({})
+
+        def log_message(self, *args):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        client = ServerClient(f"http://127.0.0.1:{srv.server_address[1]}", timeout=0.3)
+        assert CREATE_TIMEOUT_S >= 5
+        assert client.create_session("t", "/tmp") == "ses_slow1"
+        with pytest.raises(ServerError, match="timed out"):
+            client.statuses("/tmp")
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 def test_agent_process_is_not_the_server():
