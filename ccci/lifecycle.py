@@ -123,7 +123,9 @@ class Lifecycle:
         :param mode: ``start`` (first start: fresh conversation), ``fresh`` (restart with a
             new conversation), ``resume`` (restart continuing the persisted conversation;
             counts toward ``max_resumes`` unless ``turn_end``), ``restart`` (resume when
-            the backend supports it, else fresh).
+            the backend supports it, else fresh). A fresh (re)start of an agent that was
+            never started (generation 0, no conversation: its earlier launches all
+            failed) is its start: ``agent_started``, no restart counted.
         :param reason: why, for the event log and the agent's resume prompt.
         :param prompt: the initial prompt of a fresh start (default:
             :meth:`initial_prompt`); a job's extra arguments arrive here. For a resume:
@@ -152,6 +154,10 @@ class Lifecycle:
             mode = "resume" if (backend.supports_resume and rt.conversation_id) else "fresh"
         if mode == "resume" and not rt.conversation_id:
             mode = "fresh"
+        if mode == "fresh" and not rt.conversation_id and sup.store.agent(name).generation == 0:
+            # never started (generation 0: every earlier launch failed, e.g. an opencode
+            # fleet's first launch while its server was still starting): this is its start
+            mode = "start"
         if not spec.workdir.is_dir():
             sup.emit("launch_failed", f"workdir {spec.workdir} does not exist; create it or fix agents.{name}.workdir",
                      agent=name)

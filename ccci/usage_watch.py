@@ -15,6 +15,18 @@ the backend reads incrementally by file offset) and
   CLI recorded, else :func:`ccci.usage.context_window` of the model (``[context_windows]``
   in ccci.toml, then ``ccci/data/context_windows.toml``).
 
+A *final read* when an agent's process ends or ccci stops acting on it: in the tick its
+pane is first seen dead or gone, and in the tick it is first seen given up or stopped,
+whatever the interval; a final read the backend could not answer is tried again every
+tick for :data:`FINAL_READ_S`. Also at once (``ccci_report_event``, before the other
+plugins hear of it) on an ``escalation`` or ``escalation_repeated`` that gave the agent
+up and on ``agent_stopped``. The CLI has written the last turn's usage when its process
+exits, but where that record lives can go away next: opencode's sessions are read from
+the fleet's ``opencode serve``, which :mod:`ccci.backends.opencode.opencode_serve` stops
+in the tick after the last opencode agent is given up or stopped (a CI run on 2 busy
+cores lost the last turn's 2,561 input tokens that way: the periodic read had last run
+before that turn, and the next tick found the server gone).
+
 A record the backend cannot read (``OSError``, ``ValueError``) is one
 ``usage_unreadable`` event per agent until a read succeeds again.
 """
@@ -35,6 +47,14 @@ TURN_ENDED_AT = StashKey[float]("turn_ended_mono")  #: monotonic s the agent's l
 #: s after a turn's end during which every tick reads (the outbox waits ccci.outbox.TURN_SETTLE_S
 #: before typing, so the turn's usage is read before a queued message goes out)
 SETTLE_READ_S = 1.5
+#: the end (pane pid, pane dead or gone, given up, stopped) the final read is for
+FINAL_FOR = StashKey[tuple]("final_for")
+FINAL_SINCE = StashKey[float]("final_since_mono")  #: monotonic s the current end was first seen
+FINAL_DONE = StashKey[bool]("final_done")  #: the final read of the current end got an answer
+#: s during which a final read the backend did not answer is tried again every tick
+FINAL_READ_S = 30.0
+#: events after which an agent's usage is read at once (given up or stopped)
+FINAL_EVENTS = frozenset({"escalation", "escalation_repeated", "agent_stopped"})
 FACT = "context"  #: the ``snapshot.facts`` name
 
 
@@ -58,18 +78,54 @@ def ccci_observe(snapshot, config, agents, mono, now, services):
             stash[TURN_ENDED_AT] = mono
         ended = stash.get(TURN_ENDED_AT)
         settle = ended is not None and mono - ended <= SETTLE_READ_S
-        if last is None or mono - last >= interval or settle:
+        final = _final_due(stash, snapshot.panes.get(name), rt, mono)
+        if last is None or mono - last >= interval or settle or final:
             stash[LAST_READ] = mono
-            _read(name, rt, config, now, stash, services)
+            answered = _read(name, rt, config, now, stash, services)
+            if final and answered:
+                stash[FINAL_DONE] = True
         rec = stash.get(CONTEXT)
         if rec is not None:
             facts[name] = rec
 
 
-def _read(name, rt, config, now, stash, services) -> None:
+def _final_due(stash, pane, rt, mono: float) -> bool:
+    """Whether this tick owes the agent a final read (see the module docstring): its
+    pane is dead or gone, or it is given up or stopped, seen for the first time (a new
+    end), or an earlier end's final read has not been answered yet and began at most
+    :data:`FINAL_READ_S` ago (also when the agent was restarted since: that read is
+    still owed)."""
+    gone = pane is None or bool(pane.dead)
+    if gone or rt.given_up or rt.stopped:
+        end = (pane.pid if pane is not None else None, gone, bool(rt.given_up), bool(rt.stopped))
+        if stash.get(FINAL_FOR) != end:
+            stash[FINAL_FOR], stash[FINAL_SINCE], stash[FINAL_DONE] = end, mono, False
+    since = stash.get(FINAL_SINCE)
+    return since is not None and not stash.get(FINAL_DONE) and mono - since <= FINAL_READ_S
+
+
+@hookimpl(tryfirst=True)
+def ccci_report_event(event, services):
+    """Read an agent's usage at once when it is given up (an ``escalation`` or
+    ``escalation_repeated`` without ``given_up: false``) or stopped (``agent_stopped``),
+    before the other plugins hear of it (``tryfirst``: the opencode server plugin stops
+    the server on the last opencode agent's ``agent_stopped``), in the process that emits
+    the event (the watcher, or ``ccci stop``: one full read of the agent's records there)."""
+    if event.kind not in FINAL_EVENTS or not event.agent or (event.data or {}).get("given_up") is False:
+        return
+    try:
+        rt = services.agent(event.agent)
+    except KeyError:
+        return
+    _read(event.agent, rt, services.config, services.now(), services.stash(event.agent), services)
+
+
+def _read(name, rt, config, now, stash, services) -> bool:
+    """Read and store the agent's usage; ``True`` when the backend answered (or there is
+    no conversation to read), ``False`` when it did not (``None``, ``OSError``, ``ValueError``)."""
     conversation = rt.conversation_id or ""
     if not conversation:
-        return
+        return True
     try:
         reading = rt.backend.read_usage(rt.spec, config, conversation, None)
     except (OSError, ValueError) as exc:
@@ -77,9 +133,9 @@ def _read(name, rt, config, now, stash, services) -> None:
             stash[FAILED] = True
             services.emit("usage_unreadable", f"cannot read the CLI's usage records: {type(exc).__name__}: {exc}"[:300],
                           agent=name)
-        return
+        return False
     if reading is None:
-        return
+        return False
     stash[FAILED] = False
     written = stash.setdefault(WRITTEN, {})
     for key, counts in reading.totals.items():
@@ -93,6 +149,7 @@ def _read(name, rt, config, now, stash, services) -> None:
     if old is None or {k: v for k, v in old.items() if k != "at"} != {k: v for k, v in rec.items() if k != "at"}:
         services.state.put(CONTEXT_KEY.format(agent=name), json.dumps(rec))
     stash[CONTEXT] = rec
+    return True
 
 
 __all__ = ["FACT"]

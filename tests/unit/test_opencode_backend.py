@@ -4,6 +4,7 @@ shared server's state handling. The real CLI runs in tests/e2e/opencode/."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
@@ -81,16 +82,24 @@ class FakeClient:
     status: dict | None = None
     aborts: list[str] = []
     abort_ends_turn = True
+    create_fails = 0  #: the next N session creations time out (a server still starting)
+    earlier: list[dict] = []  #: the session's messages before ``last``
+    down = False  #: the server is gone: every message read fails
 
     def __init__(self, url):
         self.url = url
 
     def create_session(self, title, directory):
+        if FakeClient.create_fails:
+            FakeClient.create_fails -= 1
+            raise ServerError("POST /session: timed out")
         FakeClient.created.append((title, directory))
         return f"ses_fake{len(FakeClient.created)}"
 
     def messages(self, session_id, limit=20):
-        return ([FakeClient.last] if FakeClient.last else []) + FakeClient.queued
+        if FakeClient.down:
+            raise ServerError("GET /message: connection refused")
+        return (FakeClient.earlier + ([FakeClient.last] if FakeClient.last else []) + FakeClient.queued)[-limit:]
 
     def statuses(self, directory):
         return {f"ses_fake{len(FakeClient.created)}": FakeClient.status} if FakeClient.status else {}
@@ -104,7 +113,8 @@ class FakeClient:
 
 def _reset_fake():
     FakeClient.created, FakeClient.last, FakeClient.queued, FakeClient.status = [], None, [], None
-    FakeClient.aborts, FakeClient.abort_ends_turn = [], True
+    FakeClient.aborts, FakeClient.abort_ends_turn, FakeClient.create_fails = [], True, 0
+    FakeClient.earlier, FakeClient.down = [], False
 
 
 def _backend():
@@ -156,6 +166,47 @@ def test_launch_without_server_raises(tmp_path):
     spec = AgentSpec(name="a", role=Role.LOOP, backend="opencode", workdir=tmp_path)
     with pytest.raises(ServerError, match="opencode serve is not running"):
         b.launch(spec, cfg, "x", False, "hi")
+
+
+def test_session_creation_waits_longer_than_the_other_requests():
+    """``POST /session`` gets CREATE_TIMEOUT_S (a first launch on a busy machine timed out
+    at the 2 s every other request gets); a local HTTP server that answers after 0.6 s."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from ccci.backends.opencode import CREATE_TIMEOUT_S, ServerClient
+
+    class Slow(BaseHTTPRequestHandler):
+        def _answer(self, body):
+            time.sleep(0.6)
+            raw = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(raw)))
+            self.end_headers()
+            self.wfile.write(raw)
+
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            self._answer({"id": "ses_slow1"})
+
+        def do_GET(self):  # noqa: N802
+            self._answer({})
+
+        def log_message(self, *args):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        client = ServerClient(f"http://127.0.0.1:{srv.server_address[1]}", timeout=0.3)
+        assert CREATE_TIMEOUT_S >= 5
+        assert client.create_session("t", "/tmp") == "ses_slow1"
+        with pytest.raises(ServerError, match="timed out"):
+            client.statuses("/tmp")
+    finally:
+        srv.shutdown()
+        srv.server_close()
 
 
 def test_agent_process_is_not_the_server():
@@ -224,6 +275,102 @@ def test_turn_end_is_resumed_not_restarted(oc_sup, fake_tmux, fake_clock):
     assert "backoff" not in kinds
     assert kinds.count("agent_resumed") == 4 and "escalation" not in kinds
     assert sup.store.agent("a").resumes == 0 and sup.store.restart_count("a", "turn_end") == 4
+
+
+def test_a_first_launch_that_failed_while_the_server_started_is_then_a_start(oc_sup, fake_tmux, fake_clock):
+    """Seen in a CI run on 2 busy cores: the fleet's first launch found ``opencode serve``
+    not answering ``POST /session`` yet (launch_failed); the launch a tick later is the
+    agent's first start (``agent_started``, no restart counted), not a fresh restart."""
+    FakeClient.create_fails = 1
+    sup = oc_sup()
+    failed = [e for e in sup.store.events() if e["kind"] == "launch_failed"]
+    assert len(failed) == 1 and "POST /session: timed out" in failed[0]["message"]
+    assert fake_tmux.launches("a") == [] and sup.store.agent("a").generation == 0
+    _settle(sup, fake_clock)
+    kinds = [e["kind"] for e in sup.store.events()]
+    assert kinds.count("agent_started") == 1 and "agent_restarted_fresh" not in kinds, kinds
+    started = [e for e in sup.store.events() if e["kind"] == "agent_started"][0]
+    assert started["data"]["mode"] == "start" and started["data"]["conversation_id"] == "ses_fake1"
+    rec = sup.store.agent("a")
+    assert rec.generation == 1 and rec.restarts == 0 and len(fake_tmux.launches("a")) == 1
+    # once it has run, a fresh session is a restart again (the fatal 400)
+    FakeClient.last = json.loads((API / "last_message_thinking_400.json").read_text())[-1]
+    fake_tmux.pane("a").kill(status=0)
+    _settle(sup, fake_clock)
+    kinds = [e["kind"] for e in sup.store.events()]
+    assert kinds.count("agent_started") == 1 and kinds.count("agent_restarted_fresh") == 1, kinds
+    assert sup.store.agent("a").restarts == 1
+
+
+def _answer(n, input_tokens, output_tokens):
+    """An assistant message of one model call as opencode 1.18.33 stores it: text, then
+    the call's ``step-finish`` part with its tokens (ccci.backends.opencode.usage)."""
+    return {"info": {"id": f"msg_{n}", "role": "assistant", "providerID": "scripted", "modelID": "model",
+                     "time": {"created": 1767225600000 + n, "completed": 1767225600001 + n}},
+            "parts": [{"id": f"prt_t{n}", "type": "text", "text": f"TURN-{n} done."},
+                      {"id": f"prt_s{n}", "type": "step-finish",
+                       "tokens": {"input": input_tokens, "output": output_tokens, "reasoning": 0,
+                                  "cache": {"read": 0, "write": 0}}}]}
+
+
+def _tokens(sup):
+    return [(r["input_tokens"], r["output_tokens"]) for r in sup.store.usage_rows("a")]
+
+
+def test_the_last_turns_usage_is_read_before_the_given_up_agents_server_goes(oc_sup, fake_tmux, fake_clock):
+    """The CI failure of the turn-end e2e test (2 busy cores: 7540/10 tokens read where the
+    model server sent 10101/22): the last turn ended, the agent was given up at
+    max_turns_per_hour, the next tick stopped the server (no opencode agent needs it) and
+    the last turn's usage was never read. The read in the tick the pane is seen dead (a
+    final read, whatever usage_interval says) has it before the server goes."""
+    sup = oc_sup(max_turns_per_hour=1, usage_interval=3600)
+    _settle(sup, fake_clock)
+    FakeClient.last = _answer(1, 3000, 3)
+    fake_tmux.pane("a").kill(status=0)
+    _settle(sup, fake_clock)
+    assert _tokens(sup) == [(3000, 3)]  # read at the turn end, not after 3600 s
+    assert len(fake_tmux.launches("a")) == 2  # resumed
+    FakeClient.earlier, FakeClient.last = [FakeClient.last], _answer(2, 4540, 7)
+    fake_tmux.pane("a").kill(status=0)
+    fake_clock.advance(1.0)
+    sup.tick()
+    assert sup.store.agent("a").given_up  # max_turns_per_hour (1) reached in that tick
+    FakeClient.down = True  # the server is stopped the tick after
+    _settle(sup, fake_clock, 3)
+    assert _tokens(sup) == [(3000 + 4540, 3 + 7)]
+
+
+def test_a_final_read_the_server_did_not_answer_is_tried_again(oc_sup, fake_tmux, fake_clock):
+    sup = oc_sup(max_turns_per_hour=1, usage_interval=3600)
+    _settle(sup, fake_clock)
+    FakeClient.last = _answer(1, 100, 1)
+    FakeClient.down = True  # slow or restarting: the read in the tick of the exit fails
+    fake_tmux.pane("a").kill(status=0)
+    fake_clock.advance(1.0)
+    sup.tick()
+    assert _tokens(sup) == []
+    FakeClient.down = False
+    _settle(sup, fake_clock)
+    assert _tokens(sup) == [(100, 1)]
+
+
+def test_ccci_stop_reads_the_usage_before_the_server_is_stopped(oc_sup, fake_tmux, fake_clock):
+    """``agent_stopped`` (here: the watcher's own stop; ``ccci stop`` emits the same event)
+    reads the agent's usage at once, before the opencode server plugin hears of it and
+    stops the server: no tick comes in between."""
+    sup = oc_sup(usage_interval=3600)
+    _settle(sup, fake_clock)
+    FakeClient.last = _answer(1, 2561, 12)  # a step ended since the last read
+    seen = []
+
+    @hookimpl
+    def ccci_report_event(event):
+        if event.kind == "agent_stopped":
+            seen.append(_tokens(sup))
+            FakeClient.down = True  # what opencode_serve does when no agent needs the server
+    sup.pm.register(SimpleNamespace(ccci_report_event=ccci_report_event), "stops_the_server")
+    sup.lifecycle.stop("a", "ccci stop")
+    assert seen == [[(2561, 12)]]
 
 
 def test_turn_ends_are_capped_by_max_turns_per_hour(oc_sup, fake_tmux, fake_clock):

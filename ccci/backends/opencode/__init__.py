@@ -94,6 +94,11 @@ QUIET_ENV = {
     "OPENCODE_DISABLE_SHARE": "1",
 }
 HTTP_TIMEOUT_S = 2.0  #: seconds for one request to the local server
+#: seconds for ``POST /session`` (a fresh start). Measured on 2 cores with a load average of
+#: 10-20: the first session creation right after the new server answered ``/global/health``
+#: ran past 2 s in 3 of about 12 fleet starts, so the fleet's first launch failed
+#: (``launch_failed``) and waited for the next tick's process-death remedy
+CREATE_TIMEOUT_S = 10.0
 TURN_MESSAGES = 20  #: newest messages read to find a turn's assistant message (queued prompts come after it)
 ABORT_WAIT_S = 5.0  #: s to wait for an aborted turn to end on the server (measured: about 0.15 s)
 
@@ -134,13 +139,14 @@ class ServerClient:
     url: str
     timeout: float = HTTP_TIMEOUT_S
 
-    def _request(self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None) -> Any:
+    def _request(self, method: str, path: str, body: Any = None, query: dict[str, str] | None = None,
+                 timeout: float | None = None) -> Any:
         full = self.url.rstrip("/") + path + (("?" + urllib.parse.urlencode(query)) if query else "")
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(full, data=data, method=method,
                                      headers={"content-type": "application/json"} if data else {})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:  # noqa: S310 - loopback URL from config
+            with urllib.request.urlopen(req, timeout=timeout or self.timeout) as resp:  # noqa: S310 - loopback URL from config
                 raw = resp.read()
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise ServerError(f"{method} {path}: {exc}") from None
@@ -158,8 +164,12 @@ class ServerClient:
 
     def create_session(self, title: str, directory: str) -> str:
         """``POST /session?directory=DIR`` with ``{"title": title}``; returns the new
-        session id (``ses_...``). :raises ServerError: on failure."""
-        out = self._request("POST", "/session", {"title": title}, {"directory": directory})
+        session id (``ses_...``). Waits up to :data:`CREATE_TIMEOUT_S` (or ``timeout``
+        when longer): a start is rare and must not fail on a busy machine.
+
+        :raises ServerError: on failure."""
+        out = self._request("POST", "/session", {"title": title}, {"directory": directory},
+                            timeout=max(self.timeout, CREATE_TIMEOUT_S))
         if not isinstance(out, dict) or not str(out.get("id", "")).startswith("ses"):
             raise ServerError(f"POST /session: unexpected reply {str(out)[:200]}")
         return str(out["id"])
