@@ -821,3 +821,50 @@ def test_a_silent_stream_while_busy_is_reported_once_and_polling_gives_progress(
     assert not [e for e in sup.store.events() if e["kind"] == "finding"]
     _settle(sup, fake_clock, 70)  # the message stops changing: a stall after all
     assert [e for e in sup.store.events() if e["kind"] == "finding" and e["data"]["check"] == "stall"]
+
+
+def test_a_restart_on_the_tick_path_never_blocks_for_the_start_timeout(fleet_config, fake_tmux, monkeypatch):
+    """Under load the server's restart waited up to start_timeout (30 s) inside the
+    plugin's ccci_observe, past its check_timeout (10 s): the interrupted start read as
+    a dead server, the next tick killed it and started another, and after 5 timeouts the
+    plugin was disabled. A restart now returns at once and each tick probes once."""
+    cfg = fleet_config(agents=({"name": "a", "backend": "opencode"},))
+    clock = {"t": 1000.0}
+    m = opencode_serve.ServeManager(cfg, fake_tmux, mono=lambda: clock["t"])
+    m.pid, m.port, m.url, m.healthy = 4242, 4321, "http://127.0.0.1:4321", True
+    answers = {"healthy": False}
+    alive = {4242: False}
+    monkeypatch.setattr(opencode_serve.shutil, "which", lambda name: "/usr/bin/opencode")
+    monkeypatch.setattr(opencode_serve, "_is_serve", lambda pid, port=None: bool(alive.get(pid)))
+    monkeypatch.setattr(opencode_serve, "_alive", lambda pid: bool(alive.get(pid)))
+    monkeypatch.setattr(opencode_serve, "port_free", lambda port: True)
+    monkeypatch.setattr(m, "probe", lambda url=None: answers["healthy"])
+    monkeypatch.setattr(opencode_serve.time, "sleep", lambda s: pytest.fail("the tick path slept"))
+    m.check()  # the process died: a new one is started, not waited for
+    [pane] = fake_tmux.launches(opencode_serve.session_name(cfg))
+    alive[pane.pid] = True
+    assert m.starting is not None and m.pid == pane.pid and not m.healthy
+    assert [e.kind for e in m.take_events()] == ["opencode_serve_died"]
+    for _ in range(3):  # starting: one probe per tick, no new start, nothing killed
+        clock["t"] += 1
+        m.check()
+        assert m.take_events() == [] and len(fake_tmux.launches(opencode_serve.session_name(cfg))) == 1
+    answers["healthy"] = True
+    clock["t"] += 1
+    m.check()
+    evs = m.take_events()
+    assert [e.kind for e in evs] == ["opencode_serve_started", "opencode_serve_restarted"]
+    assert evs[1].data["latency_s"] == 4.0 and m.healthy and m.restarts == 1 and m.starting is None
+    # a start that never answers fails at start_timeout, killed, backed off
+    alive[pane.pid] = False
+    answers["healthy"] = False
+    m.check()
+    [second] = fake_tmux.launches(opencode_serve.session_name(cfg))[1:]
+    alive[second.pid] = True
+    m.take_events()
+    killed = []
+    monkeypatch.setattr("ccci.processes.kill_tree", lambda pid: killed.append(pid))
+    clock["t"] += opencode_serve.settings(cfg)["start_timeout"] + 1
+    m.check()
+    assert [e.kind for e in m.take_events()] == ["opencode_serve_failed"]
+    assert killed == [second.pid] and m.pid is None and m.starting is None and m.next_start_mono > clock["t"]

@@ -184,6 +184,10 @@ class ServeManager:
     start_failures: int = 0
     next_start_mono: float = 0.0
     down_since_mono: float | None = None
+    #: a restart under way on the tick path: (monotonic deadline, monotonic start, why);
+    #: ``None`` otherwise
+    starting: tuple[float, float, str] | None = None
+    restart_since_mono: float = 0.0  #: when the server was found down (the restart's latency)
     events: list[Event] = field(default_factory=list)
 
     # ------------------------------------------------------------------ state file
@@ -226,11 +230,16 @@ class ServeManager:
             return False
 
     # ------------------------------------------------------------------ start
-    def ensure(self) -> bool:
+    def ensure(self, wait: bool = True) -> bool:
         """Make sure the server runs and answers: adopt a healthy leftover, clear stale
-        state, start it. Blocks until healthy (at most ``start_timeout`` s).
+        state, start it.
 
-        :returns: ``True`` when healthy. Failures are events, never exceptions.
+        :param wait: block until the new server is healthy (at most ``start_timeout``
+            s), as before the agents' first launch; ``False`` (a restart on the tick
+            path, under the plugin's ``check_timeout``): return at once and let
+            :meth:`check` probe it once per tick until healthy or ``start_timeout``.
+        :returns: ``True`` when healthy (``False`` while a start without ``wait`` is
+            under way). Failures are events, never exceptions.
         """
         conf = settings(self.config)
         st = self._read_state()
@@ -249,7 +258,7 @@ class ServeManager:
                              "free it or set opencode.port = 0")
                 return False
             port = free_port()
-        return self._start(port, conf)
+        return self._start(port, conf, wait)
 
     def _clear_stale(self, st: dict) -> None:
         from ccci.processes import kill_tree
@@ -279,7 +288,7 @@ class ServeManager:
         self.next_start_mono = self.mono() + delay
         self._event("opencode_serve_failed", f"{why}; next try in {delay:.0f}s", seconds=delay)
 
-    def _start(self, port: int, conf: dict) -> bool:
+    def _start(self, port: int, conf: dict, wait: bool = True) -> bool:
         exe = shutil.which("opencode")
         if exe is None:
             self._failed("'opencode' is not on PATH; install opencode-ai (npm) for the opencode agents")
@@ -298,6 +307,9 @@ class ServeManager:
         self.pid, self.port, self.url = pane.pid, port, url
         self._write_state()
         deadline = t0 + conf["start_timeout"]
+        if not wait:
+            self.starting = (deadline, t0, "")
+            return False
         while self.mono() < deadline:
             if self.probe(url):
                 self.healthy, self.failures, self.start_failures = True, 0, 0
@@ -315,8 +327,17 @@ class ServeManager:
 
     # ------------------------------------------------------------------ each tick
     def check(self) -> None:
-        """One health check (process, then HTTP); restarts when needed."""
+        """One health check (process, then HTTP); restarts when needed. Never blocks
+        longer than one health request (:data:`HEALTH_TIMEOUT_S`) plus a process
+        start: a restart's wait for health is spread over the following ticks
+        (:attr:`starting`). Under load (load average 15-20 on 2 cores) a blocking
+        30 s wait inside the tick ran past the plugin's ``check_timeout``: the
+        interrupted start was taken for a dead server, the next tick killed it and
+        started another, and after 5 timeouts the plugin was disabled."""
         mono = self.mono()
+        if self.starting is not None:
+            self._check_starting(mono)
+            return
         if not self.healthy and self.pid is None:
             if mono >= self.next_start_mono:
                 self._restart("not running")
@@ -358,6 +379,28 @@ class ServeManager:
             if mono >= self.next_start_mono:
                 self._restart("unhealthy")
 
+    def _check_starting(self, mono: float) -> None:
+        deadline, t0, why = self.starting
+        if self.probe():
+            self.starting = None
+            self.healthy, self.failures, self.start_failures = True, 0, 0
+            self._write_state()
+            self._event("opencode_serve_started", f"opencode serve up on {self.url} (pid {self.pid}) after "
+                        f"{mono - t0:.2f}s", pid=self.pid, url=self.url, startup_s=round(mono - t0, 3))
+            self._restarted(why, self.restart_since_mono)
+            return
+        if _alive(self.pid) and mono < deadline:
+            return  # still starting (right after the fork the pane's process is not opencode yet)
+        self.starting = None
+        pid = self.pid
+        if _alive(pid):
+            from ccci.processes import kill_tree
+
+            kill_tree(int(pid))
+        self.pid = None
+        self._failed(f"opencode serve on {self.url} (pid {pid}) not healthy after {mono - t0:.1f}s; "
+                     f"see {Path(self.config.state_dir) / 'logs' / 'opencode-serve.log'}")
+
     def stop(self, reason: str) -> bool:
         """Stop the server: kill its process tree and its tmux session, remove the state
         file; the manager then reads as not running (a later :meth:`check` starts it
@@ -382,7 +425,7 @@ class ServeManager:
         except OSError:
             pass
         self.pid, self.healthy, self.failures, self.down_since_mono = None, False, 0, None
-        self.next_start_mono = 0.0
+        self.next_start_mono, self.starting = 0.0, None
         if found:
             self._event("opencode_serve_stopped", f"opencode serve stopped (pid {pid}): {reason}", pid=pid,
                         reason=reason)
@@ -390,7 +433,15 @@ class ServeManager:
 
     def _restart(self, why: str) -> None:
         since = self.down_since_mono if self.down_since_mono is not None else self.mono()
-        if self.ensure():
+        healthy = self.ensure(wait=False)
+        if self.starting is not None:  # reported by check() once it answers
+            self.starting = (self.starting[0], self.starting[1], why)
+            self.restart_since_mono = since
+        elif healthy:
+            self._restarted(why, since)
+
+    def _restarted(self, why: str, since: float) -> None:
+        if why:
             self.restarts += 1
             latency = self.mono() - since
             self.down_since_mono = None
