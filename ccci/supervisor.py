@@ -223,6 +223,13 @@ class Supervisor:
         self.tick_no += 1
         t0 = time.monotonic()
         now, mono = self.clock.now(), self.clock.monotonic()
+        self.calls.begin_tick()
+        try:
+            return self._tick(t0, now, mono)
+        finally:
+            self.calls.disarm()
+
+    def _tick(self, t0: float, now: Any, mono: float) -> list[Finding]:
         self.calls.call_all("ccci_tick_start", {"tick": self.tick_no, "now": now, "mono": mono})
         self.storage.check(mono)
         self._refresh_flags()
@@ -414,6 +421,9 @@ class Supervisor:
             stop = getattr(self.tmux, "stop_control", None)
             if callable(stop):
                 stop()
+            close = getattr(self.process_scan, "close", None)
+            if callable(close):
+                close()  # its pidfds (a later tick reads /proc again)
 
     def _start_control(self) -> None:
         """Switch the tmux access to one control-mode client whose notifications call
