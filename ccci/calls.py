@@ -112,6 +112,7 @@ class _AlarmClock:
 
 
 _ALARM = _AlarmClock()
+_MAIN_IDENT = threading.main_thread().ident
 
 
 def _on_alarm(signum: int, frame: Any) -> None:
@@ -138,7 +139,7 @@ except ImportError:  # pragma: no cover - not CPython
     _raw_getsignal = signal.getsignal
 
 
-@dataclass
+@dataclass(slots=True)
 class CallInfo:
     """The outcome of one call of one hook implementation.
 
@@ -194,6 +195,9 @@ class PluginCalls:
         self._order_cache: dict[str, tuple[int, list]] = {}
         self._alarm_depth = 0
         self._in_tick = False
+        #: (check_timeout, remedy_timeout, check_budget) in seconds, read once per tick
+        self._limits: tuple[float, float, float] | None = None
+        self._alarm_ok = False  #: ccci's SIGALRM handler was found installed at the tick's start
 
     # ------------------------------------------------------------------ order
     def ordered(self, hook: str) -> list:
@@ -225,7 +229,7 @@ class PluginCalls:
         self._called_this_tick.add(plugin)
         timed = self._alarm_depth == 0 and self._can_alarm()
         start = time.monotonic()
-        s = self.settings()
+        check_limit, long_limit, budget = self._limits or self._read_limits()
         try:
             args = []
             for name in impl.argnames:
@@ -238,8 +242,7 @@ class PluginCalls:
                 else:
                     raise TypeError(f"{hook} offers no argument {name!r}")
             if timed:
-                limit = float(s.get("remedy_timeout", 60.0) if hook in LONG_HOOKS else s.get("check_timeout", 10.0))
-                _ALARM.arm(start + limit, start)
+                _ALARM.arm(start + (long_limit if hook in LONG_HOOKS else check_limit), start)
             self._alarm_depth += 1
             try:
                 info.result = impl.function(*args)
@@ -268,7 +271,6 @@ class PluginCalls:
         if info.excinfo is not None:
             self._failed(info)
         elif hook in CHECK_HOOKS:
-            budget = float(s.get("check_budget", 2.0))
             if info.duration_s > budget:
                 self.emit("plugin_slow", f"{info.plugin}.{hook} took {info.duration_s:.2f}s (budget {budget}s)",
                           plugin=info.plugin, hook=hook, seconds=round(info.duration_s, 3))
@@ -300,7 +302,7 @@ class PluginCalls:
         start = time.monotonic()
         try:
             if timed:
-                _ALARM.arm(start + float(self.settings().get("check_timeout", 10.0)), start)
+                _ALARM.arm(start + (self._limits or self._read_limits())[0], start)
             self._alarm_depth += 1
             try:
                 return fn(*args)
@@ -346,12 +348,23 @@ class PluginCalls:
         returns (the next call's deadline is later: no system call), instead of
         disarming it (see :class:`_AlarmClock`)."""
         self._in_tick = True
+        self._limits = None
+        self._alarm_ok = False
+        self._limits = self._read_limits()
+        self._alarm_ok = self._can_alarm()
+
+    def _read_limits(self) -> tuple[float, float, float]:
+        s = self.settings()
+        limits = (float(s.get("check_timeout", 10.0)), float(s.get("remedy_timeout", 60.0)),
+                  float(s.get("check_budget", 2.0)))
+        return limits
 
     def disarm(self) -> None:
         """End of a tick: disarm the timer (one ``setitimer`` when it is armed) and go
         back to disarming after every call. Idempotent; main thread only."""
         self._in_tick = False
-        if threading.current_thread() is threading.main_thread():
+        self._limits = None
+        if threading.get_ident() == _MAIN_IDENT:
             _ALARM.disarm()
 
     # ------------------------------------------------------------------ accounting
@@ -375,10 +388,13 @@ class PluginCalls:
         self._failed_this_tick = set()
         self._called_this_tick = set()
 
-    @staticmethod
-    def _can_alarm() -> bool:
-        if threading.current_thread() is not threading.main_thread():
+    def _can_alarm(self) -> bool:
+        """True on the main thread (the only one SIGALRM interrupts), with ccci's
+        handler installed (checked once per tick within a tick)."""
+        if threading.get_ident() != _MAIN_IDENT:
             return False
+        if self._in_tick and self._alarm_ok:
+            return True
         if _raw_getsignal(signal.SIGALRM) is not _on_alarm:
             signal.signal(signal.SIGALRM, _on_alarm)
             _ALARM.armed_at = None  # whoever else had the signal may have set the timer
