@@ -111,6 +111,9 @@ class Supervisor:
         self._reload_requested = False
         self._wake = threading.Event()
         self.last_wake_reason = ""
+        #: the last tick saw nothing change and found nothing (:meth:`next_interval`)
+        self.quiet = False
+        self._tick_by: float | None = None  # monotonic: a plugin asked for a tick by then (tick_within)
 
     def services(self, plugin: str) -> RunnerServices:
         """The :class:`ccci.services.Services` bound to ``plugin``."""
@@ -230,6 +233,8 @@ class Supervisor:
             self.calls.disarm()
 
     def _tick(self, t0: float, now: Any, mono: float) -> list[Finding]:
+        self.quiet = False
+        self._tick_by = None
         self.calls.call_all("ccci_tick_start", {"tick": self.tick_no, "now": now, "mono": mono})
         self.storage.check(mono)
         self._refresh_flags()
@@ -275,7 +280,66 @@ class Supervisor:
         self.calls.end_tick()
         self.calls.call_all("ccci_tick_end", {"tick": self.tick_no, "findings": findings,
                                               "duration_s": time.monotonic() - t0})
+        self.quiet = self._fleet_quiet(snap, findings)
         return findings
+
+    def _fleet_quiet(self, snap: FleetSnapshot, findings: list[Finding]) -> bool:
+        """Nothing changed and nothing is under way: no finding (of any severity), no
+        screen that changed this tick, nothing typed, no agent failing, coming back from
+        a remedy or given up, no queued message, the breaker closed, the tmux server up."""
+        if findings or snap.facts.get("pending_messages") or snap.facts.get("tmux_server_down"):
+            return False
+        if snap.mono < self.breaker.open_until:
+            return False
+        tick = self.tick_no
+        for rt in self.agents.values():
+            if (rt.failing or rt.pending_since_mono is not None or rt.given_up or rt.typed_tick == tick
+                    or rt.screen_changed_mono == snap.mono or rt.content_changed_mono == snap.mono):
+                return False
+        return True
+
+    def tick_within(self, seconds: float) -> None:
+        """The next tick comes within ``seconds`` even when the fleet is quiet
+        (``Services.tick_within``; the earliest request of the tick wins)."""
+        at = self.clock.monotonic() + max(0.0, float(seconds))
+        if self._tick_by is None or at < self._tick_by:
+            self._tick_by = at
+
+    def event_driven(self) -> bool:
+        """True while the watcher's tmux control client runs and its subscription is
+        live: a pane process exit (pidfd), a pane's output, a pane dying and a session
+        coming or going wake the runner (:mod:`ccci.tmux_control`)."""
+        ctl = getattr(self.tmux, "control", None)
+        return ctl is not None and ctl.alive and bool(getattr(ctl, "subscribed", False))
+
+    def next_interval(self) -> float:
+        """Seconds from the start of the last tick to the next one when nothing wakes
+        the runner: ``tick_seconds``; ``fleet.idle_tick_seconds`` (the quiet fleet's
+        safety tick) when the last tick was :attr:`quiet` and the runner is
+        :meth:`event_driven`, but no later than a plugin's :meth:`tick_within`, the
+        first scheduled remedy or the end of an agent's hold.
+
+        Why it is safe: what makes a quiet fleet unquiet reaches the runner as a wake-up
+        (a pidfd for a process exit, the subscription within 1 s for output in any
+        pane or a dead pane, ``%sessions-changed``/``%window-close``, the control
+        client's own end, which also turns :meth:`event_driven` off); a missed one
+        waits at most ``idle_tick_seconds``, the safety tick, which always runs. A time
+        threshold (``stall_idle``, ``needs_input``) on a quiet screen is reached at
+        most that much later."""
+        base = float(self.config.tick_seconds)
+        idle = float(getattr(self.config, "idle_tick_seconds", 0.0) or 0.0)
+        snap = self.last_snapshot
+        if not self.quiet or idle <= base or snap is None or not self.event_driven():
+            return base
+        limit = snap.mono + idle
+        if self._tick_by is not None:
+            limit = min(limit, self._tick_by)
+        for rt in self.agents.values():
+            if rt.hold_until_mono > snap.mono:
+                limit = min(limit, rt.hold_until_mono)
+        for at, _remedy in self.remedies.scheduled:
+            limit = min(limit, snap.mono + max(0.0, (at - snap.now).total_seconds()))
+        return max(base, limit - snap.mono)
 
     def check_agent(self, rt: AgentRuntime, snap: FleetSnapshot) -> list[Finding]:
         """Run every ``ccci_check_agent`` implementation for one agent."""
@@ -381,7 +445,9 @@ class Supervisor:
         self.calls.call_all("ccci_configure", {"config": self.config})
 
     def run(self, ticks: int | None = None, on_tick: Callable[[], None] | None = None) -> None:
-        """Tick every ``tick_seconds`` until :meth:`request_stop` (or ``ticks`` ticks).
+        """Tick every ``tick_seconds`` (a quiet fleet's safety tick:
+        :meth:`next_interval`) until :meth:`request_stop` (or ``ticks`` ticks); a
+        :meth:`wake` runs the next tick at once.
 
         Ticks are scheduled on the monotonic clock; a slow tick is not followed by a
         burst of catch-up ticks.
@@ -403,10 +469,11 @@ class Supervisor:
                     if msg != self._last_tick_error[0] or mono - self._last_tick_error[1] >= 60:
                         self._last_tick_error = (msg, mono)
                         self.emit("tick_error", msg, where=traceback.format_exc(limit=4)[-800:])
+                    self.quiet = False
                 n += 1
                 if on_tick:
                     on_tick()
-                next_at += float(self.config.tick_seconds)
+                next_at += self.next_interval()
                 delay = next_at - self.clock.monotonic()
                 if delay < 0:
                     next_at = self.clock.monotonic()

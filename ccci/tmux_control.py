@@ -69,8 +69,12 @@ CONNECT_S = 3.0  #: deadline of the attach (seconds)
 OUTPUT_WAKE_S = 2.0  #: ``%output`` of one pane wakes the runner at most this often (seconds)
 OUTPUT_WAKE_FLEET_S = 0.5  #: ... and ``%output`` of any pane at most this often (seconds)
 SUBSCRIPTION = "ccci-panes"
-#: every pane of every session: ``%N=dead/pid`` (a change wakes the runner within 1 s)
-SUBSCRIPTION_FORMAT = "#{S:#{W:#{P:#{pane_id}=#{pane_dead}/#{pane_pid} }}}"
+#: every window of every session: ``@N:activity`` and each pane's ``%N=dead/pid`` (a
+#: change wakes the runner within 1 s). ``window_activity`` (seconds) moves with any
+#: output in the window: the wake-up for a pane printing in a session the client is not
+#: attached to, which gets no ``%output``; it lets the runner's quiet-fleet safety tick
+#: (``fleet.idle_tick_seconds``) be long without a screen change waiting for it.
+SUBSCRIPTION_FORMAT = "#{S:#{W:#{window_id}:#{window_activity} #{P:#{pane_id}=#{pane_dead}/#{pane_pid} }}}"
 
 Wake = Callable[[str], None]
 
@@ -286,6 +290,12 @@ class ControlClient:
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
+
+    @property
+    def subscribed(self) -> bool:
+        """True once tmux sent the subscription's first value (tmux >= 3.2 has
+        subscriptions): pane and window changes in every session wake the runner."""
+        return self._sub_seen
 
     def start(self, timeout: float = CONNECT_S) -> None:
         """Start the client and wait until it is attached.
