@@ -113,6 +113,7 @@ class Supervisor:
         self.last_wake_reason = ""
         #: the last tick saw nothing change and found nothing (:meth:`next_interval`)
         self.quiet = False
+        self._agents_version: tuple | None = None  # StateStore.agents_version at the last _refresh_flags
         self._tick_by: float | None = None  # monotonic: a plugin asked for a tick by then (tick_within)
 
     def services(self, plugin: str) -> RunnerServices:
@@ -362,7 +363,12 @@ class Supervisor:
         return out
 
     def _refresh_flags(self) -> None:
-        """Pick up ``ccci stop``/``ccci start`` made by the CLI since the last tick."""
+        """Pick up ``ccci stop``/``ccci start`` made by the CLI since the last tick (the
+        table is read only when :meth:`ccci.state.StateStore.agents_version` moved)."""
+        version = self.store.agents_version()
+        if version is not None and version == self._agents_version:
+            return
+        self._agents_version = version
         for rec in self.store.agents():
             rt = self.agents.get(rec.name)
             if rt is None:
