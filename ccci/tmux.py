@@ -95,6 +95,8 @@ class Tmux:
         #: {pane_id: parsed lines of its last capture} (``Screen.from_styled``'s ``keep``);
         #: each dict is filled before it is stored and never changed after
         self._parsed: dict[str, dict] = {}
+        #: (control client, pids) last given to its ``watch_pids``
+        self._watched: tuple[tmux_control.ControlClient | None, set[int]] = (None, set())
 
     # ------------------------------------------------------------------ control mode
     def start_control(self, wake: tmux_control.Wake | None = None,
@@ -228,7 +230,10 @@ class Tmux:
         out = self._parse_panes(lines)
         ctl = self.control
         if ctl is not None and ctl.alive:
-            ctl.watch_pids({p.pid for p in out.values() if p.pid and not p.dead})
+            pids = {p.pid for p in out.values() if p.pid and not p.dead}
+            if pids != self._watched[1] or ctl is not self._watched[0]:  # (a pipe write and a thread wake-up)
+                ctl.watch_pids(pids)
+                self._watched = (ctl, pids)
         return out
 
     @staticmethod
@@ -312,7 +317,7 @@ class Tmux:
         if len(self._parsed) > MAX_PARSED_PANES:
             self._parsed = {}  # panes come and go: a bound, not an eviction policy
         keep: dict = {}
-        screen = Screen.from_styled("\n".join(lines), self._parsed.get(pane_id), keep)
+        screen = Screen.from_styled(lines, self._parsed.get(pane_id), keep)
         self._parsed[pane_id] = keep
         return screen
 
