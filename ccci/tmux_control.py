@@ -114,7 +114,7 @@ def control_line(argv: list[str]) -> tuple[str, int]:
     words: list[str] = []
     n = 1
     for a in argv:
-        if any(c in a for c in "\n\r\0"):
+        if "\n" in a or "\r" in a or "\0" in a:
             raise ValueError("argument with a newline")
         if a == ";":
             words.append(";")
@@ -232,14 +232,20 @@ def marked_processes(socket_name: str | None, socket_path: str | None = None) ->
 
 
 class _Request:
-    __slots__ = ("ncmds", "outputs", "error", "done", "failed")
+    """One line of a batch (:meth:`ControlClient.run`). The batch shares one
+    ``threading.Event``, set when its last line is answered or the client fails (the
+    answers come in order): one Event per batch, not per line (a tick's capture batch
+    has a line per changed pane)."""
 
-    def __init__(self, ncmds: int) -> None:
+    __slots__ = ("ncmds", "outputs", "error", "done", "failed", "last")
+
+    def __init__(self, ncmds: int, done: threading.Event, last: bool = True) -> None:
         self.ncmds = ncmds
         self.outputs: list[str] = []  # output lines of the commands that succeeded
         self.error: str | None = None  # the %error block's text
         self.failed: str | None = None  # ControlUnavailable reason
-        self.done = threading.Event()
+        self.done = done
+        self.last = last  # the batch's last line: its answer completes the batch
 
 
 class ControlClient:
@@ -406,7 +412,8 @@ class ControlClient:
         :raises ValueError: an argument cannot go on one line (see :func:`control_line`).
         """
         lines = [control_line(a) for a in argvs]
-        reqs = [_Request(n) for _, n in lines]
+        done = threading.Event()
+        reqs = [_Request(n, done, i == len(lines) - 1) for i, (_, n) in enumerate(lines)]
         data = "".join(line + "\n" for line, _ in lines).encode("utf-8", "surrogateescape")
         with self._lock:
             if not self._alive:
@@ -425,10 +432,9 @@ class ControlClient:
         if err is not None:
             self._fail(err)
             raise ControlUnavailable(err, sent=sent)
-        end = time.monotonic() + (self.deadline_s if deadline_s is None else deadline_s)
+        if not done.wait(self.deadline_s if deadline_s is None else deadline_s):
+            self._fail(f"deadline of {self.deadline_s if deadline_s is None else deadline_s:.1f}s missed")
         for r in reqs:
-            if not r.done.wait(max(0.0, end - time.monotonic())):
-                self._fail(f"deadline of {self.deadline_s if deadline_s is None else deadline_s:.1f}s missed")
             if r.failed is not None:
                 raise ControlUnavailable(f"tmux control client: {r.failed}", sent=True)
         return [(r.outputs, r.error) for r in reqs]
@@ -489,6 +495,10 @@ class ControlClient:
                         buf += chunk
                         *lines, buf = buf.split(b"\n")
                         for line in lines:
+                            block = self._block
+                            if block is not None and line[:1] != b"%":  # a reply's output line
+                                block.append(line.decode("utf-8", "surrogateescape"))
+                                continue
                             self._line(line)
                             if not self._alive:
                                 return
@@ -565,7 +575,7 @@ class ControlClient:
                     self._pending.popleft()
                 else:
                     req = None
-        if req is not None:
+        if req is not None and req.last:
             req.done.set()
 
     def _notification(self, line: bytes) -> None:
