@@ -114,6 +114,7 @@ class Supervisor:
         #: the last tick saw nothing change and found nothing (:meth:`next_interval`)
         self.quiet = False
         self._agents_version: tuple | None = None  # StateStore.agents_version at the last _refresh_flags
+        self._tick_data_version: tuple | None = None  # StateStore.data_version at the last tick's start
         self._tick_by: float | None = None  # monotonic: a plugin asked for a tick by then (tick_within)
 
     def services(self, plugin: str) -> RunnerServices:
@@ -236,6 +237,7 @@ class Supervisor:
     def _tick(self, t0: float, now: Any, mono: float) -> list[Finding]:
         self.quiet = False
         self._tick_by = None
+        self._tick_data_version = self.store.data_version()  # before this tick reads the store
         self.calls.call_all("ccci_tick_start", {"tick": self.tick_no, "now": now, "mono": mono})
         self.storage.check(mono)
         self._refresh_flags()
@@ -479,12 +481,17 @@ class Supervisor:
                 n += 1
                 if on_tick:
                     on_tick()
-                next_at += self.next_interval()
+                interval = self.next_interval()
+                next_at += interval
                 delay = next_at - self.clock.monotonic()
                 if delay < 0:
                     next_at = self.clock.monotonic()
                     delay = 0
-                if self.clock.wait(self._wake, delay):
+                if interval > float(self.config.tick_seconds):
+                    woke = self._quiet_wait(delay)
+                else:
+                    woke = self.clock.wait(self._wake, delay)
+                if woke:
                     next_at = self.clock.monotonic()
         finally:
             if self.stopping:
@@ -497,6 +504,26 @@ class Supervisor:
             close = getattr(self.process_scan, "close", None)
             if callable(close):
                 close()  # its pidfds (a later tick reads /proc again)
+
+    def _quiet_wait(self, delay: float) -> bool:
+        """The wait before a quiet fleet's safety tick: as ``clock.wait`` on the wake
+        event, but every ``tick_seconds`` the state database is asked whether another
+        process committed to it since the last tick started
+        (:meth:`ccci.state.StateStore.data_version`): a ``ccci send``, ``stop``, ``start``
+        or ``job`` is then picked up within ``tick_seconds``, as without the safety tick.
+        :returns: True when woken (an event or such a commit)."""
+        step = float(self.config.tick_seconds)
+        end = self.clock.monotonic() + delay
+        while True:
+            left = end - self.clock.monotonic()
+            if left <= 0:
+                return False
+            if self.clock.wait(self._wake, min(left, step)):
+                return True
+            version = self.store.data_version()
+            if version is None or version != self._tick_data_version:
+                self.last_wake_reason = "the state database was written by another process"
+                return True
 
     def _start_control(self) -> None:
         """Switch the tmux access to one control-mode client whose notifications call

@@ -355,3 +355,37 @@ def test_a_lost_control_client_ends_event_driven_mode_until_it_is_back(tmp_path,
     finally:
         sup.store.close()
         subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+
+
+@pytest.mark.timeout(120, method="thread")
+def test_a_commit_by_another_process_ends_a_quiet_wait(tmp_path, fleet_config):
+    """A ``ccci stop`` (another process's commit to the state database) reaches a quiet
+    fleet's runner within about ``tick_seconds``, not at its 30 s safety tick."""
+    from ccci.state import StateStore
+
+    sup, sock = _quiet_supervisor(tmp_path, fleet_config, 30.0)
+    other = StateStore(sup.config.state_dir)  # what the CLI opens
+    seen: dict = {}
+    t0 = time.monotonic()
+
+    def on_tick() -> None:
+        if time.monotonic() - t0 > 60:
+            sup.request_stop(reason="test timed out")
+        if "wrote" not in seen:
+            if sup.quiet and sup.event_driven() and sup.next_interval() == 30.0:
+                other.update_agent("b", stopped=1)
+                seen["wrote"] = time.monotonic()
+        elif sup.agents["b"].stopped:
+            seen["took"] = time.monotonic() - seen["wrote"]
+            seen["reason"] = sup.last_wake_reason
+            sup.request_stop(reason="test done")
+
+    try:
+        sup.run(on_tick=on_tick)
+        assert "wrote" in seen, "the fleet never read quiet in event-driven mode"
+        assert seen.get("took") is not None and seen["took"] < 15, seen  # the safety tick: 30 s
+        assert "another process" in seen["reason"], seen
+    finally:
+        other.close()
+        sup.store.close()
+        subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
