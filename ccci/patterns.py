@@ -240,9 +240,10 @@ class PatternSet:
                 _NORMALIZED.clear()  # pattern sets replaced by config reloads
             known = _NORMALIZED[normalize] = ({}, {})
         new, old = known
+        get_new = new.get
         outs = []
         for line in lines:
-            out = new.get(line)
+            out = get_new(line)
             if out is None:
                 out = old.get(line)
                 if out is None:
@@ -251,11 +252,11 @@ class PatternSet:
                         out = rx.sub("#", out)
                 new[line] = out
             outs.append(out)
-            outs.append("\n")
         if len(new) > NORMALIZED_GENERATION:
             # two generations: the lines of recent screens stay, old ones age out
             _NORMALIZED[normalize] = ({}, new)
-        return hashlib.sha1("".join(outs).encode("utf-8", "replace")).hexdigest()
+        text = "\n".join(outs) + "\n" if outs else ""
+        return hashlib.sha1(text.encode("utf-8", "replace")).hexdigest()
 
     def _regions(self, lines: list[str], screen: str = "", offset: int = 0) -> dict[str, Any]:
         """Split the screen into the scopes rules read (``block``, ``above``, ``input``,
