@@ -19,7 +19,11 @@ For each size N (sessions are added to the same server as N grows):
 * **ccci, forked** (the fallback when no control client runs): one forked tmux client
   per query, as every tick did before control mode;
 * **a real ``ccci watch``** at the sizes in ``watch_sizes``: its CPU share of one core on
-  a quiet fleet, and its RSS;
+  the stand-ins above (each redraws a turn every ~3 s: a busy fleet), and its RSS;
+* **a real ``ccci watch`` on an idle fleet** at the same sizes: stand-ins that drew one
+  turn and then nothing (agents idle at their prompt, nothing changing), on a tmux
+  server of their own (so the busy stand-ins' output neither wakes it nor loads its
+  server): its CPU share of one core;
 * where the tick goes: the same ticks split by phase (wrappers around ccci's own
   methods on the instance; no core code is changed), and a cProfile of extra ticks.
 
@@ -110,6 +114,7 @@ class TickBench:
         import os
 
         self.fleet_name = f"bt{os.getpid()}"
+        self._cleanup = cleanup
         self.socket = cleanup.socket(f"ccci-bench-{os.getpid()}-tick")
         self.tmux = Tmux(self.socket)
         self.agents: list[str] = []
@@ -282,16 +287,54 @@ class TickBench:
         return {**st, "client_cpu_ms": round(client_ms, 4), "server_cpu_ms": round(srv, 3), "captures": len(ids),
                 "cpu_p50_with_client": round(st["cpu_p50"] + client_ms, 3)}
 
-    def measure_watch_idle(self, n: int, seconds: float) -> dict:
+    def measure_watch_silent(self, n: int, seconds: float) -> dict:
+        """:meth:`measure_watch_idle` on ``n`` stand-ins that draw one turn and then
+        nothing (``standin.py 0``), on a tmux server of their own (socket
+        ``ccci-bench-<pid>-idle``), torn down afterwards: an idle fleet."""
+        import os as _os
+
+        sock = self._cleanup.socket(f"ccci-bench-{_os.getpid()}-idle{n}")
+        t = Tmux(sock)
+        names = [f"q{i:03d}" for i in range(n)]
+        for a in names:
+            t.new_session(self.session(a), [sys.executable, "-S", str(BENCH / "standin.py"), "0", a],
+                          self.work / "tick-workdir", {})
+        time.sleep(2.0)
+        root = self.work / f"watch-idle-{n}"
+        root.mkdir(parents=True, exist_ok=True)
+        body = "".join(f'\n[[agents]]\nname = "{a}"\nrole = "loop"\nworkdir = "{self.work / "tick-workdir"}"\n'
+                       for a in names)
+        (root / "ccci.toml").write_text(
+            f'# written by bench/_tick.py (idle fleet)\n[fleet]\nname = "{self.fleet_name}"\nstate_dir = ".ccci"\n'
+            f'tick_seconds = 1.0\ntmux_socket = "{sock}"\n\n[git]\norigin = ""\n\n'
+            f'[defaults]\nbackend = "scripted"\n{body}')
+        try:
+            pid = int(t.cmd("display-message", "-p", "#{pid}")[0])
+            return {**self.measure_watch_idle(n, seconds, root=root, server_pid=pid), "fleet": "idle (silent stand-ins)"}
+        finally:
+            t.kill_server()
+
+    def measure_watch_idle(self, n: int, seconds: float, root: Path | None = None, server_pid: int | None = None) -> dict:
         """A real ``ccci watch --quiet`` (control mode, as shipped) on the first ``n``
         stand-ins, git off: after it adopted them, its CPU over ``seconds`` (its own
         threads, its reaped children, and its control client, from ``/proc``) as a share
         of one core, and its RSS. The stand-ins print a line every
-        :data:`STANDIN_PERIOD_S` seconds, so this is a quiet fleet, not a silent one."""
+        :data:`STANDIN_PERIOD_S` seconds, so this is a busy fleet, not a silent one
+        (:meth:`measure_watch_silent` is the idle fleet: ``root`` and ``server_pid``
+        name its fleet directory and tmux server)."""
         import os as _os
 
-        root = self.work / f"watch-{n}"
-        cfg = self.write_config(root, n)
+        if root is None:
+            root = self.work / f"watch-{n}"
+            self.write_config(root, n)
+        cfg = config_mod.load(root)
+        srv = psutil.Process(server_pid) if server_pid else None
+
+        def server_cpu() -> float:
+            if srv is None:
+                return self.server_cpu()
+            c = srv.cpu_times()
+            return c.user + c.system
         env = {k: v for k, v in _os.environ.items() if k not in ("CCCI_BACKEND", "CCCI_FLEET", "CCCI_DISABLE_PLUGINS")}
         out = open(root / "watcher.out", "ab")
         w = subprocess.Popen([sys.executable, "-m", "ccci", "--fleet", str(root), "watch", "--quiet"],
@@ -312,13 +355,13 @@ class TickBench:
                 return (t.user + t.system + t.children_user + t.children_system
                         + sum(_task_cpu_s(c.pid) for c in clients if c.is_running()))
 
-            c0, s0, t0 = cpu(), self.server_cpu(), time.perf_counter()
+            c0, s0, t0 = cpu(), server_cpu(), time.perf_counter()
             rss = []
             while time.perf_counter() - t0 < seconds:
                 rss.append(proc.memory_info().rss / 2**20)
                 time.sleep(1.0)
             el = time.perf_counter() - t0
-            c1, s1 = cpu(), self.server_cpu()
+            c1, s1 = cpu(), server_cpu()
             kinds = store.event_counts()
         finally:
             w.terminate()
@@ -426,6 +469,8 @@ class TickBench:
         if n in self.watch_sizes:
             log(f"tick: {n} agents, a real ccci watch for {self.watch_seconds:.0f} s (CPU share, RSS)")
             res["watch"] = self.measure_watch_idle(n, self.watch_seconds)
+            log(f"tick: {n} agents idle at their prompt, a real ccci watch for {self.watch_seconds:.0f} s (CPU share)")
+            res["watch_idle_fleet"] = self.measure_watch_silent(n, self.watch_seconds)
         return res
 
     def run(self) -> dict:

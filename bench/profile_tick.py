@@ -40,6 +40,10 @@ def main() -> None:
     m = tb.measure_ccci(sup, a.ticks)
     print(f"{a.agents} agents, {a.ticks} ticks: CPU p50 {pct(m['cpu'], 50):.2f} ms, p95 {pct(m['cpu'], 95):.2f} ms, "
           f"captures/tick {m['captures_per_tick']:.1f}")
+    timer = tb.instrument(sup)
+    tb.measure_ccci(sup, a.ticks)
+    for k, v in sorted(tb.phases(timer, a.ticks).items(), key=lambda kv: -kv[1]["cpu_ms"]):
+        print(f"  {k:34s} {v['cpu_ms']:7.2f} ms CPU/tick  {v['calls_per_tick']:6.1f} calls/tick")
     pr = cProfile.Profile()
     for _ in range(a.ticks):
         pr.enable()

@@ -134,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
                     res.setdefault("watch", {})[n] = {k: wv[k] for k in (
                         "agents", "seconds", "watcher_cpu_pct_of_core", "tmux_server_cpu_pct_of_core",
                         "control_clients", "rss_mb_max", "rss_mb_end")}
+                if v.get("watch_idle_fleet"):
+                    wv = v["watch_idle_fleet"]
+                    res.setdefault("watch_idle", {})[n] = {k: wv[k] for k in (
+                        "agents", "seconds", "watcher_cpu_pct_of_core", "tmux_server_cpu_pct_of_core",
+                        "control_clients", "rss_mb_max", "rss_mb_end", "fleet")}
             _write(res, out, partial=True)
         if "memory" in parts:
             from _memory import run_memory

@@ -4,8 +4,9 @@ Run directly by tmux (no shell): ``python3 -S bench/standin.py PERIOD NAME``. It
 what ccci's ``scripted`` backend reads as an idle agent that declared a far-future wait
 (a turn block, ``WAITING-UNTIL``, the input line ``> ``) and redraws a new turn every
 PERIOD seconds on average (uniformly 0.5-1.5 x PERIOD, random phase), so some panes
-change between two ticks and most do not. ``-S`` skips site-packages: about 9 MB RSS
-and no CPU between prints.
+change between two ticks and most do not; PERIOD 0 draws one turn and then nothing (an
+agent idle at its prompt: the idle-fleet measurement). ``-S`` skips site-packages:
+about 9 MB RSS and no CPU between prints.
 """
 import os
 import random
@@ -20,10 +21,14 @@ out.write(f"stand-in agent {name} (pid {os.getpid()}), a turn every ~{period:g}s
 time.sleep(rng.uniform(0, period))
 n = 0
 while True:
+    if period <= 0 and n:
+        time.sleep(3600)
+        continue
     n += 1
     out.write(
         f"\n» turn {n}\n● {name}: did item {n}\n✓ turn done in 0s\n"
         "WAITING-UNTIL: 2099-01-01T00:00:00Z\n" + "─" * 40 + "\n> "
     )
     out.flush()
-    time.sleep(rng.uniform(0.5, 1.5) * period)
+    if period > 0:
+        time.sleep(rng.uniform(0.5, 1.5) * period)

@@ -192,6 +192,12 @@ class FleetConfig:
         state_dir: absolute state directory (default ``<root>/.ccci``), mode 0700.
         tmux_socket: ``tmux -L`` socket name, ``""`` for the default server.
         tick_seconds: runner tick (default 1.0 s).
+        idle_tick_seconds: the safety tick of a quiet fleet while the watcher's tmux
+            control client runs (default 5.0 s; ``0`` = always ``tick_seconds``): after
+            a tick that saw nothing change and found nothing, the next one comes after
+            this long unless an event (a pane printed, a pane process exited, a session
+            came or went, a CLI's hook spool, a plugin's ``wake``) wakes the runner
+            first (``Supervisor.next_delay``).
         idle_exit: seconds a watcher that ``ccci start`` (or ``ccci job``) started in the
             background waits with nothing to supervise (every agent stopped, no job
             running, requested or scheduled) before it exits; ``0`` = never (default
@@ -224,6 +230,7 @@ class FleetConfig:
     tmux_socket: str = ""
     tick_seconds: float = 1.0
     idle_exit: float = 300.0
+    idle_tick_seconds: float = 5.0
     git: GitSettings = field(default_factory=GitSettings)
     checks: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_CHECKS))
     agents: list[AgentSpec] = field(default_factory=list)
@@ -593,6 +600,7 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
     tick = _num(fleet.get("tick_seconds", 1.0), path, "fleet.tick_seconds", 0.05)
     sock = _str(fleet.get("tmux_socket", ""), path, "fleet.tmux_socket")
     idle_exit = _num(fleet.get("idle_exit", 300.0), path, "fleet.idle_exit", 0.0)
+    idle_tick = _num(fleet.get("idle_tick_seconds", 5.0), path, "fleet.idle_tick_seconds", 0.0)
 
     g = _table(raw, "git", path)
     origin = _str(g.get("origin", ""), path, "git.origin")
@@ -736,6 +744,7 @@ def _build(raw: dict, path: Path, env: Any) -> FleetConfig:
 
     return FleetConfig(
         path=path, root=root, name=name, state_dir=state_dir, tmux_socket=sock, tick_seconds=tick, idle_exit=idle_exit,
+        idle_tick_seconds=idle_tick,
         git=git, checks=checks, agents=[a for a in agents if a.host == this_host], agent_checks=agent_checks,
         handoffs=handoffs, patterns=pats, pattern_versions=pat_versions, raw=raw, metrics=_metrics(raw, path),
         web=_web(raw, path), hosts=hosts, this_host=this_host, all_agents=agents,

@@ -211,5 +211,8 @@ def ccci_configure(stash):
 
 
 @hookimpl
-def ccci_observe(snapshot, config, state, mono, stash):
-    stash.setdefault(WATCHER, GitWatcher()).observe(snapshot, config, state, mono)
+def ccci_observe(snapshot, config, state, mono, stash, services):
+    w = stash.setdefault(WATCHER, GitWatcher())
+    w.observe(snapshot, config, state, mono)
+    if config.git.origin and w.facts is not None:  # a quiet fleet's longer tick must not delay a fetch
+        services.tick_within(max(0.0, w.facts.checked_mono + float(config.git.fetch_interval) - mono))

@@ -117,9 +117,10 @@ class Screen(str):
     styles: tuple[tuple[int, ...], ...]
 
     @classmethod
-    def from_styled(cls, styled: str, previous: "dict[tuple[str, int], tuple[str, tuple[int, ...], int]] | None" = None,
+    def from_styled(cls, styled: "str | list[str]", previous: "dict[tuple[str, int], tuple[str, tuple[int, ...], int]] | None" = None,
                     keep: "dict[tuple[str, int], tuple[str, tuple[int, ...], int]] | None" = None) -> "Screen":
-        """Parse a ``capture-pane -e`` capture (lines joined by ``\\n``).
+        """Parse a ``capture-pane -e`` capture (lines joined by ``\\n``, or the list of
+        lines).
 
         :param previous: parsed lines of an earlier capture (what ``keep`` was filled with
             then), reused for a line with the same raw text and the same style in force
@@ -133,7 +134,7 @@ class Screen(str):
         lines: list[str] = []
         styles: list[tuple[int, ...]] = []
         style = 0
-        for raw in styled.split("\n"):
+        for raw in styled.split("\n") if isinstance(styled, str) else styled:
             key = (raw, style)
             hit = previous.get(key) if previous is not None else None
             if hit is None:

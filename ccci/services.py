@@ -151,6 +151,12 @@ class Services(Protocol):
         that sees the CLI report something (a hook spool file written, a server event)
         calls this so the finding is acted on without waiting up to ``tick_seconds``."""
 
+    def tick_within(self, seconds: float) -> None:
+        """Have the runner tick again within ``seconds`` even when the fleet is quiet
+        (its safety tick is ``fleet.idle_tick_seconds`` then): for a plugin with a
+        cadence of its own (the git watcher's ``fetch_interval``). Asked again at each
+        tick that needs it; the earliest request wins. Main thread (a hook)."""
+
     # -- token usage ------------------------------------------------------------------
     def record_usage(self, agent: str, day: str, source: str, model: str, counts: dict[str, int]) -> None:
         """Store the token totals the CLI recorded for ``agent`` on UTC ``day``
@@ -291,6 +297,9 @@ class RunnerServices:
 
     def wake(self, reason: str) -> None:
         self._sup.wake(f"{self.plugin}: {reason}")
+
+    def tick_within(self, seconds: float) -> None:
+        self._sup.tick_within(seconds)
 
     def record_usage(self, agent: str, day: str, source: str, model: str, counts: dict[str, int]) -> None:
         self._sup.store.set_usage(agent, day, source, model, counts, self._sup.clock.now())

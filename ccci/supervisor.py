@@ -111,6 +111,11 @@ class Supervisor:
         self._reload_requested = False
         self._wake = threading.Event()
         self.last_wake_reason = ""
+        #: the last tick saw nothing change and found nothing (:meth:`next_interval`)
+        self.quiet = False
+        self._agents_version: tuple | None = None  # StateStore.agents_version at the last _refresh_flags
+        self._tick_data_version: tuple | None = None  # StateStore.data_version at the last tick's start
+        self._tick_by: float | None = None  # monotonic: a plugin asked for a tick by then (tick_within)
 
     def services(self, plugin: str) -> RunnerServices:
         """The :class:`ccci.services.Services` bound to ``plugin``."""
@@ -217,6 +222,16 @@ class Supervisor:
         self.tick_no += 1
         t0 = time.monotonic()
         now, mono = self.clock.now(), self.clock.monotonic()
+        self.calls.begin_tick()
+        try:
+            return self._tick(t0, now, mono)
+        finally:
+            self.calls.disarm()
+
+    def _tick(self, t0: float, now: Any, mono: float) -> list[Finding]:
+        self.quiet = False
+        self._tick_by = None
+        self._tick_data_version = self.store.data_version()  # before this tick reads the store
         self.calls.call_all("ccci_tick_start", {"tick": self.tick_no, "now": now, "mono": mono})
         self.storage.check(mono)
         self._refresh_flags()
@@ -262,7 +277,66 @@ class Supervisor:
         self.calls.end_tick()
         self.calls.call_all("ccci_tick_end", {"tick": self.tick_no, "findings": findings,
                                               "duration_s": time.monotonic() - t0})
+        self.quiet = self._fleet_quiet(snap, findings)
         return findings
+
+    def _fleet_quiet(self, snap: FleetSnapshot, findings: list[Finding]) -> bool:
+        """Nothing changed and nothing is under way: no finding (of any severity), no
+        screen that changed this tick, nothing typed, no agent failing, coming back from
+        a remedy or given up, no queued message, the breaker closed, the tmux server up."""
+        if findings or snap.facts.get("pending_messages") or snap.facts.get("tmux_server_down"):
+            return False
+        if snap.mono < self.breaker.open_until:
+            return False
+        tick = self.tick_no
+        for rt in self.agents.values():
+            if (rt.failing or rt.pending_since_mono is not None or rt.given_up or rt.typed_tick == tick
+                    or rt.screen_changed_mono == snap.mono or rt.content_changed_mono == snap.mono):
+                return False
+        return True
+
+    def tick_within(self, seconds: float) -> None:
+        """The next tick comes within ``seconds`` even when the fleet is quiet
+        (``Services.tick_within``; the earliest request of the tick wins)."""
+        at = self.clock.monotonic() + max(0.0, float(seconds))
+        if self._tick_by is None or at < self._tick_by:
+            self._tick_by = at
+
+    def event_driven(self) -> bool:
+        """True while the watcher's tmux control client runs and its subscription is
+        live: a pane process exit (pidfd), a pane's output, a pane dying and a session
+        coming or going wake the runner (:mod:`ccci.tmux_control`)."""
+        ctl = getattr(self.tmux, "control", None)
+        return ctl is not None and ctl.alive and bool(getattr(ctl, "subscribed", False))
+
+    def next_interval(self) -> float:
+        """Seconds from the start of the last tick to the next one when nothing wakes
+        the runner: ``tick_seconds``; ``fleet.idle_tick_seconds`` (the quiet fleet's
+        safety tick) when the last tick was :attr:`quiet` and the runner is
+        :meth:`event_driven`, but no later than a plugin's :meth:`tick_within`, the
+        first scheduled remedy or the end of an agent's hold.
+
+        Why it is safe: what makes a quiet fleet unquiet reaches the runner as a wake-up
+        (a pidfd for a process exit, the subscription within 1 s for output in any
+        pane or a dead pane, ``%sessions-changed``/``%window-close``, the control
+        client's own end, which also turns :meth:`event_driven` off); a missed one
+        waits at most ``idle_tick_seconds``, the safety tick, which always runs. A time
+        threshold (``stall_idle``, ``needs_input``) on a quiet screen is reached at
+        most that much later."""
+        base = float(self.config.tick_seconds)
+        idle = float(getattr(self.config, "idle_tick_seconds", 0.0) or 0.0)
+        snap = self.last_snapshot
+        if not self.quiet or idle <= base or snap is None or not self.event_driven():
+            return base
+        limit = snap.mono + idle
+        if self._tick_by is not None:
+            limit = min(limit, self._tick_by)
+        for rt in self.agents.values():
+            if rt.hold_until_mono > snap.mono:
+                limit = min(limit, rt.hold_until_mono)
+        for at, _remedy in self.remedies.scheduled:
+            limit = min(limit, snap.mono + max(0.0, (at - snap.now).total_seconds()))
+        return max(base, limit - snap.mono)
 
     def check_agent(self, rt: AgentRuntime, snap: FleetSnapshot) -> list[Finding]:
         """Run every ``ccci_check_agent`` implementation for one agent."""
@@ -285,7 +359,12 @@ class Supervisor:
         return out
 
     def _refresh_flags(self) -> None:
-        """Pick up ``ccci stop``/``ccci start`` made by the CLI since the last tick."""
+        """Pick up ``ccci stop``/``ccci start`` made by the CLI since the last tick (the
+        table is read only when :meth:`ccci.state.StateStore.agents_version` moved)."""
+        version = self.store.agents_version()
+        if version is not None and version == self._agents_version:
+            return
+        self._agents_version = version
         for rec in self.store.agents():
             rt = self.agents.get(rec.name)
             if rt is None:
@@ -394,7 +473,9 @@ class Supervisor:
         self.calls.call_all("ccci_configure", {"config": self.config})
 
     def run(self, ticks: int | None = None, on_tick: Callable[[], None] | None = None) -> None:
-        """Tick every ``tick_seconds`` until :meth:`request_stop` (or ``ticks`` ticks).
+        """Tick every ``tick_seconds`` (a quiet fleet's safety tick:
+        :meth:`next_interval`) until :meth:`request_stop` (or ``ticks`` ticks); a
+        :meth:`wake` runs the next tick at once.
 
         Ticks are scheduled on the monotonic clock; a slow tick is not followed by a
         burst of catch-up ticks.
@@ -416,15 +497,21 @@ class Supervisor:
                     if msg != self._last_tick_error[0] or mono - self._last_tick_error[1] >= 60:
                         self._last_tick_error = (msg, mono)
                         self.emit("tick_error", msg, where=traceback.format_exc(limit=4)[-800:])
+                    self.quiet = False
                 n += 1
                 if on_tick:
                     on_tick()
-                next_at += float(self.config.tick_seconds)
+                interval = self.next_interval()
+                next_at += interval
                 delay = next_at - self.clock.monotonic()
                 if delay < 0:
                     next_at = self.clock.monotonic()
                     delay = 0
-                if self.clock.wait(self._wake, delay):
+                if interval > float(self.config.tick_seconds):
+                    woke = self._quiet_wait(delay)
+                else:
+                    woke = self.clock.wait(self._wake, delay)
+                if woke:
                     next_at = self.clock.monotonic()
         finally:
             if self.stopping:
@@ -434,6 +521,29 @@ class Supervisor:
             stop = getattr(self.tmux, "stop_control", None)
             if callable(stop):
                 stop()
+            close = getattr(self.process_scan, "close", None)
+            if callable(close):
+                close()  # its pidfds (a later tick reads /proc again)
+
+    def _quiet_wait(self, delay: float) -> bool:
+        """The wait before a quiet fleet's safety tick: as ``clock.wait`` on the wake
+        event, but every ``tick_seconds`` the state database is asked whether another
+        process committed to it since the last tick started
+        (:meth:`ccci.state.StateStore.data_version`): a ``ccci send``, ``stop``, ``start``
+        or ``job`` is then picked up within ``tick_seconds``, as without the safety tick.
+        :returns: True when woken (an event or such a commit)."""
+        step = float(self.config.tick_seconds)
+        end = self.clock.monotonic() + delay
+        while True:
+            left = end - self.clock.monotonic()
+            if left <= 0:
+                return False
+            if self.clock.wait(self._wake, min(left, step)):
+                return True
+            version = self.store.data_version()
+            if version is None or version != self._tick_data_version:
+                self.last_wake_reason = "the state database was written by another process"
+                return True
 
     def _start_control(self) -> None:
         """Switch the tmux access to one control-mode client whose notifications call

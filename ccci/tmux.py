@@ -95,6 +95,9 @@ class Tmux:
         #: {pane_id: parsed lines of its last capture} (``Screen.from_styled``'s ``keep``);
         #: each dict is filled before it is stored and never changed after
         self._parsed: dict[str, dict] = {}
+        self._rows: dict[str, PaneInfo] = {}  # list-panes row text -> its PaneInfo (last call)
+        #: (control client, pids) last given to its ``watch_pids``
+        self._watched: tuple[tmux_control.ControlClient | None, set[int]] = (None, set())
 
     # ------------------------------------------------------------------ control mode
     def start_control(self, wake: tmux_control.Wake | None = None,
@@ -228,13 +231,26 @@ class Tmux:
         out = self._parse_panes(lines)
         ctl = self.control
         if ctl is not None and ctl.alive:
-            ctl.watch_pids({p.pid for p in out.values() if p.pid and not p.dead})
+            pids = {p.pid for p in out.values() if p.pid and not p.dead}
+            if pids != self._watched[1] or ctl is not self._watched[0]:  # (a pipe write and a thread wake-up)
+                ctl.watch_pids(pids)
+                self._watched = (ctl, pids)
         return out
 
-    @staticmethod
-    def _parse_panes(lines: list[str]) -> dict[str, PaneInfo]:
+    def _parse_panes(self, lines: list[str]) -> dict[str, PaneInfo]:
+        """The rows as :class:`PaneInfo`, keyed by session (its first pane). A row whose
+        text is the same as in the last call gives the same :class:`PaneInfo` object
+        (nothing changes a PaneInfo; most rows repeat from tick to tick: bench/ parsed
+        200 rows per tick)."""
         out: dict[str, PaneInfo] = {}
+        prev, rows = self._rows, {}
         for line in lines:
+            info = prev.get(line)
+            if info is not None:
+                rows[line] = info
+                if info.session_name not in out:
+                    out[info.session_name] = info
+                continue
             parts = line.split(SEP)
             if len(parts) != len(FIELDS):
                 continue
@@ -256,6 +272,8 @@ class Tmux:
                 width=_int(d["pane_width"]) or 0,
                 height=_int(d["pane_height"]) or 0,
             )
+            rows[line] = out[d["session_name"]]
+        self._rows = rows
         return out
 
     def capture(self, pane_ids: list[str]) -> dict[str, str]:
@@ -312,7 +330,7 @@ class Tmux:
         if len(self._parsed) > MAX_PARSED_PANES:
             self._parsed = {}  # panes come and go: a bound, not an eviction policy
         keep: dict = {}
-        screen = Screen.from_styled("\n".join(lines), self._parsed.get(pane_id), keep)
+        screen = Screen.from_styled(lines, self._parsed.get(pane_id), keep)
         self._parsed[pane_id] = keep
         return screen
 

@@ -69,8 +69,12 @@ CONNECT_S = 3.0  #: deadline of the attach (seconds)
 OUTPUT_WAKE_S = 2.0  #: ``%output`` of one pane wakes the runner at most this often (seconds)
 OUTPUT_WAKE_FLEET_S = 0.5  #: ... and ``%output`` of any pane at most this often (seconds)
 SUBSCRIPTION = "ccci-panes"
-#: every pane of every session: ``%N=dead/pid`` (a change wakes the runner within 1 s)
-SUBSCRIPTION_FORMAT = "#{S:#{W:#{P:#{pane_id}=#{pane_dead}/#{pane_pid} }}}"
+#: every window of every session: ``@N:activity`` and each pane's ``%N=dead/pid`` (a
+#: change wakes the runner within 1 s). ``window_activity`` (seconds) moves with any
+#: output in the window: the wake-up for a pane printing in a session the client is not
+#: attached to, which gets no ``%output``; it lets the runner's quiet-fleet safety tick
+#: (``fleet.idle_tick_seconds``) be long without a screen change waiting for it.
+SUBSCRIPTION_FORMAT = "#{S:#{W:#{window_id}:#{window_activity} #{P:#{pane_id}=#{pane_dead}/#{pane_pid} }}}"
 
 Wake = Callable[[str], None]
 
@@ -110,7 +114,7 @@ def control_line(argv: list[str]) -> tuple[str, int]:
     words: list[str] = []
     n = 1
     for a in argv:
-        if any(c in a for c in "\n\r\0"):
+        if "\n" in a or "\r" in a or "\0" in a:
             raise ValueError("argument with a newline")
         if a == ";":
             words.append(";")
@@ -228,14 +232,20 @@ def marked_processes(socket_name: str | None, socket_path: str | None = None) ->
 
 
 class _Request:
-    __slots__ = ("ncmds", "outputs", "error", "done", "failed")
+    """One line of a batch (:meth:`ControlClient.run`). The batch shares one
+    ``threading.Event``, set when its last line is answered or the client fails (the
+    answers come in order): one Event per batch, not per line (a tick's capture batch
+    has a line per changed pane)."""
 
-    def __init__(self, ncmds: int) -> None:
+    __slots__ = ("ncmds", "outputs", "error", "done", "failed", "last")
+
+    def __init__(self, ncmds: int, done: threading.Event, last: bool = True) -> None:
         self.ncmds = ncmds
         self.outputs: list[str] = []  # output lines of the commands that succeeded
         self.error: str | None = None  # the %error block's text
         self.failed: str | None = None  # ControlUnavailable reason
-        self.done = threading.Event()
+        self.done = done
+        self.last = last  # the batch's last line: its answer completes the batch
 
 
 class ControlClient:
@@ -286,6 +296,12 @@ class ControlClient:
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
+
+    @property
+    def subscribed(self) -> bool:
+        """True once tmux sent the subscription's first value (tmux >= 3.2 has
+        subscriptions): pane and window changes in every session wake the runner."""
+        return self._sub_seen
 
     def start(self, timeout: float = CONNECT_S) -> None:
         """Start the client and wait until it is attached.
@@ -396,7 +412,8 @@ class ControlClient:
         :raises ValueError: an argument cannot go on one line (see :func:`control_line`).
         """
         lines = [control_line(a) for a in argvs]
-        reqs = [_Request(n) for _, n in lines]
+        done = threading.Event()
+        reqs = [_Request(n, done, i == len(lines) - 1) for i, (_, n) in enumerate(lines)]
         data = "".join(line + "\n" for line, _ in lines).encode("utf-8", "surrogateescape")
         with self._lock:
             if not self._alive:
@@ -415,10 +432,9 @@ class ControlClient:
         if err is not None:
             self._fail(err)
             raise ControlUnavailable(err, sent=sent)
-        end = time.monotonic() + (self.deadline_s if deadline_s is None else deadline_s)
+        if not done.wait(self.deadline_s if deadline_s is None else deadline_s):
+            self._fail(f"deadline of {self.deadline_s if deadline_s is None else deadline_s:.1f}s missed")
         for r in reqs:
-            if not r.done.wait(max(0.0, end - time.monotonic())):
-                self._fail(f"deadline of {self.deadline_s if deadline_s is None else deadline_s:.1f}s missed")
             if r.failed is not None:
                 raise ControlUnavailable(f"tmux control client: {r.failed}", sent=True)
         return [(r.outputs, r.error) for r in reqs]
@@ -479,6 +495,10 @@ class ControlClient:
                         buf += chunk
                         *lines, buf = buf.split(b"\n")
                         for line in lines:
+                            block = self._block
+                            if block is not None and line[:1] != b"%":  # a reply's output line
+                                block.append(line.decode("utf-8", "surrogateescape"))
+                                continue
                             self._line(line)
                             if not self._alive:
                                 return
@@ -555,7 +575,7 @@ class ControlClient:
                     self._pending.popleft()
                 else:
                     req = None
-        if req is not None:
+        if req is not None and req.last:
             req.done.set()
 
     def _notification(self, line: bytes) -> None:

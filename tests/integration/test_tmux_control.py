@@ -250,3 +250,142 @@ def test_watcher_kill_9s_leave_no_orphaned_control_client(sock, tmp_path):
                  if p.info["cmdline"] and "-C" in p.info["cmdline"] and sock in p.info["cmdline"]]
     assert all(p.status() == psutil.STATUS_ZOMBIE for p in leftovers), leftovers
     assert tmux_control.OWNER_ENV not in os.environ
+
+
+# what bench/standin.py draws: a finished turn that declared a far wait, then the prompt
+_QUIET_AGENT = ("import sys, time\n"
+                "sys.stdout.write('\\n\\u00bb turn 1\\n\\u25cf done\\n\\u2713 turn done in 0s\\n"
+                "WAITING-UNTIL: 2099-01-01T00:00:00Z\\n' + '\\u2500' * 40 + '\\n> ')\n"
+                "sys.stdout.flush()\n"
+                "time.sleep(100000)\n")
+
+
+def _quiet_supervisor(tmp_path, fleet_config, idle: float):
+    from ccci.plugins import get_plugin_manager
+    from ccci.state import StateStore
+    from ccci.supervisor import Supervisor
+
+    sock = f"ccci-idle-{uuid.uuid4().hex[:8]}"
+    cfg = fleet_config(agents=("a", "b"), fleet={"tmux_socket": sock, "tick_seconds": 0.25,
+                                                 "idle_tick_seconds": idle})
+    tmux = Tmux(sock)
+    for name in ("a", "b"):
+        tmux.new_session(cfg.session_name(name), [sys.executable, "-c", _QUIET_AGENT], tmp_path, {})
+    return Supervisor(cfg, get_plugin_manager(cfg.root), StateStore(cfg.state_dir), tmux), sock
+
+
+@pytest.mark.timeout(120, method="thread")  # the Supervisor runs in this process: its checks use SIGALRM
+def test_quiet_fleet_safety_tick_finds_a_death_whose_wake_was_missed(tmp_path, fleet_config):
+    """Event-driven mode: a quiet fleet ticks at ``idle_tick_seconds``, not
+    ``tick_seconds``; with every notification lost (the runner's wake is a no-op), a
+    ``kill -9`` of an agent is still found, by the safety tick, and the agent restarted."""
+    idle = 2.0
+    sup, sock = _quiet_supervisor(tmp_path, fleet_config, idle)
+    sup.wake = lambda reason="": None  # every notification missed (the control client calls this)
+    seen: dict = {"ticks": [], "quiet_intervals": [], "killed_at": None, "pid": None}
+
+    def on_tick() -> None:
+        now = time.monotonic()
+        seen["ticks"].append(now)
+        if now - seen["ticks"][0] > 60:
+            sup.request_stop(reason="test timed out")
+        if seen["killed_at"] is None:
+            if sup.quiet and sup.event_driven():
+                seen["quiet_intervals"].append(sup.next_interval())
+            if len(seen["quiet_intervals"]) >= 3:
+                rt = sup.agents["a"]
+                seen["pid"], seen["killed_at"] = rt.pid, now
+                os.kill(rt.pid, signal.SIGKILL)
+        elif [r for r in sup.store.events() if r["kind"] == "remedy" and r["agent"] == "a"]:
+            seen["restarted_at"] = now
+            sup.request_stop(reason="test done")
+
+    try:
+        sup.run(on_tick=on_tick)
+        assert seen["quiet_intervals"] == [idle] * len(seen["quiet_intervals"]), seen
+        assert seen["killed_at"] is not None, "the fleet never read quiet in event-driven mode"
+        assert "restarted_at" in seen, [(e["kind"], e["message"]) for e in sup.store.events()][-20:]
+        # no wake-up came: the death was found by a tick on the safety schedule
+        gaps = [b - a for a, b in zip(seen["ticks"], seen["ticks"][1:])]
+        assert max(gaps) >= idle * 0.9, gaps  # quiet ticks were idle_tick_seconds apart
+        assert seen["restarted_at"] - seen["killed_at"] <= idle + 15  # generous: a busy machine
+        assert sup.agents["a"].pid != seen["pid"]
+    finally:
+        sup.store.close()
+        subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+
+
+@pytest.mark.timeout(120, method="thread")
+def test_a_lost_control_client_ends_event_driven_mode_until_it_is_back(tmp_path, fleet_config):
+    """``kill -9`` of the control client: the runner is woken, ticks at
+    ``tick_seconds`` (no longer event-driven), and a new client brings the quiet
+    fleet's safety tick back."""
+    sup, sock = _quiet_supervisor(tmp_path, fleet_config, 3.0)
+    seen: dict = {"killed": None, "after_kill": [], "back": False}
+
+    def on_tick() -> None:
+        ctl = sup.tmux.control
+        if seen["killed"] is None:
+            if sup.quiet and sup.event_driven():
+                seen["killed"] = ctl.pid
+                os.kill(ctl.pid, signal.SIGKILL)
+                _wait(lambda: not ctl.alive, 10)
+        elif not seen["back"]:
+            seen["after_kill"].append((sup.event_driven(), sup.next_interval()))
+            if sup.event_driven() and ctl is not None and ctl.pid != seen["killed"]:
+                seen["back"] = sup.quiet or seen["back"]
+                if sup.quiet:
+                    seen["interval_back"] = sup.next_interval()
+                    sup.request_stop(reason="test done")
+
+    t0 = time.monotonic()
+
+    def guard() -> None:
+        on_tick()
+        if time.monotonic() - t0 > 60:
+            sup.request_stop(reason="test timed out")
+
+    try:
+        sup.run(on_tick=guard)
+        assert seen["killed"], "the fleet never read quiet in event-driven mode"
+        not_driven = [iv for driven, iv in seen["after_kill"] if not driven]
+        assert not_driven and set(not_driven) == {0.25}, seen["after_kill"]
+        assert seen.get("interval_back") == 3.0, seen
+        assert sup.tmux.control_starts >= 2
+    finally:
+        sup.store.close()
+        subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+
+
+@pytest.mark.timeout(120, method="thread")
+def test_a_commit_by_another_process_ends_a_quiet_wait(tmp_path, fleet_config):
+    """A ``ccci stop`` (another process's commit to the state database) reaches a quiet
+    fleet's runner within about ``tick_seconds``, not at its 30 s safety tick."""
+    from ccci.state import StateStore
+
+    sup, sock = _quiet_supervisor(tmp_path, fleet_config, 30.0)
+    other = StateStore(sup.config.state_dir)  # what the CLI opens
+    seen: dict = {}
+    t0 = time.monotonic()
+
+    def on_tick() -> None:
+        if time.monotonic() - t0 > 60:
+            sup.request_stop(reason="test timed out")
+        if "wrote" not in seen:
+            if sup.quiet and sup.event_driven() and sup.next_interval() == 30.0:
+                other.update_agent("b", stopped=1)
+                seen["wrote"] = time.monotonic()
+        elif sup.agents["b"].stopped:
+            seen["took"] = time.monotonic() - seen["wrote"]
+            seen["reason"] = sup.last_wake_reason
+            sup.request_stop(reason="test done")
+
+    try:
+        sup.run(on_tick=on_tick)
+        assert "wrote" in seen, "the fleet never read quiet in event-driven mode"
+        assert seen.get("took") is not None and seen["took"] < 15, seen  # the safety tick: 30 s
+        assert "another process" in seen["reason"], seen
+    finally:
+        other.close()
+        sup.store.close()
+        subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)

@@ -147,3 +147,50 @@ def test_scanned_info_compares_and_replaces_like_a_process_info():
         assert "children=7" in repr(info)
     finally:
         _kill(p)
+
+
+def test_pidfd_liveness_reads_proc_only_for_new_or_exited_pids():
+    """A live pid seen before is known alive from its pidfd (no /proc read), its name
+    and CPU are read when asked; a kill -9 is seen at the next call, with or without the
+    parent reaping it, and a scanner without pidfds gives the same answers."""
+    scanner, plain = ProcessScanner(), ProcessScanner(pidfds=False)
+    if scanner._epoll is None:  # pragma: no cover - no pidfd_open on this platform
+        import pytest
+        pytest.skip("no pidfds")
+    a, b = _spawn_parent(), _spawn_parent()
+    try:
+        first = scanner([a.pid, b.pid])
+        assert scanner.reads == 2 and set(scanner._fds) == {a.pid, b.pid}
+        for _ in range(3):
+            again = scanner([a.pid, b.pid])
+        assert scanner.reads == 2  # nothing read from /proc for known live pids
+        ref = plain([a.pid, b.pid])
+        for pid in (a.pid, b.pid):
+            assert again[pid].alive and first[pid].alive and ref[pid].alive
+            assert again[pid].name == ref[pid].name == psutil.Process(pid).name()
+            assert again[pid].cpu_seconds >= first[pid].cpu_seconds > 0
+            assert again[pid].children == ref[pid].children == 2
+        # a child killed and left unreaped (a zombie): its own pidfd fires
+        kid = psutil.Process(a.pid).children()[0]
+        assert scanner([kid.pid])[kid.pid].alive
+        kid.kill()
+        deadline = time.monotonic() + 10
+        while scanner([kid.pid])[kid.pid].alive:
+            assert time.monotonic() < deadline, "a killed child never read dead"
+            time.sleep(0.01)
+        assert not plain([kid.pid])[kid.pid].alive and kid.pid not in scanner._fds
+        # kill -9 of a watched process, reaped: dead at the next call after the exit
+        scanner([a.pid, b.pid])  # (a and b were dropped while only the child was asked for)
+        reads = scanner.reads
+        _kill(b)
+        got = scanner([a.pid, b.pid])
+        assert not got[b.pid].alive and got[a.pid].alive
+        assert scanner.reads == reads + 1  # only b was read
+        assert set(scanner._fds) == {a.pid}
+        assert not plain([b.pid])[b.pid].alive
+        scanner.close()
+        assert scanner([a.pid])[a.pid].alive  # closed: reads every pid, still right
+    finally:
+        _kill(a)
+        if b.poll() is None:
+            _kill(b)
