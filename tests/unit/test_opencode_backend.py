@@ -868,3 +868,22 @@ def test_a_restart_on_the_tick_path_never_blocks_for_the_start_timeout(fleet_con
     m.check()
     assert [e.kind for e in m.take_events()] == ["opencode_serve_failed"]
     assert killed == [second.pid] and m.pid is None and m.starting is None and m.next_start_mono > clock["t"]
+
+
+def test_no_agent_is_given_the_url_of_a_server_that_is_still_starting(fleet_config, fake_tmux, monkeypatch):
+    """e2e under load: an agent relaunched while the restarted server was not listening
+    yet attached to it and sat idle for good. server_url() refuses until it answers."""
+    cfg = fleet_config(agents=({"name": "a", "backend": "opencode"},))
+    m = opencode_serve.ServeManager(cfg, fake_tmux)
+    monkeypatch.setattr(opencode_serve.shutil, "which", lambda name: "/usr/bin/opencode")
+    monkeypatch.setattr(opencode_serve, "port_free", lambda port: True)
+    monkeypatch.setattr(opencode_serve, "_is_serve", lambda pid, port=None: pid is not None and pid == m.pid)
+    monkeypatch.setattr(opencode_serve, "_alive", lambda pid: pid is not None and pid == m.pid)
+    answers = {"healthy": False}
+    monkeypatch.setattr(m, "probe", lambda url=None: answers["healthy"])
+    assert m.ensure(wait=False) is False and m.starting is not None
+    with pytest.raises(ServerError, match="is starting"):
+        opencode_serve.server_url(cfg)
+    answers["healthy"] = True
+    m.check()
+    assert opencode_serve.server_url(cfg) == m.url

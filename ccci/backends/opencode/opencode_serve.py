@@ -205,7 +205,7 @@ class ServeManager:
     def _write_state(self) -> None:
         self.state_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": self.pid, "port": self.port, "url": self.url,
+        tmp.write_text(json.dumps({"pid": self.pid, "port": self.port, "url": self.url, "healthy": self.healthy,
                                    "session": session_name(self.config),
                                    "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}))
         os.chmod(tmp, 0o600)
@@ -247,6 +247,7 @@ class ServeManager:
         if old_port and _is_serve(old_pid, old_port) and self.probe(f"http://127.0.0.1:{old_port}"):
             self.pid, self.port, self.url = old_pid, old_port, f"http://127.0.0.1:{old_port}"
             self.healthy, self.failures = True, 0
+            self._write_state()
             self._event("opencode_serve_adopted", f"adopted the running opencode serve (pid {old_pid}, {self.url})",
                         pid=old_pid, url=self.url)
             return True
@@ -304,7 +305,7 @@ class ServeManager:
         except Exception as exc:  # noqa: BLE001 - reported, retried with backoff
             self._failed(f"tmux could not start opencode serve: {str(exc)[:200]}")
             return False
-        self.pid, self.port, self.url = pane.pid, port, url
+        self.pid, self.port, self.url, self.healthy = pane.pid, port, url, False
         self._write_state()
         deadline = t0 + conf["start_timeout"]
         if not wait:
@@ -362,6 +363,7 @@ class ServeManager:
                 else:
                     self._event("opencode_serve_started", f"opencode serve up on {self.url} (pid {self.pid})",
                                 pid=self.pid, url=self.url)
+                self.healthy = True
                 self._write_state()
             self.healthy, self.failures = True, 0
             return
@@ -474,6 +476,11 @@ def server_url(config) -> str:
         start failed).
     """
     st = ServeManager(config, None)._read_state()
+    if st.get("healthy") is False:
+        # a restart under way (ServeManager.starting): an agent launched now attached to
+        # a server that was not listening yet and sat idle for good (e2e, load 15)
+        raise ServerError(f"the fleet's opencode serve is starting (pid {st.get('pid')}, {st.get('url')}); "
+                          "the watcher launches the agent once it answers")
     if st.get("url") and _is_serve(st.get("pid"), st.get("port")):
         return str(st["url"])
     raise ServerError(f"the fleet's opencode serve is not running (see {Path(config.state_dir) / STATE_FILE}); "
