@@ -178,8 +178,16 @@ class Remedies:
             if snap.mono < self.sup.breaker.open_until and remedy.action not in ("escalate", "wait"):
                 self._report_finding_once(rt, finding, "fleet breaker open: no automatic action")
                 return
-            if remedy.action in RESTART_ACTIONS and not self._restart_allowed(rt, remedy, snap.mono, settings):
-                return
+            if remedy.action in RESTART_ACTIONS:
+                probe = getattr(rt.backend, "launch_blocked", None)
+                blocked = probe and self.sup.calls.guarded(
+                    self.sup.backend_plugins.get(rt.backend.name, rt.backend.name), f"{rt.backend.name}.launch_blocked",
+                    probe, rt.spec, self.sup.config, default=None)
+                if blocked:
+                    self._report_finding_once(rt, finding, f"the launch waits: {blocked}")
+                    return
+                if not self._restart_allowed(rt, remedy, snap.mono, settings):
+                    return
         self.sup.emit("finding", f"{finding.check}: {finding.summary}", agent=finding.agent,
                   data={**{k: v for k, v in finding.data.items() if k != "pings"}, "check": finding.check,
                         "evidence": self.sup.redact(finding.evidence), "plugin": finding.plugin})

@@ -184,6 +184,14 @@ class Backend:
         """True when typing a message now will not interrupt a turn."""
         return analysis.state in (AgentState.IDLE,)
 
+    def launch_blocked(self, spec: AgentSpec, config: "FleetConfig") -> str | None:
+        """Why a launch of this agent cannot work yet, or ``None`` (this default). The
+        runner then holds a restart (no restart counted, no backoff, one ``finding``
+        event saying it waits) and asks again on the next tick: waiting for something
+        the CLI needs (opencode's shared server while it starts) is not a failure of
+        the agent. Must be cheap (it runs on the tick path) and never raise."""
+        return None
+
     def prompt_accepted_since(self, spec: AgentSpec, config: "FleetConfig", since: float) -> bool | None:
         """Whether the CLI itself reported taking a prompt at or after ``since`` (UTC epoch
         seconds): the structured proof :func:`ccci.send.deliver` prefers over the screen.

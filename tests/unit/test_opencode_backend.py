@@ -887,3 +887,28 @@ def test_no_agent_is_given_the_url_of_a_server_that_is_still_starting(fleet_conf
     answers["healthy"] = True
     m.check()
     assert opencode_serve.server_url(cfg) == m.url
+
+
+def test_a_restart_waits_for_a_starting_server_without_backoff(make_supervisor, fake_tmux, fake_clock, monkeypatch):
+    """e2e under load (load average 15): the server failed 3 health checks and was
+    restarted; the agent, dead with it, was relaunched into the starting server three
+    times, each a failed launch with a growing backoff. A launch now waits for the
+    server (Backend.launch_blocked) without counting a restart."""
+    from ccci.backends.opencode import OpencodeBackend
+    from ccci.testing.fakes import events, tick
+
+    sup = make_supervisor(agents=["a"], checks={"startup_grace": 0, "failure_threshold": 1})
+    tick(sup)
+    why = {"now": "opencode serve is starting (pid 1, http://127.0.0.1:1)"}
+    monkeypatch.setattr(sup.agents["a"].backend, "launch_blocked", lambda spec, config: why["now"])
+    fake_tmux.pane("a").kill(status=1)
+    for _ in range(5):
+        tick(sup)
+    assert len(fake_tmux.launches("a")) == 1 and not events(sup, "backoff") and not events(sup, "launch_failed")
+    waits = [e for e in events(sup, "finding", "a") if "the launch waits" in e["message"]]
+    assert len(waits) == 1  # said once, not every tick
+    why["now"] = None
+    tick(sup)
+    tick(sup)
+    assert len(fake_tmux.launches("a")) == 2 and not events(sup, "backoff")
+    assert OpencodeBackend().launch_blocked is not None

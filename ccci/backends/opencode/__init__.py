@@ -345,6 +345,14 @@ class OpencodeBackend(Backend):
             return False
         return "serve" not in cmdline[1:3]
 
+    def launch_blocked(self, spec: AgentSpec, config: "FleetConfig") -> str | None:
+        """``"opencode serve is starting"`` while the fleet's server has been started but
+        does not answer yet (:func:`ccci.backends.opencode.opencode_serve.starting`):
+        an ``opencode run --attach`` launched then fails or sits idle."""
+        from ccci.backends.opencode import opencode_serve
+
+        return opencode_serve.starting(config)
+
     def is_ready_for_input(self, analysis: ScreenAnalysis) -> bool:
         """Never: ``opencode run`` has no input box. Messages for the agent are given to
         its next ``opencode run`` as the prompt (the supervisor's resume at turn end)."""

@@ -469,6 +469,15 @@ def manager(config, stash, tmux=None) -> ServeManager:
     return m
 
 
+def starting(config) -> str | None:
+    """A one-line reason while the fleet's server was started and does not answer yet
+    (its state file says ``"healthy": false`` and its process lives), else ``None``."""
+    st = ServeManager(config, None)._read_state()
+    if st.get("healthy") is False and _alive(st.get("pid")):
+        return f"opencode serve is starting (pid {st.get('pid')}, {st.get('url')})"
+    return None
+
+
 def server_url(config) -> str:
     """Base URL of the fleet's ``opencode serve`` (``http://127.0.0.1:PORT``).
 
