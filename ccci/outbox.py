@@ -37,9 +37,6 @@ TURN_SETTLE_S = 1.0
 #: for a lost end report (as ccci.backends.claude.claude_hooks.STALE_BUSY_S)
 RUNNING_STALE_S = 30.0
 MAX_DELIVERY_ROUNDS = 3  #: delivery rounds (each with its own Enter retries) before a message fails
-#: s after a message counted delivered without proof within which a restart of its agent,
-#: before the agent showed any sign of taking it, queues it again (once)
-UNCONFIRMED_WINDOW_S = 1800.0
 
 
 TYPING_LOCK_WAIT_S = 30.0  #: s a delivery waits for another process typing into the same pane
@@ -94,10 +91,6 @@ class Outbox:
         #: agents seen busy before their current idle stretch began (a turn just ended)
         self.busy_before: set[str] = set()
         self._tracked_tick: int | None = None  #: the tick :meth:`_track_turn_ends` last ran in
-        #: agent -> [message id, process generation, monotonic s, tick, content baseline]
-        #: of a message counted delivered without proof that the agent has not been seen
-        #: taking yet (see :meth:`_settle_unconfirmed`)
-        self.unconfirmed: dict[str, list] = {}
 
     def deliver_now(self, name: str, text: str) -> "SendResult":
         """Type ``text`` into the agent's pane now and verify the submission."""
@@ -192,9 +185,6 @@ class Outbox:
                 res = replace(res, delivered=True, detail=f"typed and submitted, not confirmed ({res.detail})")
                 sup.emit("message_unconfirmed", f"counted delivered without proof: {res.detail}", agent=rt.name,
                          message_id=msg.id)
-                self.unconfirmed[rt.name] = [msg.id, rt.generation, sup.clock.monotonic(), sup.tick_no, None]
-            elif res.delivered:
-                self.unconfirmed.pop(rt.name, None)
             if res.delivered:
                 fault_point("after_type")
             status = "delivered" if res.delivered else ("queued" if res.retry_later else "failed")
@@ -239,8 +229,6 @@ class Outbox:
         self._tracked_tick = sup.tick_no
         for name, rt in sup.agents.items():
             state = getattr(rt.analysis, "state", None)
-            if name in self.unconfirmed:
-                self._settle_unconfirmed(rt, state)
             if state == AgentState.BUSY:
                 self.busy_before.add(name)
                 self.ready_since.pop(name, None)
@@ -252,45 +240,6 @@ class Outbox:
                     self.busy_before.discard(name)
             else:
                 self.ready_since.pop(name, None)
-
-    def _settle_unconfirmed(self, rt, state) -> None:
-        """A message counted delivered without proof (:attr:`unconfirmed`): forget it once
-        the agent shows it took it (a turn started, or its screen changed later while its
-        process lives); queue it again, once (``dedup_key`` ``resubmit:<id>``, a
-        ``work_resubmitted`` event), when the agent was restarted first (a stall or death
-        restart within :data:`UNCONFIRMED_WINDOW_S`): the agent wedged as the message was
-        typed, and the resumed conversation never got it (seen in the chaos soak,
-        bench/soak.py: a frozen scripted agent, then its stall restart)."""
-        from ccci.checks import RESUBMIT_KEY
-        from ccci.model import AgentState
-
-        sup = self.sup
-        rec = self.unconfirmed[rt.name]
-        mid, gen, at, tick = rec[:4]
-        now = sup.clock.monotonic()
-        if rt.generation == gen:
-            if sup.tick_no <= tick:
-                return
-            if rec[4] is None:  # the first screen read after the delivery: what typing it left
-                rec[4] = rt.content_changed_mono
-                reacted = False
-            else:  # the screen changed after that while the process lives: the CLI is working
-                reacted = rt.content_changed_mono > rec[4] and state not in (AgentState.EXITED, None)
-            if state == AgentState.BUSY or reacted or now - at > UNCONFIRMED_WINDOW_S:
-                del self.unconfirmed[rt.name]
-            return
-        del self.unconfirmed[rt.name]
-        if now - at > UNCONFIRMED_WINDOW_S:
-            return
-        msg = sup.store.message(mid)
-        if not msg or msg["status"] != "delivered" or (msg.get("dedup_key") or "").startswith("resubmit:"):
-            return
-        new = sup.store.queue_message(rt.name, msg["text"], sup.clock.now(), RESUBMIT_KEY.format(id=mid))
-        if new is not None:
-            sup.emit("work_resubmitted", f"after a restart: message {mid} was counted delivered without proof and "
-                     f"the agent never took it; sent again once: {msg['text'][:80]!r}", agent=rt.name,
-                     cause="restart_before_unconfirmed_message_taken", message_id=mid, resubmitted_id=new,
-                     what="request")
 
     def recover_sending(self, panes: dict[str, PaneInfo], only: int | None = None) -> None:
         """Messages left in state 'sending' by a killed watcher: delivered if their text

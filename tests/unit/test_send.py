@@ -8,7 +8,7 @@ import pytest
 
 from ccci.backends.scripted import ScriptedBackend
 from ccci.send import deliver, sanitize
-from ccci.testing.fakes import ScreenSequence, events
+from ccci.testing.fakes import ScreenSequence
 from ccci.tmux import MAX_LITERAL, Tmux
 
 SETTINGS = {"send_enter_delay": 0.2, "send_retries": 3}
@@ -365,83 +365,3 @@ def test_outbox_waits_for_a_fresh_agents_first_turn(make_supervisor, fake_tmux, 
     fake_clock.advance(FIRST_TURN_WAIT_S)
     sup.tick()
     assert b.submitted == ["for b"]  # never seen busy: typed once the wait is over
-
-
-def _unconfirmed_delivery(make_supervisor, fake_tmux, fake_clock, text="hello once"):
-    """An agent past its launch turn takes ``text`` with no proof: Enter, the box gone,
-    a screen no rule knows (as a CLI that froze right then). Returns (sup, pane)."""
-    sup = make_supervisor(agents=["a"], checks={"startup_grace": 0, "failure_threshold": 1})
-    fake_clock.advance(1)
-    sup.tick()
-    pane = fake_tmux.pane("a")
-    pane.busy(0)
-    fake_clock.advance(1)
-    sup.tick()
-    pane.idle()
-    fake_clock.advance(1)
-    sup.tick()
-
-    def box_vanishes(p, key):
-        if key == "Enter":
-            p.set_screen("something the rules do not know", input_box=None)
-            return True
-
-    pane.on_key = box_vanishes
-    sup.queue_message("a", text)
-    fake_clock.advance(1)
-    sup.tick()
-    pane.on_key = None
-    assert pane.typed == [text] and len(events(sup, "message_unconfirmed", "a")) == 1
-    return sup, pane
-
-
-def _relaunched_and_idle(sup, fake_tmux, fake_clock, old):
-    for _ in range(20):
-        fake_clock.advance(1)
-        sup.tick()
-        new = fake_tmux.launches("a")[-1]
-        if new is not old and not new.dead:
-            new.idle()
-    return fake_tmux.launches("a")[-1]
-
-
-def test_a_message_counted_delivered_without_proof_is_sent_again_once_when_the_agent_died_before_taking_it(
-        make_supervisor, fake_tmux, fake_clock):
-    """The chaos soak's known gap (bench/README.md): ccci saw the agent idle, typed, the box
-    went, no proof either way (counted delivered: never type twice), and the agent had
-    wedged: nothing on its screen moved, then it was restarted, and the resumed
-    conversation never got the message. Now the restart queues it again, once."""
-    sup, pane = _unconfirmed_delivery(make_supervisor, fake_tmux, fake_clock)
-    for _ in range(3):  # frozen: the screen does not change
-        fake_clock.advance(1)
-        sup.tick()
-    pane.kill(signal=9)
-    new = _relaunched_and_idle(sup, fake_tmux, fake_clock, pane)
-    assert new is not pane
-    assert new.typed == ["hello once"]
-    [ev] = events(sup, "work_resubmitted", "a")
-    assert ev["data"]["message_id"] == 1 and ev["data"]["cause"] == "restart_before_unconfirmed_message_taken"
-    rows = sorted(sup.store.messages(), key=lambda r: r["id"])
-    assert [(r["status"], r["dedup_key"]) for r in rows] == [("delivered", None), ("delivered", "resubmit:1")]
-    # a second restart does not send it a third time
-    new.kill(signal=9)
-    newer = _relaunched_and_idle(sup, fake_tmux, fake_clock, new)
-    assert newer is not new and newer.typed == [] and len(sup.store.messages()) == 2
-
-
-@pytest.mark.parametrize("took_it", ["busy", "screen_changed"])
-def test_a_message_the_agent_was_seen_taking_is_not_sent_again_after_a_restart(
-        make_supervisor, fake_tmux, fake_clock, took_it):
-    sup, pane = _unconfirmed_delivery(make_supervisor, fake_tmux, fake_clock)
-    fake_clock.advance(1)
-    sup.tick()
-    if took_it == "busy":
-        pane.busy(0)
-    else:
-        pane.append("working on it: reading the repository")
-    fake_clock.advance(1)
-    sup.tick()
-    pane.kill(signal=9)
-    new = _relaunched_and_idle(sup, fake_tmux, fake_clock, pane)
-    assert new is not pane and new.typed == []
-    assert not events(sup, "work_resubmitted", "a") and len(sup.store.messages()) == 1
