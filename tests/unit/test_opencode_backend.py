@@ -912,3 +912,23 @@ def test_a_restart_waits_for_a_starting_server_without_backoff(make_supervisor, 
     tick(sup)
     assert len(fake_tmux.launches("a")) == 2 and not events(sup, "backoff")
     assert OpencodeBackend().launch_blocked is not None
+
+
+def test_a_busy_server_is_restarted_only_after_failing_health_checks_for_unhealthy_min_s(
+        fleet_config, fake_tmux, monkeypatch):
+    cfg = fleet_config(agents=({"name": "a", "backend": "opencode"},))
+    clock = {"t": 1000.0}
+    m = opencode_serve.ServeManager(cfg, fake_tmux, mono=lambda: clock["t"])
+    m.pid, m.port, m.url, m.healthy = 4242, 4321, "http://127.0.0.1:4321", True
+    monkeypatch.setattr(opencode_serve, "_is_serve", lambda pid, port=None: pid == 4242)
+    monkeypatch.setattr(m, "probe", lambda url=None: False)
+    killed = []
+    monkeypatch.setattr("ccci.processes.kill_tree", lambda pid: killed.append(pid))
+    monkeypatch.setattr(m, "_restart", lambda why: None)
+    for _ in range(opencode_serve.UNHEALTHY_LIMIT + 3):  # one check a second: slow, not dead
+        m.check()
+        clock["t"] += 1
+    assert killed == [] and not [e for e in m.take_events() if e.kind == "opencode_serve_unhealthy"]
+    clock["t"] += opencode_serve.UNHEALTHY_MIN_S
+    m.check()
+    assert killed == [4242] and [e.kind for e in m.take_events()] == ["opencode_serve_unhealthy"]

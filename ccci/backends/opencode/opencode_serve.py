@@ -10,7 +10,7 @@ uses ``backend = "opencode"``, the watcher:
   answer is killed; a leftover tmux session is killed;
 * health-checks it every tick (process alive via psutil, then ``GET /global/health``
   with a 1 s limit) and restarts it when the process died or
-  :data:`UNHEALTHY_LIMIT` checks in a row failed. Agents whose ``opencode run`` died with
+  :data:`UNHEALTHY_LIMIT` checks in a row failed over at least :data:`UNHEALTHY_MIN_S`. Agents whose ``opencode run`` died with
   the server are resumed by the process-death check (``--session`` continues them; the
   sessions live in the server's storage and survive its restart);
 * reports each step as an event (``data["happened_at"]``: when it happened, UTC; the
@@ -73,7 +73,10 @@ from ccci.stash import StashKey
 from ccci.model import Event
 
 STATE_FILE = "opencode-serve.json"
-UNHEALTHY_LIMIT = 3  #: failed health checks in a row before a live server is restarted
+UNHEALTHY_LIMIT = 3  #: failed health checks in a row before a live server is restarted ...
+#: ... spanning at least this many seconds: on 2 cores at load average 15-20 a live, busy
+#: server missed three 1 s health requests in 3 s and was killed under its agent (CI, 2026-12-07)
+UNHEALTHY_MIN_S = 15.0
 HEALTH_TIMEOUT_S = 1.0  #: seconds per health request (loopback: answers take ~2 ms)
 DEFAULT_START_TIMEOUT_S = 30.0  #: measured start to healthy: 3.5 s on a loaded 2-core machine
 MAX_BACKOFF_S = 60.0  #: cap of the delay between failed starts (doubling from 1 s)
@@ -181,6 +184,7 @@ class ServeManager:
     healthy: bool = False
     restarts: int = 0
     failures: int = 0
+    first_failure_mono: float = 0.0  #: when the current run of failed health checks began
     start_failures: int = 0
     next_start_mono: float = 0.0
     down_since_mono: float | None = None
@@ -368,7 +372,9 @@ class ServeManager:
             self.healthy, self.failures = True, 0
             return
         self.failures += 1
-        if self.failures >= UNHEALTHY_LIMIT:
+        if self.failures == 1:
+            self.first_failure_mono = mono
+        if self.failures >= UNHEALTHY_LIMIT and mono - self.first_failure_mono >= UNHEALTHY_MIN_S:
             if self.down_since_mono is None:
                 self.down_since_mono = mono
             self._event("opencode_serve_unhealthy", f"opencode serve (pid {self.pid}) failed {self.failures} "
