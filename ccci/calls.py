@@ -218,6 +218,36 @@ class PluginCalls:
         return order
 
     # ------------------------------------------------------------------ one call
+    def _args(self, impl: Any, hook: str, kwargs: dict[str, Any], plugin: str, agent: str | None) -> list[Any]:
+        """The arguments ``impl`` declares, from ``kwargs`` plus its ``stash`` and
+        ``services``. :raises TypeError: it declares one the hook does not offer."""
+        args = []
+        for name in impl.argnames:
+            if name in kwargs:
+                args.append(kwargs[name])
+            elif name == "stash":
+                args.append(self.stashes.get(plugin, agent))
+            elif name == "services":
+                args.append(self.services_for(plugin))
+            else:
+                raise TypeError(f"{hook} offers no argument {name!r}")
+        return args
+
+    def _invoke(self, impl: Any, args: list[Any], timed: bool, deadline: float, start: float) -> Any:
+        """``impl.function(*args)``, cut off at ``deadline`` (monotonic s) by the
+        shared timer when ``timed``."""
+        if timed:
+            _ALARM.arm(deadline, start)
+        self._alarm_depth += 1
+        try:
+            return impl.function(*args)
+        finally:
+            self._alarm_depth -= 1
+            if timed:
+                _ALARM.deadline = None
+                if not self._in_tick:
+                    _ALARM.disarm()
+
     def call(self, impl: Any, hook: str, kwargs: dict[str, Any], agent: str | None = None) -> CallInfo:
         """Call one implementation with the arguments it declares; never raises
         (except ``KeyboardInterrupt``/``SystemExit``).
@@ -231,27 +261,9 @@ class PluginCalls:
         start = time.monotonic()
         check_limit, long_limit, budget = self._limits or self._read_limits()
         try:
-            args = []
-            for name in impl.argnames:
-                if name in kwargs:
-                    args.append(kwargs[name])
-                elif name == "stash":
-                    args.append(self.stashes.get(plugin, agent))
-                elif name == "services":
-                    args.append(self.services_for(plugin))
-                else:
-                    raise TypeError(f"{hook} offers no argument {name!r}")
-            if timed:
-                _ALARM.arm(start + (long_limit if hook in LONG_HOOKS else check_limit), start)
-            self._alarm_depth += 1
-            try:
-                info.result = impl.function(*args)
-            finally:
-                self._alarm_depth -= 1
-                if timed:
-                    _ALARM.deadline = None
-                    if not self._in_tick:
-                        _ALARM.disarm()
+            args = self._args(impl, hook, kwargs, plugin, agent)
+            info.result = self._invoke(impl, args, timed, start + (long_limit if hook in LONG_HOOKS else check_limit),
+                                       start)
         except Exception as exc:  # noqa: BLE001 - a plugin must never stop the daemon
             info.excinfo = exc
             info.where = where_raised(exc)
@@ -343,34 +355,13 @@ class PluginCalls:
         slow_at = budget if hook in CHECK_HOOKS else None
         called = self._called_this_tick
         monotonic = time.monotonic
-        alarm = _ALARM
         for impl in impls:
             plugin = impl.plugin_name
             called.add(plugin)
             start = monotonic()
             result = exc = None
             try:
-                args = []
-                for name in impl.argnames:
-                    if name in kwargs:
-                        args.append(kwargs[name])
-                    elif name == "stash":
-                        args.append(self.stashes.get(plugin, agent))
-                    elif name == "services":
-                        args.append(self.services_for(plugin))
-                    else:
-                        raise TypeError(f"{hook} offers no argument {name!r}")
-                if timed:
-                    alarm.arm(start + limit, start)
-                self._alarm_depth += 1
-                try:
-                    result = impl.function(*args)
-                finally:
-                    self._alarm_depth -= 1
-                    if timed:
-                        alarm.deadline = None
-                        if not self._in_tick:
-                            alarm.disarm()
+                result = self._invoke(impl, self._args(impl, hook, kwargs, plugin, agent), timed, start + limit, start)
             except Exception as e:  # noqa: BLE001 - a plugin must never stop the daemon
                 exc = e
             took = monotonic() - start

@@ -77,6 +77,22 @@ HOOK_EVENTS = ("SessionStart", "UserPromptSubmit", "Stop", "StopFailure", "Permi
                "Notification", "SessionEnd", "PreCompact")
 HOOK_TIMEOUT_S = 10  #: the CLI's per-hook time limit (seconds); the relay takes ~50 ms
 SPOOL_TAIL = 64 * 1024  #: bytes of the hook spool :meth:`ClaudeBackend.turn_activity` reads at most (~500 records)
+
+
+def _spool_tail(spec: AgentSpec, config: "FleetConfig") -> bytes | None:
+    """The last :data:`SPOOL_TAIL` bytes of the agent's hook spool; ``None`` when ccci's
+    hooks are off for the agent (``options.hooks = false``), the config has no state
+    directory, or the spool does not exist yet."""
+    if (spec.options or {}).get("hooks") is False or not getattr(config, "state_dir", None):
+        return None
+    _settings, spool = hook_paths(config.state_dir, spec.name)
+    try:
+        with open(spool, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - SPOOL_TAIL))
+            return fh.read()
+    except OSError:
+        return None
 RELAY = Path(__file__).resolve().parent / "hookrelay.py"
 
 
@@ -232,15 +248,8 @@ class ClaudeBackend(VersionedRules, Backend):
         :returns: ``None`` when ccci's hooks are off for the agent (``options.hooks =
             false``) or the spool does not exist yet; else ``True``/``False``.
         """
-        if (spec.options or {}).get("hooks") is False or not getattr(config, "state_dir", None):
-            return None
-        _settings, spool = hook_paths(config.state_dir, spec.name)
-        try:
-            with open(spool, "rb") as fh:
-                size = fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, size - 65536))
-                tail = fh.read()
-        except OSError:
+        tail = _spool_tail(spec, config)
+        if tail is None:
             return None
         for line in reversed(tail.splitlines()):
             try:
@@ -277,15 +286,8 @@ class ClaudeBackend(VersionedRules, Backend):
         """
         from ccci.backends.base import TurnActivity
 
-        if (spec.options or {}).get("hooks") is False or not getattr(config, "state_dir", None):
-            return None
-        _settings, spool = hook_paths(config.state_dir, spec.name)
-        try:
-            with open(spool, "rb") as fh:
-                size = fh.seek(0, os.SEEK_END)
-                fh.seek(max(0, size - SPOOL_TAIL))
-                tail = fh.read()
-        except OSError:
+        tail = _spool_tail(spec, config)
+        if tail is None:
             return None
         started = ended = 0
         in_turn = compacting = False
