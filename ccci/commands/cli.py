@@ -527,16 +527,29 @@ def status(ctx: click.Context, as_json: bool, watch_: bool, interval: float) -> 
     if not watch_:
         console.print(status_table(cfg, rows, down))
         return
+    import threading
+
     from rich.live import Live
 
+    # Ctrl-C ends it even when SIGINT came in ignored or its KeyboardInterrupt is caught on
+    # the way (a full CI run twice left it drawing for over 10 s after Ctrl-C): the
+    # handler also sets a flag the loop checks between frames
+    stop = threading.Event()
+
+    def _on_int(signum, frame):  # noqa: ARG001 - signal handler signature
+        stop.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, _on_int)
     try:
         with Live(status_table(cfg, rows, down), console=console, auto_refresh=False,
                   redirect_stdout=False, redirect_stderr=False) as live:
-            while True:
-                time.sleep(interval)
+            while not stop.wait(interval):
                 live.update(status_table(cfg, *_status_all(ctx, cfg, sup)), refresh=True)
     except KeyboardInterrupt:
         pass
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _status_all(ctx: click.Context, cfg: config_mod.FleetConfig, sup) -> tuple[list[dict], list]:

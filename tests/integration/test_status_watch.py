@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 
 import pexpect
@@ -36,3 +37,24 @@ def test_status_watch_refreshes_and_ends_on_ctrl_c(fleet):
     child.close()
     assert child.exitstatus == 0, child.before
     assert "Traceback" not in (child.before or "")
+
+
+def test_ctrl_c_ends_status_watch_even_when_sigint_came_in_ignored(tmp_path):
+    """A command started from a background job or a script inherits SIGINT ignored, and
+    Python then installs no KeyboardInterrupt handler: Ctrl-C did nothing (the CI
+    rehearsals of 2026-12-07 ran `.ci/run` so). ``status --watch`` installs its own."""
+    subprocess.run([sys.executable, "-m", "ccci", "init", str(tmp_path / "fl")], check=True, capture_output=True)
+    child = pexpect.spawn(sys.executable, ["-m", "ccci", "--fleet", str(tmp_path / "fl"), "status", "--watch",
+                                           "--interval", "0.3"],
+                          env={**os.environ, "COLUMNS": "160", "LINES": "40", "TERM": "xterm"},
+                          dimensions=(40, 160), timeout=30, encoding="utf-8", codec_errors="replace",
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        child.expect("builder")
+        child.sendintr()
+        child.expect(pexpect.EOF, timeout=10)
+    finally:
+        if child.isalive():
+            child.kill(signal.SIGKILL)
+    child.close()
+    assert child.exitstatus == 0, child.before
