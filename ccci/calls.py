@@ -233,14 +233,14 @@ class PluginCalls:
                 raise TypeError(f"{hook} offers no argument {name!r}")
         return args
 
-    def _invoke(self, impl: Any, args: list[Any], timed: bool, deadline: float, start: float) -> Any:
-        """``impl.function(*args)``, cut off at ``deadline`` (monotonic s) by the
-        shared timer when ``timed``."""
+    def _invoke(self, fn: Callable[..., Any], args: list[Any], timed: bool, deadline: float, start: float) -> Any:
+        """``fn(*args)``, cut off at ``deadline`` (monotonic s) by the shared timer when
+        ``timed``."""
         if timed:
             _ALARM.arm(deadline, start)
         self._alarm_depth += 1
         try:
-            return impl.function(*args)
+            return fn(*args)
         finally:
             self._alarm_depth -= 1
             if timed:
@@ -262,7 +262,7 @@ class PluginCalls:
         check_limit, long_limit, budget = self._limits or self._read_limits()
         try:
             args = self._args(impl, hook, kwargs, plugin, agent)
-            info.result = self._invoke(impl, args, timed, start + (long_limit if hook in LONG_HOOKS else check_limit),
+            info.result = self._invoke(impl.function, args, timed, start + (long_limit if hook in LONG_HOOKS else check_limit),
                                        start)
         except Exception as exc:  # noqa: BLE001 - a plugin must never stop the daemon
             info.excinfo = exc
@@ -319,17 +319,7 @@ class PluginCalls:
         timed = self._alarm_depth == 0 and self._can_alarm()
         start = time.monotonic()
         try:
-            if timed:
-                _ALARM.arm(start + (self._limits or self._read_limits())[0], start)
-            self._alarm_depth += 1
-            try:
-                return fn(*args)
-            finally:
-                self._alarm_depth -= 1
-                if timed:
-                    _ALARM.deadline = None
-                    if not self._in_tick:
-                        _ALARM.disarm()
+            return self._invoke(fn, list(args), timed, start + (self._limits or self._read_limits())[0], start)
         except Exception as exc:  # noqa: BLE001 - a plugin must never stop the daemon
             info.excinfo, info.where = exc, where_raised(exc)
             info.duration_s = time.monotonic() - start
@@ -361,7 +351,7 @@ class PluginCalls:
             start = monotonic()
             result = exc = None
             try:
-                result = self._invoke(impl, self._args(impl, hook, kwargs, plugin, agent), timed, start + limit, start)
+                result = self._invoke(impl.function, self._args(impl, hook, kwargs, plugin, agent), timed, start + limit, start)
             except Exception as e:  # noqa: BLE001 - a plugin must never stop the daemon
                 exc = e
             took = monotonic() - start
