@@ -194,6 +194,12 @@ def test_hung_server_reads_busy_until_the_cli_times_out(claude_session):
     assert main[1]["time"] - main[0]["time"] >= 3.5
 
 
+def _claude_clock(when: datetime) -> str:
+    """A time as Claude Code 2.1.197 and 2.1.332 print a reset: '7:15am', but '8am' on the hour
+    (a CI run whose reset fell on 08:00 printed 'Continuing automatically at 8am')."""
+    return when.strftime("%-I%p" if when.minute == 0 else "%-I:%M%p").lower()
+
+
 def test_subscriber_usage_limit_shows_a_dialog_not_an_api_error(claude_session):
     """With a claude.ai login (OAuth token) instead of an API key, the same 429 is NOT
     retried and NOT shown as 'API Error': the CLI prints "You've hit your session limit ·
@@ -206,7 +212,7 @@ def test_subscriber_usage_limit_shows_a_dialog_not_an_api_error(claude_session):
     s.wait_until(lambda sc, a: a.state == AgentState.IDLE and a.input_present and BANNER in sc,
                  45, "the CLI to start idle")
     s.type_and_enter("do some work")
-    local = datetime.fromtimestamp(reset, timezone.utc).strftime("%-I:%M%p").lower()
+    local = _claude_clock(datetime.fromtimestamp(reset, timezone.utc))
     if NEWER_UI:
         # 2.1.332 opens no dialog: it says it continues by itself at the reset
         # (tests/golden/claude-2.1.332-recorded/24_subscriber_usage_limit_auto_continue.txt)
