@@ -13,6 +13,7 @@ sampled maximum and the kernel's high-water mark (``VmHWM`` in /proc/PID/status)
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -70,6 +71,7 @@ def run_memory(tick_bench, cleanup: Cleanup, work: Path, n_agents: int, seconds:
     adopted_after = time.monotonic() - t0
     log(f"memory: watcher pid {w.pid} adopted {n_agents} agents in {adopted_after:.1f}s; sampling RSS for {seconds:.0f}s")
     samples: list[tuple[float, float]] = []
+    fds: list[tuple[float, int]] = []
     cpu0 = proc.cpu_times()
     start = time.monotonic()
     next_push = start + PUSH_EVERY_S / 2
@@ -81,6 +83,7 @@ def run_memory(tick_bench, cleanup: Cleanup, work: Path, n_agents: int, seconds:
             raise RuntimeError(f"memory: ccci watch exited ({w.returncode}) after {el:.0f}s")
         rss = proc.memory_info().rss / 2**20
         samples.append((round(el, 1), round(rss, 2)))
+        fds.append((round(el, 1), proc.num_fds()))
         if el >= seconds:
             break
         if time.monotonic() >= next_push:
@@ -103,6 +106,13 @@ def run_memory(tick_bench, cleanup: Cleanup, work: Path, n_agents: int, seconds:
     rss_vals = [s[1] for s in samples]
     peak_sampled = max(rss_vals)
     peak = max(peak_sampled, (hwm or 0) / 1024)
+    # the slope after the first half (start-up caches, the first fetches and commit
+    # listings are done by then): what a week-long watcher would keep growing by
+    late = [(t, r) for t, r in samples if t >= elapsed / 2]
+    try:
+        late_slope = round(statistics.linear_regression([t for t, _ in late], [r for _, r in late]).slope * 3600, 3)
+    except (statistics.StatisticsError, ValueError):  # too short a run
+        late_slope = None
     own_cpu = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
     kid_cpu = (cpu1.children_user + cpu1.children_system) - (cpu0.children_user + cpu0.children_system)
     return {
@@ -114,10 +124,13 @@ def run_memory(tick_bench, cleanup: Cleanup, work: Path, n_agents: int, seconds:
         "rss_start_mb": rss_vals[0],
         "rss_end_mb": rss_vals[-1],
         "rss_last_minute_max_mb": max(r for t, r in samples if t >= elapsed - 60),
+        "rss_slope_second_half_mb_per_h": late_slope,
+        "fds_start": fds[0][1], "fds_end": fds[-1][1], "fds_max": max(v for _, v in fds),
         "adopt_s": round(adopted_after, 2),
         "watcher_cpu_ms_per_s": round(own_cpu * 1000 / elapsed, 2),
         "watcher_children_cpu_ms_per_s": round(kid_cpu * 1000 / elapsed, 2),
         "pushes": pushes,
         "events_by_kind": kinds,
         "samples": samples,
+        "fd_samples": fds,
     }

@@ -280,6 +280,10 @@ def markdown(res: dict) -> str:
         w(f"| **{f(rss.get('peak'), 1)}** | {f(rss.get('peak_sampled'), 1)} | {f(rss.get('vm_hwm'), 1)} | {f(rss.get('start'), 1)} | "
           f"{f(rss.get('end'), 1)} | {f(rss.get('last_minute_max'), 1)} | {f(rss.get('watcher_cpu_ms_per_s'), 1)} | "
           f"{f(rss.get('watcher_children_cpu_ms_per_s'), 1)} |")
+        if rss.get("fds_start") is not None:
+            w(f"\nOver the second half of the run (start-up caches filled) the RSS moved by "
+              f"**{f(rss.get('slope_second_half_mb_per_h'), 2)} MB per hour** (least squares); open descriptors "
+              f"{rss.get('fds_start')} at the start, {rss.get('fds_end')} at the end, at most {rss.get('fds_max')}.")
         t100 = (res.get("tick_ms") or {}).get(str(rss.get("agents")))
         if t100 and rss.get("watcher_cpu_ms_per_s") is not None:
             both = rss.get("watcher_cpu_ms_per_s") + (rss.get("watcher_children_cpu_ms_per_s") or 0)

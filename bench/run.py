@@ -149,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
                              "start": m["rss_start_mb"], "end": m["rss_end_mb"], "last_minute_max": m["rss_last_minute_max_mb"],
                              "duration_s": m["duration_s"], "agents": m["agents"], "pushes": m["pushes"],
                              "watcher_cpu_ms_per_s": m["watcher_cpu_ms_per_s"],
-                             "watcher_children_cpu_ms_per_s": m["watcher_children_cpu_ms_per_s"]}
+                             "watcher_children_cpu_ms_per_s": m["watcher_children_cpu_ms_per_s"],
+                             "slope_second_half_mb_per_h": m["rss_slope_second_half_mb_per_h"],
+                             "fds_start": m["fds_start"], "fds_end": m["fds_end"], "fds_max": m["fds_max"]}
     except BaseException as exc:  # noqa: BLE001 - write what was measured, then fail
         res["errors"].append(f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-2000:]}")
         log(f"FAILED: {type(exc).__name__}: {exc}")

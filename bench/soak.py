@@ -76,6 +76,7 @@ import os
 import random
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -121,13 +122,10 @@ def slope_per_hour(series: list[tuple[float, float]]) -> float | None:
     """Least-squares slope of ``(t seconds, value)`` points, in value units per hour."""
     if len(series) < 3:
         return None
-    n = len(series)
-    mt = sum(t for t, _ in series) / n
-    mv = sum(v for _, v in series) / n
-    den = sum((t - mt) ** 2 for t, _ in series)
-    if den == 0:
+    try:
+        return statistics.linear_regression([t for t, _ in series], [v for _, v in series]).slope * 3600.0
+    except statistics.StatisticsError:  # every point at one time
         return None
-    return sum((t - mt) * (v - mv) for t, v in series) / den * 3600.0
 
 
 @dataclass
