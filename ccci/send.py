@@ -10,9 +10,11 @@ second Enter 0.6 s later submitted it every time. So:
 2. refuse when the input box holds text that is not ours (a person's draft);
 3. type the text literally (``send-keys -l``), or, over 4 KB or multi-line, paste it
    (``load-buffer`` + ``paste-buffer -p``);
-4. after ``send_enter_delay`` seconds, Enter in a separate tmux call;
+4. after ``send_enter_delay`` seconds, and once the box shows the text (at most
+   :data:`DRAFT_SHOW_S`), Enter in a separate tmux call;
 5. verify: the box is empty or the agent went busy; else re-send Enter (only while the
-   draft in the box is ours), at most ``send_retries`` times, 0.6 s apart.
+   draft in the box is ours, and not before :data:`SUBMIT_SHOW_S` after the last one),
+   at most ``send_retries`` times.
 
 A message counts as submitted when the CLI accepted it: its own report (``accepted``: a
 backend whose CLI tells, e.g. Claude Code's ``UserPromptSubmit`` hook), the agent busy,
@@ -47,6 +49,25 @@ TURN_OUTCOMES = (AgentState.USAGE_LIMIT, AgentState.FATAL_ERROR, AgentState.CONT
 #: tool call, drawn 0.3-1.5 s after Enter; issue 14)
 BOX_REPLACED_BY_TURN = TURN_OUTCOMES + (AgentState.WAITING_INPUT,)
 VERIFY_GAP_S = 0.6  # a second Enter 0.6 s later submitted 30/30 (docs/agent-clis.md#enter-after-paste)
+#: seconds the typed or pasted text may take to show in the box before Enter is pressed
+#: anyway (a CLI still taking a paste in drops the Enter: Gemini CLI 0.61.0 needed a second
+#: Enter for a 600-3000 character paste on a busy 2-core machine, in a CI rehearsal)
+DRAFT_SHOW_S = 2.0
+#: seconds after an Enter before it is pressed again: the CLI may be slow to show that it
+#: took the message (on a loaded machine a CLI went busy later than the first look at 0.4 s)
+SUBMIT_SHOW_S = 1.2
+
+
+def _wait_for_draft(tmux: "Tmux", pane_id: str, backend: "Backend", clock: "Clock") -> None:
+    """Wait (at most :data:`DRAFT_SHOW_S` seconds) until the box shows the text just typed
+    or pasted, so that Enter reaches a CLI that has taken it in; returns at once when the
+    box shows any text, is gone, or the agent is busy."""
+    end = clock.monotonic() + DRAFT_SHOW_S
+    while True:
+        a = backend.analyse(tmux.capture([pane_id]).get(pane_id, ""))
+        if a.input_text or not a.input_present or a.state == AgentState.BUSY or clock.monotonic() >= end:
+            return
+        clock.sleep(0.1)
 
 
 def sanitize(text: str, keep_newlines: bool = False) -> str:
@@ -134,15 +155,24 @@ def deliver(
         else:
             tmux.send_literal(pane_id, clean)
     clock.sleep(float(settings.get("send_enter_delay", 0.2)))
+    if not a0.input_text:
+        _wait_for_draft(tmux, pane_id, backend, clock)
     retries = int(settings.get("send_retries", 3))
     attempts = 0
     for attempt in range(retries + 1):
         tmux.send_key(pane_id, "Enter")
         attempts += 1
+        pressed = clock.monotonic()
         clock.sleep(VERIFY_GAP_S if attempt else 0.4)
-        after = tmux.capture([pane_id]).get(pane_id, "")
-        a = backend.analyse(after)
-        if accepted is not None and accepted(started) is True:
+        while True:
+            after = tmux.capture([pane_id]).get(pane_id, "")
+            a = backend.analyse(after)
+            reported = accepted is not None and accepted(started) is True
+            if reported or a.state == AgentState.BUSY or not a.input_present or not a.input_text \
+                    or not _ours(a.input_text, clean) or clock.monotonic() - pressed >= SUBMIT_SHOW_S:
+                break
+            clock.sleep(0.2)  # our draft is still in the box: give the CLI a moment more
+        if reported:
             return SendResult(True, attempts, f"submitted after {attempts} Enter (the CLI reported the prompt)",
                               typed=True)
         if a.state == AgentState.BUSY or (a.input_present and not a.input_text and after != before):

@@ -174,8 +174,13 @@ def test_fingerprint_ignores_the_retry_countdown(backend):
 
 
 class _Clock:
-    def sleep(self, s):
-        pass
+    t = 0.0
+
+    def sleep(self, s):  # instant: the waits of deliver() pass on this clock only
+        self.t += s
+
+    def monotonic(self):
+        return self.t
 
     def now(self):  # deliver() stamps when typing began (the CLI's own reports are compared with it)
         return datetime.now(timezone.utc)
