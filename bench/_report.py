@@ -281,9 +281,14 @@ def markdown(res: dict) -> str:
           f"{f(rss.get('end'), 1)} | {f(rss.get('last_minute_max'), 1)} | {f(rss.get('watcher_cpu_ms_per_s'), 1)} | "
           f"{f(rss.get('watcher_children_cpu_ms_per_s'), 1)} |")
         if rss.get("fds_start") is not None:
+            fd_series = ((res.get("details") or {}).get("memory") or {}).get("fd_samples") or []
+            half = [v for t, v in fd_series if t >= (rss.get("duration_s") or 0) / 2]
             w(f"\nOver the second half of the run (start-up caches filled) the RSS moved by "
-              f"**{f(rss.get('slope_second_half_mb_per_h'), 2)} MB per hour** (least squares); open descriptors "
-              f"{rss.get('fds_start')} at the start, {rss.get('fds_end')} at the end, at most {rss.get('fds_max')}.")
+              f"**{f(rss.get('slope_second_half_mb_per_h'), 2)} MB per hour** (least squares). Open descriptors: "
+              f"{rss.get('fds_start')} in the first sample (before the first tick's pidfds: two per live "
+              f"agent, the control client's and the process scan's), {rss.get('fds_end')} at the end, at most "
+              f"{rss.get('fds_max')}" + (f"; over the second half between {min(half)} and {max(half)}" if half else "")
+              + " (a descriptor more or less for a moment is a `git` subprocess's pipe during a fetch).")
         t100 = (res.get("tick_ms") or {}).get(str(rss.get("agents")))
         if t100 and rss.get("watcher_cpu_ms_per_s") is not None:
             both = rss.get("watcher_cpu_ms_per_s") + (rss.get("watcher_children_cpu_ms_per_s") or 0)
