@@ -190,7 +190,8 @@ class FleetConfig:
         root: the fleet directory (the file's parent).
         name: fleet name (``[fleet] name``).
         state_dir: absolute state directory (default ``<root>/.ccci``), mode 0700.
-        tmux_socket: ``tmux -L`` socket name, ``""`` for the default server.
+        tmux_socket: ``tmux -L`` socket name, ``""`` for the default server (by its path,
+            :func:`ccci.tmux.default_socket_path`, not through ``$TMUX``).
         tick_seconds: runner tick (default 1.0 s).
         idle_tick_seconds: the safety tick of a quiet fleet while the watcher's tmux
             control client runs (default 5.0 s; ``0`` = always ``tick_seconds``): after
@@ -286,8 +287,14 @@ class FleetConfig:
         return f"ccci-{self.name}-{agent}"
 
     def tmux_args(self) -> list[str]:
-        """``["-L", socket]`` or ``[]``."""
-        return ["-L", self.tmux_socket] if self.tmux_socket else []
+        """``["-L", socket]``, or ``["-S", path]`` of tmux's default server when
+        ``tmux_socket`` is ``""`` (:func:`ccci.tmux.default_socket_path`: the same server
+        from inside another tmux server as from outside)."""
+        if self.tmux_socket:
+            return ["-L", self.tmux_socket]
+        from ccci.tmux import default_socket_path
+
+        return ["-S", default_socket_path()]
 
 
 def find_config(start: Path | None = None) -> Path:

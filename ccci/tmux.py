@@ -71,14 +71,36 @@ def _int(s: str, default: int | None = 0) -> int | None:
         return default
 
 
+def default_socket_path() -> str:
+    """The path of tmux's default server socket, as tmux 3.3 builds it for a client run
+    without ``-L`` or ``-S`` outside tmux: ``${TMUX_TMPDIR:-/tmp}/tmux-<uid>/default``
+    (the first entry of a ``:``-separated ``TMUX_TMPDIR``; the directory resolved like
+    tmux's ``realpath``).
+
+    Named explicitly (``-S``) so that a fleet with ``tmux_socket = ""`` means this
+    server wherever ccci runs: a tmux client run inside tmux without ``-L``/``-S``
+    follows ``$TMUX`` instead, to the server it is running under."""
+    tmpdir = next((p for p in os.environ.get("TMUX_TMPDIR", "").split(":") if p), "/tmp")
+    return os.path.join(os.path.realpath(os.path.join(tmpdir, f"tmux-{os.geteuid()}")), "default")
+
+
 class Tmux:
     """A tmux server, addressed by socket name.
 
     :param socket_name: ``tmux -L`` name; ``None`` or ``""`` for the default server.
-    :param socket_path: ``tmux -S`` path (overrides ``socket_name``).
+    :param socket_path: ``tmux -S`` path (overrides ``socket_name``). With neither, the
+        default server's path (:func:`default_socket_path`), so that forked clients and
+        the control client reach the same server when ccci runs inside another tmux
+        server (``$TMUX``).
     """
 
     def __init__(self, socket_name: str | None = None, socket_path: str | None = None) -> None:
+        if not socket_name and not socket_path:
+            socket_path = default_socket_path()
+            try:  # what tmux does for its default socket; with -S it creates no directory
+                os.makedirs(os.path.dirname(socket_path), mode=0o700, exist_ok=True)
+            except OSError:
+                pass  # tmux's own error names the path at the first call
         self.server = libtmux.Server(socket_name=socket_name or None, socket_path=socket_path or None)
         self.socket_name, self.socket_path = socket_name or None, socket_path or None
         self.calls = 0  #: tmux subprocesses run (for benchmarks and tests)

@@ -277,7 +277,7 @@ def shutdown(ctx: click.Context, timeout: float) -> None:
 
 # ---------------------------------------------------------------------------- attach
 def attach_argv(cfg: config_mod.FleetConfig, agent: str, read_only: bool = False) -> list[str]:
-    """``tmux [-L SOCKET] attach-session -t =SESSION [-r]``: the command ``ccci attach`` runs
+    """``tmux -L SOCKET|-S PATH attach-session -t =SESSION [-r]``: the command ``ccci attach`` runs
     (an argv list, never a shell line; ``=`` makes tmux match the session name exactly)."""
     return ["tmux", *cfg.tmux_args(), "attach-session", "-t", f"={cfg.session_name(agent)}", *(["-r"] if read_only else [])]
 
