@@ -109,8 +109,11 @@ class Outbox:
         with _pane_typing_lock(sup.config.state_dir, name) as got:
             if not got:
                 return SendResult(False, 0, "another process is typing into this agent's pane", retry_later=True)
+            started = sup.clock.monotonic()
             res = deliver(sup.tmux, rt.pane_id, rt.backend, text, sup.config.settings_for(name), sup.clock,
                           tmpdir=sup.config.state_dir / "tmp", accepted=accepted)
+        if res.typed:
+            rt.typed_mono = started
         rt.last_change_key = None  # re-read the screen next tick
         rt.typed_tick = sup.tick_no  # no queued message after it this tick: e.g. /compact is running
         return res

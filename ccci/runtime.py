@@ -72,6 +72,9 @@ class AgentRuntime:
     launch_turn_open: bool = False
     #: the tick in which something was typed into the pane (its analysis is stale until the next capture)
     typed_tick: int = -1
+    #: monotonic seconds when ccci last started typing text into the pane (-inf: never
+    #: since the watcher started); a CLI's error report older than it is superseded
+    typed_mono: float = float("-inf")
     pending_since_mono: float | None = None
     pending_action: str = ""
     hold_until_mono: float = 0.0

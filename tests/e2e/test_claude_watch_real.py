@@ -274,7 +274,17 @@ def test_after_a_successful_compact_the_interrupted_request_is_answered(claude_f
     assert [q["status"] for q in carrying] == [400, 200]  # the failed one, and the one sent again once
     [ev] = f.events("work_resubmitted", "a")
     assert ev["data"]["what"] == "request" and ev["data"]["cause"] == "context_limit"
-    assert not f.events("agent_restarted_fresh", "a") and not _finding(f, "stall")
+    assert not f.events("agent_restarted_fresh", "a") and not _finding(f, "stall"), _timeline(f, "a")
+
+
+def _timeline(f, agent: str) -> str:
+    """The agent's events and its main model calls in time order, one line each (what a
+    failing assertion shows)."""
+    rows = [(parse_utc(e["at"]).timestamp(), f"{e['kind']}: {e['message'][:160]} {e['data'].get('rule') or ''}")
+            for e in f.events(agent=agent)]
+    rows += [(q["time"], f"model call ({q['kind']}) {q['status']}: {_last_user_text(q)[:80]!r}") for q in f.requests(agent)]
+    rows.sort()
+    return "\n" + "\n".join(f"{t - rows[0][0]:7.2f} s  {line}" for t, line in rows)
 
 
 def test_after_a_fresh_restart_for_the_400_the_message_that_started_the_turn_is_delivered_once(claude_fleet):

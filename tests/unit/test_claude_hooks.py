@@ -211,6 +211,24 @@ def test_merge_agreement_keeps_the_panes_evidence_and_notes_the_hook():
     assert [m.rule for m in an.matches] == ["claude.hook.StopFailure"]  # the pane had none here
 
 
+def test_merge_an_error_report_is_over_once_ccci_typed_after_it():
+    # StopFailure (prompt too long) at 100.0; ccci typed /compact at 100.4 and the pane
+    # (compacting: busy) changed at 100.6, within the hook's lag: the pane decides
+    for typed in (100.4, 100.0001):
+        an, who = merge(_pane(AgentState.BUSY), AgentState.CONTEXT_LIMIT, 100.0, "hook StopFailure",
+                        "claude.hook.StopFailure", content_changed_mono=100.6, mono=100.9, typed_mono=typed)
+        assert who == "pane" and an.state == AgentState.BUSY and not an.matches
+    # typed before the report (the message that started the failed turn): the report stands
+    an, who = merge(_pane(AgentState.BUSY), AgentState.CONTEXT_LIMIT, 100.0, "hook StopFailure",
+                    "claude.hook.StopFailure", content_changed_mono=100.6, mono=100.9, typed_mono=95.0)
+    assert who == "source" and an.state == AgentState.CONTEXT_LIMIT
+    # a busy or idle report is not an error report: the CLI's next hook decides, as before
+    for src in (AgentState.BUSY, AgentState.IDLE):
+        an, who = merge(_pane(AgentState.UNKNOWN), src, 100.0, "hook", "r", content_changed_mono=100.6, mono=100.9,
+                        typed_mono=100.4)
+        assert who == "source" and an.state == src
+
+
 def test_merge_pane_changed_after_the_hook_wins():
     # hook says busy (UserPromptSubmit at 100); the pane changed and reads idle at 130: Stop was lost
     an, who = merge(_pane(AgentState.IDLE), AgentState.BUSY, 100.0, "hook", "r", content_changed_mono=130.0, mono=131.0)

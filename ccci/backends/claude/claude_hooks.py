@@ -403,7 +403,8 @@ def track_drift(dr: _Drift, verdict: bool | None) -> bool:
 
 def merge(pane: ScreenAnalysis, src_state: AgentState, src_mono: float, evidence: str, rule: str,
           content_changed_mono: float, mono: float, tick_s: float = 1.0,
-          reset_at: datetime | None = None, groups: dict[str, str] | None = None) -> tuple[ScreenAnalysis, str]:
+          reset_at: datetime | None = None, groups: dict[str, str] | None = None,
+          typed_mono: float = float("-inf")) -> tuple[ScreenAnalysis, str]:
     """Combine the pane's reading with a source's state.
 
     The newer information wins: the pane's when its content (timers and spinners
@@ -414,6 +415,15 @@ def merge(pane: ScreenAnalysis, src_state: AgentState, src_mono: float, evidence
     pane reads anything but busy, unchanged for :data:`STALE_BUSY_S` since the event, is
     stale (a lost Stop, a failed ``/compact``).
 
+    An error report (a ``StopFailure``: any state but busy and idle) is also over once
+    ccci has typed into the pane after it (``typed_mono``): the pane decides until the
+    CLI reports again. Claude Code 2.1.332 fires no hook when a typed ``/compact``
+    starts (a manual ``PreCompact`` changes nothing, above), and the pane that changed
+    0.6 s after the ``StopFailure`` still counted as lagging it: the old
+    ``context_limit`` report read as the limit showing again and the agent got a fresh
+    session in the middle of a compaction that succeeded (tests/e2e/test_claude_watch_real.py,
+    2 of 26 runs under ``stress-ng --cpu 4`` before this rule, 0 of 60 after).
+
     :param pane: the backend's :class:`ScreenAnalysis` of the newest capture.
     :param src_state: what the source (hook, session file) says.
     :param src_mono: when the source's event happened (monotonic seconds).
@@ -422,6 +432,8 @@ def merge(pane: ScreenAnalysis, src_state: AgentState, src_mono: float, evidence
     :param tick_s: the watcher's tick (seconds).
     :param reset_at: the source's usage-limit reset time (UTC), if any.
     :param groups: what the source's match carries (``{"error_kind": <StopFailure error>}``).
+    :param typed_mono: when ccci last started typing into the pane (monotonic seconds;
+        :attr:`ccci.runtime.AgentRuntime.typed_mono`).
     :returns: ``(analysis, winner)``; winner is ``"source"``, ``"pane"`` or ``"stale"``.
     """
     # a hook's report is the CLI's own (structured); the session file's busy/idle is too
@@ -440,6 +452,8 @@ def merge(pane: ScreenAnalysis, src_state: AgentState, src_mono: float, evidence
         return replace(pane, matches=[*pane.matches, match], reset_at=reset), "source"
     if content_changed_mono > src_mono + PANE_LAG_S + tick_s:
         return pane, "pane"  # the pane changed after the event: it shows something newer
+    if typed_mono > src_mono and src_state not in (AgentState.BUSY, AgentState.IDLE):
+        return pane, "pane"  # ccci typed after the error report: the CLI took new input
     if src_state == AgentState.IDLE and pane.state in IDLE_LIKE:
         return pane, "pane"  # idle, refined: a draft in the box or a dialog
     if src_state == AgentState.BUSY and mono - src_mono >= STALE_BUSY_S:
@@ -626,7 +640,7 @@ def ccci_observe(snapshot, config, state, now, mono, agents, stash):
             snapshot.events.append(_drift_event(name, rt, tr.pane, src[0], src[2], dr.ticks))
         kind = {"error_kind": tr.hook.error} if src[3] == "claude.hook.StopFailure" and tr.hook and tr.hook.error else {}
         merged, winner = merge(tr.pane, src[0], src[1], src[2], src[3], rt.content_changed_mono, mono, tick_s,
-                               src[4], kind)
+                               src[4], kind, getattr(rt, "typed_mono", float("-inf")))
         if winner == "stale" and tr.stale_reported_at != src[1]:
             tr.stale_reported_at = src[1]
             snapshot.events.append(Event("hook_stale", f"{src[2]} {mono - src[1]:.0f}s ago but the unchanged pane reads "
