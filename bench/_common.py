@@ -17,6 +17,7 @@ from typing import Iterable
 import psutil
 
 from ccci.clock import UTC, parse_utc
+from ccci.tmux import socket_path_of
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
@@ -117,7 +118,7 @@ class Cleanup:
         subprocess.run([TMUX, "-L", socket, "kill-server"], capture_output=True, timeout=10)
         time.sleep(0.3)
         # tmux leaves the socket file behind; remove ours once no server answers on it
-        path = Path(os.environ.get("TMUX_TMPDIR") or "/tmp") / f"tmux-{os.getuid()}" / socket
+        path = Path(socket_path_of(socket))
         if path.exists() and subprocess.run([TMUX, "-L", socket, "list-sessions"], capture_output=True).returncode:
             path.unlink(missing_ok=True)
         for pid, created in seen:

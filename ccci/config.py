@@ -191,7 +191,7 @@ class FleetConfig:
         name: fleet name (``[fleet] name``).
         state_dir: absolute state directory (default ``<root>/.ccci``), mode 0700.
         tmux_socket: ``tmux -L`` socket name, ``""`` for the default server (by its path,
-            :func:`ccci.tmux.default_socket_path`, not through ``$TMUX``).
+            :func:`ccci.tmux.socket_path_of`, not through ``$TMUX``).
         tick_seconds: runner tick (default 1.0 s).
         idle_tick_seconds: the safety tick of a quiet fleet while the watcher's tmux
             control client runs (default 5.0 s; ``0`` = always ``tick_seconds``): after
@@ -288,13 +288,13 @@ class FleetConfig:
 
     def tmux_args(self) -> list[str]:
         """``["-L", socket]``, or ``["-S", path]`` of tmux's default server when
-        ``tmux_socket`` is ``""`` (:func:`ccci.tmux.default_socket_path`: the same server
+        ``tmux_socket`` is ``""`` (:func:`ccci.tmux.socket_path_of`: the same server
         from inside another tmux server as from outside)."""
         if self.tmux_socket:
             return ["-L", self.tmux_socket]
-        from ccci.tmux import default_socket_path
+        from ccci.tmux import socket_path_of
 
-        return ["-S", default_socket_path()]
+        return ["-S", socket_path_of()]
 
 
 def find_config(start: Path | None = None) -> Path:

@@ -71,17 +71,18 @@ def _int(s: str, default: int | None = 0) -> int | None:
         return default
 
 
-def default_socket_path() -> str:
-    """The path of tmux's default server socket, as tmux 3.3 builds it for a client run
-    without ``-L`` or ``-S`` outside tmux: ``${TMUX_TMPDIR:-/tmp}/tmux-<uid>/default``
-    (the first entry of a ``:``-separated ``TMUX_TMPDIR``; the directory resolved like
-    tmux's ``realpath``).
+def socket_path_of(label: str = "default") -> str:
+    """The path of the socket tmux 3.3 uses for ``-L label``:
+    ``${TMUX_TMPDIR:-/tmp}/tmux-<uid>/<label>`` (the first entry of a ``:``-separated
+    ``TMUX_TMPDIR``; the directory resolved like tmux's ``realpath``). ``"default"`` is
+    the default server's, which a client run without ``-L`` or ``-S`` outside tmux uses.
 
-    Named explicitly (``-S``) so that a fleet with ``tmux_socket = ""`` means this
-    server wherever ccci runs: a tmux client run inside tmux without ``-L``/``-S``
-    follows ``$TMUX`` instead, to the server it is running under."""
+    ccci names the default server by this path (``-S``) so that a fleet with
+    ``tmux_socket = ""`` means that server wherever ccci runs: a tmux client run inside
+    tmux without ``-L``/``-S`` follows ``$TMUX`` instead, to the server it runs under.
+    Tests and benchmarks use it to remove the socket file a killed server leaves."""
     tmpdir = next((p for p in os.environ.get("TMUX_TMPDIR", "").split(":") if p), "/tmp")
-    return os.path.join(os.path.realpath(os.path.join(tmpdir, f"tmux-{os.geteuid()}")), "default")
+    return os.path.join(os.path.realpath(os.path.join(tmpdir, f"tmux-{os.geteuid()}")), label)
 
 
 class Tmux:
@@ -89,14 +90,14 @@ class Tmux:
 
     :param socket_name: ``tmux -L`` name; ``None`` or ``""`` for the default server.
     :param socket_path: ``tmux -S`` path (overrides ``socket_name``). With neither, the
-        default server's path (:func:`default_socket_path`), so that forked clients and
+        default server's path (:func:`socket_path_of`), so that forked clients and
         the control client reach the same server when ccci runs inside another tmux
         server (``$TMUX``).
     """
 
     def __init__(self, socket_name: str | None = None, socket_path: str | None = None) -> None:
         if not socket_name and not socket_path:
-            socket_path = default_socket_path()
+            socket_path = socket_path_of()
             try:  # what tmux does for its default socket; with -S it creates no directory
                 os.makedirs(os.path.dirname(socket_path), mode=0o700, exist_ok=True)
             except OSError:

@@ -28,7 +28,7 @@ from ccci.model import ScreenAnalysis
 from ccci.state import USAGE_COUNTERS, StateStore
 from ccci.testing.agent_clis import CliUnavailable, ensure_cli
 from ccci.testing.model_server import step_to_json
-from ccci.tmux import Tmux
+from ccci.tmux import Tmux, socket_path_of
 
 REPO = Path(__file__).resolve().parents[2]
 NPM_PREFIX = REPO / ".cache" / "npm"
@@ -199,8 +199,7 @@ def stop_process(proc: subprocess.Popen | None, *, group: bool = False, timeout:
 def kill_tmux_server(socket: str) -> None:
     """``tmux -L socket kill-server`` and the socket file tmux can leave behind."""
     subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True)
-    sock = Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.geteuid()}" / socket
-    sock.unlink(missing_ok=True)
+    Path(socket_path_of(socket)).unlink(missing_ok=True)
 
 
 # ------------------------------------------------------------------- one CLI in a pane

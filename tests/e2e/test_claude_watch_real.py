@@ -278,7 +278,7 @@ def test_after_a_successful_compact_the_interrupted_request_is_answered(claude_f
 
 
 def _timeline(f, agent: str) -> str:
-    """The agent's events and its main model calls in time order, one line each (what a
+    """The agent's events and its model calls in time order, one line each (what a
     failing assertion shows)."""
     rows = [(parse_utc(e["at"]).timestamp(), f"{e['kind']}: {e['message'][:160]} {e['data'].get('rule') or ''}")
             for e in f.events(agent=agent)]

@@ -16,7 +16,7 @@ import pytest
 from ccci.config import FleetConfig
 from ccci.commands.cli import attach_argv
 from ccci.testing.fleet import poll_until
-from ccci.tmux import Tmux, default_socket_path
+from ccci.tmux import Tmux, socket_path_of
 
 pytestmark = [pytest.mark.tmux]
 
@@ -30,7 +30,7 @@ def two_servers(tmp_path, monkeypatch):
     tmpdir.mkdir()
     monkeypatch.setenv("TMUX_TMPDIR", str(tmpdir))
     monkeypatch.delenv("TMUX", raising=False)
-    default = default_socket_path()
+    default = socket_path_of()
     other = str(Path(default).with_name("other"))
     Path(default).parent.mkdir(mode=0o700)
     for sock, session in ((default, "here"), (other, "elsewhere")):
@@ -42,11 +42,12 @@ def two_servers(tmp_path, monkeypatch):
         subprocess.run(["tmux", "-S", sock, "kill-server"], capture_output=True)
 
 
-def test_default_socket_path_follows_tmux_tmpdir(tmp_path, monkeypatch):
+def test_socket_path_of_follows_tmux_tmpdir(tmp_path, monkeypatch):
     monkeypatch.setenv("TMUX_TMPDIR", f"{tmp_path}:/elsewhere")
-    assert default_socket_path() == str(tmp_path.resolve() / f"tmux-{os.geteuid()}" / "default")
+    assert socket_path_of() == str(tmp_path.resolve() / f"tmux-{os.geteuid()}" / "default")
+    assert socket_path_of("ccci-x") == str(tmp_path.resolve() / f"tmux-{os.geteuid()}" / "ccci-x")
     monkeypatch.delenv("TMUX_TMPDIR")
-    assert default_socket_path() == os.path.join(os.path.realpath(f"/tmp/tmux-{os.geteuid()}"), "default")
+    assert socket_path_of() == os.path.join(os.path.realpath(f"/tmp/tmux-{os.geteuid()}"), "default")
 
 
 def test_the_default_servers_directory_is_made_as_tmux_makes_it(tmp_path, monkeypatch):

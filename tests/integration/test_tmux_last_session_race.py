@@ -6,14 +6,13 @@ once, starting a new server."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import uuid
 from pathlib import Path
 
 import pytest
 
-from ccci.tmux import Tmux
+from ccci.tmux import Tmux, socket_path_of
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 
@@ -30,7 +29,7 @@ def test_new_session_right_after_the_last_session_was_killed():
             t.kill_session("b")
     finally:
         t.kill_server()
-        (Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.geteuid()}" / name).unlink(missing_ok=True)
+        Path(socket_path_of(name)).unlink(missing_ok=True)
 
 
 def test_arguments_ending_in_a_semicolon_reach_the_program_as_given(tmp_path):
@@ -52,4 +51,4 @@ def test_arguments_ending_in_a_semicolon_reach_the_program_as_given(tmp_path):
         assert json.loads(out.read_text()) == words
     finally:
         t.kill_server()
-        (Path(os.environ.get("TMUX_TMPDIR", "/tmp")) / f"tmux-{os.geteuid()}" / name).unlink(missing_ok=True)
+        Path(socket_path_of(name)).unlink(missing_ok=True)
